@@ -1,0 +1,251 @@
+//! Where a version's files are, and getting them onto local disk.
+//!
+//! The embedded registry keeps files under one artifact root, addressed as
+//! `mlflow-artifacts:/<relative path>` (the form `mlflow server` uses, so MLflow clients can
+//! download them through the artifact proxy). Imports are copied into a staging folder and
+//! renamed into place, so a partial copy is never visible under its final name.
+
+use std::path::{Component, Path, PathBuf};
+
+/// Failures to find or fetch artifacts.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("artifact URI scheme '{scheme}' is not supported (in '{uri}'); regserve reads mlflow-artifacts:/, file:// and local paths")]
+    UnsupportedScheme { scheme: String, uri: String },
+    #[error("invalid artifact path '{0}': it must stay inside the artifact root (no '..', no absolute paths, no links leading out)")]
+    PathEscapes(String),
+    #[error("artifact not found: {0}")]
+    NotFound(String),
+    #[error("artifact I/O error at {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
+    move |source| FetchError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The local artifact root of the embedded registry.
+#[derive(Debug, Clone)]
+pub struct ArtifactRoot {
+    root: PathBuf,
+}
+
+pub const SCHEME: &str = "mlflow-artifacts:";
+
+impl ArtifactRoot {
+    pub fn new(root: impl Into<PathBuf>) -> Result<Self, FetchError> {
+        let root = root.into();
+        std::fs::create_dir_all(&root).map_err(io(&root))?;
+        let root = root.canonicalize().map_err(io(&root))?;
+        Ok(ArtifactRoot { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The local path of a relative artifact path, refusing anything that would leave the
+    /// root: `..`, absolute paths, percent-encoded variants of them, and symlinks leading out.
+    pub fn path_of(&self, rel: &str) -> Result<PathBuf, FetchError> {
+        let decoded = percent_encoding::percent_decode_str(rel)
+            .decode_utf8()
+            .map_err(|_| FetchError::PathEscapes(rel.to_string()))?;
+        let rel_path = Path::new(decoded.as_ref());
+        if decoded.contains('\0')
+            || decoded.contains('\\')
+            || rel_path
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        {
+            return Err(FetchError::PathEscapes(rel.to_string()));
+        }
+        let full = self.root.join(rel_path);
+        // Resolve links of whatever part exists and check it is still under the root.
+        let mut existing = full.as_path();
+        while !existing.exists() {
+            match existing.parent() {
+                Some(p) => existing = p,
+                None => break,
+            }
+        }
+        if let Ok(real) = existing.canonicalize() {
+            if !real.starts_with(&self.root) {
+                return Err(FetchError::PathEscapes(rel.to_string()));
+            }
+        }
+        Ok(full)
+    }
+
+    /// Copy a file or directory into `<root>/<prefix>/<unique id>/` and return its
+    /// `mlflow-artifacts:/` URI and local path. A bare file keeps its file name.
+    pub fn import(&self, src: &Path, prefix: &str) -> Result<(String, PathBuf), FetchError> {
+        let meta =
+            std::fs::metadata(src).map_err(|_| FetchError::NotFound(src.display().to_string()))?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let staging = self.root.join(".staging").join(&id);
+        std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+        let copied = if meta.is_dir() {
+            copy_dir(src, &staging)
+        } else {
+            let name = src
+                .file_name()
+                .ok_or_else(|| FetchError::NotFound(src.display().to_string()))?;
+            std::fs::copy(src, staging.join(name))
+                .map(|_| ())
+                .map_err(io(src))
+        };
+        if let Err(e) = copied {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        let rel = format!("{}/{id}", prefix.trim_matches('/'));
+        let dest = self.path_of(&rel)?;
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        std::fs::rename(&staging, &dest).map_err(io(&dest))?;
+        sync_dir(dest.parent());
+        Ok((format!("{SCHEME}/{rel}"), dest))
+    }
+
+    /// The local path of an artifact URI this root can serve: `mlflow-artifacts:/...`,
+    /// `file://...` or a plain path.
+    pub fn local_path(&self, uri: &str) -> Result<PathBuf, FetchError> {
+        if let Some(rest) = uri.strip_prefix(SCHEME) {
+            // mlflow-artifacts:/path or mlflow-artifacts://host/path
+            let rel = match rest.strip_prefix("//") {
+                Some(with_host) => with_host.split_once('/').map(|(_, p)| p).unwrap_or(""),
+                None => rest.trim_start_matches('/'),
+            };
+            return self.path_of(rel);
+        }
+        if let Some(path) = uri.strip_prefix("file://") {
+            let decoded = percent_encoding::percent_decode_str(path)
+                .decode_utf8_lossy()
+                .into_owned();
+            return Ok(PathBuf::from(decoded));
+        }
+        if uri.starts_with('/') || !uri.contains(':') {
+            return Ok(PathBuf::from(uri));
+        }
+        let scheme = uri.split(':').next().unwrap_or_default().to_string();
+        Err(FetchError::UnsupportedScheme {
+            scheme,
+            uri: uri.to_string(),
+        })
+    }
+
+    /// Remove files that this root owns (a URI outside the root is left alone).
+    pub fn remove(&self, uri: &str) -> Result<(), FetchError> {
+        if !uri.starts_with(SCHEME) {
+            return Ok(());
+        }
+        let path = self.local_path(uri)?;
+        if path == self.root {
+            return Ok(());
+        }
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+                std::fs::remove_file(&path).map_err(io(&path))
+            }
+            Err(e) => Err(FetchError::Io {
+                path: path.display().to_string(),
+                source: e,
+            }),
+        }
+    }
+}
+
+/// Copy a directory tree; symlinks are refused (they could point anywhere).
+fn copy_dir(src: &Path, dest: &Path) -> Result<(), FetchError> {
+    for entry in std::fs::read_dir(src).map_err(io(src))? {
+        let entry = entry.map_err(io(src))?;
+        let ty = entry.file_type().map_err(io(src))?;
+        let from = entry.path();
+        let to = dest.join(entry.file_name());
+        if ty.is_symlink() {
+            return Err(FetchError::PathEscapes(from.display().to_string()));
+        } else if ty.is_dir() {
+            std::fs::create_dir_all(&to).map_err(io(&to))?;
+            copy_dir(&from, &to)?;
+        } else {
+            std::fs::copy(&from, &to).map_err(io(&from))?;
+            if let Ok(f) = std::fs::File::open(&to) {
+                let _ = f.sync_all();
+            }
+        }
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: Option<&Path>) {
+    if let Some(d) = dir {
+        if let Ok(f) = std::fs::File::open(d) {
+            let _ = f.sync_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_paths_out_of_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = ArtifactRoot::new(dir.path().join("a")).unwrap();
+        assert!(root.path_of("x/y.onnx").is_ok());
+        for bad in [
+            "../x",
+            "/etc/passwd",
+            "x/../../y",
+            "%2e%2e/x",
+            "x/%2E%2E/%2e%2e/y",
+            "%2Fetc%2Fpasswd",
+            "a\\..\\b",
+        ] {
+            assert!(
+                matches!(root.path_of(bad), Err(FetchError::PathEscapes(_))),
+                "{bad}"
+            );
+        }
+        std::os::unix::fs::symlink(dir.path(), root.root().join("link")).unwrap();
+        assert!(matches!(
+            root.path_of("link/x"),
+            Err(FetchError::PathEscapes(_))
+        ));
+    }
+
+    #[test]
+    fn import_copies_and_names_a_uri() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("m");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        std::fs::write(src.join("MLmodel"), "x").unwrap();
+        std::fs::write(src.join("sub/f"), "y").unwrap();
+        let root = ArtifactRoot::new(dir.path().join("root")).unwrap();
+        let (uri, path) = root.import(&src, "registry").unwrap();
+        assert!(uri.starts_with("mlflow-artifacts:/registry/"), "{uri}");
+        assert_eq!(std::fs::read_to_string(path.join("sub/f")).unwrap(), "y");
+        assert_eq!(root.local_path(&uri).unwrap(), path);
+        assert!(!root
+            .root()
+            .join(".staging")
+            .read_dir()
+            .unwrap()
+            .any(|_| true));
+        root.remove(&uri).unwrap();
+        assert!(!path.exists());
+        assert!(
+            matches!(root.local_path("s3://bucket/x"), Err(FetchError::UnsupportedScheme { scheme, .. }) if scheme == "s3")
+        );
+    }
+}

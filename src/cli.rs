@@ -1,0 +1,420 @@
+//! The commands behind `main`: `serve`, `models ...` and `predict`. Human-readable tables by
+//! default, `--json` for scripts.
+
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+
+use crate::artifact::ArtifactRoot;
+use crate::config::{AliasCommand, GlobalArgs, InputFormat, ModelsCommand, PredictArgs, ServeArgs};
+use crate::manager::register::{register, Registration};
+use crate::manager::{EmbeddedSource, ManagerOptions, ModelManager, ModelSource};
+use crate::registry::{ModelVersion, RegisteredModel, Store, Tag};
+use crate::runtime::{init_runtime, payload, LoadedModel};
+use crate::server::{self, ScoringState};
+
+fn open_store(global: &GlobalArgs) -> Result<(Arc<Store>, ArtifactRoot)> {
+    let db = global.db_path();
+    let store = Store::open(&db).with_context(|| {
+        format!(
+            "opening the registry at {} (--data-dir / REGSERVE_DATA_DIR)",
+            db.display()
+        )
+    })?;
+    let artifacts = ArtifactRoot::new(global.artifact_root()).with_context(|| {
+        format!(
+            "opening the artifact root under {} (--data-dir)",
+            global.data_dir.display()
+        )
+    })?;
+    Ok((Arc::new(store), artifacts))
+}
+
+/// `regserve serve`: bind, start following the models, serve until SIGINT/SIGTERM.
+pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
+    let default = args.default_index().map_err(anyhow::Error::msg)?;
+    init_runtime(global.ort_lib.as_deref()).context("--ort-lib / ORT_DYLIB_PATH")?;
+    let (store, artifacts) = open_store(global)?;
+    let source: Arc<dyn ModelSource> = Arc::new(EmbeddedSource { store, artifacts });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.addr())
+            .await
+            .with_context(|| format!("binding {} (--host/--port)", args.addr()))?;
+        let local = listener.local_addr()?;
+        let options = ManagerOptions {
+            runtime: args.runtime.options(),
+            ort_lib: global.ort_lib.clone(),
+            poll_interval: args.poll_interval,
+        };
+        tracing::info!(registry = %source.describe(), models = ?args.models.iter().map(|m| m.to_string()).collect::<Vec<_>>(), sessions = options.runtime.sessions, "starting");
+        let manager = ModelManager::start(args.models.clone(), default, source, options);
+        let app = server::scoring::routes(ScoringState { manager, max_body_size: args.max_body_size });
+        tracing::info!("listening on http://{local}");
+        server::serve(listener, app, server::shutdown_signal()).await.context("serving HTTP")
+    })
+}
+
+/// `regserve predict`: score one payload with a registered model, print the answer.
+pub fn predict(global: &GlobalArgs, args: PredictArgs) -> Result<()> {
+    let (store, artifacts) = open_store(global)?;
+    let version = store.resolve(&args.model)?;
+    let location = if version.storage_location.is_empty() {
+        &version.source
+    } else {
+        &version.storage_location
+    };
+    let path = artifacts.local_path(location)?;
+    let mut body = Vec::new();
+    if args.input.as_os_str() == "-" {
+        std::io::stdin().read_to_end(&mut body)?;
+    } else {
+        body = std::fs::read(&args.input)
+            .with_context(|| format!("reading --input {}", args.input.display()))?;
+    }
+    let format =
+        args.content_type
+            .unwrap_or(match args.input.extension().and_then(|e| e.to_str()) {
+                Some("csv") => InputFormat::Csv,
+                _ => InputFormat::Json,
+            });
+    let request = match format {
+        InputFormat::Json => payload::parse_json(&body)?,
+        InputFormat::Csv => payload::Request {
+            payload: payload::Payload::Frame(payload::parse_csv(&body)?),
+            params: None,
+        },
+    };
+    let options = crate::runtime::RuntimeOptions {
+        sessions: 1,
+        intra_threads: 1,
+        queue_capacity: 1,
+    };
+    let model = LoadedModel::load(&path, &options, global.ort_lib.as_deref())
+        .with_context(|| format!("loading version {} of '{}'", version.version, version.name))?;
+    let out = model.predict_blocking(&request.payload)?;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&out)?;
+    stdout.write_all(b"\n")?;
+    Ok(())
+}
+
+/// `regserve models ...`
+pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
+    let (store, artifacts) = open_store(global)?;
+    match cmd {
+        ModelsCommand::Register {
+            path,
+            name,
+            description,
+            tags,
+            stage,
+            archive_existing,
+            alias,
+            out,
+        } => {
+            let reg = Registration {
+                name,
+                description,
+                tags: tags
+                    .into_iter()
+                    .map(|(key, value)| Tag { key, value })
+                    .collect(),
+                stage,
+                archive_existing,
+                alias,
+                run_id: String::new(),
+            };
+            let v = register(&store, &artifacts, &path, &reg, global.ort_lib.as_deref())
+                .with_context(|| format!("registering {}", path.display()))?;
+            if out.json {
+                print_json(&v)?;
+            } else {
+                println!(
+                    "Registered '{}' version {} ({}) from {}",
+                    v.name,
+                    v.version,
+                    v.current_stage,
+                    path.display()
+                );
+                print_versions(std::slice::from_ref(&v));
+            }
+        }
+        ModelsCommand::List { out } => {
+            let models = store.list_registered_models()?;
+            if out.json {
+                print_json(&models)?;
+            } else {
+                print_models(&models);
+            }
+        }
+        ModelsCommand::Show { name, out } => {
+            let m = store.get_registered_model(&name)?;
+            let versions = store.list_model_versions(&name)?;
+            if out.json {
+                print_json(
+                    &serde_json::json!({"registered_model": m, "model_versions": versions}),
+                )?;
+            } else {
+                println!("Name:         {}", m.name);
+                println!("Created:      {}", fmt_ms(m.creation_timestamp));
+                println!("Last updated: {}", fmt_ms(m.last_updated_timestamp));
+                if !m.tags.is_empty() {
+                    println!(
+                        "Tags:         {}",
+                        m.tags
+                            .iter()
+                            .map(|t| format!("{}={}", t.key, t.value))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                if !m.aliases.is_empty() {
+                    println!(
+                        "Aliases:      {}",
+                        m.aliases
+                            .iter()
+                            .map(|a| format!("@{} → v{}", a.alias, a.version))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                if !m.description.is_empty() {
+                    println!("\n{}\n", m.description);
+                }
+                print_versions(&versions);
+            }
+        }
+        ModelsCommand::Versions { name, out } => {
+            let versions = store.list_model_versions(&name)?;
+            if out.json {
+                print_json(&versions)?;
+            } else {
+                print_versions(&versions);
+            }
+        }
+        ModelsCommand::Transition {
+            name,
+            version,
+            stage,
+            archive_existing,
+            out,
+        } => {
+            let v = store.transition_stage(&name, version, stage, archive_existing)?;
+            if out.json {
+                print_json(&v)?;
+            } else {
+                println!(
+                    "'{}' version {} is now in {}",
+                    v.name, v.version, v.current_stage
+                );
+            }
+        }
+        ModelsCommand::Alias(AliasCommand::Set {
+            name,
+            alias,
+            version,
+        }) => {
+            store.set_alias(&name, &alias, version)?;
+            println!("'{name}@{alias}' → version {version}");
+        }
+        ModelsCommand::Alias(AliasCommand::Delete { name, alias }) => {
+            store.delete_alias(&name, &alias)?;
+            println!("deleted alias '{name}@{alias}'");
+        }
+        ModelsCommand::Describe {
+            name,
+            description,
+            version,
+        } => match version {
+            Some(v) => {
+                store.update_model_version(&name, v, &description)?;
+                println!("updated the description of '{name}' version {v}");
+            }
+            None => {
+                store.update_registered_model(&name, &description)?;
+                println!("updated the description of '{name}'");
+            }
+        },
+        ModelsCommand::Rename { name, new_name } => {
+            store.rename_registered_model(&name, &new_name)?;
+            println!("renamed '{name}' to '{new_name}'");
+        }
+        ModelsCommand::Tag {
+            name,
+            tag,
+            version,
+            delete,
+        } => match (delete, tag, version) {
+            (Some(key), _, Some(v)) => store.delete_model_version_tag(&name, v, &key)?,
+            (Some(key), _, None) => store.delete_registered_model_tag(&name, &key)?,
+            (None, Some((k, val)), Some(v)) => store.set_model_version_tag(&name, v, &k, &val)?,
+            (None, Some((k, val)), None) => store.set_registered_model_tag(&name, &k, &val)?,
+            (None, None, _) => bail!("give a tag as key=value, or --delete KEY"),
+        },
+        ModelsCommand::Delete { name, version, yes } => {
+            let what = match version {
+                Some(v) => format!("version {v} of '{name}'"),
+                None => format!("registered model '{name}' and all its versions"),
+            };
+            // Fail on a missing model/version before asking.
+            match version {
+                Some(v) => drop(store.get_model_version(&name, v)?),
+                None => drop(store.get_registered_model(&name)?),
+            }
+            if !yes && !confirm(&format!("Delete {what}? [y/N] "))? {
+                bail!("not deleted (answer 'y', or pass --yes)");
+            }
+            let locations = match version {
+                Some(v) => vec![store.delete_model_version(&name, v)?],
+                None => store.delete_registered_model(&name)?,
+            };
+            for loc in locations {
+                if let Err(e) = artifacts.remove(&loc) {
+                    tracing::warn!(location = %loc, error = %e, "could not remove artifact files");
+                }
+            }
+            println!("deleted {what}");
+        }
+    }
+    Ok(())
+}
+
+fn confirm(prompt: &str) -> Result<bool> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        // Read an answer from a pipe if one is there; no answer means no.
+        eprint!("{prompt}");
+    } else {
+        print!("{prompt}");
+        std::io::stdout().flush()?;
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    Ok(matches!(
+        line.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn fmt_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    line(widths.iter().map(|w| "-".repeat(*w)).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+fn print_models(models: &[RegisteredModel]) {
+    if models.is_empty() {
+        println!("No registered models.");
+        return;
+    }
+    let rows = models
+        .iter()
+        .map(|m| {
+            let mut latest: Vec<String> = m
+                .latest_versions
+                .iter()
+                .map(|v| format!("{}:v{}", v.current_stage, v.version))
+                .collect();
+            latest.sort();
+            vec![
+                m.name.clone(),
+                latest.join(" "),
+                m.aliases
+                    .iter()
+                    .map(|a| format!("@{}=v{}", a.alias, a.version))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                fmt_ms(m.last_updated_timestamp),
+            ]
+        })
+        .collect();
+    print_table(
+        &["NAME", "LATEST VERSIONS", "ALIASES", "LAST UPDATED"],
+        rows,
+    );
+}
+
+fn print_versions(versions: &[ModelVersion]) {
+    if versions.is_empty() {
+        println!("No versions.");
+        return;
+    }
+    let rows = versions
+        .iter()
+        .map(|v| {
+            vec![
+                v.version.to_string(),
+                v.current_stage.to_string(),
+                v.status.as_str().to_string(),
+                v.aliases
+                    .iter()
+                    .map(|a| format!("@{a}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                fmt_ms(v.creation_timestamp),
+                v.source.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &["VERSION", "STAGE", "STATUS", "ALIASES", "CREATED", "SOURCE"],
+        rows,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_timestamps() {
+        assert_eq!(super::fmt_ms(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::fmt_ms(1_795_879_839_231), "2026-11-28 15:30:39 UTC");
+    }
+}

@@ -1,0 +1,364 @@
+//! Command line and environment: every flag has an env var; values are parsed into typed
+//! fields (`SocketAddr`, `Duration`, `ModelUri`, byte sizes) before anything starts, and bad
+//! values are reported with the flag's name.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::registry::Stage;
+use crate::runtime::RuntimeOptions;
+use crate::uri::ModelUri;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "regserve",
+    version,
+    about = "An MLflow-compatible model registry and ONNX model server"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// Directory of the embedded registry: `registry.db` and `artifacts/`.
+    #[arg(
+        long,
+        env = "REGSERVE_DATA_DIR",
+        default_value = "regserve-data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    /// Path of the ONNX Runtime shared library (default: search beside the binary and in .ort/lib).
+    #[arg(long, env = "ORT_DYLIB_PATH", global = true)]
+    pub ort_lib: Option<PathBuf>,
+}
+
+impl GlobalArgs {
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("registry.db")
+    }
+    pub fn artifact_root(&self) -> PathBuf {
+        self.data_dir.join("artifacts")
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve models from the registry over HTTP (MLflow scoring protocol).
+    Serve(ServeArgs),
+    /// Manage registered models and versions.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Score one payload with a registered model and print the JSON answer.
+    Predict(PredictArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// Model URI to serve (models:/name/version|stage|latest, models:/name@alias); repeat or
+    /// separate with commas to serve several.
+    #[arg(
+        short = 'm',
+        long = "model",
+        env = "REGSERVE_MODEL",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub models: Vec<ModelUri>,
+    /// Registered model name that also answers /invocations (default: the first -m).
+    #[arg(long, env = "REGSERVE_DEFAULT_MODEL")]
+    pub default_model: Option<String>,
+    #[arg(long, env = "REGSERVE_HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Port to listen on (0 picks a free one; the bound address is logged).
+    #[arg(short, long, env = "REGSERVE_PORT", default_value_t = 5000)]
+    pub port: u16,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// Largest request body accepted (bytes, or with a KiB/MiB/GiB suffix); larger gets 413.
+    #[arg(long, env = "REGSERVE_MAX_BODY_SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub max_body_size: usize,
+    /// How often a stage, alias or `latest` URI is re-resolved (e.g. 5s, 500ms, 1m).
+    #[arg(long, env = "REGSERVE_POLL_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RuntimeArgs {
+    /// ONNX Runtime sessions per loaded model (default: one per core).
+    #[arg(long, env = "REGSERVE_SESSIONS")]
+    pub sessions: Option<usize>,
+    /// Intra-op threads per session.
+    #[arg(long, env = "REGSERVE_INTRA_THREADS", default_value_t = 1)]
+    pub intra_threads: usize,
+    /// Requests that may wait for a session per model before new ones get 503.
+    #[arg(long, env = "REGSERVE_QUEUE_CAPACITY", default_value_t = 1024)]
+    pub queue_capacity: usize,
+}
+
+impl RuntimeArgs {
+    pub fn options(&self) -> RuntimeOptions {
+        let d = RuntimeOptions::default();
+        RuntimeOptions {
+            sessions: self.sessions.filter(|n| *n > 0).unwrap_or(d.sessions),
+            intra_threads: self.intra_threads.max(1),
+            queue_capacity: self.queue_capacity.max(1),
+        }
+    }
+}
+
+impl ServeArgs {
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
+
+    /// Index of the slot answering /invocations.
+    pub fn default_index(&self) -> Result<usize, String> {
+        match &self.default_model {
+            None => Ok(0),
+            Some(name) => self
+                .models
+                .iter()
+                .position(|m| &m.name == name)
+                .ok_or_else(|| {
+                    format!("--default-model '{name}' is not one of the served models (-m)")
+                }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum InputFormat {
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    #[arg(short = 'm', long = "model", env = "REGSERVE_MODEL")]
+    pub model: ModelUri,
+    /// Payload file ('-' for standard input).
+    #[arg(short, long)]
+    pub input: PathBuf,
+    /// Payload format (default: csv for a .csv file, else json).
+    #[arg(long)]
+    pub content_type: Option<InputFormat>,
+}
+
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Register a .onnx file or MLflow model directory as a new version.
+    Register {
+        path: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// Version tag, key=value (repeatable).
+        #[arg(long = "tag", value_parser = parse_tag)]
+        tags: Vec<(String, String)>,
+        /// Put the new version in this stage.
+        #[arg(long, value_parser = parse_stage)]
+        stage: Option<Stage>,
+        /// With --stage: archive the versions already in that stage.
+        #[arg(long)]
+        archive_existing: bool,
+        /// Point this alias at the new version.
+        #[arg(long)]
+        alias: Option<String>,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// List registered models.
+    List {
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Show one registered model.
+    Show {
+        name: String,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// List the versions of a model.
+    Versions {
+        name: String,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Move a version to a stage (None, Staging, Production, Archived).
+    Transition {
+        name: String,
+        version: u64,
+        #[arg(value_parser = parse_stage)]
+        stage: Stage,
+        #[arg(long)]
+        archive_existing: bool,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Set or delete an alias.
+    #[command(subcommand)]
+    Alias(AliasCommand),
+    /// Set the description of a model, or of one version with --version.
+    Describe {
+        name: String,
+        description: String,
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Rename a registered model.
+    Rename { name: String, new_name: String },
+    /// Set a tag (key=value) on a model, or on one version with --version; --delete KEY removes one.
+    Tag {
+        name: String,
+        #[arg(value_parser = parse_tag, required_unless_present = "delete")]
+        tag: Option<(String, String)>,
+        #[arg(long)]
+        version: Option<u64>,
+        #[arg(long, conflicts_with = "tag")]
+        delete: Option<String>,
+    },
+    /// Delete a model (all versions) or, with --version, one version.
+    Delete {
+        name: String,
+        #[arg(long)]
+        version: Option<u64>,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AliasCommand {
+    Set {
+        name: String,
+        alias: String,
+        version: u64,
+    },
+    Delete {
+        name: String,
+        alias: String,
+    },
+}
+
+pub fn parse_stage(s: &str) -> Result<Stage, String> {
+    Stage::parse(s).map_err(|e| e.to_string())
+}
+
+pub fn parse_tag(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}' is not key=value"))?;
+    if k.trim().is_empty() {
+        return Err(format!("'{s}' has an empty key"));
+    }
+    Ok((k.trim().to_string(), v.to_string()))
+}
+
+/// `500ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (e.g. 500ms, 5s, 2m)"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit '{other}' in '{s}' (use ms, s, m or h)"
+            ))
+        }
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("'{s}' is not a valid duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// `1048576`, `512KiB`, `64MiB`, `1GiB` (also KB/MB/GB as powers of 1000).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (e.g. 1048576, 512KiB, 64MiB)"))?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "kb" => 1000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => return Err(format!("unknown size unit '{other}' in '{s}'")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("x").is_err());
+        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert!(parse_size("12XB").is_err());
+    }
+
+    #[test]
+    fn serve_flags_parse_into_types() {
+        let cli = Cli::try_parse_from([
+            "regserve",
+            "serve",
+            "-m",
+            "models:/a/Production,models:/b@champion",
+            "--port",
+            "0",
+            "--poll-interval",
+            "1s",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.models.len(), 2);
+        assert_eq!(args.poll_interval, Duration::from_secs(1));
+        assert_eq!(args.addr().to_string(), "127.0.0.1:0");
+        let err = Cli::try_parse_from(["regserve", "serve", "-m", "models:/a"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Accepted forms"), "{err}");
+    }
+}

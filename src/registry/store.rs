@@ -1,0 +1,887 @@
+//! The embedded registry store: SQLite in WAL mode, schema migrations from `migrations/`,
+//! every write one `BEGIN IMMEDIATE` transaction (so two processes writing at once serialize
+//! on SQLite's lock, waiting up to the busy timeout instead of failing).
+//!
+//! The store is synchronous; async callers run it on the blocking pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+
+use super::filter::{self, Target};
+use super::{
+    validate_model_name, Alias, ModelVersion, RegisteredModel, RegistryError, Stage, Tag,
+    VersionStatus,
+};
+use crate::uri::{ModelUri, Selector};
+
+type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+
+/// A handle on the embedded registry database. Cheap to share behind an `Arc`.
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: Option<PathBuf>,
+}
+
+/// Fields of a model version to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewVersion {
+    pub name: String,
+    pub source: String,
+    pub run_id: String,
+    pub run_link: String,
+    pub description: String,
+    pub tags: Vec<Tag>,
+    /// Where the files live, when it differs from `source` (e.g. a resolved `runs:/` URI).
+    pub storage_location: String,
+    pub logged_model_id: String,
+    pub user_id: String,
+    /// `Ready` unless the caller still has work to do before the version may be served.
+    pub status: Option<VersionStatus>,
+    /// Put the new version in this stage, in the same transaction.
+    pub stage: Option<Stage>,
+    /// With `stage`: archive the versions already in it (Staging/Production only).
+    pub archive_existing: bool,
+    /// Point this alias at the new version, in the same transaction.
+    pub alias: Option<String>,
+}
+
+/// One page of search results.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_page_token: Option<String>,
+}
+
+const VERSION_COLUMNS: &str = "rm.name, mv.version, mv.creation_timestamp, mv.last_updated_timestamp, \
+     mv.user_id, mv.current_stage, mv.description, mv.source, mv.run_id, mv.status, mv.status_message, \
+     mv.run_link, mv.storage_location, mv.logged_model_id, mv.model_id";
+const VERSION_COLUMN_COUNT: usize = 15;
+
+const MODEL_COLUMNS: &str =
+    "rm.id, rm.name, rm.creation_timestamp, rm.last_updated_timestamp, rm.description";
+const MODEL_COLUMN_COUNT: usize = 5;
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+impl Store {
+    /// Open (creating if needed) the database at `path` and bring its schema up to date.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)?;
+            }
+        }
+        let conn = Connection::open(path)?;
+        Self::init(conn, Some(path.to_path_buf()))
+    }
+
+    /// A private in-memory store, for tests.
+    pub fn open_in_memory() -> Result<Store> {
+        Self::init(Connection::open_in_memory()?, None)
+    }
+
+    fn init(mut conn: Connection, path: Option<PathBuf>) -> Result<Store> {
+        conn.busy_timeout(Duration::from_secs(10))?;
+        if path.is_some() {
+            let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                tracing::warn!(mode, "SQLite did not switch to WAL mode");
+            }
+        }
+        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let applied: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if applied as usize > MIGRATIONS.len() {
+            return Err(RegistryError::InvalidParameter(format!(
+                "the registry database has schema version {applied}, newer than this regserve knows ({}); upgrade regserve",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+            tx.execute_batch(sql)?;
+            tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+        }
+        tx.commit()?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path,
+        })
+    }
+
+    /// The database file, if not in memory.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves the connection usable (SQLite rolled back).
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run `f` in one IMMEDIATE transaction; commit on Ok, roll back on Err.
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        f(&tx)
+    }
+
+    // ---------------------------------------------------------------- registered models
+
+    pub fn create_registered_model(
+        &self,
+        name: &str,
+        description: &str,
+        tags: &[Tag],
+    ) -> Result<RegisteredModel> {
+        validate_model_name(name)?;
+        validate_tags(tags)?;
+        self.write(|tx| {
+            let now = now_ms();
+            let inserted = tx.execute(
+                "INSERT INTO registered_models (name, description, creation_timestamp, last_updated_timestamp) \
+                 VALUES (?1, ?2, ?3, ?3) ON CONFLICT(name) DO NOTHING",
+                params![name, description, now],
+            )?;
+            if inserted == 0 {
+                return Err(RegistryError::AlreadyExists(format!(
+                    "Registered Model (name={name}) already exists."
+                )));
+            }
+            let id = tx.last_insert_rowid();
+            for t in tags {
+                tx.execute(
+                    "INSERT OR REPLACE INTO registered_model_tags (model_id, key, value) VALUES (?1, ?2, ?3)",
+                    params![id, t.key, t.value],
+                )?;
+            }
+            load_model(tx, id)
+        })
+    }
+
+    pub fn get_registered_model(&self, name: &str) -> Result<RegisteredModel> {
+        self.read(|tx| {
+            let id = model_id(tx, name)?;
+            load_model(tx, id)
+        })
+    }
+
+    pub fn update_registered_model(
+        &self,
+        name: &str,
+        description: &str,
+    ) -> Result<RegisteredModel> {
+        self.write(|tx| {
+            let id = model_id(tx, name)?;
+            tx.execute(
+                "UPDATE registered_models SET description = ?2, last_updated_timestamp = ?3 WHERE id = ?1",
+                params![id, description, now_ms()],
+            )?;
+            load_model(tx, id)
+        })
+    }
+
+    pub fn rename_registered_model(&self, name: &str, new_name: &str) -> Result<RegisteredModel> {
+        validate_model_name(new_name)?;
+        self.write(|tx| {
+            let id = model_id(tx, name)?;
+            if name != new_name && model_id(tx, new_name).is_ok() {
+                return Err(RegistryError::AlreadyExists(format!(
+                    "Registered Model (name={new_name}) already exists."
+                )));
+            }
+            let now = now_ms();
+            tx.execute(
+                "UPDATE registered_models SET name = ?2, last_updated_timestamp = ?3 WHERE id = ?1",
+                params![id, new_name, now],
+            )?;
+            tx.execute(
+                "UPDATE model_versions SET last_updated_timestamp = ?2 WHERE model_id = ?1",
+                params![id, now],
+            )?;
+            load_model(tx, id)
+        })
+    }
+
+    /// Delete a model with all its versions, tags and aliases. Returns the storage locations of
+    /// the deleted versions so the caller can remove files it owns.
+    pub fn delete_registered_model(&self, name: &str) -> Result<Vec<String>> {
+        self.write(|tx| {
+            let id = model_id(tx, name)?;
+            let mut stmt =
+                tx.prepare("SELECT storage_location FROM model_versions WHERE model_id = ?1")?;
+            let locations = stmt
+                .query_map([id], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            tx.execute("DELETE FROM registered_models WHERE id = ?1", [id])?;
+            Ok(locations)
+        })
+    }
+
+    pub fn set_registered_model_tag(&self, name: &str, key: &str, value: &str) -> Result<()> {
+        validate_tags(&[Tag {
+            key: key.into(),
+            value: value.into(),
+        }])?;
+        self.write(|tx| {
+            let id = model_id(tx, name)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO registered_model_tags (model_id, key, value) VALUES (?1, ?2, ?3)",
+                params![id, key, value],
+            )?;
+            touch_model(tx, id)
+        })
+    }
+
+    pub fn delete_registered_model_tag(&self, name: &str, key: &str) -> Result<()> {
+        self.write(|tx| {
+            let id = model_id(tx, name)?;
+            let n = tx.execute(
+                "DELETE FROM registered_model_tags WHERE model_id = ?1 AND key = ?2",
+                params![id, key],
+            )?;
+            if n == 0 {
+                return Err(RegistryError::NotFound(format!(
+                    "No tag with name: {key} in registered model with name={name}"
+                )));
+            }
+            touch_model(tx, id)
+        })
+    }
+
+    /// Every registered model, by name (the CLI's `list`; the REST API uses [`Store::search_registered_models`]).
+    pub fn list_registered_models(&self) -> Result<Vec<RegisteredModel>> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare("SELECT id FROM registered_models ORDER BY name")?;
+            let ids = stmt
+                .query_map([], |r| r.get::<_, i64>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            ids.into_iter().map(|id| load_model(tx, id)).collect()
+        })
+    }
+
+    pub fn search_registered_models(
+        &self,
+        filter_str: &str,
+        max_results: usize,
+        order_by: &[String],
+        page_token: Option<&str>,
+    ) -> Result<Page<RegisteredModel>> {
+        let q = filter::build(Target::RegisteredModels, filter_str, order_by, page_token)?;
+        self.read(|tx| {
+            let sql = format!(
+                "SELECT {MODEL_COLUMNS}, {} FROM registered_models rm WHERE {} ORDER BY {} LIMIT {}",
+                q.key_select_sql,
+                q.where_sql,
+                q.order_sql,
+                max_results + 1
+            );
+            let mut stmt = tx.prepare(&sql)?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(q.params.iter()))?;
+            let mut ids = Vec::new();
+            let mut last_token = None;
+            let mut next_page_token = None;
+            while let Some(row) = rows.next()? {
+                if ids.len() == max_results {
+                    // There is more: the token points after the last row we keep.
+                    next_page_token = last_token.take();
+                    break;
+                }
+                ids.push(row.get::<_, i64>(0)?);
+                last_token = Some(q.next_page_token(row, MODEL_COLUMN_COUNT)?);
+            }
+            drop(rows);
+            let items = ids.into_iter().map(|id| load_model(tx, id)).collect::<Result<Vec<_>>>()?;
+            Ok(Page { items, next_page_token })
+        })
+    }
+
+    // ---------------------------------------------------------------- aliases
+
+    pub fn set_alias(&self, name: &str, alias: &str, version: u64) -> Result<()> {
+        validate_alias(alias)?;
+        self.write(|tx| {
+            let id = model_id(tx, name)?;
+            version_exists(tx, id, name, version)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO registered_model_aliases (model_id, alias, version) VALUES (?1, ?2, ?3)",
+                params![id, alias, version as i64],
+            )?;
+            touch_model(tx, id)
+        })
+    }
+
+    pub fn delete_alias(&self, name: &str, alias: &str) -> Result<()> {
+        self.write(|tx| {
+            let id = model_id(tx, name)?;
+            let n = tx.execute(
+                "DELETE FROM registered_model_aliases WHERE model_id = ?1 AND alias = ?2",
+                params![id, alias],
+            )?;
+            if n == 0 {
+                return Err(alias_not_found(alias));
+            }
+            touch_model(tx, id)
+        })
+    }
+
+    pub fn get_model_version_by_alias(&self, name: &str, alias: &str) -> Result<ModelVersion> {
+        self.read(|tx| {
+            let id = model_id(tx, name)?;
+            let version: Option<i64> = tx
+                .query_row(
+                    "SELECT version FROM registered_model_aliases WHERE model_id = ?1 AND alias = ?2",
+                    params![id, alias],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let version = version.ok_or_else(|| alias_not_found(alias))?;
+            load_version(tx, id, name, version as u64)
+        })
+    }
+
+    // ---------------------------------------------------------------- model versions
+
+    /// Create the next version of `new.name` (the model must exist). The number is taken from
+    /// the model's counter inside the transaction, so concurrent writers get distinct,
+    /// consecutive numbers and a deleted version's number is never reused.
+    pub fn create_model_version(&self, new: &NewVersion) -> Result<ModelVersion> {
+        validate_tags(&new.tags)?;
+        if let Some(alias) = &new.alias {
+            validate_alias(alias)?;
+        }
+        if new.source.is_empty() {
+            return Err(RegistryError::InvalidParameter(
+                "Missing value for required parameter 'source'.".into(),
+            ));
+        }
+        self.write(|tx| {
+            let id = model_id(tx, &new.name)?;
+            let version: i64 = tx.query_row(
+                "UPDATE registered_models SET next_version = next_version + 1, last_updated_timestamp = ?2 \
+                 WHERE id = ?1 RETURNING next_version - 1",
+                params![id, now_ms()],
+                |r| r.get(0),
+            )?;
+            let now = now_ms();
+            let status = new.status.unwrap_or(VersionStatus::Ready);
+            tx.execute(
+                "INSERT INTO model_versions (model_id, version, creation_timestamp, last_updated_timestamp, \
+                 description, user_id, current_stage, source, run_id, run_link, status, storage_location, logged_model_id) \
+                 VALUES (?1, ?2, ?3, ?3, ?4, ?5, 'None', ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    id,
+                    version,
+                    now,
+                    new.description,
+                    new.user_id,
+                    new.source,
+                    new.run_id,
+                    new.run_link,
+                    status.as_str(),
+                    if new.storage_location.is_empty() { &new.source } else { &new.storage_location },
+                    new.logged_model_id,
+                ],
+            )?;
+            for t in &new.tags {
+                tx.execute(
+                    "INSERT OR REPLACE INTO model_version_tags (model_id, version, key, value) VALUES (?1, ?2, ?3, ?4)",
+                    params![id, version, t.key, t.value],
+                )?;
+            }
+            if let Some(stage) = new.stage {
+                set_stage(tx, id, version, stage, new.archive_existing, now)?;
+            }
+            if let Some(alias) = &new.alias {
+                tx.execute(
+                    "INSERT OR REPLACE INTO registered_model_aliases (model_id, alias, version) VALUES (?1, ?2, ?3)",
+                    params![id, alias, version],
+                )?;
+            }
+            load_version(tx, id, &new.name, version as u64)
+        })
+    }
+
+    pub fn get_model_version(&self, name: &str, version: u64) -> Result<ModelVersion> {
+        self.read(|tx| {
+            let id = model_id(tx, name)?;
+            load_version(tx, id, name, version)
+        })
+    }
+
+    pub fn update_model_version(
+        &self,
+        name: &str,
+        version: u64,
+        description: &str,
+    ) -> Result<ModelVersion> {
+        self.write(|tx| {
+            let id = model_id(tx, name)?;
+            version_exists(tx, id, name, version)?;
+            tx.execute(
+                "UPDATE model_versions SET description = ?3, last_updated_timestamp = ?4 WHERE model_id = ?1 AND version = ?2",
+                params![id, version as i64, description, now_ms()],
+            )?;
+            load_version(tx, id, name, version)
+        })
+    }
+
+    /// Set a version's registration status (e.g. PENDING_REGISTRATION → READY).
+    pub fn set_version_status(
+        &self,
+        name: &str,
+        version: u64,
+        status: VersionStatus,
+        message: &str,
+    ) -> Result<ModelVersion> {
+        self.write(|tx| {
+            let id = model_id(tx, name)?;
+            version_exists(tx, id, name, version)?;
+            tx.execute(
+                "UPDATE model_versions SET status = ?3, status_message = ?4, last_updated_timestamp = ?5 \
+                 WHERE model_id = ?1 AND version = ?2",
+                params![id, version as i64, status.as_str(), message, now_ms()],
+            )?;
+            load_version(tx, id, name, version)
+        })
+    }
+
+    /// Delete one version (its tags and the aliases pointing at it go too). Returns its
+    /// storage location.
+    pub fn delete_model_version(&self, name: &str, version: u64) -> Result<String> {
+        self.write(|tx| {
+            let id = model_id(tx, name)?;
+            let location: String = tx
+                .query_row(
+                    "SELECT storage_location FROM model_versions WHERE model_id = ?1 AND version = ?2",
+                    params![id, version as i64],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .ok_or_else(|| RegistryError::version_not_found(name, version))?;
+            tx.execute(
+                "DELETE FROM model_versions WHERE model_id = ?1 AND version = ?2",
+                params![id, version as i64],
+            )?;
+            touch_model(tx, id)?;
+            Ok(location)
+        })
+    }
+
+    /// Move a version to `stage`; with `archive_existing`, the other versions in that stage
+    /// (Staging or Production only, as MLflow does) move to Archived in the same transaction.
+    pub fn transition_stage(
+        &self,
+        name: &str,
+        version: u64,
+        stage: Stage,
+        archive_existing: bool,
+    ) -> Result<ModelVersion> {
+        self.write(|tx| {
+            let id = model_id(tx, name)?;
+            version_exists(tx, id, name, version)?;
+            set_stage(tx, id, version as i64, stage, archive_existing, now_ms())?;
+            touch_model(tx, id)?;
+            load_version(tx, id, name, version)
+        })
+    }
+
+    /// The highest version in each of `stages` (every stage when empty), as MLflow's
+    /// `get-latest-versions` answers.
+    pub fn get_latest_versions(&self, name: &str, stages: &[Stage]) -> Result<Vec<ModelVersion>> {
+        self.read(|tx| {
+            let id = model_id(tx, name)?;
+            latest_versions(tx, id, name, stages)
+        })
+    }
+
+    /// Every version of a model, newest first.
+    pub fn list_model_versions(&self, name: &str) -> Result<Vec<ModelVersion>> {
+        self.read(|tx| {
+            let id = model_id(tx, name)?;
+            let mut stmt = tx.prepare(
+                "SELECT version FROM model_versions WHERE model_id = ?1 ORDER BY version DESC",
+            )?;
+            let versions = stmt
+                .query_map([id], |r| r.get::<_, i64>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            versions
+                .into_iter()
+                .map(|v| load_version(tx, id, name, v as u64))
+                .collect()
+        })
+    }
+
+    pub fn search_model_versions(
+        &self,
+        filter_str: &str,
+        max_results: usize,
+        order_by: &[String],
+        page_token: Option<&str>,
+    ) -> Result<Page<ModelVersion>> {
+        let q = filter::build(Target::ModelVersions, filter_str, order_by, page_token)?;
+        self.read(|tx| {
+            let sql = format!(
+                "SELECT {VERSION_COLUMNS}, {} FROM model_versions mv JOIN registered_models rm ON rm.id = mv.model_id \
+                 WHERE {} ORDER BY {} LIMIT {}",
+                q.key_select_sql,
+                q.where_sql,
+                q.order_sql,
+                max_results + 1
+            );
+            let mut stmt = tx.prepare(&sql)?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(q.params.iter()))?;
+            let mut items = Vec::new();
+            let mut last_token = None;
+            let mut next_page_token = None;
+            while let Some(row) = rows.next()? {
+                if items.len() == max_results {
+                    next_page_token = last_token.take();
+                    break;
+                }
+                items.push(version_from_row(row)?);
+                last_token = Some(q.next_page_token(row, VERSION_COLUMN_COUNT)?);
+            }
+            drop(rows);
+            for (mv, id) in items.iter_mut() {
+                fill_version_extras(tx, *id, mv)?;
+            }
+            Ok(Page { items: items.into_iter().map(|(mv, _)| mv).collect(), next_page_token })
+        })
+    }
+
+    pub fn set_model_version_tag(
+        &self,
+        name: &str,
+        version: u64,
+        key: &str,
+        value: &str,
+    ) -> Result<()> {
+        validate_tags(&[Tag {
+            key: key.into(),
+            value: value.into(),
+        }])?;
+        self.write(|tx| {
+            let id = model_id(tx, name)?;
+            version_exists(tx, id, name, version)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO model_version_tags (model_id, version, key, value) VALUES (?1, ?2, ?3, ?4)",
+                params![id, version as i64, key, value],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn delete_model_version_tag(&self, name: &str, version: u64, key: &str) -> Result<()> {
+        self.write(|tx| {
+            let id = model_id(tx, name)?;
+            version_exists(tx, id, name, version)?;
+            let n = tx.execute(
+                "DELETE FROM model_version_tags WHERE model_id = ?1 AND version = ?2 AND key = ?3",
+                params![id, version as i64, key],
+            )?;
+            if n == 0 {
+                return Err(RegistryError::NotFound(format!(
+                    "No tag with name: {key} in model version (name={name}, version={version})"
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    // ---------------------------------------------------------------- resolution
+
+    /// The version a `models:/` URI selects. Stage and `latest` consider READY versions only,
+    /// so a version still being registered is never served.
+    pub fn resolve(&self, uri: &ModelUri) -> Result<ModelVersion> {
+        let name = uri.name.as_str();
+        match &uri.selector {
+            Selector::Version(v) => self.get_model_version(name, *v),
+            Selector::Alias(a) => self.get_model_version_by_alias(name, a),
+            Selector::Latest => self.read(|tx| {
+                let id = model_id(tx, name)?;
+                let v: Option<i64> = tx.query_row(
+                    "SELECT MAX(version) FROM model_versions WHERE model_id = ?1 AND status = 'READY'",
+                    [id],
+                    |r| r.get(0),
+                )?;
+                let v = v.ok_or_else(|| {
+                    RegistryError::NotFound(format!("No versions of model with name '{name}' found"))
+                })?;
+                load_version(tx, id, name, v as u64)
+            }),
+            Selector::Stage(stage) => self.read(|tx| {
+                let id = model_id(tx, name)?;
+                let v: Option<i64> = tx.query_row(
+                    "SELECT MAX(version) FROM model_versions WHERE model_id = ?1 AND current_stage = ?2 AND status = 'READY'",
+                    params![id, stage.as_str()],
+                    |r| r.get(0),
+                )?;
+                let v = v.ok_or_else(|| {
+                    RegistryError::NotFound(format!(
+                        "No versions of model with name '{name}' and stage '{stage}' found"
+                    ))
+                })?;
+                load_version(tx, id, name, v as u64)
+            }),
+        }
+    }
+}
+
+// -------------------------------------------------------------------- row helpers
+
+fn alias_not_found(alias: &str) -> RegistryError {
+    // MLflow answers 400 INVALID_PARAMETER_VALUE here, not 404.
+    RegistryError::InvalidParameter(format!("Registered model alias {alias} not found."))
+}
+
+fn model_id(tx: &Transaction<'_>, name: &str) -> Result<i64> {
+    tx.query_row(
+        "SELECT id FROM registered_models WHERE name = ?1",
+        [name],
+        |r| r.get(0),
+    )
+    .optional()?
+    .ok_or_else(|| RegistryError::model_not_found(name))
+}
+
+fn version_exists(tx: &Transaction<'_>, id: i64, name: &str, version: u64) -> Result<()> {
+    let found: Option<i64> = tx
+        .query_row(
+            "SELECT 1 FROM model_versions WHERE model_id = ?1 AND version = ?2",
+            params![id, version as i64],
+            |r| r.get(0),
+        )
+        .optional()?;
+    found
+        .map(|_| ())
+        .ok_or_else(|| RegistryError::version_not_found(name, version))
+}
+
+fn set_stage(
+    tx: &Transaction<'_>,
+    id: i64,
+    version: i64,
+    stage: Stage,
+    archive_existing: bool,
+    now: i64,
+) -> Result<()> {
+    if archive_existing && matches!(stage, Stage::Staging | Stage::Production) {
+        tx.execute(
+            "UPDATE model_versions SET current_stage = 'Archived', last_updated_timestamp = ?3 \
+             WHERE model_id = ?1 AND current_stage = ?2 AND version != ?4",
+            params![id, stage.as_str(), now, version],
+        )?;
+    }
+    tx.execute(
+        "UPDATE model_versions SET current_stage = ?3, last_updated_timestamp = ?4 WHERE model_id = ?1 AND version = ?2",
+        params![id, version, stage.as_str(), now],
+    )?;
+    Ok(())
+}
+
+fn touch_model(tx: &Transaction<'_>, id: i64) -> Result<()> {
+    tx.execute(
+        "UPDATE registered_models SET last_updated_timestamp = ?2 WHERE id = ?1",
+        params![id, now_ms()],
+    )?;
+    Ok(())
+}
+
+fn version_from_row(r: &Row<'_>) -> Result<(ModelVersion, i64)> {
+    let stage: String = r.get(5)?;
+    let status: String = r.get(9)?;
+    let mv = ModelVersion {
+        name: r.get(0)?,
+        version: r.get::<_, i64>(1)? as u64,
+        creation_timestamp: r.get(2)?,
+        last_updated_timestamp: r.get(3)?,
+        user_id: r.get(4)?,
+        current_stage: Stage::parse(&stage)?,
+        description: r.get(6)?,
+        source: r.get(7)?,
+        run_id: r.get(8)?,
+        status: VersionStatus::parse(&status).unwrap_or(VersionStatus::FailedRegistration),
+        status_message: r.get(10)?,
+        run_link: r.get(11)?,
+        storage_location: r.get(12)?,
+        model_id: r.get(13)?,
+        tags: Vec::new(),
+        aliases: Vec::new(),
+    };
+    Ok((mv, r.get(14)?))
+}
+
+fn fill_version_extras(tx: &Transaction<'_>, id: i64, mv: &mut ModelVersion) -> Result<()> {
+    let v = mv.version as i64;
+    let mut stmt = tx.prepare_cached(
+        "SELECT key, value FROM model_version_tags WHERE model_id = ?1 AND version = ?2 ORDER BY key",
+    )?;
+    mv.tags = stmt
+        .query_map(params![id, v], |r| {
+            Ok(Tag {
+                key: r.get(0)?,
+                value: r.get(1)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = tx.prepare_cached(
+        "SELECT alias FROM registered_model_aliases WHERE model_id = ?1 AND version = ?2 ORDER BY alias",
+    )?;
+    mv.aliases = stmt
+        .query_map(params![id, v], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(())
+}
+
+fn load_version(tx: &Transaction<'_>, id: i64, name: &str, version: u64) -> Result<ModelVersion> {
+    let sql = format!(
+        "SELECT {VERSION_COLUMNS} FROM model_versions mv JOIN registered_models rm ON rm.id = mv.model_id \
+         WHERE mv.model_id = ?1 AND mv.version = ?2"
+    );
+    let mut stmt = tx.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params![id, version as i64])?;
+    let row = rows
+        .next()?
+        .ok_or_else(|| RegistryError::version_not_found(name, version))?;
+    let (mut mv, _) = version_from_row(row)?;
+    drop(rows);
+    fill_version_extras(tx, id, &mut mv)?;
+    Ok(mv)
+}
+
+fn latest_versions(
+    tx: &Transaction<'_>,
+    id: i64,
+    name: &str,
+    stages: &[Stage],
+) -> Result<Vec<ModelVersion>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT current_stage, MAX(version) FROM model_versions WHERE model_id = ?1 GROUP BY current_stage ORDER BY current_stage",
+    )?;
+    let found = stmt
+        .query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut out = Vec::new();
+    for (stage, v) in found {
+        let stage = Stage::parse(&stage)?;
+        if stages.is_empty() || stages.contains(&stage) {
+            out.push(load_version(tx, id, name, v as u64)?);
+        }
+    }
+    Ok(out)
+}
+
+fn load_model(tx: &Transaction<'_>, id: i64) -> Result<RegisteredModel> {
+    let sql = format!("SELECT {MODEL_COLUMNS} FROM registered_models rm WHERE rm.id = ?1");
+    let (name, creation_timestamp, last_updated_timestamp, description): (
+        String,
+        i64,
+        i64,
+        String,
+    ) = tx.query_row(&sql, [id], |r| {
+        Ok((r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    })?;
+    let mut stmt = tx.prepare_cached(
+        "SELECT key, value FROM registered_model_tags WHERE model_id = ?1 ORDER BY key",
+    )?;
+    let tags = stmt
+        .query_map([id], |r| {
+            Ok(Tag {
+                key: r.get(0)?,
+                value: r.get(1)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut stmt = tx.prepare_cached(
+        "SELECT alias, version FROM registered_model_aliases WHERE model_id = ?1 ORDER BY alias",
+    )?;
+    let aliases = stmt
+        .query_map([id], |r| {
+            Ok(Alias {
+                alias: r.get(0)?,
+                version: r.get::<_, i64>(1)? as u64,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let latest_versions = latest_versions(tx, id, &name, &[])?;
+    Ok(RegisteredModel {
+        name,
+        creation_timestamp,
+        last_updated_timestamp,
+        description,
+        latest_versions,
+        tags,
+        aliases,
+    })
+}
+
+// -------------------------------------------------------------------- validation
+
+const MAX_TAG_KEY: usize = 250;
+const MAX_TAG_VALUE: usize = 5000;
+
+fn validate_tags(tags: &[Tag]) -> Result<()> {
+    for t in tags {
+        if t.key.is_empty() {
+            return Err(RegistryError::InvalidParameter(
+                "Tag keys cannot be empty.".into(),
+            ));
+        }
+        if t.key.len() > MAX_TAG_KEY {
+            return Err(RegistryError::InvalidParameter(format!(
+                "Tag key '{}...' is {} bytes long; the limit is {MAX_TAG_KEY}.",
+                t.key.chars().take(20).collect::<String>(),
+                t.key.len()
+            )));
+        }
+        if t.value.len() > MAX_TAG_VALUE {
+            return Err(RegistryError::InvalidParameter(format!(
+                "Tag value for key '{}' is {} bytes long; the limit is {MAX_TAG_VALUE}.",
+                t.key,
+                t.value.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_alias(alias: &str) -> Result<()> {
+    if alias.is_empty() || alias.len() > 255 {
+        return Err(RegistryError::InvalidParameter(
+            "Alias must be between 1 and 255 characters long.".into(),
+        ));
+    }
+    if alias.eq_ignore_ascii_case("latest")
+        || (alias.starts_with(['v', 'V']) && alias[1..].parse::<u64>().is_ok())
+    {
+        return Err(RegistryError::InvalidParameter(format!(
+            "'{alias}' is a reserved alias name: it would be ambiguous with 'latest' or a version number."
+        )));
+    }
+    if alias.contains(['/', '@']) || alias.chars().any(char::is_control) {
+        return Err(RegistryError::InvalidParameter(format!(
+            "Invalid alias '{}': it may not contain '/', '@' or control characters.",
+            alias.escape_debug()
+        )));
+    }
+    Ok(())
+}

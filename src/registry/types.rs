@@ -1,0 +1,229 @@
+//! The MLflow Model Registry data model, serialized the way MLflow's REST API returns it
+//! (version numbers as strings, timestamps in ms, empty lists left out).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+use super::RegistryError;
+
+/// A model version's lifecycle stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stage {
+    None,
+    Staging,
+    Production,
+    Archived,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 4] = [
+        Stage::None,
+        Stage::Staging,
+        Stage::Production,
+        Stage::Archived,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::None => "None",
+            Stage::Staging => "Staging",
+            Stage::Production => "Production",
+            Stage::Archived => "Archived",
+        }
+    }
+
+    /// Case-insensitive parse, as MLflow accepts stage input.
+    pub fn parse(s: &str) -> Result<Stage, RegistryError> {
+        Stage::ALL
+            .into_iter()
+            .find(|st| st.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| {
+                RegistryError::InvalidParameter(format!(
+                    "Invalid Model Version stage: {s}. Value must be one of None, Staging, Production, Archived."
+                ))
+            })
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Stage {
+    type Err = RegistryError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Stage::parse(s)
+    }
+}
+
+impl Serialize for Stage {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Stage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Stage::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A model version's registration status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum VersionStatus {
+    PendingRegistration,
+    FailedRegistration,
+    Ready,
+}
+
+impl VersionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionStatus::PendingRegistration => "PENDING_REGISTRATION",
+            VersionStatus::FailedRegistration => "FAILED_REGISTRATION",
+            VersionStatus::Ready => "READY",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<VersionStatus> {
+        [
+            Self::PendingRegistration,
+            Self::FailedRegistration,
+            Self::Ready,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tag {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alias {
+    pub alias: String,
+    #[serde(serialize_with = "as_string", deserialize_with = "from_string")]
+    pub version: u64,
+}
+
+/// One version of a registered model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelVersion {
+    pub name: String,
+    #[serde(serialize_with = "as_string", deserialize_with = "from_string")]
+    pub version: u64,
+    pub creation_timestamp: i64,
+    pub last_updated_timestamp: i64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user_id: String,
+    pub current_stage: Stage,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub source: String,
+    #[serde(default)]
+    pub run_id: String,
+    pub status: VersionStatus,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub status_message: String,
+    #[serde(default)]
+    pub run_link: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub model_id: String,
+    /// Where the files are kept (`mlflow-artifacts:/...`, a path, ...). Not part of MLflow's
+    /// public object; used to answer `get-download-uri`.
+    #[serde(skip)]
+    pub storage_location: String,
+}
+
+/// A registered model with its latest version per stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisteredModel {
+    pub name: String,
+    pub creation_timestamp: i64,
+    pub last_updated_timestamp: i64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latest_versions: Vec<ModelVersion>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<Alias>,
+}
+
+fn as_string<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+fn from_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Num {
+        S(String),
+        N(u64),
+    }
+    match Num::deserialize(d)? {
+        Num::N(n) => Ok(n),
+        Num::S(s) => s.parse().map_err(serde::de::Error::custom),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_parse_is_case_insensitive_and_canonical() {
+        assert_eq!(Stage::parse("production").unwrap(), Stage::Production);
+        assert_eq!(Stage::parse("NONE").unwrap().to_string(), "None");
+        let e = Stage::parse("Foo").unwrap_err().to_string();
+        assert_eq!(e, "Invalid Model Version stage: Foo. Value must be one of None, Staging, Production, Archived.");
+    }
+
+    #[test]
+    fn version_serializes_as_string_and_omits_empty_lists() {
+        let v = ModelVersion {
+            name: "m".into(),
+            version: 3,
+            creation_timestamp: 1,
+            last_updated_timestamp: 2,
+            user_id: String::new(),
+            current_stage: Stage::Staging,
+            description: String::new(),
+            source: "s".into(),
+            run_id: String::new(),
+            status: VersionStatus::Ready,
+            status_message: String::new(),
+            run_link: String::new(),
+            tags: vec![],
+            aliases: vec![],
+            model_id: String::new(),
+            storage_location: "x".into(),
+        };
+        let j = serde_json::to_value(&v).unwrap();
+        assert_eq!(j["version"], "3");
+        assert_eq!(j["current_stage"], "Staging");
+        assert_eq!(j["status"], "READY");
+        assert!(
+            j.get("tags").is_none()
+                && j.get("aliases").is_none()
+                && j.get("storage_location").is_none()
+        );
+        let back: ModelVersion = serde_json::from_value(j).unwrap();
+        assert_eq!(back.version, 3);
+    }
+}

@@ -1,0 +1,944 @@
+//! Payload → input tensors, and output tensors → MLflow-shaped predictions. Pure functions:
+//! everything here is unit-tested without ONNX Runtime.
+
+use std::io::Write;
+
+use serde_json::Value;
+
+use super::payload::{json_kind, Frame, Payload};
+use super::schema::{describe, Binding, DType, ModelSchema, TensorInfo};
+use super::ScoringError;
+
+/// Typed, row-major tensor contents.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I8(Vec<i8>),
+    I16(Vec<i16>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+    U8(Vec<u8>),
+    U16(Vec<u16>),
+    U32(Vec<u32>),
+    U64(Vec<u64>),
+    Bool(Vec<bool>),
+    String(Vec<String>),
+}
+
+macro_rules! each_variant {
+    ($self:expr, $v:ident => $body:expr) => {
+        match $self {
+            TensorData::F32($v) => $body,
+            TensorData::F64($v) => $body,
+            TensorData::I8($v) => $body,
+            TensorData::I16($v) => $body,
+            TensorData::I32($v) => $body,
+            TensorData::I64($v) => $body,
+            TensorData::U8($v) => $body,
+            TensorData::U16($v) => $body,
+            TensorData::U32($v) => $body,
+            TensorData::U64($v) => $body,
+            TensorData::Bool($v) => $body,
+            TensorData::String($v) => $body,
+        }
+    };
+}
+
+impl TensorData {
+    pub fn with_capacity(dtype: DType, n: usize) -> TensorData {
+        match dtype {
+            DType::F32 => TensorData::F32(Vec::with_capacity(n)),
+            DType::F64 => TensorData::F64(Vec::with_capacity(n)),
+            DType::I8 => TensorData::I8(Vec::with_capacity(n)),
+            DType::I16 => TensorData::I16(Vec::with_capacity(n)),
+            DType::I32 => TensorData::I32(Vec::with_capacity(n)),
+            DType::I64 => TensorData::I64(Vec::with_capacity(n)),
+            DType::U8 => TensorData::U8(Vec::with_capacity(n)),
+            DType::U16 => TensorData::U16(Vec::with_capacity(n)),
+            DType::U32 => TensorData::U32(Vec::with_capacity(n)),
+            DType::U64 => TensorData::U64(Vec::with_capacity(n)),
+            DType::Bool => TensorData::Bool(Vec::with_capacity(n)),
+            DType::String => TensorData::String(Vec::with_capacity(n)),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        each_variant!(self, v => v.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn dtype(&self) -> DType {
+        match self {
+            TensorData::F32(_) => DType::F32,
+            TensorData::F64(_) => DType::F64,
+            TensorData::I8(_) => DType::I8,
+            TensorData::I16(_) => DType::I16,
+            TensorData::I32(_) => DType::I32,
+            TensorData::I64(_) => DType::I64,
+            TensorData::U8(_) => DType::U8,
+            TensorData::U16(_) => DType::U16,
+            TensorData::U32(_) => DType::U32,
+            TensorData::U64(_) => DType::U64,
+            TensorData::Bool(_) => DType::Bool,
+            TensorData::String(_) => DType::String,
+        }
+    }
+
+    /// Convert one JSON cell and append it; `at` describes the cell for error messages.
+    fn push(&mut self, v: &Value, at: &dyn Fn() -> String) -> Result<(), ScoringError> {
+        let dtype = self.dtype();
+        let fail = |why: &str| {
+            ScoringError::schema(format!(
+                "Failed to convert {} to type '{}': {why}",
+                at(),
+                dtype.numpy_name()
+            ))
+        };
+        if v.is_null() {
+            return Err(ScoringError::schema(format!(
+                "{} is null (a missing value); this model takes {} values and has no way to fill in missing ones",
+                capitalize(&at()),
+                dtype.numpy_name()
+            )));
+        }
+        macro_rules! float {
+            ($vec:ident, $t:ty) => {{
+                let x = match v {
+                    Value::Number(n) => n.as_f64().ok_or_else(|| fail("not a number"))?,
+                    Value::String(s) => {
+                        parse_float(s).ok_or_else(|| fail(&format!("'{s}' is not a number")))?
+                    }
+                    other => return Err(fail(&format!("got a {}", json_kind(other)))),
+                };
+                $vec.push(x as $t);
+            }};
+        }
+        macro_rules! int {
+            ($vec:ident, $t:ty) => {{
+                let x: i128 = match v {
+                    Value::Number(n) => {
+                        if let Some(i) = n.as_i64() {
+                            i as i128
+                        } else if let Some(u) = n.as_u64() {
+                            u as i128
+                        } else {
+                            let f = n.as_f64().unwrap_or(f64::NAN);
+                            if f.fract() != 0.0 || !f.is_finite() {
+                                return Err(fail(&format!("{f} is not a whole number")));
+                            }
+                            f as i128
+                        }
+                    }
+                    Value::String(s) => s
+                        .trim()
+                        .parse::<i128>()
+                        .map_err(|_| fail(&format!("'{s}' is not a whole number")))?,
+                    Value::Bool(b) => *b as i128,
+                    other => return Err(fail(&format!("got a {}", json_kind(other)))),
+                };
+                $vec.push(<$t>::try_from(x).map_err(|_| fail(&format!("{x} is out of range")))?);
+            }};
+        }
+        match self {
+            TensorData::F32(vec) => float!(vec, f32),
+            TensorData::F64(vec) => float!(vec, f64),
+            TensorData::I8(vec) => int!(vec, i8),
+            TensorData::I16(vec) => int!(vec, i16),
+            TensorData::I32(vec) => int!(vec, i32),
+            TensorData::I64(vec) => int!(vec, i64),
+            TensorData::U8(vec) => int!(vec, u8),
+            TensorData::U16(vec) => int!(vec, u16),
+            TensorData::U32(vec) => int!(vec, u32),
+            TensorData::U64(vec) => int!(vec, u64),
+            TensorData::Bool(vec) => vec.push(match v {
+                Value::Bool(b) => *b,
+                Value::Number(n) if n.as_i64() == Some(0) => false,
+                Value::Number(n) if n.as_i64() == Some(1) => true,
+                Value::String(s) if s.eq_ignore_ascii_case("true") => true,
+                Value::String(s) if s.eq_ignore_ascii_case("false") => false,
+                other => return Err(fail(&format!("{other} is not a boolean"))),
+            }),
+            TensorData::String(vec) => vec.push(match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                other => return Err(fail(&format!("got a {}", json_kind(other)))),
+            }),
+        }
+        Ok(())
+    }
+}
+
+fn parse_float(s: &str) -> Option<f64> {
+    let t = s.trim();
+    match t.to_ascii_lowercase().as_str() {
+        "nan" => Some(f64::NAN),
+        "inf" | "infinity" => Some(f64::INFINITY),
+        "-inf" | "-infinity" => Some(f64::NEG_INFINITY),
+        _ => t.parse().ok(),
+    }
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// An input ready for ONNX Runtime.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputTensor {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub data: TensorData,
+}
+
+/// What a session returned for one output.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputData {
+    Tensor(TensorData),
+    /// A sequence of maps (sklearn's zipmap): one `{key: value}` per row.
+    Maps(Vec<Vec<(String, f64)>>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: OutputData,
+}
+
+/// How predictions are shaped: one record per row (table input, as MLflow answers a
+/// DataFrame) or a dictionary of output arrays (tensor input).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    Records,
+    Columns,
+}
+
+/// The converted inputs of one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    pub inputs: Vec<InputTensor>,
+    pub style: Style,
+    pub rows: usize,
+}
+
+/// Turn a payload into the model's input tensors.
+pub fn prepare(schema: &ModelSchema, payload: &Payload) -> Result<Prepared, ScoringError> {
+    match payload {
+        Payload::Frame(frame) => frame_inputs(schema, frame),
+        Payload::Tensor(value) => match schema.inputs.as_slice() {
+            [only] => {
+                let t = tensor_from_json(only, value)?;
+                let rows = t.shape.first().copied().unwrap_or(1).max(0) as usize;
+                Ok(Prepared { inputs: vec![t], style: Style::Columns, rows })
+            }
+            _ if matches!(schema.binding, Binding::PerColumn { .. }) => {
+                // Positional rows for a model with one input per column.
+                let rows = match value {
+                    Value::Array(rows) => rows
+                        .iter()
+                        .map(|r| match r {
+                            Value::Array(cells) => cells.clone(),
+                            scalar => vec![scalar.clone()],
+                        })
+                        .collect(),
+                    other => vec![vec![other.clone()]],
+                };
+                let frame = Frame { columns: None, rows };
+                frame_inputs(schema, &frame)
+            }
+            many => Err(ScoringError::schema(format!(
+                "This model has {} inputs ({}); send them by name: {{\"inputs\": {{\"<input name>\": <tensor>, ...}}}}",
+                many.len(),
+                describe(many)
+            ))),
+        },
+        Payload::Named(entries) => {
+            let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
+            if schema.takes_named_tensors(&keys) {
+                named_tensor_inputs(schema, entries)
+            } else {
+                frame_inputs(schema, &frame_from_columns(entries)?)
+            }
+        }
+    }
+}
+
+fn named_tensor_inputs(
+    schema: &ModelSchema,
+    entries: &[(String, Value)],
+) -> Result<Prepared, ScoringError> {
+    let mut inputs = Vec::with_capacity(schema.inputs.len());
+    let missing: Vec<&str> = schema
+        .inputs
+        .iter()
+        .filter(|i| !entries.iter().any(|(k, _)| *k == i.name))
+        .map(|i| i.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(ScoringError::schema(format!(
+            "Model is missing inputs {missing:?}; its inputs are {}",
+            describe(&schema.inputs)
+        )));
+    }
+    for info in &schema.inputs {
+        let (_, v) = entries
+            .iter()
+            .find(|(k, _)| *k == info.name)
+            .expect("checked above; this is a bug");
+        inputs.push(tensor_from_json(info, v)?);
+    }
+    let rows = inputs[0].shape.first().copied().unwrap_or(1).max(0) as usize;
+    Ok(Prepared {
+        inputs,
+        style: Style::Columns,
+        rows,
+    })
+}
+
+/// `{"inputs": {"col": [v, ...], ...}}` read as a table.
+fn frame_from_columns(entries: &[(String, Value)]) -> Result<Frame, ScoringError> {
+    let mut cols: Vec<Vec<Value>> = Vec::with_capacity(entries.len());
+    for (name, v) in entries {
+        let cells = match v {
+            Value::Array(items) => items
+                .iter()
+                .map(|c| match c {
+                    Value::Array(inner) if inner.len() == 1 => Ok(inner[0].clone()),
+                    Value::Array(_) | Value::Object(_) => Err(ScoringError::bad_request(format!(
+                        "Column '{name}' must be a list of values, one per row"
+                    ))),
+                    scalar => Ok(scalar.clone()),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Value::Object(_) => {
+                return Err(ScoringError::bad_request(format!(
+                    "Column '{name}' must be a list of values, got a dictionary"
+                )))
+            }
+            scalar => vec![scalar.clone()],
+        };
+        cols.push(cells);
+    }
+    let n = cols.first().map_or(0, Vec::len);
+    if let Some((i, c)) = cols.iter().enumerate().find(|(_, c)| c.len() != n) {
+        return Err(ScoringError::bad_request(format!(
+            "All columns must have the same length: '{}' has {} values, '{}' has {n}",
+            entries[i].0,
+            c.len(),
+            entries[0].0
+        )));
+    }
+    if n == 0 {
+        return Err(ScoringError::bad_request(
+            "The columns are empty: there is nothing to score",
+        ));
+    }
+    let rows = (0..n)
+        .map(|r| cols.iter().map(|c| c[r].clone()).collect())
+        .collect();
+    Ok(Frame {
+        columns: Some(entries.iter().map(|(k, _)| k.clone()).collect()),
+        rows,
+    })
+}
+
+/// Where each needed column sits in the frame.
+fn column_positions(frame: &Frame, wanted: &[String]) -> Result<Vec<usize>, ScoringError> {
+    match &frame.columns {
+        Some(have) => {
+            let mut pos = Vec::with_capacity(wanted.len());
+            let mut missing = Vec::new();
+            for w in wanted {
+                match have.iter().position(|h| h == w) {
+                    Some(p) => pos.push(p),
+                    None => missing.push(w.as_str()),
+                }
+            }
+            if !missing.is_empty() {
+                let extra: Vec<&str> = have
+                    .iter()
+                    .filter(|h| !wanted.contains(h))
+                    .map(String::as_str)
+                    .collect();
+                let mut msg = format!("Model is missing inputs {missing:?}.");
+                if !extra.is_empty() {
+                    msg.push_str(&format!(" Note that there were extra inputs: {extra:?}."));
+                }
+                msg.push_str(&format!(" The model takes the columns {wanted:?}."));
+                return Err(ScoringError::schema(msg));
+            }
+            Ok(pos)
+        }
+        None => {
+            let width = frame.width();
+            if width != wanted.len() {
+                return Err(ScoringError::schema(format!(
+                    "The payload has {width} columns and no column names, but the model takes {} columns: {wanted:?}",
+                    wanted.len()
+                )));
+            }
+            Ok((0..width).collect())
+        }
+    }
+}
+
+fn frame_inputs(schema: &ModelSchema, frame: &Frame) -> Result<Prepared, ScoringError> {
+    let n = frame.rows.len();
+    if n == 0 {
+        return Err(ScoringError::bad_request(
+            "The input has no rows: there is nothing to score",
+        ));
+    }
+    let column_name = |p: usize| -> String {
+        frame
+            .columns
+            .as_ref()
+            .and_then(|c| c.get(p).cloned())
+            .unwrap_or_else(|| format!("#{p}"))
+    };
+    let inputs = match &schema.binding {
+        Binding::PerColumn { columns } => {
+            let pos = column_positions(frame, columns)?;
+            let mut inputs = Vec::with_capacity(columns.len());
+            for (info, &p) in schema.inputs.iter().zip(&pos) {
+                let dtype = info.dtype().expect("checked at load; this is a bug");
+                let mut data = TensorData::with_capacity(dtype, n);
+                for (r, row) in frame.rows.iter().enumerate() {
+                    data.push(&row[p], &|| format!("column {} at row {r}", column_name(p)))?;
+                }
+                let shape = if info.shape.len() == 2 { vec![n as i64, 1] } else { vec![n as i64] };
+                inputs.push(InputTensor { name: info.name.clone(), shape, data });
+            }
+            inputs
+        }
+        Binding::Stacked { input, columns } => {
+            let info = &schema.inputs[*input];
+            let pos = match columns {
+                Some(cols) => column_positions(frame, cols)?,
+                None => (0..frame.width()).collect(),
+            };
+            let k = pos.len();
+            if info.shape.len() == 2 && info.shape[1] >= 0 && info.shape[1] as usize != k {
+                return Err(ScoringError::schema(format!(
+                    "Model input '{}' takes {} columns, but the payload has {k}",
+                    info.name, info.shape[1]
+                )));
+            }
+            let dtype = info.dtype().expect("checked at load; this is a bug");
+            let mut data = TensorData::with_capacity(dtype, n * k);
+            for (r, row) in frame.rows.iter().enumerate() {
+                for &p in &pos {
+                    data.push(&row[p], &|| format!("column {} at row {r}", column_name(p)))?;
+                }
+            }
+            vec![InputTensor { name: info.name.clone(), shape: vec![n as i64, k as i64], data }]
+        }
+        Binding::NamedTensors => {
+            return Err(ScoringError::schema(format!(
+                "This model takes tensors, not a table: send {{\"inputs\": {{\"<input name>\": <tensor>}}}} or {{\"inputs\": <tensor>}}. Its inputs are {}",
+                describe(&schema.inputs)
+            )))
+        }
+    };
+    Ok(Prepared {
+        inputs,
+        style: Style::Records,
+        rows: n,
+    })
+}
+
+/// Build one input tensor from a nested JSON list, checking it against the model's shape.
+pub fn tensor_from_json(info: &TensorInfo, value: &Value) -> Result<InputTensor, ScoringError> {
+    let dtype = info.dtype().expect("checked at load; this is a bug");
+    let mut shape = Vec::new();
+    let mut cursor = value;
+    while let Value::Array(items) = cursor {
+        shape.push(items.len());
+        match items.first() {
+            Some(first) => cursor = first,
+            None => break,
+        }
+    }
+    let fmt_shape = |s: &[usize]| {
+        format!(
+            "({})",
+            s.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let expected = format!(
+        "({})",
+        info.shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if shape.len() != info.shape.len()
+        || shape
+            .iter()
+            .zip(&info.shape)
+            .any(|(got, want)| *want >= 0 && *got as i64 != *want)
+    {
+        return Err(ScoringError::schema(format!(
+            "Shape of input '{}' {} does not match the expected shape {expected}",
+            info.name,
+            fmt_shape(&shape)
+        )));
+    }
+    if shape.first() == Some(&0) {
+        return Err(ScoringError::bad_request(format!(
+            "Input '{}' is empty: there is nothing to score",
+            info.name
+        )));
+    }
+    let total: usize = shape.iter().product();
+    let mut data = TensorData::with_capacity(dtype, total);
+    let mut index = Vec::with_capacity(shape.len());
+    flatten(value, &shape, 0, &mut index, &mut data, &info.name)?;
+    Ok(InputTensor {
+        name: info.name.clone(),
+        shape: shape.iter().map(|d| *d as i64).collect(),
+        data,
+    })
+}
+
+fn flatten(
+    v: &Value,
+    shape: &[usize],
+    depth: usize,
+    index: &mut Vec<usize>,
+    out: &mut TensorData,
+    name: &str,
+) -> Result<(), ScoringError> {
+    if depth == shape.len() {
+        if v.is_array() {
+            return Err(ScoringError::schema(format!(
+                "Input '{name}' is ragged: element {index:?} is nested deeper than the first element"
+            )));
+        }
+        return out.push(v, &|| format!("input '{name}' element {index:?}"));
+    }
+    match v {
+        Value::Array(items) if items.len() == shape[depth] => {
+            for (i, item) in items.iter().enumerate() {
+                index.push(i);
+                flatten(item, shape, depth + 1, index, out, name)?;
+                index.pop();
+            }
+            Ok(())
+        }
+        Value::Array(items) => Err(ScoringError::schema(format!(
+            "Input '{name}' is ragged: element {index:?} has {} items where the first has {}",
+            items.len(),
+            shape[depth]
+        ))),
+        _ => Err(ScoringError::schema(format!(
+            "Input '{name}' is ragged: element {index:?} is a scalar where a list of {} was expected",
+            shape[depth]
+        ))),
+    }
+}
+
+// ------------------------------------------------------------------------ output JSON
+
+/// Write `{"predictions": ...}` for the outputs, shaped by `style`. Records fall back to the
+/// column style when an output does not have one entry per row.
+pub fn write_predictions(buf: &mut Vec<u8>, outputs: &[OutputTensor], style: Style, rows: usize) {
+    buf.extend_from_slice(b"{\"predictions\":");
+    write_prediction_value(buf, outputs, style, rows);
+    buf.push(b'}');
+}
+
+/// The value under `predictions`.
+pub fn write_prediction_value(
+    buf: &mut Vec<u8>,
+    outputs: &[OutputTensor],
+    style: Style,
+    rows: usize,
+) {
+    let per_row = outputs.iter().all(|o| o.shape.first() == Some(&rows));
+    if style == Style::Records && per_row {
+        buf.push(b'[');
+        for r in 0..rows {
+            if r > 0 {
+                buf.push(b',');
+            }
+            buf.push(b'{');
+            for (i, o) in outputs.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                write_str(buf, &o.name);
+                buf.push(b':');
+                write_row(buf, o, r);
+            }
+            buf.push(b'}');
+        }
+        buf.push(b']');
+    } else {
+        buf.push(b'{');
+        for (i, o) in outputs.iter().enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            write_str(buf, &o.name);
+            buf.push(b':');
+            write_output(buf, o);
+        }
+        buf.push(b'}');
+    }
+}
+
+/// One whole output as a nested list.
+pub fn write_output(buf: &mut Vec<u8>, o: &OutputTensor) {
+    match &o.data {
+        OutputData::Maps(maps) => {
+            buf.push(b'[');
+            for (i, m) in maps.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                write_map(buf, m);
+            }
+            buf.push(b']');
+        }
+        OutputData::Tensor(t) => write_nested(buf, t, &o.shape, 0, t.len()),
+    }
+}
+
+fn write_row(buf: &mut Vec<u8>, o: &OutputTensor, r: usize) {
+    match &o.data {
+        OutputData::Maps(maps) => write_map(buf, &maps[r]),
+        OutputData::Tensor(t) => {
+            let inner: usize = o.shape[1..].iter().product();
+            if o.shape.len() == 1 {
+                write_elem(buf, t, r);
+            } else {
+                write_nested(buf, t, &o.shape[1..], r * inner, inner);
+            }
+        }
+    }
+}
+
+/// Write elements `start .. start+len` of `t` nested by `shape`.
+fn write_nested(buf: &mut Vec<u8>, t: &TensorData, shape: &[usize], start: usize, len: usize) {
+    match shape {
+        [] => write_elem(buf, t, start),
+        [d, rest @ ..] => {
+            let step = if *d == 0 { 0 } else { len / d };
+            buf.push(b'[');
+            for i in 0..*d {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                write_nested(buf, t, rest, start + i * step, step);
+            }
+            buf.push(b']');
+        }
+    }
+}
+
+fn write_map(buf: &mut Vec<u8>, m: &[(String, f64)]) {
+    buf.push(b'{');
+    for (i, (k, v)) in m.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        write_str(buf, k);
+        buf.push(b':');
+        write_f64(buf, *v);
+    }
+    buf.push(b'}');
+}
+
+fn write_elem(buf: &mut Vec<u8>, t: &TensorData, i: usize) {
+    // `write!` to a Vec cannot fail.
+    let _ = match t {
+        TensorData::F32(v) => {
+            write_f32(buf, v[i]);
+            Ok(())
+        }
+        TensorData::F64(v) => {
+            write_f64(buf, v[i]);
+            Ok(())
+        }
+        TensorData::I8(v) => write!(buf, "{}", v[i]),
+        TensorData::I16(v) => write!(buf, "{}", v[i]),
+        TensorData::I32(v) => write!(buf, "{}", v[i]),
+        TensorData::I64(v) => write!(buf, "{}", v[i]),
+        TensorData::U8(v) => write!(buf, "{}", v[i]),
+        TensorData::U16(v) => write!(buf, "{}", v[i]),
+        TensorData::U32(v) => write!(buf, "{}", v[i]),
+        TensorData::U64(v) => write!(buf, "{}", v[i]),
+        TensorData::Bool(v) => write!(buf, "{}", v[i]),
+        TensorData::String(v) => {
+            write_str(buf, &v[i]);
+            Ok(())
+        }
+    };
+}
+
+/// Shortest round-trip text of an f32; non-finite values become `null` (JSON has no NaN).
+fn write_f32(buf: &mut Vec<u8>, x: f32) {
+    // `{:?}` is the shortest round-trip form and keeps a `.0` on whole numbers, so clients
+    // read floats back as floats.
+    if x.is_finite() {
+        let _ = write!(buf, "{x:?}");
+    } else {
+        buf.extend_from_slice(b"null");
+    }
+}
+
+fn write_f64(buf: &mut Vec<u8>, x: f64) {
+    if x.is_finite() {
+        let _ = write!(buf, "{x:?}");
+    } else {
+        buf.extend_from_slice(b"null");
+    }
+}
+
+fn write_str(buf: &mut Vec<u8>, s: &str) {
+    // Serializing a str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *buf, s);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::payload::parse_json;
+    use crate::runtime::schema::{ColSpec, Signature, ValueKind};
+    use crate::runtime::ScoringErrorKind;
+    use serde_json::json;
+
+    fn info(name: &str, dtype: DType, shape: &[i64]) -> TensorInfo {
+        TensorInfo {
+            name: name.into(),
+            kind: ValueKind::Tensor(dtype),
+            shape: shape.to_vec(),
+        }
+    }
+    fn iris_cols() -> Signature {
+        Signature::Columns(
+            ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+                .iter()
+                .map(|n| ColSpec {
+                    name: Some(n.to_string()),
+                    ty: "float".into(),
+                    required: true,
+                })
+                .collect(),
+        )
+    }
+    fn stacked_iris() -> ModelSchema {
+        ModelSchema::new(
+            vec![info("float_input", DType::F32, &[-1, 4])],
+            vec![],
+            Some(iris_cols()),
+        )
+        .unwrap()
+    }
+    fn per_column_iris() -> ModelSchema {
+        let inputs = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+            .iter()
+            .map(|n| info(n, DType::F32, &[-1, 1]))
+            .collect();
+        ModelSchema::new(inputs, vec![], Some(iris_cols())).unwrap()
+    }
+    fn prep(schema: &ModelSchema, body: &str) -> Result<Prepared, ScoringError> {
+        prepare(schema, &parse_json(body.as_bytes()).unwrap().payload)
+    }
+
+    #[test]
+    fn split_feeds_stacked_input_by_name() {
+        let p = prep(
+            &stacked_iris(),
+            r#"{"dataframe_split": {"columns": ["petal_width", "sepal_length", "sepal_width", "petal_length"], "data": [[0.2, 5.1, 3.5, 1.4], [1, 2, 3, 4]]}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.style, Style::Records);
+        assert_eq!(p.rows, 2);
+        assert_eq!(p.inputs[0].shape, vec![2, 4]);
+        assert_eq!(
+            p.inputs[0].data,
+            TensorData::F32(vec![5.1, 3.5, 1.4, 0.2, 2.0, 3.0, 4.0, 1.0])
+        );
+    }
+
+    #[test]
+    fn per_column_inputs_and_csv_strings() {
+        let p = prep(&per_column_iris(), r#"{"dataframe_records": [{"sepal_length": "5.1", "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]}"#).unwrap();
+        assert_eq!(p.inputs.len(), 4);
+        assert_eq!(
+            p.inputs[0],
+            InputTensor {
+                name: "sepal_length".into(),
+                shape: vec![1, 1],
+                data: TensorData::F32(vec![5.1])
+            }
+        );
+        let p = prep(&per_column_iris(), r#"{"inputs": {"sepal_length": [1, 2], "sepal_width": [3, 4], "petal_length": [5, 6], "petal_width": [7, 8]}}"#).unwrap();
+        assert_eq!(p.style, Style::Records);
+        assert_eq!(p.inputs[3].data, TensorData::F32(vec![7.0, 8.0]));
+    }
+
+    #[test]
+    fn tensors_in_columns_style() {
+        let schema =
+            ModelSchema::new(vec![info("input", DType::F32, &[-1, 3])], vec![], None).unwrap();
+        let p = prep(&schema, r#"{"inputs": [[1, 2, 3], [4, 5, 6]]}"#).unwrap();
+        assert_eq!(
+            (p.style, p.rows, p.inputs[0].shape.clone()),
+            (Style::Columns, 2, vec![2, 3])
+        );
+        let p = prep(&schema, r#"{"inputs": {"input": [[1, 2, 3]]}}"#).unwrap();
+        assert_eq!(p.style, Style::Columns);
+        // A table works for a [N, k] input without a signature: columns in their given order.
+        assert_eq!(
+            prep(
+                &schema,
+                r#"{"dataframe_split": {"columns": ["a", "b", "c"], "data": [[1, 2, 3]]}}"#
+            )
+            .unwrap()
+            .inputs[0]
+                .data,
+            TensorData::F32(vec![1.0, 2.0, 3.0])
+        );
+    }
+
+    #[test]
+    fn integer_and_bool_inputs() {
+        let schema = ModelSchema::new(
+            vec![info("i", DType::I64, &[-1]), info("b", DType::Bool, &[-1])],
+            vec![],
+            None,
+        )
+        .unwrap();
+        let p = prep(
+            &schema,
+            r#"{"dataframe_split": {"columns": ["i", "b"], "data": [[1, true], [2.0, "false"]]}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.inputs[0].data, TensorData::I64(vec![1, 2]));
+        assert_eq!(p.inputs[1].data, TensorData::Bool(vec![true, false]));
+        let e = prep(
+            &schema,
+            r#"{"dataframe_split": {"columns": ["i", "b"], "data": [[1.5, true]]}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("column i at row 0") && e.message.contains("not a whole number"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_column_or_input() {
+        let s = stacked_iris();
+        let e = prep(&s, r#"{"dataframe_split": {"columns": ["sepal_length", "sepal_width", "petal_length"], "data": [[1, 2, 3]]}}"#).unwrap_err();
+        assert_eq!(e.kind, ScoringErrorKind::Schema);
+        assert!(
+            e.message
+                .contains("Model is missing inputs [\"petal_width\"]"),
+            "{e}"
+        );
+        let e = prep(&s, r#"{"dataframe_split": {"columns": ["sepal_length", "sepal_width", "petal_length", "petal_width"], "data": [["abc", 2, 3, 4]]}}"#).unwrap_err();
+        assert!(
+            e.message
+                .contains("Failed to convert column sepal_length at row 0 to type 'float32'"),
+            "{e}"
+        );
+        let e = prep(&s, r#"{"dataframe_split": {"columns": ["sepal_length", "sepal_width", "petal_length", "petal_width"], "data": [[1, null, 3, 4]]}}"#).unwrap_err();
+        assert!(
+            e.message.contains("Column sepal_width at row 0 is null"),
+            "{e}"
+        );
+        let e = prep(&s, r#"{"inputs": [[1, 2, 3]]}"#).unwrap_err();
+        assert!(
+            e.message.contains(
+                "Shape of input 'float_input' (1, 3) does not match the expected shape (-1, 4)"
+            ),
+            "{e}"
+        );
+        let e = prep(&s, r#"{"inputs": [[1, 2, 3, 4], [1, 2, 3]]}"#).unwrap_err();
+        assert!(e.message.contains("ragged"), "{e}");
+        let e = prep(&s, r#"{"dataframe_split": {"data": [[1, 2, 3]]}}"#).unwrap_err();
+        assert!(e.message.contains("3 columns and no column names"), "{e}");
+    }
+
+    fn out(name: &str, shape: &[usize], data: TensorData) -> OutputTensor {
+        OutputTensor {
+            name: name.into(),
+            shape: shape.to_vec(),
+            data: OutputData::Tensor(data),
+        }
+    }
+
+    #[test]
+    fn records_and_columns_output() {
+        let outputs = vec![
+            out("label", &[2], TensorData::I64(vec![0, 2])),
+            out(
+                "probabilities",
+                &[2, 3],
+                TensorData::F32(vec![0.9, 0.1, 0.0, 0.1, 0.2, 0.7]),
+            ),
+        ];
+        let mut buf = Vec::new();
+        write_predictions(&mut buf, &outputs, Style::Records, 2);
+        let v: Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(
+            v,
+            json!({"predictions": [{"label": 0, "probabilities": [0.9, 0.1, 0.0]}, {"label": 2, "probabilities": [0.1, 0.2, 0.7]}]})
+        );
+        let mut buf = Vec::new();
+        write_predictions(&mut buf, &outputs, Style::Columns, 2);
+        let v: Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(
+            v,
+            json!({"predictions": {"label": [0, 2], "probabilities": [[0.9, 0.1, 0.0], [0.1, 0.2, 0.7]]}})
+        );
+    }
+
+    #[test]
+    fn non_finite_floats_are_null_and_maps_are_objects() {
+        let outputs = vec![
+            out("y", &[2], TensorData::F32(vec![f32::NAN, 1.5])),
+            OutputTensor {
+                name: "p".into(),
+                shape: vec![2],
+                data: OutputData::Maps(vec![vec![("0".into(), 0.25)], vec![("0".into(), 0.5)]]),
+            },
+        ];
+        let mut buf = Vec::new();
+        write_predictions(&mut buf, &outputs, Style::Records, 2);
+        let v: Value = serde_json::from_slice(&buf).expect("valid JSON");
+        assert_eq!(
+            v,
+            json!({"predictions": [{"y": null, "p": {"0": 0.25}}, {"y": 1.5, "p": {"0": 0.5}}]})
+        );
+    }
+
+    #[test]
+    fn records_fall_back_when_an_output_is_not_per_row() {
+        let outputs = vec![
+            out("y", &[2], TensorData::F32(vec![1.0, 2.0])),
+            out("total", &[1], TensorData::F32(vec![3.0])),
+        ];
+        let mut buf = Vec::new();
+        write_predictions(&mut buf, &outputs, Style::Records, 2);
+        let v: Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v, json!({"predictions": {"y": [1.0, 2.0], "total": [3.0]}}));
+    }
+}

@@ -1,0 +1,272 @@
+//! `models:/` URIs: which registered model version a user means.
+//!
+//! Accepted forms (as MLflow's client resolves them):
+//! - `models:/<name>/<version>` — that version number
+//! - `models:/<name>/<stage>` — highest version in the stage (None, Staging, Production, Archived; any case)
+//! - `models:/<name>/latest` — highest version of any stage
+//! - `models:/<name>@<alias>` — the version the alias points to
+//!
+//! Names may hold dots, dashes, underscores and (percent-encoded) spaces.
+
+use std::fmt;
+use std::str::FromStr;
+
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
+
+use crate::registry::Stage;
+
+/// What part of a registered model a URI selects.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Selector {
+    Version(u64),
+    Stage(Stage),
+    Latest,
+    Alias(String),
+}
+
+/// A parsed `models:/` URI.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ModelUri {
+    pub name: String,
+    pub selector: Selector,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid model URI '{uri}': {reason}. Accepted forms: models:/<name>/<version>, models:/<name>/<stage> (None, Staging, Production, Archived), models:/<name>/latest, models:/<name>@<alias>")]
+pub struct UriError {
+    pub uri: String,
+    pub reason: String,
+}
+
+const PATH_UNSAFE: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'%')
+    .add(b'/')
+    .add(b'@')
+    .add(b'?')
+    .add(b'#');
+
+impl ModelUri {
+    pub fn new(name: impl Into<String>, selector: Selector) -> Self {
+        ModelUri {
+            name: name.into(),
+            selector,
+        }
+    }
+
+    /// True when the selected version can change over time (stage, alias, latest).
+    pub fn is_floating(&self) -> bool {
+        !matches!(self.selector, Selector::Version(_))
+    }
+}
+
+impl FromStr for ModelUri {
+    type Err = UriError;
+
+    fn from_str(uri: &str) -> Result<Self, UriError> {
+        let err = |reason: &str| UriError {
+            uri: uri.to_string(),
+            reason: reason.to_string(),
+        };
+        let rest = uri
+            .strip_prefix("models:/")
+            .ok_or_else(|| err("it must start with 'models:/'"))?;
+        // `models:///name/1` is accepted by MLflow too (empty authority).
+        let rest = rest.trim_start_matches('/');
+        if rest.is_empty() {
+            return Err(err("the model name is missing"));
+        }
+        let decode = |s: &str| -> Result<String, UriError> {
+            percent_decode_str(s)
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| err("it is not valid UTF-8 after percent-decoding"))
+        };
+        let check_name = |name: &str| -> Result<(), UriError> {
+            if name.trim().is_empty() {
+                return Err(err("the model name is empty"));
+            }
+            Ok(())
+        };
+
+        // Alias form: the last '@' splits name and alias, and no '/' may follow it.
+        if let Some(at) = rest.rfind('@') {
+            if !rest[at..].contains('/') {
+                let name = decode(&rest[..at])?;
+                let alias = decode(&rest[at + 1..])?;
+                check_name(&name)?;
+                if name.contains('/') {
+                    return Err(err("the model name may not contain '/'"));
+                }
+                if alias.is_empty() {
+                    return Err(err("the alias after '@' is empty"));
+                }
+                return Ok(ModelUri::new(name, Selector::Alias(alias)));
+            }
+        }
+
+        let rest = rest.trim_end_matches('/');
+        let (name, suffix) = rest
+            .split_once('/')
+            .ok_or_else(|| err("a version, stage, 'latest' or '@alias' must follow the name"))?;
+        if suffix.contains('/') {
+            return Err(err("too many path segments"));
+        }
+        let name = decode(name)?;
+        check_name(&name)?;
+        let suffix = decode(suffix)?;
+        if suffix.is_empty() {
+            return Err(err("the version or stage is empty"));
+        }
+        let selector = if suffix.bytes().all(|b| b.is_ascii_digit()) {
+            let v: u64 = suffix
+                .parse()
+                .map_err(|_| err("the version number is too large"))?;
+            if v == 0 {
+                return Err(err("version numbers start at 1"));
+            }
+            Selector::Version(v)
+        } else if suffix.eq_ignore_ascii_case("latest") {
+            Selector::Latest
+        } else {
+            let stage = Stage::parse(&suffix).map_err(|_| {
+                err(&format!(
+                    "'{suffix}' is neither a version number, 'latest', nor a stage (None, Staging, Production, Archived)"
+                ))
+            })?;
+            Selector::Stage(stage)
+        };
+        Ok(ModelUri::new(name, selector))
+    }
+}
+
+impl fmt::Display for ModelUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = utf8_percent_encode(&self.name, PATH_UNSAFE);
+        match &self.selector {
+            Selector::Version(v) => write!(f, "models:/{name}/{v}"),
+            Selector::Stage(s) => write!(f, "models:/{name}/{s}"),
+            Selector::Latest => write!(f, "models:/{name}/latest"),
+            Selector::Alias(a) => {
+                write!(f, "models:/{name}@{}", utf8_percent_encode(a, PATH_UNSAFE))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> ModelUri {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn versions_stages_latest_alias() {
+        assert_eq!(
+            p("models:/fraud/3"),
+            ModelUri::new("fraud", Selector::Version(3))
+        );
+        assert_eq!(
+            p("models:/fraud/Production"),
+            ModelUri::new("fraud", Selector::Stage(Stage::Production))
+        );
+        assert_eq!(
+            p("models:/fraud/production"),
+            ModelUri::new("fraud", Selector::Stage(Stage::Production))
+        );
+        assert_eq!(
+            p("models:/fraud/STAGING"),
+            ModelUri::new("fraud", Selector::Stage(Stage::Staging))
+        );
+        assert_eq!(
+            p("models:/fraud/none"),
+            ModelUri::new("fraud", Selector::Stage(Stage::None))
+        );
+        assert_eq!(
+            p("models:/fraud/archived"),
+            ModelUri::new("fraud", Selector::Stage(Stage::Archived))
+        );
+        assert_eq!(
+            p("models:/fraud/latest"),
+            ModelUri::new("fraud", Selector::Latest)
+        );
+        assert_eq!(
+            p("models:/fraud/Latest"),
+            ModelUri::new("fraud", Selector::Latest)
+        );
+        assert_eq!(
+            p("models:/fraud@champion"),
+            ModelUri::new("fraud", Selector::Alias("champion".into()))
+        );
+        assert_eq!(
+            p("models:///fraud/2"),
+            ModelUri::new("fraud", Selector::Version(2))
+        );
+        assert_eq!(
+            p("models:/fraud/2/"),
+            ModelUri::new("fraud", Selector::Version(2))
+        );
+    }
+
+    #[test]
+    fn names_with_punctuation_and_spaces() {
+        assert_eq!(p("models:/my.model-v_2/1").name, "my.model-v_2");
+        assert_eq!(
+            p("models:/fraud%20detector/Production").name,
+            "fraud detector"
+        );
+        assert_eq!(
+            p("models:/fraud%20detector@prod%20a").selector,
+            Selector::Alias("prod a".into())
+        );
+        assert_eq!(p("models:/a@b@c").name, "a@b");
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for s in [
+            "models:/fraud/3",
+            "models:/fraud/Production",
+            "models:/fraud/latest",
+            "models:/fraud@champion",
+            "models:/fraud%20detector/None",
+            "models:/a%40b@c",
+        ] {
+            assert_eq!(p(s).to_string(), s);
+            assert_eq!(p(&p(s).to_string()), p(s));
+        }
+    }
+
+    #[test]
+    fn bad_uris_name_the_accepted_forms() {
+        for s in [
+            "fraud/1",
+            "models:/",
+            "models:/fraud",
+            "models:/fraud/",
+            "models:/fraud/Prod",
+            "models:/fraud/0",
+            "models:/fraud/1/2",
+            "models:/fraud@",
+            "models:/@alias",
+            "models:/%20/1",
+            "models:/fraud/99999999999999999999999",
+            "runs:/abc/model",
+        ] {
+            let e = s.parse::<ModelUri>().expect_err(s);
+            let msg = e.to_string();
+            assert!(msg.contains("Accepted forms"), "{msg}");
+            assert!(msg.contains(s), "{msg}");
+        }
+    }
+
+    #[test]
+    fn floating() {
+        assert!(!p("models:/a/1").is_floating());
+        assert!(p("models:/a/latest").is_floating());
+        assert!(p("models:/a@x").is_floating());
+        assert!(p("models:/a/Staging").is_floating());
+    }
+}
