@@ -885,3 +885,273 @@ pub(crate) fn validate_alias(alias: &str) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::uri::ModelUri;
+
+    fn version(store: &Store, name: &str) -> ModelVersion {
+        store
+            .create_model_version(&NewVersion {
+                name: name.into(),
+                source: "file:///m".into(),
+                ..Default::default()
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn models_versions_and_errors_in_mlflow_terms() {
+        let s = Store::open_in_memory().unwrap();
+        let m = s
+            .create_registered_model(
+                "fraud",
+                "# Fraud\nmodel",
+                &[Tag {
+                    key: "team".into(),
+                    value: "risk".into(),
+                }],
+            )
+            .unwrap();
+        assert_eq!(
+            (m.name.as_str(), m.description.as_str(), m.tags.len()),
+            ("fraud", "# Fraud\nmodel", 1)
+        );
+        let e = s.create_registered_model("fraud", "", &[]).unwrap_err();
+        assert!(matches!(e, RegistryError::AlreadyExists(_)));
+        assert_eq!(
+            e.to_string(),
+            "Registered Model (name=fraud) already exists."
+        );
+        assert_eq!(
+            s.get_registered_model("nope").unwrap_err().to_string(),
+            "Registered Model with name=nope not found"
+        );
+        assert_eq!(
+            s.get_model_version("fraud", 9).unwrap_err().to_string(),
+            "Model Version (name=fraud, version=9) not found"
+        );
+        assert!(matches!(
+            s.create_registered_model("", "", &[]),
+            Err(RegistryError::InvalidParameter(_))
+        ));
+        assert!(matches!(
+            s.create_registered_model("a/b", "", &[]),
+            Err(RegistryError::InvalidParameter(_))
+        ));
+        let v1 = version(&s, "fraud");
+        assert_eq!(
+            (v1.version, v1.current_stage, v1.status),
+            (1, Stage::None, VersionStatus::Ready)
+        );
+        let m = s.get_registered_model("fraud").unwrap();
+        assert_eq!(m.latest_versions.len(), 1);
+    }
+
+    #[test]
+    fn version_numbers_are_never_reused() {
+        let s = Store::open_in_memory().unwrap();
+        s.create_registered_model("m", "", &[]).unwrap();
+        assert_eq!(version(&s, "m").version, 1);
+        assert_eq!(version(&s, "m").version, 2);
+        s.delete_model_version("m", 2).unwrap();
+        assert_eq!(version(&s, "m").version, 3);
+        s.delete_model_version("m", 3).unwrap();
+        s.delete_model_version("m", 1).unwrap();
+        assert_eq!(version(&s, "m").version, 4);
+    }
+
+    #[test]
+    fn stages_archive_existing_and_resolution() {
+        let s = Store::open_in_memory().unwrap();
+        s.create_registered_model("m", "", &[]).unwrap();
+        for _ in 0..3 {
+            version(&s, "m");
+        }
+        s.transition_stage("m", 1, Stage::Production, false)
+            .unwrap();
+        s.transition_stage("m", 2, Stage::Production, false)
+            .unwrap();
+        let uri: ModelUri = "models:/m/production".parse().unwrap();
+        assert_eq!(s.resolve(&uri).unwrap().version, 2);
+        s.transition_stage("m", 3, Stage::Production, true).unwrap();
+        assert_eq!(
+            s.get_model_version("m", 1).unwrap().current_stage,
+            Stage::Archived
+        );
+        assert_eq!(
+            s.get_model_version("m", 2).unwrap().current_stage,
+            Stage::Archived
+        );
+        assert_eq!(s.resolve(&uri).unwrap().version, 3);
+        assert_eq!(
+            s.resolve(&"models:/m/latest".parse().unwrap())
+                .unwrap()
+                .version,
+            3
+        );
+        let e = s
+            .resolve(&"models:/m/Staging".parse().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "No versions of model with name 'm' and stage 'Staging' found"
+        );
+        let latest = s
+            .get_latest_versions("m", &[Stage::Archived, Stage::Production])
+            .unwrap();
+        assert_eq!(
+            latest.iter().map(|v| v.version).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        // A version that is not READY is never resolved by stage or latest.
+        s.set_version_status("m", 3, VersionStatus::PendingRegistration, "loading")
+            .unwrap();
+        assert_eq!(
+            s.resolve(&"models:/m/latest".parse().unwrap())
+                .unwrap()
+                .version,
+            2
+        );
+    }
+
+    #[test]
+    fn aliases_follow_versions_and_renames() {
+        let s = Store::open_in_memory().unwrap();
+        s.create_registered_model("m", "", &[]).unwrap();
+        version(&s, "m");
+        version(&s, "m");
+        s.set_alias("m", "champion", 1).unwrap();
+        s.set_alias("m", "champion", 2).unwrap();
+        assert_eq!(
+            s.get_model_version_by_alias("m", "champion")
+                .unwrap()
+                .version,
+            2
+        );
+        assert_eq!(
+            s.get_model_version("m", 2).unwrap().aliases,
+            vec!["champion"]
+        );
+        assert!(matches!(
+            s.set_alias("m", "x", 9),
+            Err(RegistryError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.set_alias("m", "latest", 1),
+            Err(RegistryError::InvalidParameter(_))
+        ));
+        assert!(matches!(
+            s.set_alias("m", "v3", 1),
+            Err(RegistryError::InvalidParameter(_))
+        ));
+        let renamed = s.rename_registered_model("m", "m2").unwrap();
+        assert_eq!(renamed.aliases[0].alias, "champion");
+        assert_eq!(
+            s.get_model_version_by_alias("m2", "champion").unwrap().name,
+            "m2"
+        );
+        // Deleting the version removes the alias pointing at it.
+        s.delete_model_version("m2", 2).unwrap();
+        let e = s.get_model_version_by_alias("m2", "champion").unwrap_err();
+        assert!(matches!(e, RegistryError::InvalidParameter(_)), "{e}");
+        assert_eq!(e.to_string(), "Registered model alias champion not found.");
+    }
+
+    #[test]
+    fn create_with_stage_and_bad_alias_is_all_or_nothing() {
+        let s = Store::open_in_memory().unwrap();
+        s.create_registered_model("m", "", &[]).unwrap();
+        let bad = NewVersion {
+            name: "m".into(),
+            source: "x".into(),
+            alias: Some("a/b".into()),
+            ..Default::default()
+        };
+        assert!(s.create_model_version(&bad).is_err());
+        assert!(s.list_model_versions("m").unwrap().is_empty());
+        let good = NewVersion {
+            stage: Some(Stage::Staging),
+            alias: Some("candidate".into()),
+            ..bad
+        };
+        let v = s
+            .create_model_version(&NewVersion {
+                alias: Some("candidate".into()),
+                ..good
+            })
+            .unwrap();
+        assert_eq!(
+            (v.version, v.current_stage, v.aliases.clone()),
+            (1, Stage::Staging, vec!["candidate".to_string()])
+        );
+    }
+
+    #[test]
+    fn two_writers_on_one_file_get_distinct_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.db");
+        Store::open(&path)
+            .unwrap()
+            .create_registered_model("m", "", &[])
+            .unwrap();
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    // Each thread is its own connection, as another process would be.
+                    let s = Store::open(&path).unwrap();
+                    (0..25)
+                        .map(|_| version(&s, "m").version)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all: Vec<u64> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        all.sort_unstable();
+        assert_eq!(all, (1..=100).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn search_uses_filters_and_pages() {
+        let s = Store::open_in_memory().unwrap();
+        for i in 0..12 {
+            s.create_registered_model(&format!("model-{i:02}"), "", &[])
+                .unwrap();
+        }
+        s.set_registered_model_tag("model-03", "team", "risk")
+            .unwrap();
+        let page = s
+            .search_registered_models("name LIKE 'model-0%'", 4, &[], None)
+            .unwrap();
+        assert_eq!(
+            page.items
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>(),
+            ["model-00", "model-01", "model-02", "model-03"]
+        );
+        let next = s
+            .search_registered_models(
+                "name LIKE 'model-0%'",
+                4,
+                &[],
+                page.next_page_token.as_deref(),
+            )
+            .unwrap();
+        assert_eq!(next.items[0].name, "model-04");
+        let tagged = s
+            .search_registered_models("tags.team = 'risk'", 100, &[], None)
+            .unwrap();
+        assert_eq!(tagged.items.len(), 1);
+        assert!(matches!(
+            s.search_registered_models("bogus filter", 10, &[], None),
+            Err(RegistryError::InvalidParameter(_))
+        ));
+    }
+}
