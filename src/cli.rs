@@ -1,4 +1,4 @@
-//! The commands behind `main`: `serve`, `models ...` and `predict`. Human-readable tables by
+//! The commands behind `main`: `serve`, `server`, `models ...` and `predict`. Human-readable tables by
 //! default, `--json` for scripts.
 
 use std::io::{BufRead, IsTerminal, Read, Write};
@@ -16,18 +16,10 @@ use crate::server::{self, ScoringState};
 
 fn open_store(global: &GlobalArgs) -> Result<(Arc<Store>, ArtifactRoot)> {
     let db = global.db_path();
-    let store = Store::open(&db).with_context(|| {
-        format!(
-            "opening the registry at {} (--data-dir / REGSERVE_DATA_DIR)",
-            db.display()
-        )
-    })?;
-    let artifacts = ArtifactRoot::new(global.artifact_root()).with_context(|| {
-        format!(
-            "opening the artifact root under {} (--data-dir)",
-            global.data_dir.display()
-        )
-    })?;
+    let store = Store::open(&db)
+        .with_context(|| format!("opening the registry at {} (--data-dir / REGSERVE_DATA_DIR)", db.display()))?;
+    let artifacts = ArtifactRoot::new(global.artifact_root())
+        .with_context(|| format!("opening the artifact root under {} (--data-dir)", global.data_dir.display()))?;
     Ok((Arc::new(store), artifacts))
 }
 
@@ -36,11 +28,9 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
     let default = args.default_index().map_err(anyhow::Error::msg)?;
     init_runtime(global.ort_lib.as_deref()).context("--ort-lib / ORT_DYLIB_PATH")?;
     let (store, artifacts) = open_store(global)?;
-    let source: Arc<dyn ModelSource> = Arc::new(EmbeddedSource { store, artifacts });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let source: Arc<dyn ModelSource> = Arc::new(EmbeddedSource::new(store, artifacts));
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.addr())
             .await
@@ -50,10 +40,39 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
             runtime: args.runtime.options(),
             ort_lib: global.ort_lib.clone(),
             poll_interval: args.poll_interval,
+            model_cache_bytes: args.model_cache_size,
         };
         tracing::info!(registry = %source.describe(), models = ?args.models.iter().map(|m| m.to_string()).collect::<Vec<_>>(), sessions = options.runtime.sessions, "starting");
         let manager = ModelManager::start(args.models.clone(), default, source, options);
-        let app = server::scoring::routes(ScoringState { manager, max_body_size: args.max_body_size });
+        let state = ScoringState { manager, max_body_size: args.max_body_size };
+        let app = server::scoring::routes(state.clone()).merge(server::v2::routes(state));
+        tracing::info!("listening on http://{local}");
+        server::serve(listener, app, server::shutdown_signal()).await.context("serving HTTP")
+    })
+}
+
+/// `regserve server`: the MLflow-compatible registry server over the same store and artifact
+/// root as the CLI. A missing ONNX Runtime is not fatal: versions then fail their test load
+/// with the runtime's message.
+pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()> {
+    let (store, artifacts) = open_store(global)?;
+    if let Err(e) = init_runtime(global.ort_lib.as_deref()) {
+        tracing::warn!(error = %e, "ONNX Runtime is not available: new model versions will fail their test load");
+    }
+    let state = server::RegistryState::new(store, artifacts, global.ort_lib.clone());
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.addr())
+            .await
+            .with_context(|| format!("binding {} (--host/--port)", args.addr()))?;
+        let local = listener.local_addr()?;
+        let pending = server::registration::resume_pending(&state).await?;
+        if pending > 0 {
+            tracing::info!(pending, "test-loading versions left pending by an earlier run");
+        }
+        tracing::info!(data_dir = %global.data_dir.display(), "starting the registry server");
+        let app = server::registry_server(state);
         tracing::info!("listening on http://{local}");
         server::serve(listener, app, server::shutdown_signal()).await.context("serving HTTP")
     })
@@ -63,37 +82,25 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
 pub fn predict(global: &GlobalArgs, args: PredictArgs) -> Result<()> {
     let (store, artifacts) = open_store(global)?;
     let version = store.resolve(&args.model)?;
-    let location = if version.storage_location.is_empty() {
-        &version.source
-    } else {
-        &version.storage_location
-    };
+    let location = if version.storage_location.is_empty() { &version.source } else { &version.storage_location };
     let path = artifacts.local_path(location)?;
     let mut body = Vec::new();
     if args.input.as_os_str() == "-" {
         std::io::stdin().read_to_end(&mut body)?;
     } else {
-        body = std::fs::read(&args.input)
-            .with_context(|| format!("reading --input {}", args.input.display()))?;
+        body = std::fs::read(&args.input).with_context(|| format!("reading --input {}", args.input.display()))?;
     }
-    let format =
-        args.content_type
-            .unwrap_or(match args.input.extension().and_then(|e| e.to_str()) {
-                Some("csv") => InputFormat::Csv,
-                _ => InputFormat::Json,
-            });
+    let format = args.content_type.unwrap_or(match args.input.extension().and_then(|e| e.to_str()) {
+        Some("csv") => InputFormat::Csv,
+        _ => InputFormat::Json,
+    });
     let request = match format {
         InputFormat::Json => payload::parse_json(&body)?,
-        InputFormat::Csv => payload::Request {
-            payload: payload::Payload::Frame(payload::parse_csv(&body)?),
-            params: None,
-        },
+        InputFormat::Csv => {
+            payload::Request { payload: payload::Payload::Frame(payload::parse_csv(&body)?), params: None }
+        }
     };
-    let options = crate::runtime::RuntimeOptions {
-        sessions: 1,
-        intra_threads: 1,
-        queue_capacity: 1,
-    };
+    let options = crate::runtime::RuntimeOptions::single();
     let model = LoadedModel::load(&path, &options, global.ort_lib.as_deref())
         .with_context(|| format!("loading version {} of '{}'", version.version, version.name))?;
     let out = model.predict_blocking(&request.payload)?;
@@ -107,23 +114,11 @@ pub fn predict(global: &GlobalArgs, args: PredictArgs) -> Result<()> {
 pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
     let (store, artifacts) = open_store(global)?;
     match cmd {
-        ModelsCommand::Register {
-            path,
-            name,
-            description,
-            tags,
-            stage,
-            archive_existing,
-            alias,
-            out,
-        } => {
+        ModelsCommand::Register { path, name, description, tags, stage, archive_existing, alias, out } => {
             let reg = Registration {
                 name,
                 description,
-                tags: tags
-                    .into_iter()
-                    .map(|(key, value)| Tag { key, value })
-                    .collect(),
+                tags: tags.into_iter().map(|(key, value)| Tag { key, value }).collect(),
                 stage,
                 archive_existing,
                 alias,
@@ -134,13 +129,7 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
             if out.json {
                 print_json(&v)?;
             } else {
-                println!(
-                    "Registered '{}' version {} ({}) from {}",
-                    v.name,
-                    v.version,
-                    v.current_stage,
-                    path.display()
-                );
+                println!("Registered '{}' version {} ({}) from {}", v.name, v.version, v.current_stage, path.display());
                 print_versions(std::slice::from_ref(&v));
             }
         }
@@ -156,9 +145,7 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
             let m = store.get_registered_model(&name)?;
             let versions = store.list_model_versions(&name)?;
             if out.json {
-                print_json(
-                    &serde_json::json!({"registered_model": m, "model_versions": versions}),
-                )?;
+                print_json(&serde_json::json!({"registered_model": m, "model_versions": versions}))?;
             } else {
                 println!("Name:         {}", m.name);
                 println!("Created:      {}", fmt_ms(m.creation_timestamp));
@@ -166,11 +153,7 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
                 if !m.tags.is_empty() {
                     println!(
                         "Tags:         {}",
-                        m.tags
-                            .iter()
-                            .map(|t| format!("{}={}", t.key, t.value))
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        m.tags.iter().map(|t| format!("{}={}", t.key, t.value)).collect::<Vec<_>>().join(", ")
                     );
                 }
                 if !m.aliases.is_empty() {
@@ -197,28 +180,15 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
                 print_versions(&versions);
             }
         }
-        ModelsCommand::Transition {
-            name,
-            version,
-            stage,
-            archive_existing,
-            out,
-        } => {
+        ModelsCommand::Transition { name, version, stage, archive_existing, out } => {
             let v = store.transition_stage(&name, version, stage, archive_existing)?;
             if out.json {
                 print_json(&v)?;
             } else {
-                println!(
-                    "'{}' version {} is now in {}",
-                    v.name, v.version, v.current_stage
-                );
+                println!("'{}' version {} is now in {}", v.name, v.version, v.current_stage);
             }
         }
-        ModelsCommand::Alias(AliasCommand::Set {
-            name,
-            alias,
-            version,
-        }) => {
+        ModelsCommand::Alias(AliasCommand::Set { name, alias, version }) => {
             store.set_alias(&name, &alias, version)?;
             println!("'{name}@{alias}' → version {version}");
         }
@@ -226,11 +196,7 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
             store.delete_alias(&name, &alias)?;
             println!("deleted alias '{name}@{alias}'");
         }
-        ModelsCommand::Describe {
-            name,
-            description,
-            version,
-        } => match version {
+        ModelsCommand::Describe { name, description, version } => match version {
             Some(v) => {
                 store.update_model_version(&name, v, &description)?;
                 println!("updated the description of '{name}' version {v}");
@@ -244,12 +210,7 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
             store.rename_registered_model(&name, &new_name)?;
             println!("renamed '{name}' to '{new_name}'");
         }
-        ModelsCommand::Tag {
-            name,
-            tag,
-            version,
-            delete,
-        } => match (delete, tag, version) {
+        ModelsCommand::Tag { name, tag, version, delete } => match (delete, tag, version) {
             (Some(key), _, Some(v)) => store.delete_model_version_tag(&name, v, &key)?,
             (Some(key), _, None) => store.delete_registered_model_tag(&name, &key)?,
             (None, Some((k, val)), Some(v)) => store.set_model_version_tag(&name, v, &k, &val)?,
@@ -295,10 +256,7 @@ fn confirm(prompt: &str) -> Result<bool> {
     }
     let mut line = String::new();
     stdin.lock().read_line(&mut line)?;
-    Ok(matches!(
-        line.trim().to_ascii_lowercase().as_str(),
-        "y" | "yes"
-    ))
+    Ok(matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
@@ -320,12 +278,7 @@ fn fmt_ms(ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
@@ -336,11 +289,7 @@ fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
         }
     }
     let line = |cells: Vec<String>| {
-        let s: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
+        let s: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         println!("{}", s.join("  ").trim_end());
     };
     line(headers.iter().map(|h| h.to_string()).collect());
@@ -358,28 +307,18 @@ fn print_models(models: &[RegisteredModel]) {
     let rows = models
         .iter()
         .map(|m| {
-            let mut latest: Vec<String> = m
-                .latest_versions
-                .iter()
-                .map(|v| format!("{}:v{}", v.current_stage, v.version))
-                .collect();
+            let mut latest: Vec<String> =
+                m.latest_versions.iter().map(|v| format!("{}:v{}", v.current_stage, v.version)).collect();
             latest.sort();
             vec![
                 m.name.clone(),
                 latest.join(" "),
-                m.aliases
-                    .iter()
-                    .map(|a| format!("@{}=v{}", a.alias, a.version))
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                m.aliases.iter().map(|a| format!("@{}=v{}", a.alias, a.version)).collect::<Vec<_>>().join(" "),
                 fmt_ms(m.last_updated_timestamp),
             ]
         })
         .collect();
-    print_table(
-        &["NAME", "LATEST VERSIONS", "ALIASES", "LAST UPDATED"],
-        rows,
-    );
+    print_table(&["NAME", "LATEST VERSIONS", "ALIASES", "LAST UPDATED"], rows);
 }
 
 fn print_versions(versions: &[ModelVersion]) {
@@ -394,20 +333,13 @@ fn print_versions(versions: &[ModelVersion]) {
                 v.version.to_string(),
                 v.current_stage.to_string(),
                 v.status.as_str().to_string(),
-                v.aliases
-                    .iter()
-                    .map(|a| format!("@{a}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                v.aliases.iter().map(|a| format!("@{a}")).collect::<Vec<_>>().join(" "),
                 fmt_ms(v.creation_timestamp),
                 v.source.clone(),
             ]
         })
         .collect();
-    print_table(
-        &["VERSION", "STAGE", "STATUS", "ALIASES", "CREATED", "SOURCE"],
-        rows,
-    );
+    print_table(&["VERSION", "STAGE", "STATUS", "ALIASES", "CREATED", "SOURCE"], rows);
 }
 
 #[cfg(test)]

@@ -13,11 +13,7 @@ use crate::runtime::RuntimeOptions;
 use crate::uri::ModelUri;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "regserve",
-    version,
-    about = "An MLflow-compatible model registry and ONNX model server"
-)]
+#[command(name = "regserve", version, about = "An MLflow-compatible model registry and ONNX model server")]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -28,12 +24,7 @@ pub struct Cli {
 #[derive(Debug, Args, Clone)]
 pub struct GlobalArgs {
     /// Directory of the embedded registry: `registry.db` and `artifacts/`.
-    #[arg(
-        long,
-        env = "REGSERVE_DATA_DIR",
-        default_value = "regserve-data",
-        global = true
-    )]
+    #[arg(long, env = "REGSERVE_DATA_DIR", default_value = "regserve-data", global = true)]
     pub data_dir: PathBuf,
     /// Path of the ONNX Runtime shared library (default: search beside the binary and in .ort/lib).
     #[arg(long, env = "ORT_DYLIB_PATH", global = true)]
@@ -58,19 +49,31 @@ pub enum Command {
     Models(ModelsCommand),
     /// Score one payload with a registered model and print the JSON answer.
     Predict(PredictArgs),
+    /// Run an MLflow-compatible Model Registry server (REST API, tracking, artifact proxy).
+    Server(ServerArgs),
+}
+
+/// `regserve server`: the MLflow-compatible registry server over the `--data-dir` store.
+#[derive(Debug, Args, Clone)]
+pub struct ServerArgs {
+    #[arg(long, env = "REGSERVE_HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Port to listen on (0 picks a free one; the bound address is logged).
+    #[arg(short, long, env = "REGSERVE_PORT", default_value_t = 5000)]
+    pub port: u16,
+}
+
+impl ServerArgs {
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
 }
 
 #[derive(Debug, Args, Clone)]
 pub struct ServeArgs {
     /// Model URI to serve (models:/name/version|stage|latest, models:/name@alias); repeat or
     /// separate with commas to serve several.
-    #[arg(
-        short = 'm',
-        long = "model",
-        env = "REGSERVE_MODEL",
-        value_delimiter = ',',
-        required = true
-    )]
+    #[arg(short = 'm', long = "model", env = "REGSERVE_MODEL", value_delimiter = ',', required = true)]
     pub models: Vec<ModelUri>,
     /// Registered model name that also answers /invocations (default: the first -m).
     #[arg(long, env = "REGSERVE_DEFAULT_MODEL")]
@@ -88,6 +91,10 @@ pub struct ServeArgs {
     /// How often a stage, alias or `latest` URI is re-resolved (e.g. 5s, 500ms, 1m).
     #[arg(long, env = "REGSERVE_POLL_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub poll_interval: Duration,
+    /// Memory budget for loaded versions kept for rollbacks and pinned requests (model file
+    /// size × sessions; e.g. 2GiB).
+    #[arg(long, env = "REGSERVE_MODEL_CACHE_SIZE", default_value = "2GiB", value_parser = parse_size_u64)]
+    pub model_cache_size: u64,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -101,6 +108,12 @@ pub struct RuntimeArgs {
     /// Requests that may wait for a session per model before new ones get 503.
     #[arg(long, env = "REGSERVE_QUEUE_CAPACITY", default_value_t = 1024)]
     pub queue_capacity: usize,
+    /// Dynamic batching: most rows merged into one session run (1 turns batching off).
+    #[arg(long, env = "REGSERVE_MAX_BATCH_SIZE", default_value_t = 64)]
+    pub max_batch_size: usize,
+    /// Dynamic batching: longest wait for more requests to fill a batch (0 = take what is queued).
+    #[arg(long, env = "REGSERVE_MAX_BATCH_DELAY", default_value = "0ms", value_parser = parse_duration)]
+    pub max_batch_delay: Duration,
 }
 
 impl RuntimeArgs {
@@ -110,6 +123,8 @@ impl RuntimeArgs {
             sessions: self.sessions.filter(|n| *n > 0).unwrap_or(d.sessions),
             intra_threads: self.intra_threads.max(1),
             queue_capacity: self.queue_capacity.max(1),
+            max_batch_size: self.max_batch_size.max(1),
+            max_batch_delay: self.max_batch_delay,
         }
     }
 }
@@ -127,9 +142,7 @@ impl ServeArgs {
                 .models
                 .iter()
                 .position(|m| &m.name == name)
-                .ok_or_else(|| {
-                    format!("--default-model '{name}' is not one of the served models (-m)")
-                }),
+                .ok_or_else(|| format!("--default-model '{name}' is not one of the served models (-m)")),
         }
     }
 }
@@ -246,15 +259,8 @@ pub enum ModelsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AliasCommand {
-    Set {
-        name: String,
-        alias: String,
-        version: u64,
-    },
-    Delete {
-        name: String,
-        alias: String,
-    },
+    Set { name: String, alias: String, version: u64 },
+    Delete { name: String, alias: String },
 }
 
 pub fn parse_stage(s: &str) -> Result<Stage, String> {
@@ -262,9 +268,7 @@ pub fn parse_stage(s: &str) -> Result<Stage, String> {
 }
 
 pub fn parse_tag(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("'{s}' is not key=value"))?;
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("'{s}' is not key=value"))?;
     if k.trim().is_empty() {
         return Err(format!("'{s}' has an empty key"));
     }
@@ -274,23 +278,15 @@ pub fn parse_tag(s: &str) -> Result<(String, String), String> {
 /// `500ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration (e.g. 500ms, 5s, 2m)"))?;
+    let n: f64 = num.parse().map_err(|_| format!("'{s}' is not a duration (e.g. 500ms, 5s, 2m)"))?;
     let secs = match unit.trim() {
         "ms" => n / 1000.0,
         "" | "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown duration unit '{other}' in '{s}' (use ms, s, m or h)"
-            ))
-        }
+        other => return Err(format!("unknown duration unit '{other}' in '{s}' (use ms, s, m or h)")),
     };
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("'{s}' is not a valid duration"));
@@ -298,14 +294,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+pub fn parse_size_u64(s: &str) -> Result<u64, String> {
+    parse_size(s).map(|n| n as u64)
+}
+
 /// `1048576`, `512KiB`, `64MiB`, `1GiB` (also KB/MB/GB as powers of 1000).
 pub fn parse_size(s: &str) -> Result<usize, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: usize = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size (e.g. 1048576, 512KiB, 64MiB)"))?;
+    let n: usize = num.parse().map_err(|_| format!("'{s}' is not a size (e.g. 1048576, 512KiB, 64MiB)"))?;
     let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kib" | "k" => 1 << 10,
@@ -316,8 +314,7 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         "gb" => 1_000_000_000,
         other => return Err(format!("unknown size unit '{other}' in '{s}'")),
     };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("'{s}' is too large"))
+    n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))
 }
 
 #[cfg(test)]
@@ -350,15 +347,11 @@ mod tests {
             "1s",
         ])
         .unwrap();
-        let Command::Serve(args) = cli.command else {
-            panic!()
-        };
+        let Command::Serve(args) = cli.command else { panic!() };
         assert_eq!(args.models.len(), 2);
         assert_eq!(args.poll_interval, Duration::from_secs(1));
         assert_eq!(args.addr().to_string(), "127.0.0.1:0");
-        let err = Cli::try_parse_from(["regserve", "serve", "-m", "models:/a"])
-            .unwrap_err()
-            .to_string();
+        let err = Cli::try_parse_from(["regserve", "serve", "-m", "models:/a"]).unwrap_err().to_string();
         assert!(err.contains("Accepted forms"), "{err}");
     }
 }

@@ -8,6 +8,7 @@
 //! - [`runtime`]: ONNX Runtime sessions and payload ⇄ tensor conversion
 //! - [`manager`]: served models, watching the registry, hot swap, registration
 //! - [`server`]: HTTP routes and the error → status mapping
+//! - [`metrics`]: Prometheus metrics (a leaf: anything may record into it)
 //! - [`config`]: command line and environment
 //! - [`cli`]: the `models` and `predict` commands
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@ pub mod artifact;
 pub mod cli;
 pub mod config;
 pub mod manager;
+pub mod metrics;
 pub mod registry;
 pub mod runtime;
 pub mod server;

@@ -38,20 +38,11 @@ pub struct UriError {
     pub reason: String,
 }
 
-const PATH_UNSAFE: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'%')
-    .add(b'/')
-    .add(b'@')
-    .add(b'?')
-    .add(b'#');
+const PATH_UNSAFE: &AsciiSet = &CONTROLS.add(b' ').add(b'%').add(b'/').add(b'@').add(b'?').add(b'#');
 
 impl ModelUri {
     pub fn new(name: impl Into<String>, selector: Selector) -> Self {
-        ModelUri {
-            name: name.into(),
-            selector,
-        }
+        ModelUri { name: name.into(), selector }
     }
 
     /// True when the selected version can change over time (stage, alias, latest).
@@ -64,13 +55,8 @@ impl FromStr for ModelUri {
     type Err = UriError;
 
     fn from_str(uri: &str) -> Result<Self, UriError> {
-        let err = |reason: &str| UriError {
-            uri: uri.to_string(),
-            reason: reason.to_string(),
-        };
-        let rest = uri
-            .strip_prefix("models:/")
-            .ok_or_else(|| err("it must start with 'models:/'"))?;
+        let err = |reason: &str| UriError { uri: uri.to_string(), reason: reason.to_string() };
+        let rest = uri.strip_prefix("models:/").ok_or_else(|| err("it must start with 'models:/'"))?;
         // `models:///name/1` is accepted by MLflow too (empty authority).
         let rest = rest.trim_start_matches('/');
         if rest.is_empty() {
@@ -106,9 +92,8 @@ impl FromStr for ModelUri {
         }
 
         let rest = rest.trim_end_matches('/');
-        let (name, suffix) = rest
-            .split_once('/')
-            .ok_or_else(|| err("a version, stage, 'latest' or '@alias' must follow the name"))?;
+        let (name, suffix) =
+            rest.split_once('/').ok_or_else(|| err("a version, stage, 'latest' or '@alias' must follow the name"))?;
         if suffix.contains('/') {
             return Err(err("too many path segments"));
         }
@@ -119,9 +104,7 @@ impl FromStr for ModelUri {
             return Err(err("the version or stage is empty"));
         }
         let selector = if suffix.bytes().all(|b| b.is_ascii_digit()) {
-            let v: u64 = suffix
-                .parse()
-                .map_err(|_| err("the version number is too large"))?;
+            let v: u64 = suffix.parse().map_err(|_| err("the version number is too large"))?;
             if v == 0 {
                 return Err(err("version numbers start at 1"));
             }
@@ -164,63 +147,24 @@ mod tests {
 
     #[test]
     fn versions_stages_latest_alias() {
-        assert_eq!(
-            p("models:/fraud/3"),
-            ModelUri::new("fraud", Selector::Version(3))
-        );
-        assert_eq!(
-            p("models:/fraud/Production"),
-            ModelUri::new("fraud", Selector::Stage(Stage::Production))
-        );
-        assert_eq!(
-            p("models:/fraud/production"),
-            ModelUri::new("fraud", Selector::Stage(Stage::Production))
-        );
-        assert_eq!(
-            p("models:/fraud/STAGING"),
-            ModelUri::new("fraud", Selector::Stage(Stage::Staging))
-        );
-        assert_eq!(
-            p("models:/fraud/none"),
-            ModelUri::new("fraud", Selector::Stage(Stage::None))
-        );
-        assert_eq!(
-            p("models:/fraud/archived"),
-            ModelUri::new("fraud", Selector::Stage(Stage::Archived))
-        );
-        assert_eq!(
-            p("models:/fraud/latest"),
-            ModelUri::new("fraud", Selector::Latest)
-        );
-        assert_eq!(
-            p("models:/fraud/Latest"),
-            ModelUri::new("fraud", Selector::Latest)
-        );
-        assert_eq!(
-            p("models:/fraud@champion"),
-            ModelUri::new("fraud", Selector::Alias("champion".into()))
-        );
-        assert_eq!(
-            p("models:///fraud/2"),
-            ModelUri::new("fraud", Selector::Version(2))
-        );
-        assert_eq!(
-            p("models:/fraud/2/"),
-            ModelUri::new("fraud", Selector::Version(2))
-        );
+        assert_eq!(p("models:/fraud/3"), ModelUri::new("fraud", Selector::Version(3)));
+        assert_eq!(p("models:/fraud/Production"), ModelUri::new("fraud", Selector::Stage(Stage::Production)));
+        assert_eq!(p("models:/fraud/production"), ModelUri::new("fraud", Selector::Stage(Stage::Production)));
+        assert_eq!(p("models:/fraud/STAGING"), ModelUri::new("fraud", Selector::Stage(Stage::Staging)));
+        assert_eq!(p("models:/fraud/none"), ModelUri::new("fraud", Selector::Stage(Stage::None)));
+        assert_eq!(p("models:/fraud/archived"), ModelUri::new("fraud", Selector::Stage(Stage::Archived)));
+        assert_eq!(p("models:/fraud/latest"), ModelUri::new("fraud", Selector::Latest));
+        assert_eq!(p("models:/fraud/Latest"), ModelUri::new("fraud", Selector::Latest));
+        assert_eq!(p("models:/fraud@champion"), ModelUri::new("fraud", Selector::Alias("champion".into())));
+        assert_eq!(p("models:///fraud/2"), ModelUri::new("fraud", Selector::Version(2)));
+        assert_eq!(p("models:/fraud/2/"), ModelUri::new("fraud", Selector::Version(2)));
     }
 
     #[test]
     fn names_with_punctuation_and_spaces() {
         assert_eq!(p("models:/my.model-v_2/1").name, "my.model-v_2");
-        assert_eq!(
-            p("models:/fraud%20detector/Production").name,
-            "fraud detector"
-        );
-        assert_eq!(
-            p("models:/fraud%20detector@prod%20a").selector,
-            Selector::Alias("prod a".into())
-        );
+        assert_eq!(p("models:/fraud%20detector/Production").name, "fraud detector");
+        assert_eq!(p("models:/fraud%20detector@prod%20a").selector, Selector::Alias("prod a".into()));
         assert_eq!(p("models:/a@b@c").name, "a@b");
     }
 

@@ -35,9 +35,8 @@ fn expected(case: &str, model: &str, raw: &Value) -> Value {
         return json!({ "predictions": raw });
     }
     let rows = raw.values().next().unwrap().as_array().unwrap().len();
-    let records: Vec<Value> = (0..rows)
-        .map(|i| Value::Object(raw.iter().map(|(k, v)| (k.clone(), v[i].clone())).collect()))
-        .collect();
+    let records: Vec<Value> =
+        (0..rows).map(|i| Value::Object(raw.iter().map(|(k, v)| (k.clone(), v[i].clone())).collect())).collect();
     json!({ "predictions": records })
 }
 
@@ -48,21 +47,14 @@ async fn every_payload_format_matches_python_onnxruntime() {
     let mut checked = 0;
     for model in ["iris-v1", "iris-v2", "iris-columns", "mlp"] {
         let dir = repo().join("models/reference").join(model);
-        let mut cases: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
+        let mut cases: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
         cases.sort();
         for path in cases {
             let case = path.file_stem().unwrap().to_str().unwrap().to_string();
-            let reference: Value =
-                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let reference: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
             let url = server.url(&format!("/models/{model}/invocations"));
             let req = match reference["csv"].as_str() {
-                Some(csv) => client
-                    .post(&url)
-                    .header("Content-Type", "text/csv")
-                    .body(csv.to_string()),
+                Some(csv) => client.post(&url).header("Content-Type", "text/csv").body(csv.to_string()),
                 None => client.post(&url).json(&reference["request"]),
             };
             let resp = req.send().await.unwrap();
@@ -84,15 +76,7 @@ async fn default_model_answers_invocations_and_health_reports_versions() {
     let (_reg, server) = serve_examples().await;
     let client = reqwest::Client::new();
     let body = json!({"dataframe_split": {"columns": ["sepal_length", "sepal_width", "petal_length", "petal_width"], "data": [[5.1, 3.5, 1.4, 0.2]]}});
-    let r: Value = client
-        .post(server.url("/invocations"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = client.post(server.url("/invocations")).json(&body).send().await.unwrap().json().await.unwrap();
     assert_eq!(r["predictions"][0]["label"], 0);
     let h: Value = client
         .get(server.url("/health"))
@@ -106,30 +90,16 @@ async fn default_model_answers_invocations_and_health_reports_versions() {
     assert_eq!(h["status"], "ready");
     assert_eq!(h["models"].as_array().unwrap().len(), 4);
     assert_eq!(h["models"][0]["version"], 1);
-    let v = client
-        .get(server.url("/version"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let v = client.get(server.url("/version")).send().await.unwrap().text().await.unwrap();
     assert_eq!(v, env!("CARGO_PKG_VERSION"));
-    let r = client
-        .post(server.url("/models/nope/invocations"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = client.post(server.url("/models/nope/invocations")).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 404);
 }
 
 /// (body, content type, expected status, expected error_code, text the message must contain)
 fn bad_inputs() -> Vec<(Vec<u8>, &'static str, u16, &'static str, &'static str)> {
     let cols = r#"["sepal_length", "sepal_width", "petal_length", "petal_width"]"#;
-    let split = |data: &str| {
-        format!(r#"{{"dataframe_split": {{"columns": {cols}, "data": {data}}}}}"#).into_bytes()
-    };
+    let split = |data: &str| format!(r#"{{"dataframe_split": {{"columns": {cols}, "data": {data}}}}}"#).into_bytes();
     let json = "application/json";
     vec![
         (b"{\"dataframe_split\": ".to_vec(), json, 400, "BAD_REQUEST", "Malformed JSON"),
@@ -171,14 +141,10 @@ async fn bad_inputs_get_clear_errors_with_the_right_status() {
             .unwrap();
         assert_eq!(resp.status().as_u16(), status, "{shown} ({ct})");
         let raw = resp.text().await.unwrap();
-        let err: Value = serde_json::from_str(&raw)
-            .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {raw}"));
+        let err: Value = serde_json::from_str(&raw).unwrap_or_else(|e| panic!("error body is not JSON ({e}): {raw}"));
         assert_eq!(err["error_code"], code, "{shown}: {err}");
         let msg = err["message"].as_str().unwrap();
-        assert!(
-            msg.contains(text),
-            "{shown}: message {msg:?} should contain {text:?}"
-        );
+        assert!(msg.contains(text), "{shown}: message {msg:?} should contain {text:?}");
     }
     // Still serving after all of that.
     let ok = client
@@ -193,68 +159,24 @@ async fn bad_inputs_get_clear_errors_with_the_right_status() {
 #[tokio::test]
 async fn not_ready_until_the_model_exists_then_serves_and_follows_the_stage() {
     let reg = Registry::new();
-    let server = reg.spawn(&[
-        "serve",
-        "-m",
-        "models:/iris/Production",
-        "--poll-interval",
-        "200ms",
-    ]);
+    let server = reg.spawn(&["serve", "-m", "models:/iris/Production", "--poll-interval", "200ms"]);
     let client = reqwest::Client::new();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        client
-            .get(server.url("/ping"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
-    let health = client
-        .get(server.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        health.contains("Registered Model with name=iris not found"),
-        "{health}"
-    );
+    assert_eq!(client.get(server.url("/ping")).send().await.unwrap().status(), 503);
+    let health = client.get(server.url("/health")).send().await.unwrap().text().await.unwrap();
+    assert!(health.contains("Registered Model with name=iris not found"), "{health}");
     let body = json!({"dataframe_split": {"columns": ["sepal_length", "sepal_width", "petal_length", "petal_width"], "data": [[6.0, 2.2, 5.0, 1.5]]}});
-    let r = client
-        .post(server.url("/invocations"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = client.post(server.url("/invocations")).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
 
     reg.register("iris-v1", "iris", &["--stage", "Production"]);
     reg.register("iris-v2", "iris", &[]);
     server.wait_ready("/ping", Duration::from_secs(10)).await;
-    let v1: Value = client
-        .post(server.url("/invocations"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v1: Value = client.post(server.url("/invocations")).json(&body).send().await.unwrap().json().await.unwrap();
 
     // Promote v2: the answers change within the poll interval.
-    reg.ok(&[
-        "models",
-        "transition",
-        "iris",
-        "2",
-        "Production",
-        "--archive-existing",
-    ]);
+    reg.ok(&["models", "transition", "iris", "2", "Production", "--archive-existing"]);
     let start = std::time::Instant::now();
     loop {
         let h: Value = client
@@ -272,14 +194,6 @@ async fn not_ready_until_the_model_exists_then_serves_and_follows_the_stage() {
         assert!(start.elapsed() < Duration::from_secs(5), "no swap: {h}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let v2: Value = client
-        .post(server.url("/invocations"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v2: Value = client.post(server.url("/invocations")).json(&body).send().await.unwrap().json().await.unwrap();
     assert_ne!(v1, v2, "iris v1 and v2 answer this row differently");
 }

@@ -17,17 +17,11 @@ pub enum FetchError {
     #[error("artifact not found: {0}")]
     NotFound(String),
     #[error("artifact I/O error at {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
-    move |source| FetchError::Io {
-        path: path.display().to_string(),
-        source,
-    }
+    move |source| FetchError::Io { path: path.display().to_string(), source }
 }
 
 /// The local artifact root of the embedded registry.
@@ -59,9 +53,7 @@ impl ArtifactRoot {
         let rel_path = Path::new(decoded.as_ref());
         if decoded.contains('\0')
             || decoded.contains('\\')
-            || rel_path
-                .components()
-                .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+            || rel_path.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
         {
             return Err(FetchError::PathEscapes(rel.to_string()));
         }
@@ -85,20 +77,15 @@ impl ArtifactRoot {
     /// Copy a file or directory into `<root>/<prefix>/<unique id>/` and return its
     /// `mlflow-artifacts:/` URI and local path. A bare file keeps its file name.
     pub fn import(&self, src: &Path, prefix: &str) -> Result<(String, PathBuf), FetchError> {
-        let meta =
-            std::fs::metadata(src).map_err(|_| FetchError::NotFound(src.display().to_string()))?;
+        let meta = std::fs::metadata(src).map_err(|_| FetchError::NotFound(src.display().to_string()))?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let staging = self.root.join(".staging").join(&id);
         std::fs::create_dir_all(&staging).map_err(io(&staging))?;
         let copied = if meta.is_dir() {
             copy_dir(src, &staging)
         } else {
-            let name = src
-                .file_name()
-                .ok_or_else(|| FetchError::NotFound(src.display().to_string()))?;
-            std::fs::copy(src, staging.join(name))
-                .map(|_| ())
-                .map_err(io(src))
+            let name = src.file_name().ok_or_else(|| FetchError::NotFound(src.display().to_string()))?;
+            std::fs::copy(src, staging.join(name)).map(|_| ()).map_err(io(src))
         };
         if let Err(e) = copied {
             let _ = std::fs::remove_dir_all(&staging);
@@ -126,19 +113,14 @@ impl ArtifactRoot {
             return self.path_of(rel);
         }
         if let Some(path) = uri.strip_prefix("file://") {
-            let decoded = percent_encoding::percent_decode_str(path)
-                .decode_utf8_lossy()
-                .into_owned();
+            let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy().into_owned();
             return Ok(PathBuf::from(decoded));
         }
         if uri.starts_with('/') || !uri.contains(':') {
             return Ok(PathBuf::from(uri));
         }
         let scheme = uri.split(':').next().unwrap_or_default().to_string();
-        Err(FetchError::UnsupportedScheme {
-            scheme,
-            uri: uri.to_string(),
-        })
+        Err(FetchError::UnsupportedScheme { scheme, uri: uri.to_string() })
     }
 
     /// Remove files that this root owns (a URI outside the root is left alone).
@@ -153,13 +135,8 @@ impl ArtifactRoot {
         match std::fs::remove_dir_all(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
-                std::fs::remove_file(&path).map_err(io(&path))
-            }
-            Err(e) => Err(FetchError::Io {
-                path: path.display().to_string(),
-                source: e,
-            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => std::fs::remove_file(&path).map_err(io(&path)),
+            Err(e) => Err(FetchError::Io { path: path.display().to_string(), source: e }),
         }
     }
 }
@@ -203,25 +180,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = ArtifactRoot::new(dir.path().join("a")).unwrap();
         assert!(root.path_of("x/y.onnx").is_ok());
-        for bad in [
-            "../x",
-            "/etc/passwd",
-            "x/../../y",
-            "%2e%2e/x",
-            "x/%2E%2E/%2e%2e/y",
-            "%2Fetc%2Fpasswd",
-            "a\\..\\b",
-        ] {
-            assert!(
-                matches!(root.path_of(bad), Err(FetchError::PathEscapes(_))),
-                "{bad}"
-            );
+        for bad in ["../x", "/etc/passwd", "x/../../y", "%2e%2e/x", "x/%2E%2E/%2e%2e/y", "%2Fetc%2Fpasswd", "a\\..\\b"]
+        {
+            assert!(matches!(root.path_of(bad), Err(FetchError::PathEscapes(_))), "{bad}");
         }
         std::os::unix::fs::symlink(dir.path(), root.root().join("link")).unwrap();
-        assert!(matches!(
-            root.path_of("link/x"),
-            Err(FetchError::PathEscapes(_))
-        ));
+        assert!(matches!(root.path_of("link/x"), Err(FetchError::PathEscapes(_))));
     }
 
     #[test]
@@ -236,12 +200,7 @@ mod tests {
         assert!(uri.starts_with("mlflow-artifacts:/registry/"), "{uri}");
         assert_eq!(std::fs::read_to_string(path.join("sub/f")).unwrap(), "y");
         assert_eq!(root.local_path(&uri).unwrap(), path);
-        assert!(!root
-            .root()
-            .join(".staging")
-            .read_dir()
-            .unwrap()
-            .any(|_| true));
+        assert!(!root.root().join(".staging").read_dir().unwrap().any(|_| true));
         root.remove(&uri).unwrap();
         assert!(!path.exists());
         assert!(

@@ -4,6 +4,12 @@
 //! requests finish on the old model, which is dropped with its last request. A failed load
 //! keeps the current version serving and is reported in the slot's status.
 //!
+//! Loaded versions are kept in a cache keyed by (name, version, location) within a memory
+//! budget, so a rollback swaps back without reloading and the Open Inference Protocol can pin
+//! a version that is no longer in service. A source that can tell when the registry changes
+//! (the embedded SQLite file, through `notify`) wakes the watchers at once; polling stays as
+//! the fallback.
+//!
 //! Registration of new versions (copy, test-load, create) lives in [`register`].
 
 pub mod register;
@@ -16,6 +22,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 
+use crate::metrics;
 use crate::registry::ModelVersion;
 use crate::runtime::{LoadedModel, RuntimeOptions};
 use crate::uri::ModelUri;
@@ -28,7 +35,37 @@ pub struct ManagerOptions {
     pub ort_lib: Option<PathBuf>,
     /// How often a stage, alias or `latest` URI is re-resolved.
     pub poll_interval: Duration,
+    /// Memory budget of the loaded-model cache, in bytes (model file size × sessions).
+    pub model_cache_bytes: u64,
 }
+
+impl Default for ManagerOptions {
+    fn default() -> Self {
+        ManagerOptions {
+            runtime: RuntimeOptions::default(),
+            ort_lib: None,
+            poll_interval: Duration::from_secs(5),
+            model_cache_bytes: 2 << 30,
+        }
+    }
+}
+
+/// A loaded version is the same model wherever it is served from: same name, number and files.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CacheKey {
+    name: String,
+    version: u64,
+    location: String,
+}
+
+impl CacheKey {
+    fn of(v: &ModelVersion) -> CacheKey {
+        let location = if v.storage_location.is_empty() { &v.source } else { &v.storage_location };
+        CacheKey { name: v.name.clone(), version: v.version, location: location.clone() }
+    }
+}
+
+type ModelCache = moka::future::Cache<CacheKey, Arc<LoadedModel>>;
 
 /// The version in service for one slot.
 pub struct Active {
@@ -65,16 +102,8 @@ pub struct Slot {
 
 impl Slot {
     fn new(uri: ModelUri) -> Slot {
-        let status = SlotStatus {
-            uri: uri.to_string(),
-            name: uri.name.clone(),
-            ..Default::default()
-        };
-        Slot {
-            uri,
-            active: ArcSwapOption::empty(),
-            status: Mutex::new(status),
-        }
+        let status = SlotStatus { uri: uri.to_string(), name: uri.name.clone(), ..Default::default() };
+        Slot { uri, active: ArcSwapOption::empty(), status: Mutex::new(status) }
     }
 
     /// The version in service, if any. Clone it once per request.
@@ -83,10 +112,7 @@ impl Slot {
     }
 
     pub fn status(&self) -> SlotStatus {
-        self.status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn update_status(&self, f: impl FnOnce(&mut SlotStatus)) {
@@ -99,6 +125,7 @@ struct Inner {
     default: usize,
     source: Arc<dyn ModelSource>,
     options: ManagerOptions,
+    cache: ModelCache,
 }
 
 /// Handle on the served models. Cheap to clone; the watcher tasks stop once every handle is
@@ -109,9 +136,7 @@ pub struct ModelManager {
 }
 
 fn ms(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }
 
 impl ModelManager {
@@ -124,12 +149,14 @@ impl ModelManager {
         options: ManagerOptions,
     ) -> ModelManager {
         let slots: Vec<Arc<Slot>> = uris.into_iter().map(|u| Arc::new(Slot::new(u))).collect();
-        let inner = Arc::new(Inner {
-            slots,
-            default,
-            source,
-            options,
-        });
+        let cache = ModelCache::builder()
+            .max_capacity(options.model_cache_bytes.max(1))
+            .weigher(|_, m: &Arc<LoadedModel>| {
+                let bytes = std::fs::metadata(&m.files.onnx).map(|md| md.len()).unwrap_or(1 << 20);
+                u32::try_from(bytes.saturating_mul(m.sessions() as u64)).unwrap_or(u32::MAX)
+            })
+            .build();
+        let inner = Arc::new(Inner { slots, default, source, options, cache });
         for slot in &inner.slots {
             tokio::spawn(watch(Arc::downgrade(&inner), slot.clone()));
         }
@@ -157,18 +184,69 @@ impl ModelManager {
     pub fn source_description(&self) -> String {
         self.inner.source.describe()
     }
+
+    /// A specific version of a served model: the one in service, or loaded through the cache.
+    pub async fn pinned(&self, name: &str, version: u64) -> Result<Arc<LoadedModel>, PinError> {
+        let slot = self.slot(name).ok_or_else(|| PinError::NotServed(name.to_string()))?;
+        if let Some(active) = slot.active() {
+            if active.version.version == version {
+                return Ok(active.model.clone());
+            }
+        }
+        let uri = ModelUri::new(name, crate::uri::Selector::Version(version));
+        let v = self.inner.source.resolve(&uri).await.map_err(PinError::Source)?;
+        load_cached(&self.inner, &v).await.map_err(PinError::Load)
+    }
+}
+
+/// Why a pinned version could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("model '{0}' is not served here")]
+    NotServed(String),
+    #[error(transparent)]
+    Source(SourceError),
+    #[error("{0}")]
+    Load(String),
+}
+
+/// Load a version, or take it from the cache (concurrent callers share one load).
+async fn load_cached(inner: &Inner, version: &ModelVersion) -> Result<Arc<LoadedModel>, String> {
+    let key = CacheKey::of(version);
+    let source = inner.source.clone();
+    let (runtime, ort_lib) = (inner.options.runtime.clone(), inner.options.ort_lib.clone());
+    let v = version.clone();
+    let labels = metrics::Metrics::model(&version.name);
+    inner
+        .cache
+        .try_get_with(key, async move {
+            let path = source.fetch(&v).await.map_err(|e| e.to_string())?;
+            let batch_sizes = metrics::metrics().batch_size.get_or_create(&labels).clone();
+            let loaded = tokio::task::spawn_blocking(move || {
+                LoadedModel::load_observed(&path, &runtime, ort_lib.as_deref(), Some(batch_sizes))
+            })
+            .await
+            .map_err(|e| format!("model load task failed: {e}"))?;
+            let outcome = if loaded.is_ok() { "success" } else { "failure" };
+            metrics::metrics()
+                .loads
+                .get_or_create(&metrics::LoadLabels { model: v.name.clone(), outcome: outcome.into() })
+                .inc();
+            loaded.map(Arc::new).map_err(|e| format!("version {} failed to load: {e}", v.version))
+        })
+        .await
+        .map_err(|e: Arc<String>| e.as_ref().clone())
 }
 
 /// Follow one URI: load the version it selects, and again whenever that changes.
 async fn watch(inner: Weak<Inner>, slot: Arc<Slot>) {
     let mut failures: u32 = 0;
+    let mut changes = inner.upgrade().and_then(|i| i.source.changes());
     loop {
-        let Some(strong) = inner.upgrade() else {
-            return;
-        };
-        let (source, options) = (strong.source.clone(), strong.options.clone());
+        let Some(strong) = inner.upgrade() else { return };
+        let outcome = check_once(&strong, &slot).await;
+        let poll = strong.options.poll_interval;
         drop(strong);
-        let outcome = check_once(&*source, &options, &slot).await;
         let now = SystemTime::now();
         match outcome {
             Ok(()) => {
@@ -191,45 +269,68 @@ async fn watch(inner: Weak<Inner>, slot: Arc<Slot>) {
         if !slot.uri.is_floating() && slot.active().is_some() {
             return;
         }
-        // Back off on repeated failures: poll, 2x, 4x ... up to 8x the poll interval.
-        let factor = 1u32 << failures.saturating_sub(1).min(3);
+        // After a failure, retry sooner than the poll interval at first, then back off:
+        // 1 s, 2 s, 4 s, 8 s (each at most the poll interval ... up to 8x it).
         let delay = if failures == 0 {
-            options.poll_interval
+            poll
         } else {
-            options.poll_interval.min(Duration::from_secs(1)) * factor
+            poll.min(Duration::from_secs(1)) * (1u32 << failures.saturating_sub(1).min(3))
         };
-        tokio::time::sleep(delay).await;
+        match changes.as_mut() {
+            Some(rx) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    changed = rx.changed() => {
+                        if changed.is_err() {
+                            changes = None; // the notifier stopped: poll only
+                        } else {
+                            // Let a burst of writes settle, then look.
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            rx.borrow_and_update();
+                        }
+                    }
+                }
+            }
+            None => tokio::time::sleep(delay).await,
+        }
     }
 }
 
-async fn check_once(
-    source: &dyn ModelSource,
-    options: &ManagerOptions,
-    slot: &Slot,
-) -> Result<(), String> {
-    let version = source.resolve(&slot.uri).await.map_err(|e| e.to_string())?;
-    if let Some(active) = slot.active() {
-        if active.version.version == version.version && active.version.name == version.name {
+async fn check_once(inner: &Inner, slot: &Slot) -> Result<(), String> {
+    let version = inner.source.resolve(&slot.uri).await.map_err(|e| e.to_string())?;
+    let current = slot.active();
+    if let Some(active) = &current {
+        if CacheKey::of(&active.version) == CacheKey::of(&version) {
             return Ok(());
         }
     }
-    let path = source.fetch(&version).await.map_err(|e| e.to_string())?;
-    let (runtime, ort_lib) = (options.runtime.clone(), options.ort_lib.clone());
-    let model =
-        tokio::task::spawn_blocking(move || LoadedModel::load(&path, &runtime, ort_lib.as_deref()))
-            .await
-            .map_err(|e| format!("model load task failed: {e}"))?
-            .map_err(|e| format!("version {} failed to load: {e}", version.version))?;
+    let model = load_cached(inner, &version).await?;
+    if let Some(active) = &current {
+        let (old, new) = (&active.model.schema, &model.schema);
+        if old.inputs != new.inputs || old.binding != new.binding {
+            tracing::warn!(
+                uri = %slot.uri,
+                from = active.version.version,
+                to = version.version,
+                old_inputs = %crate::runtime::schema::describe(&old.inputs),
+                new_inputs = %crate::runtime::schema::describe(&new.inputs),
+                "the new version takes different inputs; clients may need to change their payloads"
+            );
+        }
+    }
     let loaded_at = SystemTime::now();
     let load_seconds = model.load_time.as_secs_f64();
-    let previous = slot.active().map(|a| a.version.version);
+    let previous = current.map(|a| a.version.version);
     let number = version.version;
-    slot.active.store(Some(Arc::new(Active {
-        version,
-        model: Arc::new(model),
-        loaded_at,
-    })));
+    let name = version.name.clone();
+    slot.active.store(Some(Arc::new(Active { version, model, loaded_at })));
     tracing::info!(uri = %slot.uri, version = number, ?previous, load_seconds, "model version in service");
+    let m = metrics::metrics();
+    let labels = metrics::Metrics::model(&name);
+    m.version_in_service.get_or_create(&labels).set(number as i64);
+    if previous.is_some() {
+        m.swaps.get_or_create(&labels).inc();
+    }
     slot.update_status(|s| {
         s.ready = true;
         s.version = Some(number);

@@ -6,9 +6,7 @@
 use std::path::Path;
 
 use crate::artifact::{ArtifactRoot, FetchError};
-use crate::registry::{
-    validate_model_name, ModelVersion, NewVersion, RegistryError, Stage, Store, Tag,
-};
+use crate::registry::{validate_model_name, ModelVersion, NewVersion, RegistryError, Stage, Store, Tag};
 use crate::runtime::{LoadedModel, RuntimeError, RuntimeOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -57,18 +55,10 @@ pub fn register(
         e
     };
     // One small session is enough to prove the copy loads and scores its example.
-    let options = RuntimeOptions {
-        sessions: 1,
-        intra_threads: 1,
-        queue_capacity: 4,
-    };
+    let options = RuntimeOptions::single();
     LoadedModel::load(&local, &options, ort_lib).map_err(|e| cleanup(e.into()))?;
 
-    let created_model = match store.create_registered_model(
-        &reg.name,
-        reg.description.as_deref().unwrap_or(""),
-        &[],
-    ) {
+    let created_model = match store.create_registered_model(&reg.name, reg.description.as_deref().unwrap_or(""), &[]) {
         Ok(_) => true,
         Err(RegistryError::AlreadyExists(_)) => false,
         Err(e) => return Err(cleanup(e.into())),

@@ -72,21 +72,16 @@ impl Target {
     fn attributes(self) -> &'static [Attribute] {
         match self {
             Target::RegisteredModels => &[Attribute::Name],
-            Target::ModelVersions => &[
-                Attribute::Name,
-                Attribute::RunId,
-                Attribute::VersionNumber,
-                Attribute::SourcePath,
-            ],
+            Target::ModelVersions => {
+                &[Attribute::Name, Attribute::RunId, Attribute::VersionNumber, Attribute::SourcePath]
+            }
         }
     }
 
     /// Correlated tag subquery prefix; callers append `AND ...` conditions.
     fn tag_subquery(self) -> &'static str {
         match self {
-            Target::RegisteredModels => {
-                "SELECT 1 FROM registered_model_tags t WHERE t.model_id = rm.id AND t.key = ?"
-            }
+            Target::RegisteredModels => "SELECT 1 FROM registered_model_tags t WHERE t.model_id = rm.id AND t.key = ?",
             Target::ModelVersions => {
                 "SELECT 1 FROM model_version_tags t WHERE t.model_id = mv.model_id \
                  AND t.version = mv.version AND t.key = ?"
@@ -98,9 +93,7 @@ impl Target {
     pub fn from_sql(self) -> &'static str {
         match self {
             Target::RegisteredModels => "registered_models rm",
-            Target::ModelVersions => {
-                "model_versions mv JOIN registered_models rm ON rm.id = mv.model_id"
-            }
+            Target::ModelVersions => "model_versions mv JOIN registered_models rm ON rm.id = mv.model_id",
         }
     }
 
@@ -155,12 +148,8 @@ impl Attribute {
     fn comparators(self) -> &'static [Comparator] {
         use Comparator as C;
         match self {
-            Attribute::VersionNumber => {
-                &[C::Eq, C::Ne, C::Lt, C::Le, C::Gt, C::Ge, C::In, C::NotIn]
-            }
-            Attribute::Name | Attribute::RunId => {
-                &[C::Eq, C::Ne, C::Like, C::ILike, C::In, C::NotIn]
-            }
+            Attribute::VersionNumber => &[C::Eq, C::Ne, C::Lt, C::Le, C::Gt, C::Ge, C::In, C::NotIn],
+            Attribute::Name | Attribute::RunId => &[C::Eq, C::Ne, C::Like, C::ILike, C::In, C::NotIn],
             Attribute::SourcePath => &[C::Eq, C::Ne, C::Like, C::ILike],
         }
     }
@@ -175,12 +164,7 @@ pub enum Subject {
     Tag(String),
 }
 
-const TAG_COMPARATORS: &[Comparator] = &[
-    Comparator::Eq,
-    Comparator::Ne,
-    Comparator::Like,
-    Comparator::ILike,
-];
+const TAG_COMPARATORS: &[Comparator] = &[Comparator::Eq, Comparator::Ne, Comparator::Like, Comparator::ILike];
 
 impl Subject {
     fn comparators(&self) -> &'static [Comparator] {
@@ -334,24 +318,12 @@ pub fn build(
     let filter_sql = parts.join(" AND ");
     let fingerprint = fingerprint(target, &filter_sql, &params, &order_sql);
 
-    let mut query = Query {
-        where_sql: String::new(),
-        order_sql,
-        params,
-        key_select_sql,
-        target,
-        keys,
-        fingerprint,
-    };
+    let mut query = Query { where_sql: String::new(), order_sql, params, key_select_sql, target, keys, fingerprint };
     if let Some(token) = page_token.map(str::trim).filter(|t| !t.is_empty()) {
         let values = query.decode_token(token)?;
         parts.push(keyset_sql(&query.keys, &values, &mut query.params));
     }
-    query.where_sql = if parts.is_empty() {
-        "1=1".to_owned()
-    } else {
-        parts.join(" AND ")
-    };
+    query.where_sql = if parts.is_empty() { "1=1".to_owned() } else { parts.join(" AND ") };
     Ok(query)
 }
 
@@ -398,11 +370,7 @@ impl Query {
     /// # Errors
     ///
     /// A rusqlite error if those columns are missing or have unexpected types.
-    pub fn next_page_token(
-        &self,
-        row: &Row<'_>,
-        first_key_col_index: usize,
-    ) -> rusqlite::Result<String> {
+    pub fn next_page_token(&self, row: &Row<'_>, first_key_col_index: usize) -> rusqlite::Result<String> {
         let values = self.read_key(row, first_key_col_index)?;
         Ok(self.encode_token(&values))
     }
@@ -427,14 +395,8 @@ impl Query {
     {
         let mut stmt = conn.prepare(&self.search_sql(select_list))?;
         let first_key = stmt.column_count().saturating_sub(self.keys.len());
-        let limit = Value::Integer(
-            i64::try_from(max_results)
-                .unwrap_or(i64::MAX)
-                .saturating_add(1),
-        );
-        let mut rows = stmt.query(rusqlite::params_from_iter(
-            self.params.iter().chain(std::iter::once(&limit)),
-        ))?;
+        let limit = Value::Integer(i64::try_from(max_results).unwrap_or(i64::MAX).saturating_add(1));
+        let mut rows = stmt.query(rusqlite::params_from_iter(self.params.iter().chain(std::iter::once(&limit))))?;
         let mut out = Vec::new();
         let mut last_key: Option<Vec<Value>> = None;
         while let Some(row) = rows.next()? {
@@ -492,17 +454,14 @@ impl Query {
         if token_checksum(payload).to_be_bytes()[..] != *sum {
             return Err(bad("token is corrupted or was modified"));
         }
-        let json: serde_json::Value =
-            serde_json::from_slice(payload).map_err(|_| bad("token payload is malformed"))?;
+        let json: serde_json::Value = serde_json::from_slice(payload).map_err(|_| bad("token payload is malformed"))?;
         if json.get("v").and_then(serde_json::Value::as_u64) != Some(TOKEN_VERSION) {
             return Err(bad("unsupported token version"));
         }
         let expected = format!("{:016x}", self.fingerprint);
         if json.get("f").and_then(serde_json::Value::as_str) != Some(expected.as_str()) {
-            return Err(bad(
-                "token was issued for a different filter_string or order_by; \
-                 restart the search without a page_token",
-            ));
+            return Err(bad("token was issued for a different filter_string or order_by; \
+                 restart the search without a page_token"));
         }
         let k = json
             .get("k")
@@ -568,19 +527,11 @@ fn is_operator_char(c: char) -> bool {
 
 impl<'a> Parser<'a> {
     fn new(src: &'a str, target: Target) -> Self {
-        Parser {
-            src,
-            chars: src.chars().collect(),
-            pos: 0,
-            target,
-        }
+        Parser { src, chars: src.chars().collect(), pos: 0, target }
     }
 
     fn err(&self, pos: usize, msg: impl std::fmt::Display) -> FilterError {
-        FilterError::Filter(format!(
-            "Invalid filter '{}': {msg} at position {pos}",
-            self.src
-        ))
+        FilterError::Filter(format!("Invalid filter '{}': {msg} at position {pos}", self.src))
     }
 
     fn or_error(&self, pos: usize) -> FilterError {
@@ -622,11 +573,7 @@ impl<'a> Parser<'a> {
             }
             i += 1;
         }
-        self.chars[start..i]
-            .iter()
-            .collect::<String>()
-            .trim()
-            .to_owned()
+        self.chars[start..i].iter().collect::<String>().trim().to_owned()
     }
 
     fn peek(&self) -> Option<char> {
@@ -731,10 +678,7 @@ impl<'a> Parser<'a> {
                 _ => {
                     return Err(self.err(
                         here,
-                        format!(
-                            "expected AND or the end of the filter, found '{}'",
-                            self.clause_text(here)
-                        ),
+                        format!("expected AND or the end of the filter, found '{}'", self.clause_text(here)),
                     ))
                 }
             }
@@ -762,11 +706,7 @@ impl<'a> Parser<'a> {
         let subject = self.resolve_subject(ident, start)?;
         let allowed = subject.comparators();
         if !allowed.contains(&comparator) {
-            let valid = allowed
-                .iter()
-                .map(|c| c.as_str())
-                .collect::<Vec<_>>()
-                .join(", ");
+            let valid = allowed.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ");
             return Err(self.err(
                 op_pos,
                 format!(
@@ -779,11 +719,7 @@ impl<'a> Parser<'a> {
         self.skip_ws();
         let raw = self.value(comparator)?;
         let value = self.convert_value(&subject, raw)?;
-        Ok(Clause {
-            subject,
-            comparator,
-            value,
-        })
+        Ok(Clause { subject, comparator, value })
     }
 
     fn identifier(&mut self) -> Result<Option<RawIdent>, FilterError> {
@@ -794,11 +730,7 @@ impl<'a> Parser<'a> {
             _ => return Ok(None),
         };
         if self.peek() != Some('.') {
-            return Ok(Some(RawIdent {
-                prefix: None,
-                key: first,
-                key_pos: start,
-            }));
+            return Ok(Some(RawIdent { prefix: None, key: first, key_pos: start }));
         }
         self.pos += 1;
         let key_pos = self.pos;
@@ -807,20 +739,11 @@ impl<'a> Parser<'a> {
             Some(c) if is_key_char(c) => self.take_while(is_key_char),
             _ => return Err(self.err(key_pos, format!("expected a key after '{first}.'"))),
         };
-        Ok(Some(RawIdent {
-            prefix: Some(first),
-            key,
-            key_pos,
-        }))
+        Ok(Some(RawIdent { prefix: Some(first), key, key_pos }))
     }
 
     fn valid_keys(&self) -> String {
-        let mut keys: Vec<&str> = self
-            .target
-            .attributes()
-            .iter()
-            .map(|a| a.as_str())
-            .collect();
+        let mut keys: Vec<&str> = self.target.attributes().iter().map(|a| a.as_str()).collect();
         keys.push("tags.<key>");
         keys.join(", ")
     }
@@ -829,13 +752,7 @@ impl<'a> Parser<'a> {
         let is_tag = match ident.prefix.as_deref() {
             None => false,
             Some(p) if p.eq_ignore_ascii_case("tag") || p.eq_ignore_ascii_case("tags") => true,
-            Some(p)
-                if ["attribute", "attributes", "attr"]
-                    .iter()
-                    .any(|a| p.eq_ignore_ascii_case(a)) =>
-            {
-                false
-            }
+            Some(p) if ["attribute", "attributes", "attr"].iter().any(|a| p.eq_ignore_ascii_case(a)) => false,
             Some(p) => {
                 return Err(self.err(
                     start,
@@ -852,21 +769,14 @@ impl<'a> Parser<'a> {
             }
             return Ok(Subject::Tag(ident.key));
         }
-        self.target
-            .attributes()
-            .iter()
-            .find(|a| a.as_str() == ident.key)
-            .map(|a| Subject::Attribute(*a))
-            .ok_or_else(|| {
+        self.target.attributes().iter().find(|a| a.as_str() == ident.key).map(|a| Subject::Attribute(*a)).ok_or_else(
+            || {
                 self.err(
                     ident.key_pos,
-                    format!(
-                        "invalid attribute key '{}'; valid keys are {}",
-                        ident.key,
-                        self.valid_keys()
-                    ),
+                    format!("invalid attribute key '{}'; valid keys are {}", ident.key, self.valid_keys()),
                 )
-            })
+            },
+        )
     }
 
     fn comparator(&mut self) -> Result<Option<Comparator>, FilterError> {
@@ -909,10 +819,9 @@ impl<'a> Parser<'a> {
                                 self.pos = e;
                                 Ok(Some(Comparator::NotIn))
                             }
-                            _ => Err(self.err(
-                                self.pos,
-                                "expected IN after NOT (NOT IN is the only negated comparator)",
-                            )),
+                            _ => {
+                                Err(self.err(self.pos, "expected IN after NOT (NOT IN is the only negated comparator)"))
+                            }
                         };
                     }
                     _ => return Ok(None),
@@ -929,19 +838,13 @@ impl<'a> Parser<'a> {
         if !comparator.is_list() {
             return match self.scalar()? {
                 Some(s) => Ok(RawValue::Scalar(pos, s)),
-                None => Err(self.err(
-                    pos,
-                    format!("expected a value after '{}'", comparator.as_str()),
-                )),
+                None => Err(self.err(pos, format!("expected a value after '{}'", comparator.as_str()))),
             };
         }
         if self.peek() != Some('(') {
             return Err(self.err(
                 pos,
-                format!(
-                    "expected a parenthesized list of values after '{}', e.g. ('a', 'b')",
-                    comparator.as_str()
-                ),
+                format!("expected a parenthesized list of values after '{}', e.g. ('a', 'b')", comparator.as_str()),
             ));
         }
         self.pos += 1;
@@ -952,10 +855,7 @@ impl<'a> Parser<'a> {
             if self.peek() == Some(')') && items.is_empty() {
                 return Err(self.err(
                     item_pos,
-                    format!(
-                        "expected at least one value in the list after '{}'",
-                        comparator.as_str()
-                    ),
+                    format!("expected at least one value in the list after '{}'", comparator.as_str()),
                 ));
             }
             match self.scalar()? {
@@ -985,11 +885,7 @@ impl<'a> Parser<'a> {
                 Ok(Some(Scalar::Num(format!("{c}{rest}"))))
             }
             Some(c) if is_word_start(c) || c == '`' => {
-                let word = if c == '`' {
-                    self.quoted('`', "quoted identifier")?
-                } else {
-                    self.take_while(is_key_char)
-                };
+                let word = if c == '`' { self.quoted('`', "quoted identifier")? } else { self.take_while(is_key_char) };
                 Err(self.err(
                     pos,
                     format!(
@@ -1024,24 +920,16 @@ impl<'a> Parser<'a> {
         let text = match s {
             Scalar::Str(t) | Scalar::Num(t) => t,
         };
-        text.parse::<i64>().map_err(|_| {
-            self.err(
-                pos,
-                format!("expected an integer value for 'version_number', found '{text}'"),
-            )
-        })
+        text.parse::<i64>()
+            .map_err(|_| self.err(pos, format!("expected an integer value for 'version_number', found '{text}'")))
     }
 
     fn str_value(&self, pos: usize, subject: &Subject, s: Scalar) -> Result<String, FilterError> {
         match s {
             Scalar::Str(t) => Ok(t),
-            Scalar::Num(n) => Err(self.err(
-                pos,
-                format!(
-                    "expected a quoted string value for {}, found {n}",
-                    subject.describe()
-                ),
-            )),
+            Scalar::Num(n) => {
+                Err(self.err(pos, format!("expected a quoted string value for {}, found {n}", subject.describe())))
+            }
         }
     }
 }
@@ -1052,19 +940,12 @@ impl<'a> Parser<'a> {
 
 fn clause_sql(target: Target, clause: &Clause, params: &mut Vec<Value>) -> String {
     match &clause.subject {
-        Subject::Attribute(attr) => {
-            attribute_sql(attr.column(), clause.comparator, &clause.value, params)
-        }
+        Subject::Attribute(attr) => attribute_sql(attr.column(), clause.comparator, &clause.value, params),
         Subject::Tag(key) => tag_sql(target, key, clause.comparator, &clause.value, params),
     }
 }
 
-fn attribute_sql(
-    column: &str,
-    comparator: Comparator,
-    value: &ClauseValue,
-    params: &mut Vec<Value>,
-) -> String {
+fn attribute_sql(column: &str, comparator: Comparator, value: &ClauseValue, params: &mut Vec<Value>) -> String {
     match value {
         ClauseValue::Str(s) => {
             let (sql, param) = string_match(column, comparator, s);
@@ -1095,21 +976,12 @@ fn list_sql(column: &str, comparator: Comparator, n: usize) -> String {
 fn string_match(column: &str, comparator: Comparator, value: &str) -> (String, String) {
     match comparator {
         Comparator::Like => (format!("{column} GLOB ?"), like_to_glob(value)),
-        Comparator::ILike => (
-            format!("lower({column}) LIKE lower(?) ESCAPE '\\'"),
-            like_to_sqlite_like(value),
-        ),
+        Comparator::ILike => (format!("lower({column}) LIKE lower(?) ESCAPE '\\'"), like_to_sqlite_like(value)),
         other => (format!("{column} {} ?", other.as_str()), value.to_owned()),
     }
 }
 
-fn tag_sql(
-    target: Target,
-    key: &str,
-    comparator: Comparator,
-    value: &ClauseValue,
-    params: &mut Vec<Value>,
-) -> String {
+fn tag_sql(target: Target, key: &str, comparator: Comparator, value: &ClauseValue, params: &mut Vec<Value>) -> String {
     let sub = target.tag_subquery();
     params.push(Value::Text(key.to_owned()));
     let text = match value {
@@ -1226,12 +1098,7 @@ struct OrderKeyDef {
 }
 
 const RM_ORDER_KEYS: [OrderKeyDef; 4] = [
-    OrderKeyDef {
-        name: "name",
-        canonical: "name",
-        expr: "rm.name",
-        kind: KeyKind::Text,
-    },
+    OrderKeyDef { name: "name", canonical: "name", expr: "rm.name", kind: KeyKind::Text },
     OrderKeyDef {
         name: "creation_timestamp",
         canonical: "creation_timestamp",
@@ -1254,18 +1121,8 @@ const RM_ORDER_KEYS: [OrderKeyDef; 4] = [
 ];
 
 const MV_ORDER_KEYS: [OrderKeyDef; 4] = [
-    OrderKeyDef {
-        name: "name",
-        canonical: "name",
-        expr: "rm.name",
-        kind: KeyKind::Text,
-    },
-    OrderKeyDef {
-        name: "version_number",
-        canonical: "version_number",
-        expr: "mv.version",
-        kind: KeyKind::Int,
-    },
+    OrderKeyDef { name: "name", canonical: "name", expr: "rm.name", kind: KeyKind::Text },
+    OrderKeyDef { name: "version_number", canonical: "version_number", expr: "mv.version", kind: KeyKind::Int },
     OrderKeyDef {
         name: "creation_timestamp",
         canonical: "creation_timestamp",
@@ -1281,16 +1138,12 @@ const MV_ORDER_KEYS: [OrderKeyDef; 4] = [
 ];
 
 fn key_col(target: Target, name: &str, asc: bool) -> Option<KeyCol> {
-    target
-        .order_keys()
-        .iter()
-        .find(|d| d.name == name)
-        .map(|d| KeyCol {
-            key: d.canonical,
-            expr: d.expr,
-            kind: d.kind,
-            asc,
-        })
+    target.order_keys().iter().find(|d| d.name == name).map(|d| KeyCol {
+        key: d.canonical,
+        expr: d.expr,
+        kind: d.kind,
+        asc,
+    })
 }
 
 /// Splits an `order_by` entry into words, removing backquotes/double quotes.
@@ -1312,9 +1165,7 @@ fn order_by_words(entry: &str) -> Result<Vec<String>, FilterError> {
         }
     }
     if quote.is_some() {
-        return Err(FilterError::OrderBy(format!(
-            "Invalid order_by clause '{entry}': unterminated quote"
-        )));
+        return Err(FilterError::OrderBy(format!("Invalid order_by clause '{entry}': unterminated quote")));
     }
     if !current.is_empty() {
         words.push(current);
@@ -1323,45 +1174,27 @@ fn order_by_words(entry: &str) -> Result<Vec<String>, FilterError> {
 }
 
 fn parse_order_entry(target: Target, entry: &str) -> Result<KeyCol, FilterError> {
-    let err =
-        |msg: String| FilterError::OrderBy(format!("Invalid order_by clause '{entry}': {msg}"));
+    let err = |msg: String| FilterError::OrderBy(format!("Invalid order_by clause '{entry}': {msg}"));
     let words = order_by_words(entry)?;
     let (raw_key, asc) = match words.as_slice() {
         [key] => (key.as_str(), true),
         [key, dir] if dir.eq_ignore_ascii_case("asc") => (key.as_str(), true),
         [key, dir] if dir.eq_ignore_ascii_case("desc") => (key.as_str(), false),
-        [_, dir] => {
-            return Err(err(format!(
-                "invalid direction '{dir}', expected ASC or DESC"
-            )))
-        }
+        [_, dir] => return Err(err(format!("invalid direction '{dir}', expected ASC or DESC"))),
         _ => return Err(err("expected '<key>' or '<key> ASC|DESC'".to_owned())),
     };
     let key = match raw_key.split_once('.') {
-        Some((prefix, key))
-            if ["attribute", "attributes", "attr"]
-                .iter()
-                .any(|a| prefix.eq_ignore_ascii_case(a)) =>
-        {
+        Some((prefix, key)) if ["attribute", "attributes", "attr"].iter().any(|a| prefix.eq_ignore_ascii_case(a)) => {
             key
         }
-        Some((prefix, _))
-            if prefix.eq_ignore_ascii_case("tag") || prefix.eq_ignore_ascii_case("tags") =>
-        {
+        Some((prefix, _)) if prefix.eq_ignore_ascii_case("tag") || prefix.eq_ignore_ascii_case("tags") => {
             return Err(err("ordering by tags is not supported".to_owned()));
         }
         _ => raw_key,
     };
     key_col(target, key, asc).ok_or_else(|| {
-        let valid = target
-            .order_keys()
-            .iter()
-            .map(|d| d.name)
-            .collect::<Vec<_>>()
-            .join(", ");
-        err(format!(
-            "invalid order_by key '{key}'; valid keys are {valid}"
-        ))
+        let valid = target.order_keys().iter().map(|d| d.name).collect::<Vec<_>>().join(", ");
+        err(format!("invalid order_by key '{key}'; valid keys are {valid}"))
     })
 }
 
@@ -1372,10 +1205,7 @@ fn resolve_order_by(target: Target, order_by: &[String]) -> Result<Vec<KeyCol>, 
     for entry in order_by.iter().filter(|e| !e.trim().is_empty()) {
         let col = parse_order_entry(target, entry)?;
         if keys.iter().any(|k| k.expr == col.expr) {
-            return Err(FilterError::OrderBy(format!(
-                "Invalid order_by {order_by:?}: duplicate key '{}'",
-                col.key
-            )));
+            return Err(FilterError::OrderBy(format!("Invalid order_by {order_by:?}: duplicate key '{}'", col.key)));
         }
         keys.push(col);
     }
@@ -1388,12 +1218,7 @@ fn resolve_order_by(target: Target, order_by: &[String]) -> Result<Vec<KeyCol>, 
     };
     ensure("name", true);
     match target {
-        Target::RegisteredModels => keys.push(KeyCol {
-            key: "id",
-            expr: "rm.id",
-            kind: KeyKind::Int,
-            asc: true,
-        }),
+        Target::RegisteredModels => keys.push(KeyCol { key: "id", expr: "rm.id", kind: KeyKind::Int, asc: true }),
         Target::ModelVersions => ensure("version_number", false),
     }
     Ok(keys)
@@ -1430,9 +1255,7 @@ fn keyset_sql(keys: &[KeyCol], values: &[Value], params: &mut Vec<Value>) -> Str
 // ---------------------------------------------------------------------------
 
 fn fnv1a64(seed: u64, data: &[u8]) -> u64 {
-    data.iter().fold(seed, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    data.iter().fold(seed, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -1550,12 +1373,7 @@ mod tests {
     }
 
     fn model_id(c: &Connection, name: &str) -> i64 {
-        c.query_row(
-            "SELECT id FROM registered_models WHERE name = ?1",
-            [name],
-            |r| r.get(0),
-        )
-        .unwrap()
+        c.query_row("SELECT id FROM registered_models WHERE name = ?1", [name], |r| r.get(0)).unwrap()
     }
 
     fn add_model_tag(c: &Connection, id: i64, key: &str, value: &str) {
@@ -1590,22 +1408,16 @@ mod tests {
 
     /// Registered-model names matching `filter`, in the default order.
     fn rm_names(c: &Connection, filter: &str) -> Vec<String> {
-        let q = build(Target::RegisteredModels, filter, &[], None)
-            .unwrap_or_else(|e| panic!("{filter}: {e}"));
+        let q = build(Target::RegisteredModels, filter, &[], None).unwrap_or_else(|e| panic!("{filter}: {e}"));
         q.fetch_page(c, "rm.name", 1000, |r| r.get(0)).unwrap().0
     }
 
     /// Model versions matching `filter`, as sorted `name/version` strings.
     fn mv_ids(c: &Connection, filter: &str) -> Vec<String> {
-        let q = build(Target::ModelVersions, filter, &[], None)
-            .unwrap_or_else(|e| panic!("{filter}: {e}"));
+        let q = build(Target::ModelVersions, filter, &[], None).unwrap_or_else(|e| panic!("{filter}: {e}"));
         let mut out: Vec<String> = q
             .fetch_page(c, "rm.name, mv.version", 1000, |r| {
-                Ok(format!(
-                    "{}/{}",
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?
-                ))
+                Ok(format!("{}/{}", r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
             })
             .unwrap()
             .0;
@@ -1679,10 +1491,7 @@ mod tests {
         let cases = [
             ("tags.k = 'v'", "k"),
             ("tag.k = 'v'", "k"),
-            (
-                "tags.`mlflow.prompt.is_prompt` = 'v'",
-                "mlflow.prompt.is_prompt",
-            ),
+            ("tags.`mlflow.prompt.is_prompt` = 'v'", "mlflow.prompt.is_prompt"),
             ("tags.\"my key\" = 'v'", "my key"),
             ("tags.my.dotted.key = 'v'", "my.dotted.key"),
             ("`tags`.`a b` = 'v'", "a b"),
@@ -1742,11 +1551,7 @@ mod tests {
         assert_eq!(c.value, ClauseValue::Int(7));
         let c = one(Target::ModelVersions, "version_number != -1");
         assert_eq!(c.value, ClauseValue::Int(-1));
-        let clauses = parse(
-            Target::ModelVersions,
-            "name = 'a' and run_id = 'r' AND tags.k != 'v'",
-        )
-        .unwrap();
+        let clauses = parse(Target::ModelVersions, "name = 'a' and run_id = 'r' AND tags.k != 'v'").unwrap();
         assert_eq!(clauses.len(), 3);
         assert_eq!(clauses[1].subject, Subject::Attribute(Attribute::RunId));
     }
@@ -1756,41 +1561,26 @@ mod tests {
         let rm = Target::RegisteredModels;
         let mv = Target::ModelVersions;
         let e = err(rm, "bogus filter");
-        assert!(
-            e.starts_with("Invalid clause(s) in filter string: bogus filter"),
-            "{e}"
-        );
+        assert!(e.starts_with("Invalid clause(s) in filter string: bogus filter"), "{e}");
         assert!(e.contains("position 0"), "{e}");
 
         let e = err(rm, "name = ");
-        assert_eq!(
-            e,
-            "Invalid filter 'name = ': expected a value after '=' at position 7"
-        );
+        assert_eq!(e, "Invalid filter 'name = ': expected a value after '=' at position 7");
 
         let e = err(rm, "run_id = 'r'");
         assert!(e.contains("invalid attribute key 'run_id'"), "{e}");
         assert!(e.contains("valid keys are name, tags.<key>"), "{e}");
         let e = err(mv, "attribute.foo = 'x'");
         assert!(e.contains("invalid attribute key 'foo'"), "{e}");
-        assert!(
-            e.contains("name, run_id, version_number, source_path, tags.<key>"),
-            "{e}"
-        );
+        assert!(e.contains("name, run_id, version_number, source_path, tags.<key>"), "{e}");
         assert!(e.contains("at position 10"), "{e}");
 
         let e = err(mv, "version_number LIKE '1'");
-        assert!(
-            e.contains("invalid comparator 'LIKE' for attribute 'version_number'"),
-            "{e}"
-        );
+        assert!(e.contains("invalid comparator 'LIKE' for attribute 'version_number'"), "{e}");
         assert!(e.contains("at position 15"), "{e}");
 
         let e = err(rm, "name = 'abc");
-        assert!(
-            e.contains("unterminated string starting at position 7"),
-            "{e}"
-        );
+        assert!(e.contains("unterminated string starting at position 7"), "{e}");
         let e = err(rm, "tags.`abc = 'x'");
         assert!(e.contains("unterminated quoted identifier"), "{e}");
 
@@ -1801,31 +1591,19 @@ mod tests {
         assert!(e.contains("OR is not supported"), "{e}");
 
         let e = err(rm, "name = 'a' AND");
-        assert!(
-            e.contains("expected a clause after AND at position 14"),
-            "{e}"
-        );
+        assert!(e.contains("expected a clause after AND at position 14"), "{e}");
         let e = err(rm, "AND name = 'a'");
-        assert!(
-            e.contains("expected a clause before AND at position 0"),
-            "{e}"
-        );
+        assert!(e.contains("expected a clause before AND at position 0"), "{e}");
         let e = err(rm, "name = 'a' name = 'b'");
         assert!(e.contains("expected AND or the end of the filter"), "{e}");
         assert!(e.contains("at position 11"), "{e}");
 
         let e = err(rm, "name = foo");
-        assert!(
-            e.contains("expected a quoted string value, found 'foo'"),
-            "{e}"
-        );
+        assert!(e.contains("expected a quoted string value, found 'foo'"), "{e}");
         let e = err(rm, "name = 5");
         assert!(e.contains("expected a quoted string value for attribute 'name'"));
         let e = err(rm, "tags.k = 5");
-        assert!(
-            e.contains("expected a quoted string value for tag 'k'"),
-            "{e}"
-        );
+        assert!(e.contains("expected a quoted string value for tag 'k'"), "{e}");
         let e = err(mv, "version_number = 1.5");
         assert!(e.contains("expected an integer value"), "{e}");
         let e = err(mv, "version_number = 'x'");
@@ -1845,10 +1623,7 @@ mod tests {
         let e = err(mv, "name == 'a'");
         assert!(e.contains("unknown comparator '=='"), "{e}");
         let e = err(rm, "tags. = 'a'");
-        assert!(
-            e.contains("expected a key after 'tags.' at position 5"),
-            "{e}"
-        );
+        assert!(e.contains("expected a key after 'tags.' at position 5"), "{e}");
         let e = err(rm, "tags.`` = 'a'");
         assert!(e.contains("tag key must not be empty"), "{e}");
         let e = err(rm, "params.x = 'a'");
@@ -1856,20 +1631,11 @@ mod tests {
         let e = err(rm, "(name = 'a')");
         assert!(e.starts_with("Invalid clause(s) in filter string: (name = 'a')"));
         let e = err(rm, "name");
-        assert!(
-            e.starts_with("Invalid clause(s) in filter string: name"),
-            "{e}"
-        );
+        assert!(e.starts_with("Invalid clause(s) in filter string: name"), "{e}");
         let e = err(rm, "name = 'a' AND garbage here AND name = 'b'");
-        assert!(
-            e.starts_with("Invalid clause(s) in filter string: garbage here (at position 15"),
-            "{e}"
-        );
+        assert!(e.starts_with("Invalid clause(s) in filter string: garbage here (at position 15"), "{e}");
         // Every filter error names the filter or the clause the user wrote.
-        assert!(matches!(
-            build(rm, "name = ", &[], None),
-            Err(FilterError::Filter(_))
-        ));
+        assert!(matches!(build(rm, "name = ", &[], None), Err(FilterError::Filter(_))));
     }
 
     #[test]
@@ -1924,10 +1690,7 @@ mod tests {
         let ne = rm_names(&c, "name != 'alpha'");
         assert_eq!(ne.len(), 15);
         assert!(!ne.contains(&"alpha".to_owned()));
-        assert_eq!(
-            rm_names(&c, "name IN ('beta', 'Alpha', 'nope')"),
-            strings(&["Alpha", "beta"])
-        );
+        assert_eq!(rm_names(&c, "name IN ('beta', 'Alpha', 'nope')"), strings(&["Alpha", "beta"]));
         assert_eq!(rm_names(&c, "name NOT IN ('beta', 'Alpha')").len(), 14);
         assert_eq!(rm_names(&c, "name = 'Ünïcode'"), strings(&["Ünïcode"]));
     }
@@ -1937,18 +1700,9 @@ mod tests {
         let c = name_fixture();
         assert_eq!(rm_names(&c, "name LIKE 'alpha%'"), strings(&["alpha"]));
         assert_eq!(rm_names(&c, "name LIKE 'Alpha'"), strings(&["Alpha"]));
-        assert_eq!(
-            rm_names(&c, "name LIKE 'A%'"),
-            strings(&["ALPHA-2", "Alpha"])
-        );
-        assert_eq!(
-            rm_names(&c, "name ILIKE 'alpha%'"),
-            strings(&["ALPHA-2", "Alpha", "alpha"])
-        );
-        assert_eq!(
-            rm_names(&c, "name ILIKE 'ALPHA'"),
-            strings(&["Alpha", "alpha"])
-        );
+        assert_eq!(rm_names(&c, "name LIKE 'A%'"), strings(&["ALPHA-2", "Alpha"]));
+        assert_eq!(rm_names(&c, "name ILIKE 'alpha%'"), strings(&["ALPHA-2", "Alpha", "alpha"]));
+        assert_eq!(rm_names(&c, "name ILIKE 'ALPHA'"), strings(&["Alpha", "alpha"]));
         assert_eq!(rm_names(&c, "name LIKE '%code'"), strings(&["Ünïcode"]));
         assert_eq!(rm_names(&c, "name LIKE '_nïcode'"), strings(&["Ünïcode"]));
         assert_eq!(rm_names(&c, "name LIKE 'a_c'"), strings(&["a?c", "abc"]));
@@ -1956,10 +1710,7 @@ mod tests {
         assert_eq!(rm_names(&c, "name LIKE '%'").len(), 16);
         // SQLite's case_sensitive_like pragma must not change either semantics.
         c.execute_batch("PRAGMA case_sensitive_like = ON;").unwrap();
-        assert_eq!(
-            rm_names(&c, "name ILIKE 'alpha%'"),
-            strings(&["ALPHA-2", "Alpha", "alpha"])
-        );
+        assert_eq!(rm_names(&c, "name ILIKE 'alpha%'"), strings(&["ALPHA-2", "Alpha", "alpha"]));
         assert_eq!(rm_names(&c, "name LIKE 'alpha%'"), strings(&["alpha"]));
     }
 
@@ -1981,10 +1732,7 @@ mod tests {
     #[test]
     fn sql_like_escaped_wildcards_and_backslashes() {
         let c = name_fixture();
-        assert_eq!(
-            rm_names(&c, "name LIKE 'x_y'"),
-            strings(&["x%y", "x_y", "xzy"])
-        );
+        assert_eq!(rm_names(&c, "name LIKE 'x_y'"), strings(&["x%y", "x_y", "xzy"]));
         assert_eq!(rm_names(&c, r"name LIKE 'x\%y'"), strings(&["x%y"]));
         assert_eq!(rm_names(&c, r"name LIKE 'x\_y'"), strings(&["x_y"]));
         assert_eq!(rm_names(&c, r"name ILIKE 'X\%Y'"), strings(&["x%y"]));
@@ -2017,27 +1765,12 @@ mod tests {
         let c = tag_fixture();
         assert_eq!(rm_names(&c, "tags.team = 'Vision'"), strings(&["team-a"]));
         assert_eq!(rm_names(&c, "tag.team = 'vision'"), Vec::<String>::new());
-        assert_eq!(
-            rm_names(&c, "tags.team != 'Vision'"),
-            strings(&["explicit-model", "plain", "prompt", "team-b"])
-        );
-        assert_eq!(
-            rm_names(&c, "tags.team LIKE 'vision%'"),
-            strings(&["team-b"])
-        );
-        assert_eq!(
-            rm_names(&c, "tags.team ILIKE 'vision%'"),
-            strings(&["team-a", "team-b"])
-        );
+        assert_eq!(rm_names(&c, "tags.team != 'Vision'"), strings(&["explicit-model", "plain", "prompt", "team-b"]));
+        assert_eq!(rm_names(&c, "tags.team LIKE 'vision%'"), strings(&["team-b"]));
+        assert_eq!(rm_names(&c, "tags.team ILIKE 'vision%'"), strings(&["team-a", "team-b"]));
         assert_eq!(rm_names(&c, "tags.`odd key` = 'x'"), strings(&["team-a"]));
-        assert_eq!(
-            rm_names(&c, "tags.\"odd key\" LIKE '%'"),
-            strings(&["team-a"])
-        );
-        assert_eq!(
-            rm_names(&c, "tags.team ILIKE '%' AND name LIKE '%-b'"),
-            strings(&["team-b"])
-        );
+        assert_eq!(rm_names(&c, "tags.\"odd key\" LIKE '%'"), strings(&["team-a"]));
+        assert_eq!(rm_names(&c, "tags.team ILIKE '%' AND name LIKE '%-b'"), strings(&["team-b"]));
         assert_eq!(rm_names(&c, "tags.missing = 'x'"), Vec::<String>::new());
         assert_eq!(rm_names(&c, "tags.missing != 'x'").len(), 5);
     }
@@ -2046,18 +1779,9 @@ mod tests {
     fn sql_is_prompt_filters_match_untagged_models() {
         let c = tag_fixture();
         // What the MLflow client appends to every registered-model search.
-        assert_eq!(
-            rm_names(&c, PROMPT_FILTER),
-            strings(&["explicit-model", "plain", "team-a", "team-b"])
-        );
-        assert_eq!(
-            rm_names(&c, &format!("name LIKE 'team%' AND {PROMPT_FILTER}")),
-            strings(&["team-a", "team-b"])
-        );
-        assert_eq!(
-            rm_names(&c, "tags.`mlflow.prompt.is_prompt` = 'true'"),
-            strings(&["prompt"])
-        );
+        assert_eq!(rm_names(&c, PROMPT_FILTER), strings(&["explicit-model", "plain", "team-a", "team-b"]));
+        assert_eq!(rm_names(&c, &format!("name LIKE 'team%' AND {PROMPT_FILTER}")), strings(&["team-a", "team-b"]));
+        assert_eq!(rm_names(&c, "tags.`mlflow.prompt.is_prompt` = 'true'"), strings(&["prompt"]));
         assert_eq!(
             rm_names(&c, "tags.`mlflow.prompt.is_prompt` = 'false'"),
             strings(&["explicit-model", "plain", "team-a", "team-b"])
@@ -2069,22 +1793,10 @@ mod tests {
         let a = add_model(&c, "alpha", 1, 1);
         let b = add_model(&c, "Beta", 2, 2);
         for v in 1..=4 {
-            add_version(
-                &c,
-                a,
-                v,
-                &format!("s3://bucket/alpha/{v}"),
-                &format!("run{v}"),
-            );
+            add_version(&c, a, v, &format!("s3://bucket/alpha/{v}"), &format!("run{v}"));
         }
         for v in 1..=3 {
-            add_version(
-                &c,
-                b,
-                v,
-                &format!("file:///Beta/{v}"),
-                &format!("run{}", v + 10),
-            );
+            add_version(&c, b, v, &format!("file:///Beta/{v}"), &format!("run{}", v + 10));
         }
         add_version_tag(&c, a, 2, "stage", "prod");
         add_version_tag(&c, b, 3, "stage", "Prod");
@@ -2096,79 +1808,41 @@ mod tests {
     fn sql_model_version_filters() {
         let c = version_fixture();
         let mv = |f: &str| mv_ids(&c, f);
-        assert_eq!(
-            mv("name = 'Beta'"),
-            strings(&["Beta/1", "Beta/2", "Beta/3"])
-        );
+        assert_eq!(mv("name = 'Beta'"), strings(&["Beta/1", "Beta/2", "Beta/3"]));
         assert_eq!(mv("name = 'beta'"), Vec::<String>::new());
         assert_eq!(mv("name ILIKE 'beta'").len(), 3);
         assert_eq!(mv("run_id = 'run2'"), strings(&["alpha/2"]));
-        assert_eq!(
-            mv("run_id IN ('run1', 'run11', 'nope')"),
-            strings(&["Beta/1", "alpha/1"])
-        );
-        assert_eq!(
-            mv("run_id NOT IN ('run1', 'run2', 'run3', 'run4')").len(),
-            3
-        );
-        assert_eq!(
-            mv("name = 'alpha' AND version_number = 3"),
-            strings(&["alpha/3"])
-        );
-        assert_eq!(
-            mv("name = 'alpha' AND version_number = '3'"),
-            strings(&["alpha/3"])
-        );
-        assert_eq!(
-            mv("version_number >= 3"),
-            strings(&["Beta/3", "alpha/3", "alpha/4"])
-        );
+        assert_eq!(mv("run_id IN ('run1', 'run11', 'nope')"), strings(&["Beta/1", "alpha/1"]));
+        assert_eq!(mv("run_id NOT IN ('run1', 'run2', 'run3', 'run4')").len(), 3);
+        assert_eq!(mv("name = 'alpha' AND version_number = 3"), strings(&["alpha/3"]));
+        assert_eq!(mv("name = 'alpha' AND version_number = '3'"), strings(&["alpha/3"]));
+        assert_eq!(mv("version_number >= 3"), strings(&["Beta/3", "alpha/3", "alpha/4"]));
         assert_eq!(mv("version_number > 3"), strings(&["alpha/4"]));
         assert_eq!(mv("version_number < 2"), strings(&["Beta/1", "alpha/1"]));
         assert_eq!(mv("version_number <= 1").len(), 2);
         assert_eq!(mv("version_number != 1").len(), 5);
-        assert_eq!(
-            mv("version_number IN (1, 4)"),
-            strings(&["Beta/1", "alpha/1", "alpha/4"])
-        );
+        assert_eq!(mv("version_number IN (1, 4)"), strings(&["Beta/1", "alpha/1", "alpha/4"]));
         assert_eq!(mv("version_number NOT IN (1, 2, 3)"), strings(&["alpha/4"]));
         assert_eq!(mv("source_path LIKE 's3://%'").len(), 4);
         assert_eq!(mv("source_path LIKE 'file:///beta%'").len(), 0);
         assert_eq!(mv("source_path ILIKE 'file:///beta%'").len(), 3);
-        assert_eq!(
-            mv("source_path = 's3://bucket/alpha/1'"),
-            strings(&["alpha/1"])
-        );
+        assert_eq!(mv("source_path = 's3://bucket/alpha/1'"), strings(&["alpha/1"]));
         assert_eq!(mv("tags.stage = 'prod'"), strings(&["alpha/2"]));
-        assert_eq!(
-            mv("tags.stage ILIKE 'prod'"),
-            strings(&["Beta/3", "alpha/2"])
-        );
+        assert_eq!(mv("tags.stage ILIKE 'prod'"), strings(&["Beta/3", "alpha/2"]));
         assert_eq!(mv("tags.stage != 'prod'").len(), 6);
         assert_eq!(mv(PROMPT_FILTER).len(), 6);
         assert!(!mv(PROMPT_FILTER).contains(&"Beta/1".to_owned()));
-        assert_eq!(
-            mv("attributes.name = 'alpha' AND tags.stage LIKE 'p%' AND run_id = 'run2'"),
-            strings(&["alpha/2"])
-        );
+        assert_eq!(mv("attributes.name = 'alpha' AND tags.stage LIKE 'p%' AND run_id = 'run2'"), strings(&["alpha/2"]));
     }
 
     #[test]
     fn caller_conditions_keep_parameter_order() {
         let c = version_fixture();
-        c.execute(
-            "UPDATE model_versions SET current_stage = 'Deleted_Internal' WHERE version = 2",
-            [],
-        )
-        .unwrap();
+        c.execute("UPDATE model_versions SET current_stage = 'Deleted_Internal' WHERE version = 2", []).unwrap();
         let page = |token: Option<&str>| {
             let mut q = build(Target::ModelVersions, "name = 'alpha'", &[], token).unwrap();
-            q.push_condition(
-                "mv.current_stage != ?",
-                [Value::Text("Deleted_Internal".into())],
-            );
-            q.fetch_page(&c, "mv.version", 2, |r| r.get::<_, i64>(0))
-                .unwrap()
+            q.push_condition("mv.current_stage != ?", [Value::Text("Deleted_Internal".into())]);
+            q.fetch_page(&c, "mv.version", 2, |r| r.get::<_, i64>(0)).unwrap()
         };
         let (p1, t1) = page(None);
         assert_eq!(p1, vec![4, 3]);
@@ -2178,10 +1852,7 @@ mod tests {
         assert_eq!(t2, None);
         // Placeholders are not values.
         let e = err(Target::ModelVersions, "version_number > ?");
-        assert!(
-            e.contains("expected a value after '>' at position 17"),
-            "{e}"
-        );
+        assert!(e.contains("expected a value after '>' at position 17"), "{e}");
     }
 
     #[test]
@@ -2205,19 +1876,11 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!(
-            q.order_sql,
-            "mv.last_updated_timestamp DESC, rm.name ASC, mv.version DESC"
-        );
-        assert_eq!(
-            q.key_select_sql,
-            "mv.last_updated_timestamp, rm.name, mv.version"
-        );
+        assert_eq!(q.order_sql, "mv.last_updated_timestamp DESC, rm.name ASC, mv.version DESC");
+        assert_eq!(q.key_select_sql, "mv.last_updated_timestamp, rm.name, mv.version");
         assert_eq!(q.params.len(), 5);
         assert_eq!(q.where_sql.matches('?').count(), q.params.len());
-        assert!(q
-            .where_sql
-            .contains("t.model_id = mv.model_id AND t.version = mv.version"));
+        assert!(q.where_sql.contains("t.model_id = mv.model_id AND t.version = mv.version"));
     }
 
     // ------------------------------------------------------------------
@@ -2225,9 +1888,7 @@ mod tests {
     // ------------------------------------------------------------------
 
     fn order_sql(target: Target, order_by: &[&str]) -> String {
-        build(target, "", &strings(order_by), None)
-            .unwrap_or_else(|e| panic!("{order_by:?}: {e}"))
-            .order_sql
+        build(target, "", &strings(order_by), None).unwrap_or_else(|e| panic!("{order_by:?}: {e}")).order_sql
     }
 
     #[test]
@@ -2238,40 +1899,22 @@ mod tests {
         assert_eq!(order_sql(rm, &["name"]), "rm.name ASC, rm.id ASC");
         assert_eq!(order_sql(rm, &["name desc"]), "rm.name DESC, rm.id ASC");
         assert_eq!(order_sql(rm, &["`name`   DESC"]), "rm.name DESC, rm.id ASC");
-        assert_eq!(
-            order_sql(rm, &["attribute.name Asc"]),
-            "rm.name ASC, rm.id ASC"
-        );
-        assert_eq!(
-            order_sql(rm, &["attributes.`name` DESC"]),
-            "rm.name DESC, rm.id ASC"
-        );
-        assert_eq!(
-            order_sql(rm, &["`attribute.name`"]),
-            "rm.name ASC, rm.id ASC"
-        );
+        assert_eq!(order_sql(rm, &["attribute.name Asc"]), "rm.name ASC, rm.id ASC");
+        assert_eq!(order_sql(rm, &["attributes.`name` DESC"]), "rm.name DESC, rm.id ASC");
+        assert_eq!(order_sql(rm, &["`attribute.name`"]), "rm.name ASC, rm.id ASC");
         assert_eq!(
             order_sql(rm, &["last_updated_timestamp DESC"]),
             "rm.last_updated_timestamp DESC, rm.name ASC, rm.id ASC"
         );
-        assert_eq!(
-            order_sql(rm, &["timestamp"]),
-            "rm.last_updated_timestamp ASC, rm.name ASC, rm.id ASC"
-        );
+        assert_eq!(order_sql(rm, &["timestamp"]), "rm.last_updated_timestamp ASC, rm.name ASC, rm.id ASC");
         assert_eq!(
             order_sql(rm, &["creation_timestamp DESC", "name DESC"]),
             "rm.creation_timestamp DESC, rm.name DESC, rm.id ASC"
         );
         assert_eq!(order_sql(rm, &["", "  "]), "rm.name ASC, rm.id ASC");
         assert_eq!(order_sql(mv, &[]), "rm.name ASC, mv.version DESC");
-        assert_eq!(
-            order_sql(mv, &["version_number DESC"]),
-            "mv.version DESC, rm.name ASC"
-        );
-        assert_eq!(
-            order_sql(mv, &["version_number"]),
-            "mv.version ASC, rm.name ASC"
-        );
+        assert_eq!(order_sql(mv, &["version_number DESC"]), "mv.version DESC, rm.name ASC");
+        assert_eq!(order_sql(mv, &["version_number"]), "mv.version ASC, rm.name ASC");
         assert_eq!(
             order_sql(mv, &["creation_timestamp", "name DESC"]),
             "mv.creation_timestamp ASC, rm.name DESC, mv.version DESC"
@@ -2284,12 +1927,7 @@ mod tests {
         let mv = Target::ModelVersions;
         let e = order_err(rm, &["bogus"]);
         assert!(e.contains("invalid order_by key 'bogus'"), "{e}");
-        assert!(
-            e.contains(
-                "valid keys are name, creation_timestamp, last_updated_timestamp, timestamp"
-            ),
-            "{e}"
-        );
+        assert!(e.contains("valid keys are name, creation_timestamp, last_updated_timestamp, timestamp"), "{e}");
         let e = order_err(rm, &["version_number"]);
         assert!(e.contains("invalid order_by key 'version_number'"), "{e}");
         let e = order_err(mv, &["timestamp"]);
@@ -2297,10 +1935,7 @@ mod tests {
         let e = order_err(rm, &["name upward"]);
         assert!(e.contains("invalid direction 'upward'"), "{e}");
         let e = order_err(rm, &["name ASC extra"]);
-        assert!(
-            e.starts_with("Invalid order_by clause 'name ASC extra'"),
-            "{e}"
-        );
+        assert!(e.starts_with("Invalid order_by clause 'name ASC extra'"), "{e}");
         let e = order_err(rm, &["name", "name DESC"]);
         assert!(e.contains("duplicate key 'name'"), "{e}");
         let e = order_err(rm, &["timestamp", "last_updated_timestamp"]);
@@ -2309,10 +1944,7 @@ mod tests {
         assert!(e.contains("ordering by tags is not supported"), "{e}");
         let e = order_err(rm, &["`name"]);
         assert!(e.contains("unterminated quote"), "{e}");
-        assert!(matches!(
-            build(rm, "", &strings(&["x"]), None),
-            Err(FilterError::OrderBy(_))
-        ));
+        assert!(matches!(build(rm, "", &strings(&["x"]), None), Err(FilterError::OrderBy(_))));
     }
 
     #[test]
@@ -2331,33 +1963,20 @@ mod tests {
         assert_eq!(run(&[]), strings(&["D", "a", "b", "c"]));
         assert_eq!(run(&["name DESC"]), strings(&["c", "b", "a", "D"]));
         assert_eq!(run(&["creation_timestamp"]), strings(&["a", "c", "b", "D"]));
-        assert_eq!(
-            run(&["last_updated_timestamp DESC"]),
-            strings(&["a", "b", "c", "D"])
-        );
-        assert_eq!(
-            run(&["timestamp", "name DESC"]),
-            strings(&["D", "c", "b", "a"])
-        );
+        assert_eq!(run(&["last_updated_timestamp DESC"]), strings(&["a", "b", "c", "D"]));
+        assert_eq!(run(&["timestamp", "name DESC"]), strings(&["D", "c", "b", "a"]));
 
         let c = version_fixture();
         let run = |order: &[&str]| -> Vec<String> {
             build(Target::ModelVersions, "", &strings(order), None)
                 .unwrap()
                 .fetch_page(&c, "rm.name, mv.version", 100, |r| {
-                    Ok(format!(
-                        "{}/{}",
-                        r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)?
-                    ))
+                    Ok(format!("{}/{}", r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
                 })
                 .unwrap()
                 .0
         };
-        assert_eq!(
-            run(&[]),
-            strings(&["Beta/3", "Beta/2", "Beta/1", "alpha/4", "alpha/3", "alpha/2", "alpha/1"])
-        );
+        assert_eq!(run(&[]), strings(&["Beta/3", "Beta/2", "Beta/1", "alpha/4", "alpha/3", "alpha/2", "alpha/1"]));
         assert_eq!(
             run(&["version_number DESC"]),
             strings(&["alpha/4", "Beta/3", "alpha/3", "Beta/2", "alpha/2", "Beta/1", "alpha/1"])
@@ -2377,9 +1996,7 @@ mod tests {
         for len in 0..40usize {
             let data: Vec<u8> = (0..len).map(|i| (i * 37 % 256) as u8).collect();
             let enc = b64url_encode(&data);
-            assert!(enc
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            assert!(enc.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
             assert_eq!(b64url_decode(&enc), Some(data));
         }
         assert_eq!(b64url_encode(b"hello?>"), "aGVsbG8_Pg");
@@ -2406,9 +2023,7 @@ mod tests {
         let c = name_fixture();
         let rm = Target::RegisteredModels;
         let token = first_page_token(&c, rm, "name LIKE 'a%'", &["name DESC"]);
-        assert!(token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         let ok = |f: &str, o: &[&str]| build(rm, f, &strings(o), Some(&token)).is_ok();
         assert!(ok("name LIKE 'a%'", &["name DESC"]));
         // Equivalent spelling of the same filter / order is fine.
@@ -2421,12 +2036,7 @@ mod tests {
         rejected("name LIKE 'a%'", &["name ASC"]);
         rejected("name LIKE 'a%'", &[]);
         rejected("", &["name DESC"]);
-        match build(
-            Target::ModelVersions,
-            "name LIKE 'a%'",
-            &strings(&["name DESC"]),
-            Some(&token),
-        ) {
+        match build(Target::ModelVersions, "name LIKE 'a%'", &strings(&["name DESC"]), Some(&token)) {
             Err(FilterError::PageToken(_)) => {}
             other => panic!("expected a page_token error, got {other:?}"),
         }
@@ -2448,14 +2058,7 @@ mod tests {
             }
             other => panic!("token {t:?} should be rejected, got {other:?}"),
         };
-        for bad in [
-            "x",
-            "not a token",
-            "%%%%",
-            "AAAA",
-            "eyJ2IjoxfQ",
-            "{\"v\":1}",
-        ] {
+        for bad in ["x", "not a token", "%%%%", "AAAA", "eyJ2IjoxfQ", "{\"v\":1}"] {
             check(bad);
         }
         check(&"A".repeat(MAX_TOKEN_LEN + 4));
@@ -2463,11 +2066,7 @@ mod tests {
         let alphabet = B64URL.iter().map(|&b| char::from(b)).collect::<Vec<_>>();
         for i in 0..token.len() {
             let orig = token.as_bytes()[i];
-            let replacement = alphabet
-                .iter()
-                .copied()
-                .find(|&ch| ch as u32 != u32::from(orig))
-                .unwrap();
+            let replacement = alphabet.iter().copied().find(|&ch| ch as u32 != u32::from(orig)).unwrap();
             let mut t = token.clone();
             t.replace_range(i..=i, &replacement.to_string());
             check(&t);
@@ -2485,12 +2084,7 @@ mod tests {
         let q2 = build(rm, "", &[], Some(&good)).unwrap();
         assert_eq!(
             q2.params,
-            vec![
-                Value::Text("a".into()),
-                Value::Text("a".into()),
-                Value::Text("a".into()),
-                Value::Integer(3),
-            ]
+            vec![Value::Text("a".into()), Value::Text("a".into()), Value::Text("a".into()), Value::Integer(3),]
         );
     }
 
@@ -2501,34 +2095,19 @@ mod tests {
         assert_eq!(q.key_count(), 2);
         let sql = q.search_sql("rm.name, rm.description");
         let (name, token): (String, String) = c
-            .query_row(
-                &sql,
-                rusqlite::params_from_iter(q.params.iter().chain([&Value::Integer(1)])),
-                |r| Ok((r.get(0)?, q.next_page_token(r, 2)?)),
-            )
+            .query_row(&sql, rusqlite::params_from_iter(q.params.iter().chain([&Value::Integer(1)])), |r| {
+                Ok((r.get(0)?, q.next_page_token(r, 2)?))
+            })
             .unwrap();
         assert_eq!(name, "a*b");
-        let q2 = build(
-            Target::RegisteredModels,
-            "name LIKE 'a%'",
-            &[],
-            Some(&token),
-        )
-        .unwrap();
-        let rest = q2
-            .fetch_page(&c, "rm.name", 100, |r| r.get::<_, String>(0))
-            .unwrap();
-        assert_eq!(
-            rest.0,
-            strings(&["a1", "a?c", "a[1]", "a]", "abc", "alpha", "axb"])
-        );
+        let q2 = build(Target::RegisteredModels, "name LIKE 'a%'", &[], Some(&token)).unwrap();
+        let rest = q2.fetch_page(&c, "rm.name", 100, |r| r.get::<_, String>(0)).unwrap();
+        assert_eq!(rest.0, strings(&["a1", "a?c", "a[1]", "a]", "abc", "alpha", "axb"]));
         assert_eq!(rest.1, None);
         // Wrong column index: a type error, not a bogus token.
-        let bad = c.query_row(
-            &sql,
-            rusqlite::params_from_iter(q.params.iter().chain([&Value::Integer(1)])),
-            |r| q.next_page_token(r, 0),
-        );
+        let bad = c.query_row(&sql, rusqlite::params_from_iter(q.params.iter().chain([&Value::Integer(1)])), |r| {
+            q.next_page_token(r, 0)
+        });
         assert!(bad.is_err());
     }
 
@@ -2539,14 +2118,10 @@ mod tests {
             add_model(&c, &format!("m{i:02}"), i, i);
         }
         let q = build(Target::RegisteredModels, "", &[], None).unwrap();
-        let (p1, t1) = q
-            .fetch_page(&c, "rm.name", 7, |r| r.get::<_, String>(0))
-            .unwrap();
+        let (p1, t1) = q.fetch_page(&c, "rm.name", 7, |r| r.get::<_, String>(0)).unwrap();
         assert_eq!(p1.len(), 7);
         let q = build(Target::RegisteredModels, "", &[], t1.as_deref()).unwrap();
-        let (p2, t2) = q
-            .fetch_page(&c, "rm.name", 7, |r| r.get::<_, String>(0))
-            .unwrap();
+        let (p2, t2) = q.fetch_page(&c, "rm.name", 7, |r| r.get::<_, String>(0)).unwrap();
         assert_eq!(p2.len(), 7);
         assert_eq!(t2, None);
         assert_eq!(p2[0], "m07");
@@ -2575,10 +2150,7 @@ mod tests {
 
     impl Rng {
         fn below(&mut self, n: u64) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
+            self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
             (self.0 >> 33) % n
         }
 
@@ -2622,12 +2194,9 @@ mod tests {
 
     fn delete_item(c: &Connection, target: Target, item: &Item) {
         let n = match target {
-            Target::RegisteredModels => c
-                .execute(
-                    "DELETE FROM registered_models WHERE name = ?1",
-                    [&item.name],
-                )
-                .unwrap(),
+            Target::RegisteredModels => {
+                c.execute("DELETE FROM registered_models WHERE name = ?1", [&item.name]).unwrap()
+            }
             Target::ModelVersions => c
                 .execute(
                     "DELETE FROM model_versions WHERE version = ?2 AND model_id = \
@@ -2656,13 +2225,7 @@ mod tests {
     }
 
     fn read_item(r: &Row<'_>) -> rusqlite::Result<Item> {
-        Ok(Item {
-            name: r.get(0)?,
-            version: r.get(1)?,
-            created: r.get(2)?,
-            updated: r.get(3)?,
-            prompt: r.get(4)?,
-        })
+        Ok(Item { name: r.get(0)?, version: r.get(1)?, created: r.get(2)?, updated: r.get(3)?, prompt: r.get(4)? })
     }
 
     fn all_items(c: &Connection, target: Target) -> Vec<Item> {
@@ -2702,9 +2265,7 @@ mod tests {
         for page_no in 0.. {
             assert!(page_no < 100, "pagination does not terminate");
             let q = build(s.target, s.filter, &order, token.as_deref()).unwrap();
-            let (page, next) = q
-                .fetch_page(&c, item_select(s.target), 7, read_item)
-                .unwrap();
+            let (page, next) = q.fetch_page(&c, item_select(s.target), 7, read_item).unwrap();
             assert!(page.len() <= 7);
             if next.is_some() {
                 assert_eq!(page.len(), 7);
@@ -2728,9 +2289,8 @@ mod tests {
             // ... one delete behind the cursor, one ahead of it, and every
             // third page the cursor row itself.
             let current = all_items(&c, s.target);
-            let (behind, ahead): (Vec<Item>, Vec<Item>) = current
-                .into_iter()
-                .partition(|i| (s.cmp)(i, &cursor) != Ordering::Greater);
+            let (behind, ahead): (Vec<Item>, Vec<Item>) =
+                current.into_iter().partition(|i| (s.cmp)(i, &cursor) != Ordering::Greater);
             let mut victims: Vec<Item> = Vec::new();
             if page_no % 3 == 1 {
                 victims.push(cursor.clone());
@@ -2763,11 +2323,7 @@ mod tests {
             assert_eq!(*n, 1, "{id:?} returned {n} times");
         }
         // Every row that existed for the whole scan (and matches) is returned.
-        let stable: Vec<&Item> = s
-            .initial
-            .iter()
-            .filter(|i| (s.matches)(i) && !deleted.contains(&i.id()))
-            .collect();
+        let stable: Vec<&Item> = s.initial.iter().filter(|i| (s.matches)(i) && !deleted.contains(&i.id())).collect();
         assert!(stable.len() >= 25, "scenario too small: {}", stable.len());
         for item in &stable {
             assert!(counts.contains_key(&item.id()), "{item:?} was skipped");
@@ -2775,13 +2331,7 @@ mod tests {
         // Only matching rows, in strictly increasing requested order.
         assert!(seen.iter().all(|i| (s.matches)(i)));
         for w in seen.windows(2) {
-            assert_eq!(
-                (s.cmp)(&w[0], &w[1]),
-                Ordering::Less,
-                "{:?} !< {:?}",
-                w[0],
-                w[1]
-            );
+            assert_eq!((s.cmp)(&w[0], &w[1]), Ordering::Less, "{:?} !< {:?}", w[0], w[1]);
         }
     }
 
@@ -2790,23 +2340,11 @@ mod tests {
     }
 
     fn rm_item(name: String, created: i64, updated: i64, prompt: bool) -> Item {
-        Item {
-            name,
-            version: 0,
-            created,
-            updated,
-            prompt,
-        }
+        Item { name, version: 0, created, updated, prompt }
     }
 
     fn mv_item(name: String, version: i64, created: i64, updated: i64) -> Item {
-        Item {
-            name,
-            version,
-            created,
-            updated,
-            prompt: false,
-        }
+        Item { name, version, created, updated, prompt: false }
     }
 
     fn rm_initial(prompts: bool) -> Vec<Item> {
@@ -2871,16 +2409,9 @@ mod tests {
                 make: |rng, n| {
                     let created = i64::try_from(rng.below(10)).unwrap() * 5;
                     let prefix = if rng.below(4) == 0 { "z" } else { "m" };
-                    rm_item(
-                        format!("{prefix}{:03}c{n}", rng.below(60)),
-                        created,
-                        0,
-                        false,
-                    )
+                    rm_item(format!("{prefix}{:03}c{n}", rng.below(60)), created, 0, false)
                 },
-                initial: (0..50i64)
-                    .map(|i| rm_item(format!("m{i:03}"), (i % 10) * 5, 0, false))
-                    .collect(),
+                initial: (0..50i64).map(|i| rm_item(format!("m{i:03}"), (i % 10) * 5, 0, false)).collect(),
             },
             7,
         );
@@ -2890,12 +2421,7 @@ mod tests {
         let mut out = Vec::new();
         for m in 0..5i64 {
             for v in 1..=10i64 {
-                out.push(mv_item(
-                    format!("model{m}"),
-                    v,
-                    v * 100 + m,
-                    1000 * ((v + m) % 3),
-                ));
+                out.push(mv_item(format!("model{m}"), v, v * 100 + m, 1000 * ((v + m) % 3)));
             }
         }
         out
@@ -2963,10 +2489,7 @@ mod tests {
                     order_by: &["last_updated_timestamp DESC"],
                     filter: "",
                     cmp: |a, b| {
-                        b.updated
-                            .cmp(&a.updated)
-                            .then_with(|| by_name(a, b))
-                            .then_with(|| b.version.cmp(&a.version))
+                        b.updated.cmp(&a.updated).then_with(|| by_name(a, b)).then_with(|| b.version.cmp(&a.version))
                     },
                     matches: |_| true,
                     make: mv_make,

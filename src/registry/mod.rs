@@ -4,9 +4,11 @@
 //! - [`types`]: registered models, versions, stages, tags and aliases in MLflow's JSON shape
 //! - [`store`]: the embedded store (SQLite, WAL, one transaction per write)
 //! - [`filter`]: MLflow's search filter grammar, order_by and page tokens → SQL
+//! - [`tracking`]: experiments, runs and logged models (what the MLflow client logs models with)
 
 pub mod filter;
 pub mod store;
+pub mod tracking;
 pub mod types;
 
 pub use store::{NewVersion, Page, Store};
@@ -29,6 +31,11 @@ pub enum RegistryError {
     Store(#[from] rusqlite::Error),
     #[error("registry I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// A remote registry (or its artifact server) could not be reached, or kept failing
+    /// (connection errors, 5xx/429 after retries, an answer that is not MLflow's). 503
+    /// `TEMPORARILY_UNAVAILABLE`.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<filter::FilterError> for RegistryError {
@@ -45,6 +52,7 @@ impl RegistryError {
             RegistryError::AlreadyExists(_) => "RESOURCE_ALREADY_EXISTS",
             RegistryError::InvalidParameter(_) => "INVALID_PARAMETER_VALUE",
             RegistryError::Store(_) | RegistryError::Io(_) => "INTERNAL_ERROR",
+            RegistryError::Unavailable(_) => "TEMPORARILY_UNAVAILABLE",
         }
     }
 
@@ -53,9 +61,7 @@ impl RegistryError {
     }
 
     pub(crate) fn version_not_found(name: &str, version: u64) -> Self {
-        RegistryError::NotFound(format!(
-            "Model Version (name={name}, version={version}) not found"
-        ))
+        RegistryError::NotFound(format!("Model Version (name={name}, version={version}) not found"))
     }
 }
 
@@ -63,9 +69,7 @@ impl RegistryError {
 /// characters (they cannot be written in a `models:/` URI path segment unambiguously).
 pub fn validate_model_name(name: &str) -> Result<(), RegistryError> {
     if name.trim().is_empty() {
-        return Err(RegistryError::InvalidParameter(
-            "Registered model name cannot be empty.".into(),
-        ));
+        return Err(RegistryError::InvalidParameter("Registered model name cannot be empty.".into()));
     }
     if name.chars().count() > 256 {
         return Err(RegistryError::InvalidParameter(format!(

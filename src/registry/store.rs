@@ -11,16 +11,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use super::filter::{self, Target};
-use super::{
-    validate_model_name, Alias, ModelVersion, RegisteredModel, RegistryError, Stage, Tag,
-    VersionStatus,
-};
+use super::{validate_model_name, Alias, ModelVersion, RegisteredModel, RegistryError, Stage, Tag, VersionStatus};
 use crate::uri::{ModelUri, Selector};
 
 type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("../../migrations/0001_init.sql"), include_str!("../../migrations/0002_tracking.sql")];
 
 /// A handle on the embedded registry database. Cheap to share behind an `Arc`.
 pub struct Store {
@@ -63,15 +61,11 @@ const VERSION_COLUMNS: &str = "rm.name, mv.version, mv.creation_timestamp, mv.la
      mv.run_link, mv.storage_location, mv.logged_model_id, mv.model_id";
 const VERSION_COLUMN_COUNT: usize = 15;
 
-const MODEL_COLUMNS: &str =
-    "rm.id, rm.name, rm.creation_timestamp, rm.last_updated_timestamp, rm.description";
+const MODEL_COLUMNS: &str = "rm.id, rm.name, rm.creation_timestamp, rm.last_updated_timestamp, rm.description";
 const MODEL_COLUMN_COUNT: usize = 5;
 
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }
 
 impl Store {
@@ -113,10 +107,7 @@ impl Store {
             tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
         }
         tx.commit()?;
-        Ok(Store {
-            conn: Mutex::new(conn),
-            path,
-        })
+        Ok(Store { conn: Mutex::new(conn), path })
     }
 
     /// The database file, if not in memory.
@@ -146,12 +137,7 @@ impl Store {
 
     // ---------------------------------------------------------------- registered models
 
-    pub fn create_registered_model(
-        &self,
-        name: &str,
-        description: &str,
-        tags: &[Tag],
-    ) -> Result<RegisteredModel> {
+    pub fn create_registered_model(&self, name: &str, description: &str, tags: &[Tag]) -> Result<RegisteredModel> {
         validate_model_name(name)?;
         validate_tags(tags)?;
         self.write(|tx| {
@@ -162,9 +148,7 @@ impl Store {
                 params![name, description, now],
             )?;
             if inserted == 0 {
-                return Err(RegistryError::AlreadyExists(format!(
-                    "Registered Model (name={name}) already exists."
-                )));
+                return Err(RegistryError::AlreadyExists(format!("Registered Model (name={name}) already exists.")));
             }
             let id = tx.last_insert_rowid();
             for t in tags {
@@ -184,11 +168,7 @@ impl Store {
         })
     }
 
-    pub fn update_registered_model(
-        &self,
-        name: &str,
-        description: &str,
-    ) -> Result<RegisteredModel> {
+    pub fn update_registered_model(&self, name: &str, description: &str) -> Result<RegisteredModel> {
         self.write(|tx| {
             let id = model_id(tx, name)?;
             tx.execute(
@@ -213,10 +193,7 @@ impl Store {
                 "UPDATE registered_models SET name = ?2, last_updated_timestamp = ?3 WHERE id = ?1",
                 params![id, new_name, now],
             )?;
-            tx.execute(
-                "UPDATE model_versions SET last_updated_timestamp = ?2 WHERE model_id = ?1",
-                params![id, now],
-            )?;
+            tx.execute("UPDATE model_versions SET last_updated_timestamp = ?2 WHERE model_id = ?1", params![id, now])?;
             load_model(tx, id)
         })
     }
@@ -226,21 +203,15 @@ impl Store {
     pub fn delete_registered_model(&self, name: &str) -> Result<Vec<String>> {
         self.write(|tx| {
             let id = model_id(tx, name)?;
-            let mut stmt =
-                tx.prepare("SELECT storage_location FROM model_versions WHERE model_id = ?1")?;
-            let locations = stmt
-                .query_map([id], |r| r.get::<_, String>(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut stmt = tx.prepare("SELECT storage_location FROM model_versions WHERE model_id = ?1")?;
+            let locations = stmt.query_map([id], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
             tx.execute("DELETE FROM registered_models WHERE id = ?1", [id])?;
             Ok(locations)
         })
     }
 
     pub fn set_registered_model_tag(&self, name: &str, key: &str, value: &str) -> Result<()> {
-        validate_tags(&[Tag {
-            key: key.into(),
-            value: value.into(),
-        }])?;
+        validate_tags(&[Tag { key: key.into(), value: value.into() }])?;
         self.write(|tx| {
             let id = model_id(tx, name)?;
             tx.execute(
@@ -254,10 +225,8 @@ impl Store {
     pub fn delete_registered_model_tag(&self, name: &str, key: &str) -> Result<()> {
         self.write(|tx| {
             let id = model_id(tx, name)?;
-            let n = tx.execute(
-                "DELETE FROM registered_model_tags WHERE model_id = ?1 AND key = ?2",
-                params![id, key],
-            )?;
+            let n =
+                tx.execute("DELETE FROM registered_model_tags WHERE model_id = ?1 AND key = ?2", params![id, key])?;
             if n == 0 {
                 return Err(RegistryError::NotFound(format!(
                     "No tag with name: {key} in registered model with name={name}"
@@ -271,9 +240,7 @@ impl Store {
     pub fn list_registered_models(&self) -> Result<Vec<RegisteredModel>> {
         self.read(|tx| {
             let mut stmt = tx.prepare("SELECT id FROM registered_models ORDER BY name")?;
-            let ids = stmt
-                .query_map([], |r| r.get::<_, i64>(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let ids = stmt.query_map([], |r| r.get::<_, i64>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
             ids.into_iter().map(|id| load_model(tx, id)).collect()
         })
     }
@@ -369,9 +336,7 @@ impl Store {
             validate_alias(alias)?;
         }
         if new.source.is_empty() {
-            return Err(RegistryError::InvalidParameter(
-                "Missing value for required parameter 'source'.".into(),
-            ));
+            return Err(RegistryError::InvalidParameter("Missing value for required parameter 'source'.".into()));
         }
         self.write(|tx| {
             let id = model_id(tx, &new.name)?;
@@ -427,12 +392,7 @@ impl Store {
         })
     }
 
-    pub fn update_model_version(
-        &self,
-        name: &str,
-        version: u64,
-        description: &str,
-    ) -> Result<ModelVersion> {
+    pub fn update_model_version(&self, name: &str, version: u64, description: &str) -> Result<ModelVersion> {
         self.write(|tx| {
             let id = model_id(tx, name)?;
             version_exists(tx, id, name, version)?;
@@ -477,10 +437,7 @@ impl Store {
                 )
                 .optional()?
                 .ok_or_else(|| RegistryError::version_not_found(name, version))?;
-            tx.execute(
-                "DELETE FROM model_versions WHERE model_id = ?1 AND version = ?2",
-                params![id, version as i64],
-            )?;
+            tx.execute("DELETE FROM model_versions WHERE model_id = ?1 AND version = ?2", params![id, version as i64])?;
             touch_model(tx, id)?;
             Ok(location)
         })
@@ -517,16 +474,10 @@ impl Store {
     pub fn list_model_versions(&self, name: &str) -> Result<Vec<ModelVersion>> {
         self.read(|tx| {
             let id = model_id(tx, name)?;
-            let mut stmt = tx.prepare(
-                "SELECT version FROM model_versions WHERE model_id = ?1 ORDER BY version DESC",
-            )?;
-            let versions = stmt
-                .query_map([id], |r| r.get::<_, i64>(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            versions
-                .into_iter()
-                .map(|v| load_version(tx, id, name, v as u64))
-                .collect()
+            let mut stmt =
+                tx.prepare("SELECT version FROM model_versions WHERE model_id = ?1 ORDER BY version DESC")?;
+            let versions = stmt.query_map([id], |r| r.get::<_, i64>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            versions.into_iter().map(|v| load_version(tx, id, name, v as u64)).collect()
         })
     }
 
@@ -568,17 +519,8 @@ impl Store {
         })
     }
 
-    pub fn set_model_version_tag(
-        &self,
-        name: &str,
-        version: u64,
-        key: &str,
-        value: &str,
-    ) -> Result<()> {
-        validate_tags(&[Tag {
-            key: key.into(),
-            value: value.into(),
-        }])?;
+    pub fn set_model_version_tag(&self, name: &str, version: u64, key: &str, value: &str) -> Result<()> {
+        validate_tags(&[Tag { key: key.into(), value: value.into() }])?;
         self.write(|tx| {
             let id = model_id(tx, name)?;
             version_exists(tx, id, name, version)?;
@@ -644,6 +586,29 @@ impl Store {
             }),
         }
     }
+
+    // ---------------------------------------------------------------- shared with tracking
+
+    /// How many versions keep their files at `location` (so the last one to go may remove them).
+    pub fn versions_stored_at(&self, location: &str) -> Result<u64> {
+        self.read(|tx| {
+            let n: i64 =
+                tx.query_row("SELECT COUNT(*) FROM model_versions WHERE storage_location = ?1", [location], |r| {
+                    r.get(0)
+                })?;
+            Ok(n as u64)
+        })
+    }
+
+    /// One IMMEDIATE write transaction, for the tracking store sharing this database.
+    pub(crate) fn write_tx<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.write(f)
+    }
+
+    /// One read transaction, for the tracking store sharing this database.
+    pub(crate) fn read_tx<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.read(f)
+    }
 }
 
 // -------------------------------------------------------------------- row helpers
@@ -654,13 +619,9 @@ fn alias_not_found(alias: &str) -> RegistryError {
 }
 
 fn model_id(tx: &Transaction<'_>, name: &str) -> Result<i64> {
-    tx.query_row(
-        "SELECT id FROM registered_models WHERE name = ?1",
-        [name],
-        |r| r.get(0),
-    )
-    .optional()?
-    .ok_or_else(|| RegistryError::model_not_found(name))
+    tx.query_row("SELECT id FROM registered_models WHERE name = ?1", [name], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| RegistryError::model_not_found(name))
 }
 
 fn version_exists(tx: &Transaction<'_>, id: i64, name: &str, version: u64) -> Result<()> {
@@ -671,9 +632,7 @@ fn version_exists(tx: &Transaction<'_>, id: i64, name: &str, version: u64) -> Re
             |r| r.get(0),
         )
         .optional()?;
-    found
-        .map(|_| ())
-        .ok_or_else(|| RegistryError::version_not_found(name, version))
+    found.map(|_| ()).ok_or_else(|| RegistryError::version_not_found(name, version))
 }
 
 fn set_stage(
@@ -699,10 +658,7 @@ fn set_stage(
 }
 
 fn touch_model(tx: &Transaction<'_>, id: i64) -> Result<()> {
-    tx.execute(
-        "UPDATE registered_models SET last_updated_timestamp = ?2 WHERE id = ?1",
-        params![id, now_ms()],
-    )?;
+    tx.execute("UPDATE registered_models SET last_updated_timestamp = ?2 WHERE id = ?1", params![id, now_ms()])?;
     Ok(())
 }
 
@@ -736,19 +692,12 @@ fn fill_version_extras(tx: &Transaction<'_>, id: i64, mv: &mut ModelVersion) -> 
         "SELECT key, value FROM model_version_tags WHERE model_id = ?1 AND version = ?2 ORDER BY key",
     )?;
     mv.tags = stmt
-        .query_map(params![id, v], |r| {
-            Ok(Tag {
-                key: r.get(0)?,
-                value: r.get(1)?,
-            })
-        })?
+        .query_map(params![id, v], |r| Ok(Tag { key: r.get(0)?, value: r.get(1)? }))?
         .collect::<rusqlite::Result<_>>()?;
     let mut stmt = tx.prepare_cached(
         "SELECT alias FROM registered_model_aliases WHERE model_id = ?1 AND version = ?2 ORDER BY alias",
     )?;
-    mv.aliases = stmt
-        .query_map(params![id, v], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+    mv.aliases = stmt.query_map(params![id, v], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
     Ok(())
 }
 
@@ -759,21 +708,14 @@ fn load_version(tx: &Transaction<'_>, id: i64, name: &str, version: u64) -> Resu
     );
     let mut stmt = tx.prepare_cached(&sql)?;
     let mut rows = stmt.query(params![id, version as i64])?;
-    let row = rows
-        .next()?
-        .ok_or_else(|| RegistryError::version_not_found(name, version))?;
+    let row = rows.next()?.ok_or_else(|| RegistryError::version_not_found(name, version))?;
     let (mut mv, _) = version_from_row(row)?;
     drop(rows);
     fill_version_extras(tx, id, &mut mv)?;
     Ok(mv)
 }
 
-fn latest_versions(
-    tx: &Transaction<'_>,
-    id: i64,
-    name: &str,
-    stages: &[Stage],
-) -> Result<Vec<ModelVersion>> {
+fn latest_versions(tx: &Transaction<'_>, id: i64, name: &str, stages: &[Stage]) -> Result<Vec<ModelVersion>> {
     let mut stmt = tx.prepare_cached(
         "SELECT current_stage, MAX(version) FROM model_versions WHERE model_id = ?1 GROUP BY current_stage ORDER BY current_stage",
     )?;
@@ -792,35 +734,17 @@ fn latest_versions(
 
 fn load_model(tx: &Transaction<'_>, id: i64) -> Result<RegisteredModel> {
     let sql = format!("SELECT {MODEL_COLUMNS} FROM registered_models rm WHERE rm.id = ?1");
-    let (name, creation_timestamp, last_updated_timestamp, description): (
-        String,
-        i64,
-        i64,
-        String,
-    ) = tx.query_row(&sql, [id], |r| {
-        Ok((r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-    })?;
-    let mut stmt = tx.prepare_cached(
-        "SELECT key, value FROM registered_model_tags WHERE model_id = ?1 ORDER BY key",
-    )?;
+    let (name, creation_timestamp, last_updated_timestamp, description): (String, i64, i64, String) =
+        tx.query_row(&sql, [id], |r| Ok((r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?;
+    let mut stmt =
+        tx.prepare_cached("SELECT key, value FROM registered_model_tags WHERE model_id = ?1 ORDER BY key")?;
     let tags = stmt
-        .query_map([id], |r| {
-            Ok(Tag {
-                key: r.get(0)?,
-                value: r.get(1)?,
-            })
-        })?
+        .query_map([id], |r| Ok(Tag { key: r.get(0)?, value: r.get(1)? }))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut stmt = tx.prepare_cached(
-        "SELECT alias, version FROM registered_model_aliases WHERE model_id = ?1 ORDER BY alias",
-    )?;
+    let mut stmt =
+        tx.prepare_cached("SELECT alias, version FROM registered_model_aliases WHERE model_id = ?1 ORDER BY alias")?;
     let aliases = stmt
-        .query_map([id], |r| {
-            Ok(Alias {
-                alias: r.get(0)?,
-                version: r.get::<_, i64>(1)? as u64,
-            })
-        })?
+        .query_map([id], |r| Ok(Alias { alias: r.get(0)?, version: r.get::<_, i64>(1)? as u64 }))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let latest_versions = latest_versions(tx, id, &name, &[])?;
     Ok(RegisteredModel {
@@ -842,9 +766,7 @@ const MAX_TAG_VALUE: usize = 5000;
 fn validate_tags(tags: &[Tag]) -> Result<()> {
     for t in tags {
         if t.key.is_empty() {
-            return Err(RegistryError::InvalidParameter(
-                "Tag keys cannot be empty.".into(),
-            ));
+            return Err(RegistryError::InvalidParameter("Tag keys cannot be empty.".into()));
         }
         if t.key.len() > MAX_TAG_KEY {
             return Err(RegistryError::InvalidParameter(format!(
@@ -866,13 +788,9 @@ fn validate_tags(tags: &[Tag]) -> Result<()> {
 
 pub(crate) fn validate_alias(alias: &str) -> Result<()> {
     if alias.is_empty() || alias.len() > 255 {
-        return Err(RegistryError::InvalidParameter(
-            "Alias must be between 1 and 255 characters long.".into(),
-        ));
+        return Err(RegistryError::InvalidParameter("Alias must be between 1 and 255 characters long.".into()));
     }
-    if alias.eq_ignore_ascii_case("latest")
-        || (alias.starts_with(['v', 'V']) && alias[1..].parse::<u64>().is_ok())
-    {
+    if alias.eq_ignore_ascii_case("latest") || (alias.starts_with(['v', 'V']) && alias[1..].parse::<u64>().is_ok()) {
         return Err(RegistryError::InvalidParameter(format!(
             "'{alias}' is a reserved alias name: it would be ambiguous with 'latest' or a version number."
         )));
@@ -893,11 +811,7 @@ mod tests {
 
     fn version(store: &Store, name: &str) -> ModelVersion {
         store
-            .create_model_version(&NewVersion {
-                name: name.into(),
-                source: "file:///m".into(),
-                ..Default::default()
-            })
+            .create_model_version(&NewVersion { name: name.into(), source: "file:///m".into(), ..Default::default() })
             .unwrap()
     }
 
@@ -905,25 +819,12 @@ mod tests {
     fn models_versions_and_errors_in_mlflow_terms() {
         let s = Store::open_in_memory().unwrap();
         let m = s
-            .create_registered_model(
-                "fraud",
-                "# Fraud\nmodel",
-                &[Tag {
-                    key: "team".into(),
-                    value: "risk".into(),
-                }],
-            )
+            .create_registered_model("fraud", "# Fraud\nmodel", &[Tag { key: "team".into(), value: "risk".into() }])
             .unwrap();
-        assert_eq!(
-            (m.name.as_str(), m.description.as_str(), m.tags.len()),
-            ("fraud", "# Fraud\nmodel", 1)
-        );
+        assert_eq!((m.name.as_str(), m.description.as_str(), m.tags.len()), ("fraud", "# Fraud\nmodel", 1));
         let e = s.create_registered_model("fraud", "", &[]).unwrap_err();
         assert!(matches!(e, RegistryError::AlreadyExists(_)));
-        assert_eq!(
-            e.to_string(),
-            "Registered Model (name=fraud) already exists."
-        );
+        assert_eq!(e.to_string(), "Registered Model (name=fraud) already exists.");
         assert_eq!(
             s.get_registered_model("nope").unwrap_err().to_string(),
             "Registered Model with name=nope not found"
@@ -932,19 +833,10 @@ mod tests {
             s.get_model_version("fraud", 9).unwrap_err().to_string(),
             "Model Version (name=fraud, version=9) not found"
         );
-        assert!(matches!(
-            s.create_registered_model("", "", &[]),
-            Err(RegistryError::InvalidParameter(_))
-        ));
-        assert!(matches!(
-            s.create_registered_model("a/b", "", &[]),
-            Err(RegistryError::InvalidParameter(_))
-        ));
+        assert!(matches!(s.create_registered_model("", "", &[]), Err(RegistryError::InvalidParameter(_))));
+        assert!(matches!(s.create_registered_model("a/b", "", &[]), Err(RegistryError::InvalidParameter(_))));
         let v1 = version(&s, "fraud");
-        assert_eq!(
-            (v1.version, v1.current_stage, v1.status),
-            (1, Stage::None, VersionStatus::Ready)
-        );
+        assert_eq!((v1.version, v1.current_stage, v1.status), (1, Stage::None, VersionStatus::Ready));
         let m = s.get_registered_model("fraud").unwrap();
         assert_eq!(m.latest_versions.len(), 1);
     }
@@ -969,52 +861,22 @@ mod tests {
         for _ in 0..3 {
             version(&s, "m");
         }
-        s.transition_stage("m", 1, Stage::Production, false)
-            .unwrap();
-        s.transition_stage("m", 2, Stage::Production, false)
-            .unwrap();
+        s.transition_stage("m", 1, Stage::Production, false).unwrap();
+        s.transition_stage("m", 2, Stage::Production, false).unwrap();
         let uri: ModelUri = "models:/m/production".parse().unwrap();
         assert_eq!(s.resolve(&uri).unwrap().version, 2);
         s.transition_stage("m", 3, Stage::Production, true).unwrap();
-        assert_eq!(
-            s.get_model_version("m", 1).unwrap().current_stage,
-            Stage::Archived
-        );
-        assert_eq!(
-            s.get_model_version("m", 2).unwrap().current_stage,
-            Stage::Archived
-        );
+        assert_eq!(s.get_model_version("m", 1).unwrap().current_stage, Stage::Archived);
+        assert_eq!(s.get_model_version("m", 2).unwrap().current_stage, Stage::Archived);
         assert_eq!(s.resolve(&uri).unwrap().version, 3);
-        assert_eq!(
-            s.resolve(&"models:/m/latest".parse().unwrap())
-                .unwrap()
-                .version,
-            3
-        );
-        let e = s
-            .resolve(&"models:/m/Staging".parse().unwrap())
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            e,
-            "No versions of model with name 'm' and stage 'Staging' found"
-        );
-        let latest = s
-            .get_latest_versions("m", &[Stage::Archived, Stage::Production])
-            .unwrap();
-        assert_eq!(
-            latest.iter().map(|v| v.version).collect::<Vec<_>>(),
-            vec![2, 3]
-        );
+        assert_eq!(s.resolve(&"models:/m/latest".parse().unwrap()).unwrap().version, 3);
+        let e = s.resolve(&"models:/m/Staging".parse().unwrap()).unwrap_err().to_string();
+        assert_eq!(e, "No versions of model with name 'm' and stage 'Staging' found");
+        let latest = s.get_latest_versions("m", &[Stage::Archived, Stage::Production]).unwrap();
+        assert_eq!(latest.iter().map(|v| v.version).collect::<Vec<_>>(), vec![2, 3]);
         // A version that is not READY is never resolved by stage or latest.
-        s.set_version_status("m", 3, VersionStatus::PendingRegistration, "loading")
-            .unwrap();
-        assert_eq!(
-            s.resolve(&"models:/m/latest".parse().unwrap())
-                .unwrap()
-                .version,
-            2
-        );
+        s.set_version_status("m", 3, VersionStatus::PendingRegistration, "loading").unwrap();
+        assert_eq!(s.resolve(&"models:/m/latest".parse().unwrap()).unwrap().version, 2);
     }
 
     #[test]
@@ -1025,34 +887,14 @@ mod tests {
         version(&s, "m");
         s.set_alias("m", "champion", 1).unwrap();
         s.set_alias("m", "champion", 2).unwrap();
-        assert_eq!(
-            s.get_model_version_by_alias("m", "champion")
-                .unwrap()
-                .version,
-            2
-        );
-        assert_eq!(
-            s.get_model_version("m", 2).unwrap().aliases,
-            vec!["champion"]
-        );
-        assert!(matches!(
-            s.set_alias("m", "x", 9),
-            Err(RegistryError::NotFound(_))
-        ));
-        assert!(matches!(
-            s.set_alias("m", "latest", 1),
-            Err(RegistryError::InvalidParameter(_))
-        ));
-        assert!(matches!(
-            s.set_alias("m", "v3", 1),
-            Err(RegistryError::InvalidParameter(_))
-        ));
+        assert_eq!(s.get_model_version_by_alias("m", "champion").unwrap().version, 2);
+        assert_eq!(s.get_model_version("m", 2).unwrap().aliases, vec!["champion"]);
+        assert!(matches!(s.set_alias("m", "x", 9), Err(RegistryError::NotFound(_))));
+        assert!(matches!(s.set_alias("m", "latest", 1), Err(RegistryError::InvalidParameter(_))));
+        assert!(matches!(s.set_alias("m", "v3", 1), Err(RegistryError::InvalidParameter(_))));
         let renamed = s.rename_registered_model("m", "m2").unwrap();
         assert_eq!(renamed.aliases[0].alias, "champion");
-        assert_eq!(
-            s.get_model_version_by_alias("m2", "champion").unwrap().name,
-            "m2"
-        );
+        assert_eq!(s.get_model_version_by_alias("m2", "champion").unwrap().name, "m2");
         // Deleting the version removes the alias pointing at it.
         s.delete_model_version("m2", 2).unwrap();
         let e = s.get_model_version_by_alias("m2", "champion").unwrap_err();
@@ -1064,55 +906,30 @@ mod tests {
     fn create_with_stage_and_bad_alias_is_all_or_nothing() {
         let s = Store::open_in_memory().unwrap();
         s.create_registered_model("m", "", &[]).unwrap();
-        let bad = NewVersion {
-            name: "m".into(),
-            source: "x".into(),
-            alias: Some("a/b".into()),
-            ..Default::default()
-        };
+        let bad = NewVersion { name: "m".into(), source: "x".into(), alias: Some("a/b".into()), ..Default::default() };
         assert!(s.create_model_version(&bad).is_err());
         assert!(s.list_model_versions("m").unwrap().is_empty());
-        let good = NewVersion {
-            stage: Some(Stage::Staging),
-            alias: Some("candidate".into()),
-            ..bad
-        };
-        let v = s
-            .create_model_version(&NewVersion {
-                alias: Some("candidate".into()),
-                ..good
-            })
-            .unwrap();
-        assert_eq!(
-            (v.version, v.current_stage, v.aliases.clone()),
-            (1, Stage::Staging, vec!["candidate".to_string()])
-        );
+        let good = NewVersion { stage: Some(Stage::Staging), alias: Some("candidate".into()), ..bad };
+        let v = s.create_model_version(&NewVersion { alias: Some("candidate".into()), ..good }).unwrap();
+        assert_eq!((v.version, v.current_stage, v.aliases.clone()), (1, Stage::Staging, vec!["candidate".to_string()]));
     }
 
     #[test]
     fn two_writers_on_one_file_get_distinct_versions() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("registry.db");
-        Store::open(&path)
-            .unwrap()
-            .create_registered_model("m", "", &[])
-            .unwrap();
+        Store::open(&path).unwrap().create_registered_model("m", "", &[]).unwrap();
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let path = path.clone();
                 std::thread::spawn(move || {
                     // Each thread is its own connection, as another process would be.
                     let s = Store::open(&path).unwrap();
-                    (0..25)
-                        .map(|_| version(&s, "m").version)
-                        .collect::<Vec<_>>()
+                    (0..25).map(|_| version(&s, "m").version).collect::<Vec<_>>()
                 })
             })
             .collect();
-        let mut all: Vec<u64> = handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect();
+        let mut all: Vec<u64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
         all.sort_unstable();
         assert_eq!(all, (1..=100).collect::<Vec<u64>>());
     }
@@ -1121,33 +938,17 @@ mod tests {
     fn search_uses_filters_and_pages() {
         let s = Store::open_in_memory().unwrap();
         for i in 0..12 {
-            s.create_registered_model(&format!("model-{i:02}"), "", &[])
-                .unwrap();
+            s.create_registered_model(&format!("model-{i:02}"), "", &[]).unwrap();
         }
-        s.set_registered_model_tag("model-03", "team", "risk")
-            .unwrap();
-        let page = s
-            .search_registered_models("name LIKE 'model-0%'", 4, &[], None)
-            .unwrap();
+        s.set_registered_model_tag("model-03", "team", "risk").unwrap();
+        let page = s.search_registered_models("name LIKE 'model-0%'", 4, &[], None).unwrap();
         assert_eq!(
-            page.items
-                .iter()
-                .map(|m| m.name.as_str())
-                .collect::<Vec<_>>(),
+            page.items.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
             ["model-00", "model-01", "model-02", "model-03"]
         );
-        let next = s
-            .search_registered_models(
-                "name LIKE 'model-0%'",
-                4,
-                &[],
-                page.next_page_token.as_deref(),
-            )
-            .unwrap();
+        let next = s.search_registered_models("name LIKE 'model-0%'", 4, &[], page.next_page_token.as_deref()).unwrap();
         assert_eq!(next.items[0].name, "model-04");
-        let tagged = s
-            .search_registered_models("tags.team = 'risk'", 100, &[], None)
-            .unwrap();
+        let tagged = s.search_registered_models("tags.team = 'risk'", 100, &[], None).unwrap();
         assert_eq!(tagged.items.len(), 1);
         assert!(matches!(
             s.search_registered_models("bogus filter", 10, &[], None),

@@ -18,12 +18,7 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 4] = [
-        Stage::None,
-        Stage::Staging,
-        Stage::Production,
-        Stage::Archived,
-    ];
+    pub const ALL: [Stage; 4] = [Stage::None, Stage::Staging, Stage::Production, Stage::Archived];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -36,14 +31,11 @@ impl Stage {
 
     /// Case-insensitive parse, as MLflow accepts stage input.
     pub fn parse(s: &str) -> Result<Stage, RegistryError> {
-        Stage::ALL
-            .into_iter()
-            .find(|st| st.as_str().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| {
-                RegistryError::InvalidParameter(format!(
-                    "Invalid Model Version stage: {s}. Value must be one of None, Staging, Production, Archived."
-                ))
-            })
+        Stage::ALL.into_iter().find(|st| st.as_str().eq_ignore_ascii_case(s.trim())).ok_or_else(|| {
+            RegistryError::InvalidParameter(format!(
+                "Invalid Model Version stage: {s}. Value must be one of None, Staging, Production, Archived."
+            ))
+        })
     }
 }
 
@@ -92,13 +84,7 @@ impl VersionStatus {
     }
 
     pub fn parse(s: &str) -> Option<VersionStatus> {
-        [
-            Self::PendingRegistration,
-            Self::FailedRegistration,
-            Self::Ready,
-        ]
-        .into_iter()
-        .find(|v| v.as_str() == s)
+        [Self::PendingRegistration, Self::FailedRegistration, Self::Ready].into_iter().find(|v| v.as_str() == s)
     }
 }
 
@@ -218,11 +204,7 @@ mod tests {
         assert_eq!(j["version"], "3");
         assert_eq!(j["current_stage"], "Staging");
         assert_eq!(j["status"], "READY");
-        assert!(
-            j.get("tags").is_none()
-                && j.get("aliases").is_none()
-                && j.get("storage_location").is_none()
-        );
+        assert!(j.get("tags").is_none() && j.get("aliases").is_none() && j.get("storage_location").is_none());
         let back: ModelVersion = serde_json::from_value(j).unwrap();
         assert_eq!(back.version, 3);
     }

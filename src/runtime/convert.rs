@@ -71,6 +71,37 @@ impl TensorData {
         self.len() == 0
     }
 
+    /// Append `other` (same variant) to `self`; false if the variants differ.
+    pub fn append(&mut self, other: &TensorData) -> bool {
+        macro_rules! cat {
+            ($($v:ident),*) => {
+                match (self, other) {
+                    $((TensorData::$v(a), TensorData::$v(b)) => { a.extend_from_slice(b); true })*
+                    _ => false,
+                }
+            };
+        }
+        cat!(F32, F64, I8, I16, I32, I64, U8, U16, U32, U64, Bool, String)
+    }
+
+    /// Elements `start..end` as a new tensor of the same type.
+    pub fn slice(&self, start: usize, end: usize) -> TensorData {
+        match self {
+            TensorData::F32(v) => TensorData::F32(v[start..end].to_vec()),
+            TensorData::F64(v) => TensorData::F64(v[start..end].to_vec()),
+            TensorData::I8(v) => TensorData::I8(v[start..end].to_vec()),
+            TensorData::I16(v) => TensorData::I16(v[start..end].to_vec()),
+            TensorData::I32(v) => TensorData::I32(v[start..end].to_vec()),
+            TensorData::I64(v) => TensorData::I64(v[start..end].to_vec()),
+            TensorData::U8(v) => TensorData::U8(v[start..end].to_vec()),
+            TensorData::U16(v) => TensorData::U16(v[start..end].to_vec()),
+            TensorData::U32(v) => TensorData::U32(v[start..end].to_vec()),
+            TensorData::U64(v) => TensorData::U64(v[start..end].to_vec()),
+            TensorData::Bool(v) => TensorData::Bool(v[start..end].to_vec()),
+            TensorData::String(v) => TensorData::String(v[start..end].to_vec()),
+        }
+    }
+
     pub fn dtype(&self) -> DType {
         match self {
             TensorData::F32(_) => DType::F32,
@@ -92,11 +123,7 @@ impl TensorData {
     fn push(&mut self, v: &Value, at: &dyn Fn() -> String) -> Result<(), ScoringError> {
         let dtype = self.dtype();
         let fail = |why: &str| {
-            ScoringError::schema(format!(
-                "Failed to convert {} to type '{}': {why}",
-                at(),
-                dtype.numpy_name()
-            ))
+            ScoringError::schema(format!("Failed to convert {} to type '{}': {why}", at(), dtype.numpy_name()))
         };
         if v.is_null() {
             return Err(ScoringError::schema(format!(
@@ -109,9 +136,7 @@ impl TensorData {
             ($vec:ident, $t:ty) => {{
                 let x = match v {
                     Value::Number(n) => n.as_f64().ok_or_else(|| fail("not a number"))?,
-                    Value::String(s) => {
-                        parse_float(s).ok_or_else(|| fail(&format!("'{s}' is not a number")))?
-                    }
+                    Value::String(s) => parse_float(s).ok_or_else(|| fail(&format!("'{s}' is not a number")))?,
                     other => return Err(fail(&format!("got a {}", json_kind(other)))),
                 };
                 $vec.push(x as $t);
@@ -133,10 +158,9 @@ impl TensorData {
                             f as i128
                         }
                     }
-                    Value::String(s) => s
-                        .trim()
-                        .parse::<i128>()
-                        .map_err(|_| fail(&format!("'{s}' is not a whole number")))?,
+                    Value::String(s) => {
+                        s.trim().parse::<i128>().map_err(|_| fail(&format!("'{s}' is not a whole number")))?
+                    }
                     Value::Bool(b) => *b as i128,
                     other => return Err(fail(&format!("got a {}", json_kind(other)))),
                 };
@@ -272,17 +296,10 @@ pub fn prepare(schema: &ModelSchema, payload: &Payload) -> Result<Prepared, Scor
     }
 }
 
-fn named_tensor_inputs(
-    schema: &ModelSchema,
-    entries: &[(String, Value)],
-) -> Result<Prepared, ScoringError> {
+fn named_tensor_inputs(schema: &ModelSchema, entries: &[(String, Value)]) -> Result<Prepared, ScoringError> {
     let mut inputs = Vec::with_capacity(schema.inputs.len());
-    let missing: Vec<&str> = schema
-        .inputs
-        .iter()
-        .filter(|i| !entries.iter().any(|(k, _)| *k == i.name))
-        .map(|i| i.name.as_str())
-        .collect();
+    let missing: Vec<&str> =
+        schema.inputs.iter().filter(|i| !entries.iter().any(|(k, _)| *k == i.name)).map(|i| i.name.as_str()).collect();
     if !missing.is_empty() {
         return Err(ScoringError::schema(format!(
             "Model is missing inputs {missing:?}; its inputs are {}",
@@ -290,18 +307,11 @@ fn named_tensor_inputs(
         )));
     }
     for info in &schema.inputs {
-        let (_, v) = entries
-            .iter()
-            .find(|(k, _)| *k == info.name)
-            .expect("checked above; this is a bug");
+        let (_, v) = entries.iter().find(|(k, _)| *k == info.name).expect("checked above; this is a bug");
         inputs.push(tensor_from_json(info, v)?);
     }
     let rows = inputs[0].shape.first().copied().unwrap_or(1).max(0) as usize;
-    Ok(Prepared {
-        inputs,
-        style: Style::Columns,
-        rows,
-    })
+    Ok(Prepared { inputs, style: Style::Columns, rows })
 }
 
 /// `{"inputs": {"col": [v, ...], ...}}` read as a table.
@@ -313,9 +323,9 @@ fn frame_from_columns(entries: &[(String, Value)]) -> Result<Frame, ScoringError
                 .iter()
                 .map(|c| match c {
                     Value::Array(inner) if inner.len() == 1 => Ok(inner[0].clone()),
-                    Value::Array(_) | Value::Object(_) => Err(ScoringError::bad_request(format!(
-                        "Column '{name}' must be a list of values, one per row"
-                    ))),
+                    Value::Array(_) | Value::Object(_) => {
+                        Err(ScoringError::bad_request(format!("Column '{name}' must be a list of values, one per row")))
+                    }
                     scalar => Ok(scalar.clone()),
                 })
                 .collect::<Result<Vec<_>, _>>()?,
@@ -338,17 +348,10 @@ fn frame_from_columns(entries: &[(String, Value)]) -> Result<Frame, ScoringError
         )));
     }
     if n == 0 {
-        return Err(ScoringError::bad_request(
-            "The columns are empty: there is nothing to score",
-        ));
+        return Err(ScoringError::bad_request("The columns are empty: there is nothing to score"));
     }
-    let rows = (0..n)
-        .map(|r| cols.iter().map(|c| c[r].clone()).collect())
-        .collect();
-    Ok(Frame {
-        columns: Some(entries.iter().map(|(k, _)| k.clone()).collect()),
-        rows,
-    })
+    let rows = (0..n).map(|r| cols.iter().map(|c| c[r].clone()).collect()).collect();
+    Ok(Frame { columns: Some(entries.iter().map(|(k, _)| k.clone()).collect()), rows })
 }
 
 /// Where each needed column sits in the frame.
@@ -364,11 +367,7 @@ fn column_positions(frame: &Frame, wanted: &[String]) -> Result<Vec<usize>, Scor
                 }
             }
             if !missing.is_empty() {
-                let extra: Vec<&str> = have
-                    .iter()
-                    .filter(|h| !wanted.contains(h))
-                    .map(String::as_str)
-                    .collect();
+                let extra: Vec<&str> = have.iter().filter(|h| !wanted.contains(h)).map(String::as_str).collect();
                 let mut msg = format!("Model is missing inputs {missing:?}.");
                 if !extra.is_empty() {
                     msg.push_str(&format!(" Note that there were extra inputs: {extra:?}."));
@@ -394,16 +393,10 @@ fn column_positions(frame: &Frame, wanted: &[String]) -> Result<Vec<usize>, Scor
 fn frame_inputs(schema: &ModelSchema, frame: &Frame) -> Result<Prepared, ScoringError> {
     let n = frame.rows.len();
     if n == 0 {
-        return Err(ScoringError::bad_request(
-            "The input has no rows: there is nothing to score",
-        ));
+        return Err(ScoringError::bad_request("The input has no rows: there is nothing to score"));
     }
     let column_name = |p: usize| -> String {
-        frame
-            .columns
-            .as_ref()
-            .and_then(|c| c.get(p).cloned())
-            .unwrap_or_else(|| format!("#{p}"))
+        frame.columns.as_ref().and_then(|c| c.get(p).cloned()).unwrap_or_else(|| format!("#{p}"))
     };
     let inputs = match &schema.binding {
         Binding::PerColumn { columns } => {
@@ -449,11 +442,7 @@ fn frame_inputs(schema: &ModelSchema, frame: &Frame) -> Result<Prepared, Scoring
             )))
         }
     };
-    Ok(Prepared {
-        inputs,
-        style: Style::Records,
-        rows: n,
-    })
+    Ok(Prepared { inputs, style: Style::Records, rows: n })
 }
 
 /// Build one input tensor from a nested JSON list, checking it against the model's shape.
@@ -468,28 +457,10 @@ pub fn tensor_from_json(info: &TensorInfo, value: &Value) -> Result<InputTensor,
             None => break,
         }
     }
-    let fmt_shape = |s: &[usize]| {
-        format!(
-            "({})",
-            s.iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    };
-    let expected = format!(
-        "({})",
-        info.shape
-            .iter()
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let fmt_shape = |s: &[usize]| format!("({})", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
+    let expected = format!("({})", info.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
     if shape.len() != info.shape.len()
-        || shape
-            .iter()
-            .zip(&info.shape)
-            .any(|(got, want)| *want >= 0 && *got as i64 != *want)
+        || shape.iter().zip(&info.shape).any(|(got, want)| *want >= 0 && *got as i64 != *want)
     {
         return Err(ScoringError::schema(format!(
             "Shape of input '{}' {} does not match the expected shape {expected}",
@@ -498,20 +469,13 @@ pub fn tensor_from_json(info: &TensorInfo, value: &Value) -> Result<InputTensor,
         )));
     }
     if shape.first() == Some(&0) {
-        return Err(ScoringError::bad_request(format!(
-            "Input '{}' is empty: there is nothing to score",
-            info.name
-        )));
+        return Err(ScoringError::bad_request(format!("Input '{}' is empty: there is nothing to score", info.name)));
     }
     let total: usize = shape.iter().product();
     let mut data = TensorData::with_capacity(dtype, total);
     let mut index = Vec::with_capacity(shape.len());
     flatten(value, &shape, 0, &mut index, &mut data, &info.name)?;
-    Ok(InputTensor {
-        name: info.name.clone(),
-        shape: shape.iter().map(|d| *d as i64).collect(),
-        data,
-    })
+    Ok(InputTensor { name: info.name.clone(), shape: shape.iter().map(|d| *d as i64).collect(), data })
 }
 
 fn flatten(
@@ -551,6 +515,77 @@ fn flatten(
     }
 }
 
+/// Build an input tensor from an Open Inference Protocol input: declared `datatype` and
+/// `shape`, `data` flat or nested in row-major order.
+pub fn tensor_from_v2(info: &TensorInfo, datatype: &str, shape: &[i64], data: &Value) -> Result<InputTensor, ScoringError> {
+    let dtype = info.dtype().expect("checked at load; this is a bug");
+    if !datatype.eq_ignore_ascii_case(dtype.v2_name()) {
+        return Err(ScoringError::schema(format!(
+            "Input '{}' has datatype {datatype}, but the model expects {}",
+            info.name,
+            dtype.v2_name()
+        )));
+    }
+    if shape.iter().any(|d| *d < 0) {
+        return Err(ScoringError::bad_request(format!("Input '{}' has a negative dimension in its shape {shape:?}", info.name)));
+    }
+    if shape.len() != info.shape.len() || shape.iter().zip(&info.shape).any(|(got, want)| *want >= 0 && got != want) {
+        return Err(ScoringError::schema(format!(
+            "Input '{}' has shape {shape:?}, but the model expects {:?} (-1 is any size)",
+            info.name, info.shape
+        )));
+    }
+    let total = shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d as usize)).ok_or_else(|| {
+        ScoringError::bad_request(format!("Input '{}' shape {shape:?} is too large", info.name))
+    })?;
+    let mut out = TensorData::with_capacity(dtype, total.min(1 << 24));
+    let mut count = 0usize;
+    push_flat(data, &mut out, &mut count, &info.name)?;
+    if count != total {
+        return Err(ScoringError::bad_request(format!(
+            "Input '{}' has {count} values in 'data', but its shape {shape:?} holds {total}",
+            info.name
+        )));
+    }
+    Ok(InputTensor { name: info.name.clone(), shape: shape.to_vec(), data: out })
+}
+
+fn push_flat(v: &Value, out: &mut TensorData, count: &mut usize, name: &str) -> Result<(), ScoringError> {
+    match v {
+        Value::Array(items) => items.iter().try_for_each(|item| push_flat(item, out, count, name)),
+        scalar => {
+            let i = *count;
+            *count += 1;
+            out.push(scalar, &|| format!("input '{name}' value {i}"))
+        }
+    }
+}
+
+/// An output's values as one flat JSON list (the Open Inference Protocol's `data`); maps
+/// (zipmap outputs) are written as JSON objects.
+pub fn write_flat(buf: &mut Vec<u8>, o: &OutputTensor) {
+    buf.push(b'[');
+    match &o.data {
+        OutputData::Tensor(t) => {
+            for i in 0..t.len() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                write_elem(buf, t, i);
+            }
+        }
+        OutputData::Maps(maps) => {
+            for (i, m) in maps.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                write_map(buf, m);
+            }
+        }
+    }
+    buf.push(b']');
+}
+
 // ------------------------------------------------------------------------ output JSON
 
 /// Write `{"predictions": ...}` for the outputs, shaped by `style`. Records fall back to the
@@ -562,12 +597,7 @@ pub fn write_predictions(buf: &mut Vec<u8>, outputs: &[OutputTensor], style: Sty
 }
 
 /// The value under `predictions`.
-pub fn write_prediction_value(
-    buf: &mut Vec<u8>,
-    outputs: &[OutputTensor],
-    style: Style,
-    rows: usize,
-) {
+pub fn write_prediction_value(buf: &mut Vec<u8>, outputs: &[OutputTensor], style: Style, rows: usize) {
     let per_row = outputs.iter().all(|o| o.shape.first() == Some(&rows));
     if style == Style::Records && per_row {
         buf.push(b'[');
@@ -723,31 +753,18 @@ mod tests {
     use serde_json::json;
 
     fn info(name: &str, dtype: DType, shape: &[i64]) -> TensorInfo {
-        TensorInfo {
-            name: name.into(),
-            kind: ValueKind::Tensor(dtype),
-            shape: shape.to_vec(),
-        }
+        TensorInfo { name: name.into(), kind: ValueKind::Tensor(dtype), shape: shape.to_vec() }
     }
     fn iris_cols() -> Signature {
         Signature::Columns(
             ["sepal_length", "sepal_width", "petal_length", "petal_width"]
                 .iter()
-                .map(|n| ColSpec {
-                    name: Some(n.to_string()),
-                    ty: "float".into(),
-                    required: true,
-                })
+                .map(|n| ColSpec { name: Some(n.to_string()), ty: "float".into(), required: true })
                 .collect(),
         )
     }
     fn stacked_iris() -> ModelSchema {
-        ModelSchema::new(
-            vec![info("float_input", DType::F32, &[-1, 4])],
-            vec![],
-            Some(iris_cols()),
-        )
-        .unwrap()
+        ModelSchema::new(vec![info("float_input", DType::F32, &[-1, 4])], vec![], Some(iris_cols())).unwrap()
     }
     fn per_column_iris() -> ModelSchema {
         let inputs = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -770,10 +787,7 @@ mod tests {
         assert_eq!(p.style, Style::Records);
         assert_eq!(p.rows, 2);
         assert_eq!(p.inputs[0].shape, vec![2, 4]);
-        assert_eq!(
-            p.inputs[0].data,
-            TensorData::F32(vec![5.1, 3.5, 1.4, 0.2, 2.0, 3.0, 4.0, 1.0])
-        );
+        assert_eq!(p.inputs[0].data, TensorData::F32(vec![5.1, 3.5, 1.4, 0.2, 2.0, 3.0, 4.0, 1.0]));
     }
 
     #[test]
@@ -782,11 +796,7 @@ mod tests {
         assert_eq!(p.inputs.len(), 4);
         assert_eq!(
             p.inputs[0],
-            InputTensor {
-                name: "sepal_length".into(),
-                shape: vec![1, 1],
-                data: TensorData::F32(vec![5.1])
-            }
+            InputTensor { name: "sepal_length".into(), shape: vec![1, 1], data: TensorData::F32(vec![5.1]) }
         );
         let p = prep(&per_column_iris(), r#"{"inputs": {"sepal_length": [1, 2], "sepal_width": [3, 4], "petal_length": [5, 6], "petal_width": [7, 8]}}"#).unwrap();
         assert_eq!(p.style, Style::Records);
@@ -795,80 +805,49 @@ mod tests {
 
     #[test]
     fn tensors_in_columns_style() {
-        let schema =
-            ModelSchema::new(vec![info("input", DType::F32, &[-1, 3])], vec![], None).unwrap();
+        let schema = ModelSchema::new(vec![info("input", DType::F32, &[-1, 3])], vec![], None).unwrap();
         let p = prep(&schema, r#"{"inputs": [[1, 2, 3], [4, 5, 6]]}"#).unwrap();
-        assert_eq!(
-            (p.style, p.rows, p.inputs[0].shape.clone()),
-            (Style::Columns, 2, vec![2, 3])
-        );
+        assert_eq!((p.style, p.rows, p.inputs[0].shape.clone()), (Style::Columns, 2, vec![2, 3]));
         let p = prep(&schema, r#"{"inputs": {"input": [[1, 2, 3]]}}"#).unwrap();
         assert_eq!(p.style, Style::Columns);
         // A table works for a [N, k] input without a signature: columns in their given order.
         assert_eq!(
-            prep(
-                &schema,
-                r#"{"dataframe_split": {"columns": ["a", "b", "c"], "data": [[1, 2, 3]]}}"#
-            )
-            .unwrap()
-            .inputs[0]
-                .data,
+            prep(&schema, r#"{"dataframe_split": {"columns": ["a", "b", "c"], "data": [[1, 2, 3]]}}"#).unwrap().inputs
+                [0]
+            .data,
             TensorData::F32(vec![1.0, 2.0, 3.0])
         );
     }
 
     #[test]
     fn integer_and_bool_inputs() {
-        let schema = ModelSchema::new(
-            vec![info("i", DType::I64, &[-1]), info("b", DType::Bool, &[-1])],
-            vec![],
-            None,
-        )
-        .unwrap();
-        let p = prep(
-            &schema,
-            r#"{"dataframe_split": {"columns": ["i", "b"], "data": [[1, true], [2.0, "false"]]}}"#,
-        )
-        .unwrap();
+        let schema =
+            ModelSchema::new(vec![info("i", DType::I64, &[-1]), info("b", DType::Bool, &[-1])], vec![], None).unwrap();
+        let p = prep(&schema, r#"{"dataframe_split": {"columns": ["i", "b"], "data": [[1, true], [2.0, "false"]]}}"#)
+            .unwrap();
         assert_eq!(p.inputs[0].data, TensorData::I64(vec![1, 2]));
         assert_eq!(p.inputs[1].data, TensorData::Bool(vec![true, false]));
-        let e = prep(
-            &schema,
-            r#"{"dataframe_split": {"columns": ["i", "b"], "data": [[1.5, true]]}}"#,
-        )
-        .unwrap_err();
-        assert!(
-            e.message.contains("column i at row 0") && e.message.contains("not a whole number"),
-            "{e}"
-        );
+        let e = prep(&schema, r#"{"dataframe_split": {"columns": ["i", "b"], "data": [[1.5, true]]}}"#).unwrap_err();
+        assert!(e.message.contains("column i at row 0") && e.message.contains("not a whole number"), "{e}");
     }
 
     #[test]
     fn errors_name_the_column_or_input() {
         let s = stacked_iris();
-        let e = prep(&s, r#"{"dataframe_split": {"columns": ["sepal_length", "sepal_width", "petal_length"], "data": [[1, 2, 3]]}}"#).unwrap_err();
+        let e = prep(
+            &s,
+            r#"{"dataframe_split": {"columns": ["sepal_length", "sepal_width", "petal_length"], "data": [[1, 2, 3]]}}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.kind, ScoringErrorKind::Schema);
-        assert!(
-            e.message
-                .contains("Model is missing inputs [\"petal_width\"]"),
-            "{e}"
-        );
+        assert!(e.message.contains("Model is missing inputs [\"petal_width\"]"), "{e}");
         let e = prep(&s, r#"{"dataframe_split": {"columns": ["sepal_length", "sepal_width", "petal_length", "petal_width"], "data": [["abc", 2, 3, 4]]}}"#).unwrap_err();
-        assert!(
-            e.message
-                .contains("Failed to convert column sepal_length at row 0 to type 'float32'"),
-            "{e}"
-        );
+        assert!(e.message.contains("Failed to convert column sepal_length at row 0 to type 'float32'"), "{e}");
         let e = prep(&s, r#"{"dataframe_split": {"columns": ["sepal_length", "sepal_width", "petal_length", "petal_width"], "data": [[1, null, 3, 4]]}}"#).unwrap_err();
-        assert!(
-            e.message.contains("Column sepal_width at row 0 is null"),
-            "{e}"
-        );
+        assert!(e.message.contains("Column sepal_width at row 0 is null"), "{e}");
         let e = prep(&s, r#"{"inputs": [[1, 2, 3]]}"#).unwrap_err();
         assert!(
-            e.message.contains(
-                "Shape of input 'float_input' (1, 3) does not match the expected shape (-1, 4)"
-            ),
+            e.message.contains("Shape of input 'float_input' (1, 3) does not match the expected shape (-1, 4)"),
             "{e}"
         );
         let e = prep(&s, r#"{"inputs": [[1, 2, 3, 4], [1, 2, 3]]}"#).unwrap_err();
@@ -878,22 +857,14 @@ mod tests {
     }
 
     fn out(name: &str, shape: &[usize], data: TensorData) -> OutputTensor {
-        OutputTensor {
-            name: name.into(),
-            shape: shape.to_vec(),
-            data: OutputData::Tensor(data),
-        }
+        OutputTensor { name: name.into(), shape: shape.to_vec(), data: OutputData::Tensor(data) }
     }
 
     #[test]
     fn records_and_columns_output() {
         let outputs = vec![
             out("label", &[2], TensorData::I64(vec![0, 2])),
-            out(
-                "probabilities",
-                &[2, 3],
-                TensorData::F32(vec![0.9, 0.1, 0.0, 0.1, 0.2, 0.7]),
-            ),
+            out("probabilities", &[2, 3], TensorData::F32(vec![0.9, 0.1, 0.0, 0.1, 0.2, 0.7])),
         ];
         let mut buf = Vec::new();
         write_predictions(&mut buf, &outputs, Style::Records, 2);
@@ -905,10 +876,7 @@ mod tests {
         let mut buf = Vec::new();
         write_predictions(&mut buf, &outputs, Style::Columns, 2);
         let v: Value = serde_json::from_slice(&buf).unwrap();
-        assert_eq!(
-            v,
-            json!({"predictions": {"label": [0, 2], "probabilities": [[0.9, 0.1, 0.0], [0.1, 0.2, 0.7]]}})
-        );
+        assert_eq!(v, json!({"predictions": {"label": [0, 2], "probabilities": [[0.9, 0.1, 0.0], [0.1, 0.2, 0.7]]}}));
     }
 
     #[test]
@@ -924,18 +892,13 @@ mod tests {
         let mut buf = Vec::new();
         write_predictions(&mut buf, &outputs, Style::Records, 2);
         let v: Value = serde_json::from_slice(&buf).expect("valid JSON");
-        assert_eq!(
-            v,
-            json!({"predictions": [{"y": null, "p": {"0": 0.25}}, {"y": 1.5, "p": {"0": 0.5}}]})
-        );
+        assert_eq!(v, json!({"predictions": [{"y": null, "p": {"0": 0.25}}, {"y": 1.5, "p": {"0": 0.5}}]}));
     }
 
     #[test]
     fn records_fall_back_when_an_output_is_not_per_row() {
-        let outputs = vec![
-            out("y", &[2], TensorData::F32(vec![1.0, 2.0])),
-            out("total", &[1], TensorData::F32(vec![3.0])),
-        ];
+        let outputs =
+            vec![out("y", &[2], TensorData::F32(vec![1.0, 2.0])), out("total", &[1], TensorData::F32(vec![3.0]))];
         let mut buf = Vec::new();
         write_predictions(&mut buf, &outputs, Style::Records, 2);
         let v: Value = serde_json::from_slice(&buf).unwrap();

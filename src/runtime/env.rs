@@ -19,6 +19,18 @@ pub struct RuntimeOptions {
     pub intra_threads: usize,
     /// Requests that may wait for a session before new ones get 503.
     pub queue_capacity: usize,
+    /// Dynamic batching: merge queued requests into one run of up to this many rows (1 = off).
+    pub max_batch_size: usize,
+    /// Dynamic batching: how long a worker waits for more requests to fill a batch
+    /// (zero = take only what is already queued when a session frees up).
+    pub max_batch_delay: std::time::Duration,
+}
+
+impl RuntimeOptions {
+    /// One session, no batching: for test loads and one-off predictions.
+    pub fn single() -> Self {
+        RuntimeOptions { sessions: 1, queue_capacity: 4, max_batch_size: 1, ..Default::default() }
+    }
 }
 
 impl Default for RuntimeOptions {
@@ -27,24 +39,20 @@ impl Default for RuntimeOptions {
             sessions: default_sessions(),
             intra_threads: 1,
             queue_capacity: 1024,
+            max_batch_size: 64,
+            max_batch_delay: std::time::Duration::ZERO,
         }
     }
 }
 
 pub fn default_sessions() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 static ENVIRONMENT: OnceLock<ort::environment::Environment> = OnceLock::new();
 static INIT: Mutex<()> = Mutex::new(());
 
-const LIB_NAMES: &[&str] = &[
-    "libonnxruntime.so",
-    "libonnxruntime.so.1.32.0",
-    "libonnxruntime.dylib",
-];
+const LIB_NAMES: &[&str] = &["libonnxruntime.so", "libonnxruntime.so.1.32.0", "libonnxruntime.dylib"];
 
 /// Where the library may be, in search order.
 pub fn candidate_paths(explicit: Option<&Path>) -> Vec<PathBuf> {
@@ -53,9 +61,7 @@ pub fn candidate_paths(explicit: Option<&Path>) -> Vec<PathBuf> {
         out.push(p.to_path_buf());
         return out;
     }
-    let exe_dir = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf));
+    let exe_dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf));
     if let Some(dir) = &exe_dir {
         for sub in [dir.clone(), dir.join("lib"), dir.join("../lib")] {
             out.extend(LIB_NAMES.iter().map(|n| sub.join(n)));
@@ -78,9 +84,7 @@ pub fn candidate_paths(explicit: Option<&Path>) -> Vec<PathBuf> {
 }
 
 /// Load ONNX Runtime (once) and create the process-wide environment.
-pub fn init_runtime(
-    explicit: Option<&Path>,
-) -> Result<&'static ort::environment::Environment, RuntimeError> {
+pub fn init_runtime(explicit: Option<&Path>) -> Result<&'static ort::environment::Environment, RuntimeError> {
     if let Some(env) = ENVIRONMENT.get() {
         return Ok(env);
     }
@@ -88,11 +92,9 @@ pub fn init_runtime(
     if let Some(env) = ENVIRONMENT.get() {
         return Ok(env);
     }
-    let explicit = explicit.map(Path::to_path_buf).or_else(|| {
-        std::env::var_os("ORT_DYLIB_PATH")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    });
+    let explicit = explicit
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()).map(PathBuf::from));
     let candidates = candidate_paths(explicit.as_deref());
     let Some(path) = candidates.iter().find(|p| p.is_file()) else {
         let hint = match &explicit {

@@ -30,10 +30,7 @@ pub enum RuntimeError {
     #[error("ONNX Runtime error: {0}")]
     Ort(String),
     #[error("I/O error reading {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
 }
 
 impl From<ort::Error> for RuntimeError {
@@ -67,33 +64,18 @@ pub struct ScoringError {
 
 impl ScoringError {
     pub fn bad_request(m: impl Into<String>) -> Self {
-        ScoringError {
-            kind: ScoringErrorKind::BadRequest,
-            message: m.into(),
-        }
+        ScoringError { kind: ScoringErrorKind::BadRequest, message: m.into() }
     }
     pub fn schema(m: impl Into<String>) -> Self {
-        ScoringError {
-            kind: ScoringErrorKind::Schema,
-            message: m.into(),
-        }
+        ScoringError { kind: ScoringErrorKind::Schema, message: m.into() }
     }
     pub fn media_type(m: impl Into<String>) -> Self {
-        ScoringError {
-            kind: ScoringErrorKind::UnsupportedMediaType,
-            message: m.into(),
-        }
+        ScoringError { kind: ScoringErrorKind::UnsupportedMediaType, message: m.into() }
     }
     pub fn unavailable(m: impl Into<String>) -> Self {
-        ScoringError {
-            kind: ScoringErrorKind::Unavailable,
-            message: m.into(),
-        }
+        ScoringError { kind: ScoringErrorKind::Unavailable, message: m.into() }
     }
     pub fn internal(m: impl Into<String>) -> Self {
-        ScoringError {
-            kind: ScoringErrorKind::Internal,
-            message: m.into(),
-        }
+        ScoringError { kind: ScoringErrorKind::Internal, message: m.into() }
     }
 }

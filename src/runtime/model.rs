@@ -25,35 +25,26 @@ impl LoadedModel {
     /// Load the model at `path` (a `.onnx` file or a model directory), build its sessions and
     /// warm it up on its serving input example, if it has one. Blocking: call it off the async
     /// workers.
-    pub fn load(
+    pub fn load(path: &Path, options: &RuntimeOptions, ort_lib: Option<&Path>) -> Result<LoadedModel, RuntimeError> {
+        Self::load_observed(path, options, ort_lib, None)
+    }
+
+    /// [`LoadedModel::load`], recording rows per session run into `batch_sizes`.
+    pub fn load_observed(
         path: &Path,
         options: &RuntimeOptions,
         ort_lib: Option<&Path>,
+        batch_sizes: Option<prometheus_client::metrics::histogram::Histogram>,
     ) -> Result<LoadedModel, RuntimeError> {
         let started = Instant::now();
         let env = init_runtime(ort_lib)?;
         let files = ModelFiles::locate(path)?;
-        let pool = SessionPool::new(env, &files.onnx, options)?;
-        let schema = ModelSchema::new(
-            pool.inputs.clone(),
-            pool.outputs.clone(),
-            files.signature.clone(),
-        )
-        .map_err(|reason| RuntimeError::InvalidModel {
-            path: path.display().to_string(),
-            reason,
-        })?;
-        let model = LoadedModel {
-            schema,
-            files,
-            pool,
-            load_time: started.elapsed(),
-        };
+        let pool = SessionPool::new(env, &files.onnx, options, batch_sizes)?;
+        let schema = ModelSchema::new(pool.inputs.clone(), pool.outputs.clone(), files.signature.clone())
+            .map_err(|reason| RuntimeError::InvalidModel { path: path.display().to_string(), reason })?;
+        let model = LoadedModel { schema, files, pool, load_time: started.elapsed() };
         model.warm_up()?;
-        Ok(LoadedModel {
-            load_time: started.elapsed(),
-            ..model
-        })
+        Ok(LoadedModel { load_time: started.elapsed(), ..model })
     }
 
     /// Score the model's own serving input example once, so that the first real request does
@@ -62,24 +53,13 @@ impl LoadedModel {
         let Some(example) = &self.files.serving_example else {
             return Ok(());
         };
-        let invalid = |reason: String| RuntimeError::InvalidModel {
-            path: example.display().to_string(),
-            reason,
-        };
-        let body = std::fs::read(example).map_err(|e| RuntimeError::Io {
-            path: example.display().to_string(),
-            source: e,
-        })?;
-        let request = payload::parse_json(&body).map_err(|e| {
-            invalid(format!(
-                "the serving input example is not a valid payload: {e}"
-            ))
-        })?;
-        self.predict_blocking(&request.payload).map_err(|e| {
-            invalid(format!(
-                "the model failed to score its own serving input example: {e}"
-            ))
-        })?;
+        let invalid = |reason: String| RuntimeError::InvalidModel { path: example.display().to_string(), reason };
+        let body =
+            std::fs::read(example).map_err(|e| RuntimeError::Io { path: example.display().to_string(), source: e })?;
+        let request = payload::parse_json(&body)
+            .map_err(|e| invalid(format!("the serving input example is not a valid payload: {e}")))?;
+        self.predict_blocking(&request.payload)
+            .map_err(|e| invalid(format!("the model failed to score its own serving input example: {e}")))?;
         Ok(())
     }
 
@@ -92,20 +72,13 @@ impl LoadedModel {
     }
 
     pub fn predict_blocking(&self, payload: &Payload) -> Result<Vec<u8>, ScoringError> {
-        let Prepared {
-            inputs,
-            style,
-            rows,
-        } = prepare(&self.schema, payload)?;
+        let Prepared { inputs, style, rows } = prepare(&self.schema, payload)?;
         let outputs = self.pool.run_blocking(inputs)?;
         Ok(render(&outputs, style, rows))
     }
 
     /// Run already-built input tensors (the Open Inference Protocol path).
-    pub async fn run(
-        &self,
-        inputs: Vec<super::convert::InputTensor>,
-    ) -> Result<Vec<OutputTensor>, ScoringError> {
+    pub async fn run(&self, inputs: Vec<super::convert::InputTensor>) -> Result<Vec<OutputTensor>, ScoringError> {
         self.pool.run(inputs).await
     }
 

@@ -49,12 +49,7 @@ pub struct Request {
     pub params: Option<Map<String, Value>>,
 }
 
-const INPUT_FIELDS: [&str; 4] = [
-    "dataframe_split",
-    "dataframe_records",
-    "instances",
-    "inputs",
-];
+const INPUT_FIELDS: [&str; 4] = ["dataframe_split", "dataframe_records", "instances", "inputs"];
 
 fn fields_message() -> String {
     "The input must be a JSON dictionary with exactly one of the input fields {'dataframe_split', 'dataframe_records', 'instances', 'inputs'}. Received dictionary with input fields: "
@@ -100,22 +95,16 @@ pub fn format_of(content_type: Option<&str>) -> Result<Format, ScoringError> {
 pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Request, ScoringError> {
     match format_of(content_type)? {
         Format::Json => parse_json(body),
-        Format::Csv => parse_csv(body).map(|f| Request {
-            payload: Payload::Frame(f),
-            params: None,
-        }),
+        Format::Csv => parse_csv(body).map(|f| Request { payload: Payload::Frame(f), params: None }),
     }
 }
 
 pub fn parse_json(body: &[u8]) -> Result<Request, ScoringError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ScoringError::bad_request(format!(
-            "The request body is empty. {}none",
-            fields_message()
-        )));
+        return Err(ScoringError::bad_request(format!("The request body is empty. {}none", fields_message())));
     }
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ScoringError::bad_request(format!("Malformed JSON: {e}")))?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ScoringError::bad_request(format!("Malformed JSON: {e}")))?;
     let Value::Object(mut obj) = value else {
         return Err(ScoringError::bad_request(format!(
             "{}none (the body is a JSON {}, not a dictionary)",
@@ -123,18 +112,10 @@ pub fn parse_json(body: &[u8]) -> Result<Request, ScoringError> {
             json_kind(&value)
         )));
     };
-    let present: Vec<&str> = INPUT_FIELDS
-        .iter()
-        .copied()
-        .filter(|f| obj.contains_key(*f))
-        .collect();
+    let present: Vec<&str> = INPUT_FIELDS.iter().copied().filter(|f| obj.contains_key(*f)).collect();
     if present.len() != 1 {
         let keys: Vec<String> = obj.keys().map(|k| format!("'{k}'")).collect();
-        return Err(ScoringError::bad_request(format!(
-            "{}{{{}}}",
-            fields_message(),
-            keys.join(", ")
-        )));
+        return Err(ScoringError::bad_request(format!("{}{{{}}}", fields_message(), keys.join(", "))));
     }
     let field = present[0];
     let params = match obj.remove("params") {
@@ -164,9 +145,7 @@ pub fn parse_json(body: &[u8]) -> Result<Request, ScoringError> {
                 Payload::Frame(records_frame(items, field)?)
             }
             Value::Array(items) if items.is_empty() => {
-                return Err(ScoringError::bad_request(format!(
-                    "'{field}' is an empty list: there is nothing to score"
-                )))
+                return Err(ScoringError::bad_request(format!("'{field}' is an empty list: there is nothing to score")))
             }
             Value::Array(items) => Payload::Tensor(Value::Array(items)),
             Value::Object(m) if m.is_empty() => {
@@ -215,11 +194,7 @@ fn split_frame(input: Value) -> Result<Frame, ScoringError> {
     };
     let data = match obj.remove("data") {
         Some(Value::Array(rows)) => rows,
-        None => {
-            return Err(ScoringError::bad_request(
-                "'dataframe_split' has no 'data' field",
-            ))
-        }
+        None => return Err(ScoringError::bad_request("'dataframe_split' has no 'data' field")),
         Some(other) => {
             return Err(ScoringError::bad_request(format!(
                 "'dataframe_split.data' must be a list of rows, got a {}",
@@ -228,9 +203,7 @@ fn split_frame(input: Value) -> Result<Frame, ScoringError> {
         }
     };
     if data.is_empty() {
-        return Err(ScoringError::bad_request(
-            "'dataframe_split.data' is empty: there is nothing to score",
-        ));
+        return Err(ScoringError::bad_request("'dataframe_split.data' is empty: there is nothing to score"));
     }
     let mut rows = Vec::with_capacity(data.len());
     for (i, row) in data.into_iter().enumerate() {
@@ -259,9 +232,7 @@ fn split_frame(input: Value) -> Result<Frame, ScoringError> {
 
 fn records_frame(records: Vec<Value>, field: &str) -> Result<Frame, ScoringError> {
     if records.is_empty() {
-        return Err(ScoringError::bad_request(format!(
-            "'{field}' is an empty list: there is nothing to score"
-        )));
+        return Err(ScoringError::bad_request(format!("'{field}' is an empty list: there is nothing to score")));
     }
     let mut columns: Vec<String> = Vec::new();
     let mut maps = Vec::with_capacity(records.len());
@@ -279,32 +250,17 @@ fn records_frame(records: Vec<Value>, field: &str) -> Result<Frame, ScoringError
         }
         maps.push(m);
     }
-    let rows = maps
-        .into_iter()
-        .map(|mut m| {
-            columns
-                .iter()
-                .map(|c| m.remove(c).unwrap_or(Value::Null))
-                .collect()
-        })
-        .collect();
-    Ok(Frame {
-        columns: Some(columns),
-        rows,
-    })
+    let rows =
+        maps.into_iter().map(|mut m| columns.iter().map(|c| m.remove(c).unwrap_or(Value::Null)).collect()).collect();
+    Ok(Frame { columns: Some(columns), rows })
 }
 
 /// `text/csv` with a header row; every cell arrives as a string and is converted per column.
 pub fn parse_csv(body: &[u8]) -> Result<Frame, ScoringError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ScoringError::bad_request(
-            "The CSV body is empty; send a header row and at least one data row",
-        ));
+        return Err(ScoringError::bad_request("The CSV body is empty; send a header row and at least one data row"));
     }
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .trim(csv::Trim::All)
-        .from_reader(body);
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::All).from_reader(body);
     let columns: Vec<String> = reader
         .headers()
         .map_err(|e| ScoringError::bad_request(format!("Malformed CSV header: {e}")))?
@@ -313,30 +269,13 @@ pub fn parse_csv(body: &[u8]) -> Result<Frame, ScoringError> {
         .collect();
     let mut rows = Vec::new();
     for (i, rec) in reader.records().enumerate() {
-        let rec = rec.map_err(|e| {
-            ScoringError::bad_request(format!("Malformed CSV at data row {i}: {e}"))
-        })?;
-        rows.push(
-            rec.iter()
-                .map(|s| {
-                    if s.is_empty() {
-                        Value::Null
-                    } else {
-                        Value::String(s.to_string())
-                    }
-                })
-                .collect(),
-        );
+        let rec = rec.map_err(|e| ScoringError::bad_request(format!("Malformed CSV at data row {i}: {e}")))?;
+        rows.push(rec.iter().map(|s| if s.is_empty() { Value::Null } else { Value::String(s.to_string()) }).collect());
     }
     if rows.is_empty() {
-        return Err(ScoringError::bad_request(
-            "The CSV body has a header but no data rows",
-        ));
+        return Err(ScoringError::bad_request("The CSV body has a header but no data rows"));
     }
-    Ok(Frame {
-        columns: Some(columns),
-        rows,
-    })
+    Ok(Frame { columns: Some(columns), rows })
 }
 
 pub fn json_kind(v: &Value) -> &'static str {
@@ -365,9 +304,7 @@ mod tests {
 
     #[test]
     fn dataframe_split_and_records() {
-        let p = ok(
-            r#"{"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2.5], [3, 4]], "index": [0, 1]}}"#,
-        );
+        let p = ok(r#"{"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2.5], [3, 4]], "index": [0, 1]}}"#);
         assert_eq!(
             p,
             Payload::Frame(Frame {
@@ -380,22 +317,14 @@ mod tests {
         assert_eq!(f.columns.unwrap(), vec!["a", "b"]);
         assert_eq!(f.rows[1], vec![json!(3), json!(4)]);
         // A missing key becomes null (later refused by conversion with the column's name).
-        let Payload::Frame(f) = ok(r#"{"dataframe_records": [{"a": 1}, {"b": 4}]}"#) else {
-            panic!()
-        };
+        let Payload::Frame(f) = ok(r#"{"dataframe_records": [{"a": 1}, {"b": 4}]}"#) else { panic!() };
         assert_eq!(f.rows[0], vec![json!(1), Value::Null]);
     }
 
     #[test]
     fn instances_and_inputs() {
-        assert_eq!(
-            ok(r#"{"instances": [[1, 2], [3, 4]]}"#),
-            Payload::Tensor(json!([[1, 2], [3, 4]]))
-        );
-        assert_eq!(
-            ok(r#"{"inputs": {"x": [[1, 2]]}}"#),
-            Payload::Named(vec![("x".into(), json!([[1, 2]]))])
-        );
+        assert_eq!(ok(r#"{"instances": [[1, 2], [3, 4]]}"#), Payload::Tensor(json!([[1, 2], [3, 4]])));
+        assert_eq!(ok(r#"{"inputs": {"x": [[1, 2]]}}"#), Payload::Named(vec![("x".into(), json!([[1, 2]]))]));
         assert!(ok(r#"{"inputs": [{"a": 1}, {"a": 2}]}"#).is_frame());
         let r = parse_json(br#"{"inputs": [[1]], "params": {"threshold": 0.5}}"#).unwrap();
         assert_eq!(r.params.unwrap()["threshold"], json!(0.5));
@@ -421,14 +350,10 @@ mod tests {
             let e = err(body);
             assert_eq!(e.kind, ScoringErrorKind::BadRequest, "{body}: {e}");
         }
-        assert!(err("{}")
+        assert!(err("{}").message.contains("exactly one of the input fields"));
+        assert!(err(r#"{"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2], [3]]}}"#)
             .message
-            .contains("exactly one of the input fields"));
-        assert!(
-            err(r#"{"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2], [3]]}}"#)
-                .message
-                .contains("row 1 has 1 values but 2 columns")
-        );
+            .contains("row 1 has 1 values but 2 columns"));
     }
 
     #[test]
@@ -436,10 +361,7 @@ mod tests {
         let f = parse_csv(b"a,b\n1,2\n3, 4\n").unwrap();
         assert_eq!(f.columns.unwrap(), vec!["a", "b"]);
         assert_eq!(f.rows[1], vec![json!("3"), json!("4")]);
-        assert!(parse_csv(b"a,b\n1,2\n3\n")
-            .unwrap_err()
-            .message
-            .contains("row 1"));
+        assert!(parse_csv(b"a,b\n1,2\n3\n").unwrap_err().message.contains("row 1"));
         assert!(parse_csv(b"a,b\n").is_err());
         assert_eq!(parse_csv(b"a,b\n1,\n").unwrap().rows[0][1], Value::Null);
     }
@@ -447,21 +369,10 @@ mod tests {
     #[test]
     fn content_types() {
         assert_eq!(format_of(None).unwrap(), Format::Json);
-        assert_eq!(
-            format_of(Some("application/json; charset=UTF-8")).unwrap(),
-            Format::Json
-        );
+        assert_eq!(format_of(Some("application/json; charset=UTF-8")).unwrap(), Format::Json);
         assert_eq!(format_of(Some("text/csv")).unwrap(), Format::Csv);
-        for bad in [
-            "text/plain",
-            "application/x-www-form-urlencoded",
-            "application/json; charset=latin-1",
-        ] {
-            assert_eq!(
-                format_of(Some(bad)).unwrap_err().kind,
-                ScoringErrorKind::UnsupportedMediaType,
-                "{bad}"
-            );
+        for bad in ["text/plain", "application/x-www-form-urlencoded", "application/json; charset=latin-1"] {
+            assert_eq!(format_of(Some(bad)).unwrap_err().kind, ScoringErrorKind::UnsupportedMediaType, "{bad}");
         }
     }
 }

@@ -2,14 +2,25 @@
 //! bounded MPMC channel with a oneshot reply, so inference never runs on the async workers and
 //! no lock is held around `Session::run`. A full queue is refused at once (→ 503); dropping the
 //! pool closes the channel and the workers exit after the jobs already queued.
+//!
+//! Dynamic batching: a worker that takes a request also takes the compatible requests queued
+//! behind it (same inputs, types and per-row shapes), up to `max_batch_size` rows, waiting at
+//! most `max_batch_delay` for more; it runs them as one batch and splits the outputs back by
+//! rows. If the batched run fails, or an output does not have one entry per row, each request
+//! is run on its own, so one bad request never fails its neighbours.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynMapValueType, DynValue, Tensor, ValueType};
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::oneshot;
 
 use super::convert::{InputTensor, OutputData, OutputTensor, TensorData};
@@ -21,7 +32,30 @@ type Reply = Result<Vec<OutputTensor>, ScoringError>;
 
 struct Job {
     inputs: Vec<InputTensor>,
+    /// Rows, when every input has the same first dimension (else not batchable).
+    rows: Option<usize>,
     reply: oneshot::Sender<Reply>,
+}
+
+impl Job {
+    /// Can `other` run in one batch with `self`?
+    fn compatible(&self, other: &Job) -> bool {
+        other.rows.is_some()
+            && self.inputs.len() == other.inputs.len()
+            && self.inputs.iter().zip(&other.inputs).all(|(a, b)| {
+                a.name == b.name && a.data.dtype() == b.data.dtype() && a.shape.get(1..) == b.shape.get(1..)
+            })
+    }
+}
+
+/// What each worker needs besides its session.
+struct WorkerConfig {
+    outputs: Vec<TensorInfo>,
+    max_batch_size: usize,
+    max_batch_delay: Duration,
+    /// Cleared for good when a batched run shows the model cannot be batched.
+    batchable: Arc<AtomicBool>,
+    batch_sizes: Option<Histogram>,
 }
 
 /// Sessions of one model version. Cheap to share behind an `Arc`.
@@ -39,74 +73,60 @@ impl SessionPool {
         env: &ort::environment::Environment,
         onnx: &Path,
         options: &RuntimeOptions,
+        batch_sizes: Option<Histogram>,
     ) -> Result<Self, RuntimeError> {
-        let bytes = std::fs::read(onnx).map_err(|e| RuntimeError::Io {
-            path: onnx.display().to_string(),
-            source: e,
-        })?;
+        let bytes =
+            std::fs::read(onnx).map_err(|e| RuntimeError::Io { path: onnx.display().to_string(), source: e })?;
         let n = options.sessions.max(1);
         let mut sessions = Vec::with_capacity(n);
         for _ in 0..n {
             sessions.push(build_session(env, &bytes, options.intra_threads)?);
         }
-        let inputs: Vec<TensorInfo> = sessions[0]
-            .inputs()
-            .iter()
-            .map(TensorInfo::from_outlet)
-            .collect();
-        let outputs: Vec<TensorInfo> = sessions[0]
-            .outputs()
-            .iter()
-            .map(TensorInfo::from_outlet)
-            .collect();
+        let inputs: Vec<TensorInfo> = sessions[0].inputs().iter().map(TensorInfo::from_outlet).collect();
+        let outputs: Vec<TensorInfo> = sessions[0].outputs().iter().map(TensorInfo::from_outlet).collect();
         let (tx, rx) = bounded::<Job>(options.queue_capacity.max(1));
+        let batchable = Arc::new(AtomicBool::new(options.max_batch_size > 1));
         for (i, session) in sessions.into_iter().enumerate() {
             let rx = rx.clone();
-            let outputs = outputs.clone();
+            let config = WorkerConfig {
+                outputs: outputs.clone(),
+                max_batch_size: options.max_batch_size.max(1),
+                max_batch_delay: options.max_batch_delay,
+                batchable: batchable.clone(),
+                batch_sizes: batch_sizes.clone(),
+            };
             std::thread::Builder::new()
                 .name(format!("regserve-session-{i}"))
-                .spawn(move || worker(session, rx, outputs))
+                .spawn(move || worker(session, rx, config))
                 .map_err(|e| RuntimeError::Ort(format!("could not start a session thread: {e}")))?;
         }
-        Ok(SessionPool {
-            jobs: tx,
-            inputs,
-            outputs,
-            sessions: n,
-        })
+        Ok(SessionPool { jobs: tx, inputs, outputs, sessions: n })
     }
 
     fn submit(&self, inputs: Vec<InputTensor>) -> Result<oneshot::Receiver<Reply>, ScoringError> {
         let (reply, rx) = oneshot::channel();
-        match self.jobs.try_send(Job { inputs, reply }) {
+        let first = inputs.first().and_then(|t| t.shape.first()).copied();
+        let rows = first.filter(|r| *r > 0 && inputs.iter().all(|t| t.shape.first() == Some(r))).map(|r| r as usize);
+        match self.jobs.try_send(Job { inputs, rows, reply }) {
             Ok(()) => Ok(rx),
-            Err(TrySendError::Full(_)) => Err(ScoringError::unavailable(
-                "The model's request queue is full; retry shortly",
-            )),
-            Err(TrySendError::Disconnected(_)) => {
-                Err(ScoringError::unavailable("The model is shutting down"))
+            Err(TrySendError::Full(_)) => {
+                Err(ScoringError::unavailable("The model's request queue is full; retry shortly"))
             }
+            Err(TrySendError::Disconnected(_)) => Err(ScoringError::unavailable("The model is shutting down")),
         }
     }
 
     /// Run one request on the next free session.
     pub async fn run(&self, inputs: Vec<InputTensor>) -> Reply {
         let rx = self.submit(inputs)?;
-        rx.await.unwrap_or_else(|_| {
-            Err(ScoringError::internal(
-                "the session worker stopped before answering",
-            ))
-        })
+        rx.await.unwrap_or_else(|_| Err(ScoringError::internal("the session worker stopped before answering")))
     }
 
     /// Blocking variant, for the CLI and warm-up (not for async contexts).
     pub fn run_blocking(&self, inputs: Vec<InputTensor>) -> Reply {
         let rx = self.submit(inputs)?;
-        rx.blocking_recv().unwrap_or_else(|_| {
-            Err(ScoringError::internal(
-                "the session worker stopped before answering",
-            ))
-        })
+        rx.blocking_recv()
+            .unwrap_or_else(|_| Err(ScoringError::internal("the session worker stopped before answering")))
     }
 
     /// Requests waiting for a session.
@@ -132,17 +152,129 @@ fn build_session(
     Ok(session)
 }
 
-fn worker(mut session: Session, jobs: Receiver<Job>, outputs: Vec<TensorInfo>) {
-    while let Ok(job) = jobs.recv() {
+fn worker(mut session: Session, jobs: Receiver<Job>, config: WorkerConfig) {
+    let mut pending: VecDeque<Job> = VecDeque::new();
+    loop {
+        let job = match pending.pop_front() {
+            Some(job) => job,
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => return, // the pool was dropped and the queue is drained
+            },
+        };
         if job.reply.is_closed() {
             continue; // the client went away while queued
         }
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            run_once(&mut session, job.inputs, &outputs)
-        }))
-        .unwrap_or_else(|_| Err(ScoringError::internal("model execution panicked")));
-        let _ = job.reply.send(result);
+        let batch = if job.rows.is_some() && config.batchable.load(Ordering::Relaxed) {
+            gather(job, &jobs, &mut pending, &config)
+        } else {
+            vec![job]
+        };
+        if batch.len() == 1 {
+            let job = batch.into_iter().next().expect("one job; this is a bug");
+            observe(&config, job.rows.unwrap_or(1));
+            let result = guarded(&mut session, job.inputs, &config.outputs);
+            let _ = job.reply.send(result);
+        } else {
+            run_batch(&mut session, batch, &config);
+        }
     }
+}
+
+/// Take the compatible jobs queued behind `first`, up to the row limit and the delay.
+fn gather(first: Job, jobs: &Receiver<Job>, pending: &mut VecDeque<Job>, config: &WorkerConfig) -> Vec<Job> {
+    let mut rows = first.rows.unwrap_or(1);
+    let mut batch = vec![first];
+    let deadline = Instant::now() + config.max_batch_delay;
+    while rows < config.max_batch_size {
+        let next = match jobs.try_recv() {
+            Ok(job) => job,
+            Err(_) if config.max_batch_delay.is_zero() => break,
+            Err(_) => match jobs.recv_deadline(deadline) {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+        };
+        if next.reply.is_closed() {
+            continue;
+        }
+        match next.rows {
+            Some(r) if batch[0].compatible(&next) && rows + r <= config.max_batch_size => {
+                rows += r;
+                batch.push(next);
+            }
+            _ => {
+                // Not mergeable with this batch: it runs next, in arrival order.
+                pending.push_back(next);
+                break;
+            }
+        }
+    }
+    batch
+}
+
+fn observe(config: &WorkerConfig, rows: usize) {
+    if let Some(h) = &config.batch_sizes {
+        h.observe(rows as f64);
+    }
+}
+
+fn guarded(session: &mut Session, inputs: Vec<InputTensor>, outputs: &[TensorInfo]) -> Reply {
+    std::panic::catch_unwind(AssertUnwindSafe(|| run_once(session, inputs, outputs)))
+        .unwrap_or_else(|_| Err(ScoringError::internal("model execution panicked")))
+}
+
+/// Run several jobs as one batch and answer each with its rows of the outputs.
+fn run_batch(session: &mut Session, batch: Vec<Job>, config: &WorkerConfig) {
+    let rows: Vec<usize> = batch.iter().map(|j| j.rows.unwrap_or(1)).collect();
+    let total: usize = rows.iter().sum();
+    let mut merged: Vec<InputTensor> = batch[0].inputs.clone();
+    for t in &mut merged {
+        t.shape[0] = total as i64;
+    }
+    for job in &batch[1..] {
+        for (m, t) in merged.iter_mut().zip(&job.inputs) {
+            m.data.append(&t.data);
+        }
+    }
+    let outputs = guarded(session, merged, &config.outputs);
+    let per_row = |outs: &Vec<OutputTensor>| outs.iter().all(|o| o.shape.first() == Some(&total));
+    match outputs {
+        Ok(outs) if per_row(&outs) => {
+            observe(config, total);
+            let mut start = 0;
+            for (job, n) in batch.into_iter().zip(rows) {
+                let part = outs.iter().map(|o| split_rows(o, start, n, total)).collect();
+                start += n;
+                let _ = job.reply.send(Ok(part));
+            }
+        }
+        other => {
+            if other.is_ok() {
+                tracing::info!("an output does not have one entry per row; dynamic batching is off for this model");
+                config.batchable.store(false, Ordering::Relaxed);
+            }
+            for job in batch {
+                observe(config, job.rows.unwrap_or(1));
+                let result = guarded(session, job.inputs, &config.outputs);
+                let _ = job.reply.send(result);
+            }
+        }
+    }
+}
+
+/// Rows `start..start+n` of an output whose first dimension is `total`.
+fn split_rows(o: &OutputTensor, start: usize, n: usize, total: usize) -> OutputTensor {
+    let mut shape = o.shape.clone();
+    shape[0] = n;
+    let data = match &o.data {
+        OutputData::Tensor(t) => {
+            let per_row = t.len().checked_div(total).unwrap_or(0);
+            OutputData::Tensor(t.slice(start * per_row, (start + n) * per_row))
+        }
+        OutputData::Maps(maps) => OutputData::Maps(maps[start..start + n].to_vec()),
+    };
+    OutputTensor { name: o.name.clone(), shape, data }
 }
 
 fn to_value(t: InputTensor) -> Result<SessionInputValue<'static>, ort::Error> {
@@ -159,9 +291,7 @@ fn to_value(t: InputTensor) -> Result<SessionInputValue<'static>, ort::Error> {
         TensorData::U32(v) => Tensor::from_array((shape, v))?.into_dyn().into(),
         TensorData::U64(v) => Tensor::from_array((shape, v))?.into_dyn().into(),
         TensorData::Bool(v) => Tensor::from_array((shape, v))?.into_dyn().into(),
-        TensorData::String(v) => Tensor::from_string_array((shape, v.as_slice()))?
-            .into_dyn()
-            .into(),
+        TensorData::String(v) => Tensor::from_string_array((shape, v.as_slice()))?.into_dyn().into(),
     })
 }
 
@@ -169,26 +299,20 @@ fn run_once(session: &mut Session, inputs: Vec<InputTensor>, infos: &[TensorInfo
     let mut values: Vec<(String, SessionInputValue<'static>)> = Vec::with_capacity(inputs.len());
     for t in inputs {
         let name = t.name.clone();
-        let v = to_value(t).map_err(|e| {
-            ScoringError::bad_request(format!("Could not build input '{name}': {e}"))
-        })?;
+        let v = to_value(t).map_err(|e| ScoringError::bad_request(format!("Could not build input '{name}': {e}")))?;
         values.push((name, v));
     }
-    let outputs = session.run(values).map_err(|e| {
-        ScoringError::bad_request(format!("The model could not run on this input: {e}"))
-    })?;
+    let outputs = session
+        .run(values)
+        .map_err(|e| ScoringError::bad_request(format!("The model could not run on this input: {e}")))?;
     let mut out = Vec::with_capacity(infos.len());
     for info in infos {
         let v = outputs.get(&info.name).ok_or_else(|| {
-            ScoringError::internal(format!(
-                "output '{}' missing from the session's results",
-                info.name
-            ))
+            ScoringError::internal(format!("output '{}' missing from the session's results", info.name))
         })?;
         out.push(
-            extract(&info.name, v).map_err(|e| {
-                ScoringError::internal(format!("reading output '{}': {e}", info.name))
-            })?,
+            extract(&info.name, v)
+                .map_err(|e| ScoringError::internal(format!("reading output '{}': {e}", info.name)))?,
         );
     }
     Ok(out)
@@ -202,10 +326,7 @@ fn extract(name: &str, v: &DynValue) -> Result<OutputTensor, ort::Error> {
             macro_rules! prim {
                 ($t:ty, $variant:ident) => {{
                     let (shape, data) = v.try_extract_tensor::<$t>()?;
-                    (
-                        shape.iter().map(|d| *d as usize).collect::<Vec<_>>(),
-                        TensorData::$variant(data.to_vec()),
-                    )
+                    (shape.iter().map(|d| *d as usize).collect::<Vec<_>>(), TensorData::$variant(data.to_vec()))
                 }};
             }
             let (shape, data) = match ty {
@@ -222,22 +343,13 @@ fn extract(name: &str, v: &DynValue) -> Result<OutputTensor, ort::Error> {
                 T::Bool => prim!(bool, Bool),
                 T::String => {
                     let (shape, strings) = v.try_extract_strings()?;
-                    (
-                        shape.iter().map(|d| *d as usize).collect(),
-                        TensorData::String(strings),
-                    )
+                    (shape.iter().map(|d| *d as usize).collect(), TensorData::String(strings))
                 }
                 other => {
-                    return Err(ort::Error::new(format!(
-                        "output element type {other:?} is not supported"
-                    )));
+                    return Err(ort::Error::new(format!("output element type {other:?} is not supported")));
                 }
             };
-            Ok(OutputTensor {
-                name: name.to_string(),
-                shape,
-                data: OutputData::Tensor(data),
-            })
+            Ok(OutputTensor { name: name.to_string(), shape, data: OutputData::Tensor(data) })
         }
         ValueType::Sequence(inner) if matches!(**inner, ValueType::Map { .. }) => {
             let maps = v.try_extract_sequence::<DynMapValueType>()?;
@@ -252,33 +364,19 @@ fn extract(name: &str, v: &DynValue) -> Result<OutputTensor, ort::Error> {
                         .into_iter()
                         .map(|(k, v)| (k.to_string(), v as f64))
                         .collect(),
-                    (T::String, T::Float32) => m
-                        .try_extract_key_values::<String, f32>()?
-                        .into_iter()
-                        .map(|(k, v)| (k, v as f64))
-                        .collect(),
-                    (T::Int64, T::Float64) => m
-                        .try_extract_key_values::<i64, f64>()?
-                        .into_iter()
-                        .map(|(k, v)| (k.to_string(), v))
-                        .collect(),
-                    (T::String, T::Float64) => m.try_extract_key_values::<String, f64>()?,
-                    (k, v) => {
-                        return Err(ort::Error::new(format!(
-                            "map<{k:?}, {v:?}> outputs are not supported"
-                        )))
+                    (T::String, T::Float32) => {
+                        m.try_extract_key_values::<String, f32>()?.into_iter().map(|(k, v)| (k, v as f64)).collect()
                     }
+                    (T::Int64, T::Float64) => {
+                        m.try_extract_key_values::<i64, f64>()?.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                    }
+                    (T::String, T::Float64) => m.try_extract_key_values::<String, f64>()?,
+                    (k, v) => return Err(ort::Error::new(format!("map<{k:?}, {v:?}> outputs are not supported"))),
                 };
                 rows.push(row);
             }
-            Ok(OutputTensor {
-                name: name.to_string(),
-                shape: vec![rows.len()],
-                data: OutputData::Maps(rows),
-            })
+            Ok(OutputTensor { name: name.to_string(), shape: vec![rows.len()], data: OutputData::Maps(rows) })
         }
-        other => Err(ort::Error::new(format!(
-            "output type {other:?} is not supported"
-        ))),
+        other => Err(ort::Error::new(format!("output type {other:?} is not supported"))),
     }
 }

@@ -111,11 +111,7 @@ impl TensorInfo {
             }
             other => (ValueKind::Other(format!("{other:?}")), vec![]),
         };
-        TensorInfo {
-            name: o.name().to_string(),
-            kind,
-            shape,
-        }
+        TensorInfo { name: o.name().to_string(), kind, shape }
     }
 
     pub fn dtype(&self) -> Option<DType> {
@@ -176,10 +172,9 @@ pub enum Signature {
 impl Signature {
     /// Parse the JSON string MLflow stores under `signature.inputs` in `MLmodel`.
     pub fn parse(json: &str) -> Result<Signature, String> {
-        let items: Vec<serde_json::Value> = serde_json::from_str(json)
-            .map_err(|e| format!("signature inputs are not a JSON list: {e}"))?;
-        let is_tensor =
-            |v: &serde_json::Value| v.get("type").and_then(|t| t.as_str()) == Some("tensor");
+        let items: Vec<serde_json::Value> =
+            serde_json::from_str(json).map_err(|e| format!("signature inputs are not a JSON list: {e}"))?;
+        let is_tensor = |v: &serde_json::Value| v.get("type").and_then(|t| t.as_str()) == Some("tensor");
         if !items.is_empty() && items.iter().all(is_tensor) {
             let specs = items
                 .into_iter()
@@ -202,9 +197,7 @@ impl Signature {
     /// Column names, when this is a column signature whose columns all have names.
     pub fn column_names(&self) -> Option<Vec<String>> {
         match self {
-            Signature::Columns(cols) if !cols.is_empty() => {
-                cols.iter().map(|c| c.name.clone()).collect()
-            }
+            Signature::Columns(cols) if !cols.is_empty() => cols.iter().map(|c| c.name.clone()).collect(),
             _ => None,
         }
     }
@@ -217,10 +210,7 @@ pub enum Binding {
     PerColumn { columns: Vec<String> },
     /// One ONNX input `[N, k]` fed from k columns: by name in signature order when `columns`
     /// is known, else the payload's columns in their given order.
-    Stacked {
-        input: usize,
-        columns: Option<Vec<String>>,
-    },
+    Stacked { input: usize, columns: Option<Vec<String>> },
     /// Several tensor inputs that take no table: only named tensors.
     NamedTensors,
 }
@@ -231,22 +221,13 @@ impl Binding {
         let names = signature.and_then(Signature::column_names);
         let input_names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
         if let Some(cols) = names {
-            let all_inputs_are_columns = inputs
-                .iter()
-                .all(|i| cols.contains(&i.name) && i.is_column_like());
+            let all_inputs_are_columns = inputs.iter().all(|i| cols.contains(&i.name) && i.is_column_like());
             if all_inputs_are_columns && (inputs.len() > 1 || cols.len() == 1) {
-                return Ok(Binding::PerColumn {
-                    columns: input_names.iter().map(|s| s.to_string()).collect(),
-                });
+                return Ok(Binding::PerColumn { columns: input_names.iter().map(|s| s.to_string()).collect() });
             }
             if let [only] = inputs {
-                if only.shape.len() == 2
-                    && (only.shape[1] < 0 || only.shape[1] as usize == cols.len())
-                {
-                    return Ok(Binding::Stacked {
-                        input: 0,
-                        columns: Some(cols),
-                    });
+                if only.shape.len() == 2 && (only.shape[1] < 0 || only.shape[1] as usize == cols.len()) {
+                    return Ok(Binding::Stacked { input: 0, columns: Some(cols) });
                 }
             }
             return Err(format!(
@@ -257,14 +238,11 @@ impl Binding {
         }
         match inputs {
             [] => Err("the model has no inputs".into()),
-            [only] if only.shape.len() == 2 => Ok(Binding::Stacked {
-                input: 0,
-                columns: None,
-            }),
+            [only] if only.shape.len() == 2 => Ok(Binding::Stacked { input: 0, columns: None }),
             [_] => Ok(Binding::NamedTensors),
-            many if many.iter().all(TensorInfo::is_column_like) => Ok(Binding::PerColumn {
-                columns: many.iter().map(|i| i.name.clone()).collect(),
-            }),
+            many if many.iter().all(TensorInfo::is_column_like) => {
+                Ok(Binding::PerColumn { columns: many.iter().map(|i| i.name.clone()).collect() })
+            }
             _ => Ok(Binding::NamedTensors),
         }
     }
@@ -273,9 +251,7 @@ impl Binding {
     pub fn column_names(&self) -> Option<&[String]> {
         match self {
             Binding::PerColumn { columns } => Some(columns),
-            Binding::Stacked {
-                columns: Some(c), ..
-            } => Some(c),
+            Binding::Stacked { columns: Some(c), .. } => Some(c),
             _ => None,
         }
     }
@@ -298,19 +274,11 @@ impl ModelSchema {
     ) -> Result<Self, String> {
         for i in &inputs {
             if i.dtype().is_none() {
-                return Err(format!(
-                    "input '{}' has an unsupported type {:?}",
-                    i.name, i.kind
-                ));
+                return Err(format!("input '{}' has an unsupported type {:?}", i.name, i.kind));
             }
         }
         let binding = Binding::decide(&inputs, signature.as_ref())?;
-        Ok(ModelSchema {
-            inputs,
-            outputs,
-            signature,
-            binding,
-        })
+        Ok(ModelSchema { inputs, outputs, signature, binding })
     }
 
     /// True when dict payloads should be read as named ONNX tensors rather than as columns.
@@ -318,8 +286,7 @@ impl ModelSchema {
         if matches!(self.signature, Some(Signature::Columns(_))) {
             return false;
         }
-        keys.iter()
-            .all(|k| self.inputs.iter().any(|i| i.name == *k))
+        keys.iter().all(|k| self.inputs.iter().any(|i| i.name == *k))
     }
 }
 
@@ -343,34 +310,25 @@ mod tests {
     use super::*;
 
     fn t(name: &str, shape: &[i64]) -> TensorInfo {
-        TensorInfo {
-            name: name.into(),
-            kind: ValueKind::Tensor(DType::F32),
-            shape: shape.to_vec(),
-        }
+        TensorInfo { name: name.into(), kind: ValueKind::Tensor(DType::F32), shape: shape.to_vec() }
     }
 
     fn cols(names: &[&str]) -> Signature {
         Signature::Columns(
-            names
-                .iter()
-                .map(|n| ColSpec {
-                    name: Some(n.to_string()),
-                    ty: "float".into(),
-                    required: true,
-                })
-                .collect(),
+            names.iter().map(|n| ColSpec { name: Some(n.to_string()), ty: "float".into(), required: true }).collect(),
         )
     }
 
     #[test]
     fn parses_column_and_tensor_signatures() {
-        let c = Signature::parse(
-            r#"[{"type": "float", "name": "a", "required": true}, {"type": "long", "name": "b"}]"#,
+        let c =
+            Signature::parse(r#"[{"type": "float", "name": "a", "required": true}, {"type": "long", "name": "b"}]"#)
+                .unwrap();
+        assert_eq!(c.column_names().unwrap(), vec!["a", "b"]);
+        let t = Signature::parse(
+            r#"[{"name": "x", "type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, 4]}}]"#,
         )
         .unwrap();
-        assert_eq!(c.column_names().unwrap(), vec!["a", "b"]);
-        let t = Signature::parse(r#"[{"name": "x", "type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, 4]}}]"#).unwrap();
         assert!(matches!(t, Signature::Tensors(ref v) if v[0].spec.shape == vec![-1, 4]));
         assert!(t.column_names().is_none());
         assert!(Signature::parse("not json").is_err());
@@ -381,36 +339,13 @@ mod tests {
         let sig = cols(&["a", "b", "c", "d"]);
         assert_eq!(
             Binding::decide(&[t("x", &[-1, 4])], Some(&sig)).unwrap(),
-            Binding::Stacked {
-                input: 0,
-                columns: Some(vec!["a".into(), "b".into(), "c".into(), "d".into()])
-            }
+            Binding::Stacked { input: 0, columns: Some(vec!["a".into(), "b".into(), "c".into(), "d".into()]) }
         );
-        let per = [
-            t("a", &[-1, 1]),
-            t("b", &[-1, 1]),
-            t("c", &[-1]),
-            t("d", &[-1, 1]),
-        ];
-        assert!(matches!(
-            Binding::decide(&per, Some(&sig)).unwrap(),
-            Binding::PerColumn { .. }
-        ));
-        assert!(matches!(
-            Binding::decide(&per, None).unwrap(),
-            Binding::PerColumn { .. }
-        ));
-        assert_eq!(
-            Binding::decide(&[t("x", &[-1, 64])], None).unwrap(),
-            Binding::Stacked {
-                input: 0,
-                columns: None
-            }
-        );
-        assert_eq!(
-            Binding::decide(&[t("img", &[-1, 3, 8, 8])], None).unwrap(),
-            Binding::NamedTensors
-        );
+        let per = [t("a", &[-1, 1]), t("b", &[-1, 1]), t("c", &[-1]), t("d", &[-1, 1])];
+        assert!(matches!(Binding::decide(&per, Some(&sig)).unwrap(), Binding::PerColumn { .. }));
+        assert!(matches!(Binding::decide(&per, None).unwrap(), Binding::PerColumn { .. }));
+        assert_eq!(Binding::decide(&[t("x", &[-1, 64])], None).unwrap(), Binding::Stacked { input: 0, columns: None });
+        assert_eq!(Binding::decide(&[t("img", &[-1, 3, 8, 8])], None).unwrap(), Binding::NamedTensors);
         // 3 signature columns cannot feed a [N, 4] input.
         assert!(Binding::decide(&[t("x", &[-1, 4])], Some(&cols(&["a", "b", "c"]))).is_err());
     }

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::artifact::FetchError;
 use crate::registry::RegistryError;
 use crate::runtime::{ScoringError, ScoringErrorKind};
 
@@ -20,6 +21,12 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     NotFound(String),
+    /// The artifact proxy: escapes are 400 INVALID_PARAMETER_VALUE, missing files 404.
+    #[error(transparent)]
+    Artifact(#[from] FetchError),
+    /// A failure that is not the caller's (a panicked task, ...): logged, answered with 500.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -29,12 +36,8 @@ impl ApiError {
             ApiError::Scoring(e) => match e.kind {
                 ScoringErrorKind::BadRequest => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
                 ScoringErrorKind::Schema => (StatusCode::BAD_REQUEST, "SCHEMA_ENFORCEMENT_FAILED"),
-                ScoringErrorKind::UnsupportedMediaType => {
-                    (StatusCode::UNSUPPORTED_MEDIA_TYPE, "BAD_REQUEST")
-                }
-                ScoringErrorKind::Unavailable => {
-                    (StatusCode::SERVICE_UNAVAILABLE, "TEMPORARILY_UNAVAILABLE")
-                }
+                ScoringErrorKind::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "BAD_REQUEST"),
+                ScoringErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "TEMPORARILY_UNAVAILABLE"),
                 ScoringErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
             },
             ApiError::Registry(e) => match e {
@@ -42,14 +45,19 @@ impl ApiError {
                 RegistryError::AlreadyExists(_) | RegistryError::InvalidParameter(_) => {
                     (StatusCode::BAD_REQUEST, e.error_code())
                 }
-                RegistryError::Store(_) | RegistryError::Io(_) => {
-                    (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
-                }
+                RegistryError::Store(_) | RegistryError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+                RegistryError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, e.error_code()),
             },
-            ApiError::PayloadTooLarge { .. } => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "REQUEST_LIMIT_EXCEEDED")
-            }
+            ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "REQUEST_LIMIT_EXCEEDED"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "ENDPOINT_NOT_FOUND"),
+            ApiError::Artifact(e) => match e {
+                FetchError::PathEscapes(_) | FetchError::UnsupportedScheme { .. } => {
+                    (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE")
+                }
+                FetchError::NotFound(_) => (StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST"),
+                FetchError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+            },
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
         }
     }
 }
@@ -63,16 +71,9 @@ impl IntoResponse for ApiError {
         } else {
             self.to_string()
         };
-        let mut resp = (
-            status,
-            Json(json!({"error_code": code, "message": message})),
-        )
-            .into_response();
+        let mut resp = (status, Json(json!({"error_code": code, "message": message}))).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
-            );
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
         }
         resp
     }

@@ -1,9 +1,19 @@
 //! HTTP: one router per role, errors mapped in [`error`], served until a shutdown signal.
 //!
-//! - [`scoring`]: `/ping`, `/health`, `/version`, `/invocations`, `/models/{name}/invocations`
+//! - [`scoring`]: `/ping`, `/health`, `/version`, `/metrics`, `/invocations`, `/models/{name}/invocations`
+//! - [`v2`]: the Open Inference Protocol under `/v2`
+//! - [`registry_api`], [`tracking_api`], [`artifacts_api`]: the MLflow-compatible registry
+//!   server (`regserve server`), put together by [`registry_server`]
 
+pub mod artifacts_api;
 pub mod error;
+pub mod params;
+pub mod registration;
+pub mod registry_api;
+pub mod reply;
 pub mod scoring;
+pub mod v2;
+pub mod tracking_api;
 
 use std::future::Future;
 
@@ -11,7 +21,27 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 pub use error::ApiError;
+pub use registration::RegistryState;
 pub use scoring::ScoringState;
+
+/// The MLflow-compatible registry server: the registry and tracking REST APIs under
+/// `/api/2.0/mlflow` (and `/ajax-api/2.0/mlflow`, as MLflow's UI calls them), the artifact proxy
+/// under `/api/2.0/mlflow-artifacts`, `/api/3.0/mlflow/server-info`, `/health` and `/version`.
+pub fn registry_server(state: RegistryState) -> Router {
+    use axum::routing::get;
+    let mlflow = registry_api::routes().merge(tracking_api::routes());
+    let artifacts = artifacts_api::routes();
+    Router::new()
+        .nest("/api/2.0/mlflow", mlflow.clone())
+        .nest("/ajax-api/2.0/mlflow", mlflow)
+        .nest("/api/2.0/mlflow-artifacts", artifacts.clone())
+        .nest("/ajax-api/2.0/mlflow-artifacts", artifacts)
+        .route("/api/3.0/mlflow/server-info", get(tracking_api::server_info))
+        .route("/ajax-api/3.0/mlflow/server-info", get(tracking_api::server_info))
+        .route("/health", get(|| async { "OK" }))
+        .route("/version", get(|| async { env!("CARGO_PKG_VERSION") }))
+        .with_state(state)
+}
 
 /// Serve `app` on an already-bound listener until `shutdown` resolves, then stop accepting and
 /// let in-flight requests finish.
@@ -21,9 +51,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = app.fallback(|| async { ApiError::NotFound("no such endpoint".into()) });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
 /// Resolves on SIGINT or SIGTERM.

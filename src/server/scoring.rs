@@ -5,8 +5,10 @@
 //! - `GET /version` — the server version
 //! - `POST /invocations` — score with the default model
 //! - `POST /models/{name}/invocations` — score with a named served model
+//! - `GET /metrics` — Prometheus metrics
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -18,6 +20,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use crate::manager::{ModelManager, Slot};
+use crate::metrics;
 use crate::runtime::payload::{self, Format};
 use crate::runtime::ScoringError;
 
@@ -32,6 +35,7 @@ pub fn routes(state: ScoringState) -> Router {
         .route("/ping", get(ping))
         .route("/health", get(health))
         .route("/version", get(version))
+        .route("/metrics", get(metrics_text))
         .route("/invocations", post(invocations))
         .route("/models/{name}/invocations", post(model_invocations))
         .with_state(state)
@@ -47,16 +51,10 @@ async fn ping(State(st): State<ScoringState>) -> StatusCode {
 
 async fn health(State(st): State<ScoringState>, headers: HeaderMap) -> Response {
     let ready = st.manager.all_ready();
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let statuses: Vec<_> = st.manager.slots().iter().map(|s| s.status()).collect();
-    let wants_json = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/json"));
+    let wants_json =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("application/json"));
     if wants_json {
         let body = json!({"status": if ready {"ready"} else {"loading"}, "registry": st.manager.source_description(), "models": statuses});
         return (status, axum::Json(body)).into_response();
@@ -78,16 +76,8 @@ async fn version() -> &'static str {
     env!("CARGO_PKG_VERSION")
 }
 
-async fn invocations(
-    State(st): State<ScoringState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let slot = st
-        .manager
-        .default_slot()
-        .ok_or_else(|| ApiError::NotFound("no model is served".into()))?
-        .clone();
+async fn invocations(State(st): State<ScoringState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let slot = st.manager.default_slot().ok_or_else(|| ApiError::NotFound("no model is served".into()))?.clone();
     score(&st, &slot, &headers, body).await
 }
 
@@ -97,67 +87,110 @@ async fn model_invocations(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let slot = st
-        .manager
-        .slot(&name)
-        .ok_or_else(|| ApiError::NotFound(format!("model '{name}' is not served here")))?
-        .clone();
+    let slot =
+        st.manager.slot(&name).ok_or_else(|| ApiError::NotFound(format!("model '{name}' is not served here")))?.clone();
     score(&st, &slot, &headers, body).await
 }
 
-async fn score(
+async fn score(st: &ScoringState, slot: &Arc<Slot>, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let (version, result) = score_inner(st, slot, headers, body).await;
+    let status = match &result {
+        Ok(_) => StatusCode::OK,
+        Err(e) => e.classify().0,
+    };
+    observe(&slot.uri.name, version, "invocations", status, started);
+    result
+}
+
+async fn score_inner(
     st: &ScoringState,
     slot: &Arc<Slot>,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap_or("invalid"));
-    let format = payload::format_of(content_type)?;
-    let bytes = read_body(headers, body, st.max_body_size).await?;
+) -> (Option<u64>, Result<Response, ApiError>) {
+    let content_type = headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("invalid"));
+    let format = match payload::format_of(content_type) {
+        Ok(f) => f,
+        Err(e) => return (None, Err(e.into())),
+    };
+    let bytes = match read_body(headers, body, st.max_body_size).await {
+        Ok(b) => b,
+        Err(e) => return (None, Err(e)),
+    };
     let Some(active) = slot.active() else {
-        let why = slot
-            .status()
-            .last_error
-            .unwrap_or_else(|| "it is still loading".into());
-        return Err(ScoringError::unavailable(format!(
-            "Model {} is not loaded yet: {why}",
-            slot.uri
-        ))
-        .into());
+        let why = slot.status().last_error.unwrap_or_else(|| "it is still loading".into());
+        return (None, Err(ScoringError::unavailable(format!("Model {} is not loaded yet: {why}", slot.uri)).into()));
     };
+    let version = Some(active.version.version);
     let request = match format {
-        Format::Json => payload::parse_json(&bytes)?,
-        Format::Csv => payload::Request {
-            payload: payload::Payload::Frame(payload::parse_csv(&bytes)?),
-            params: None,
-        },
+        Format::Json => payload::parse_json(&bytes),
+        Format::Csv => payload::parse_csv(&bytes).map(|f| payload::Request { payload: payload::Payload::Frame(f), params: None }),
     };
-    let out = active.model.predict(&request.payload).await?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => return (version, Err(e.into())),
+    };
+    let result = active.model.predict(&request.payload).await;
+    (version, result.map(|out| ([(header::CONTENT_TYPE, "application/json")], out).into_response()).map_err(ApiError::from))
 }
 
-/// Read the whole body, refusing more than `limit` bytes (413) — early from Content-Length,
-/// else while reading.
-pub async fn read_body(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<axum::body::Bytes, ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+/// Count one scoring request and its latency.
+pub fn observe(model: &str, version: Option<u64>, protocol: &str, status: StatusCode, started: Instant) {
+    let m = metrics::metrics();
+    m.requests
+        .get_or_create(&metrics::RequestLabels {
+            model: model.to_string(),
+            version: version.map(|v| v.to_string()).unwrap_or_default(),
+            protocol: protocol.to_string(),
+            status: status.as_u16(),
+        })
+        .inc();
+    m.request_duration.get_or_create(&metrics::Metrics::model(model)).observe(started.elapsed().as_secs_f64());
+}
+
+/// `GET /metrics`: Prometheus (OpenMetrics text); queue depths are read at scrape time.
+pub async fn metrics_text(State(st): State<ScoringState>) -> Response {
+    let m = metrics::metrics();
+    for slot in st.manager.slots() {
+        let depth = slot.active().map_or(0, |a| a.model.queue_depth());
+        m.queue_depth.get_or_create(&metrics::Metrics::model(&slot.uri.name)).set(depth as i64);
+    }
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        m.encode(),
+    )
+        .into_response()
+}
+
+/// Read the whole body, refusing more than `limit` bytes with 413. Past the limit the rest of
+/// the body is read and dropped (up to a cap) before answering, so the client gets the 413
+/// instead of a connection reset.
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    const DRAIN_CAP: usize = 8 << 20;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let mut body = body;
+    let mut buf = bytes::BytesMut::with_capacity(declared.map_or(0, |n| n.min(limit as u64) as usize));
+    let mut seen: usize = 0;
+    let mut over = declared.is_some_and(|n| n > limit as u64);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ScoringError::bad_request(format!("could not read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        seen = seen.saturating_add(data.len());
+        if seen > limit {
+            over = true;
+        }
+        if over {
+            if seen > limit.saturating_add(DRAIN_CAP) {
+                break;
+            }
+            continue;
+        }
+        buf.extend_from_slice(&data);
+    }
+    if over {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-        {
-            ApiError::PayloadTooLarge { limit }
-        } else {
-            ScoringError::bad_request(format!("could not read the request body: {e}")).into()
-        }
-    })
+    Ok(buf.freeze())
 }

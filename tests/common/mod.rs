@@ -23,9 +23,7 @@ pub struct Registry {
 
 impl Registry {
     pub fn new() -> Registry {
-        Registry {
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
+        Registry { dir: tempfile::tempdir().expect("temp dir") }
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -34,10 +32,7 @@ impl Registry {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(bin());
-        c.arg("--data-dir")
-            .arg(self.data_dir())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null());
+        c.arg("--data-dir").arg(self.data_dir()).env("RUST_LOG", "warn").stdin(Stdio::null());
         c
     }
 
@@ -61,14 +56,7 @@ impl Registry {
     /// Register a committed example model (`models/<dir>`) under `name`; extra CLI args follow.
     pub fn register(&self, dir: &str, name: &str, extra: &[&str]) -> serde_json::Value {
         let path = repo().join("models").join(dir);
-        let mut args = vec![
-            "models",
-            "register",
-            path.to_str().unwrap(),
-            "--name",
-            name,
-            "--json",
-        ];
+        let mut args = vec!["models", "register", path.to_str().unwrap(), "--name", name, "--json"];
         args.extend_from_slice(extra);
         serde_json::from_str(&self.ok(&args)).expect("register --json prints JSON")
     }
@@ -76,9 +64,7 @@ impl Registry {
     /// Start `regserve <args> --port 0` (args start with the subcommand).
     pub fn spawn(&self, args: &[&str]) -> Server {
         let mut c = self.cmd();
-        c.args(args)
-            .args(["--host", "127.0.0.1", "--port", "0"])
-            .env("RUST_LOG", "info");
+        c.args(args).args(["--host", "127.0.0.1", "--port", "0"]).env("RUST_LOG", "info");
         Server::start(c)
     }
 }
@@ -102,11 +88,7 @@ impl Server {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(i) = line.find("listening on http://") {
-                    let addr = line[i + "listening on ".len()..]
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or("")
-                        .to_string();
+                    let addr = line[i + "listening on ".len()..].split_whitespace().next().unwrap_or("").to_string();
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(addr);
                     }
@@ -120,10 +102,7 @@ impl Server {
             Ok(addr) => addr,
             Err(_) => {
                 let _ = child.kill();
-                panic!(
-                    "regserve did not report its address; log:\n{}",
-                    log.lock().unwrap()
-                );
+                panic!("regserve did not report its address; log:\n{}", log.lock().unwrap());
             }
         };
         Server { child, base, log }
@@ -179,12 +158,7 @@ impl Drop for Server {
 }
 
 /// Compare two JSON values, numbers within `tol`; returns a description of the first mismatch.
-pub fn close(
-    a: &serde_json::Value,
-    b: &serde_json::Value,
-    tol: f64,
-    at: &str,
-) -> Result<(), String> {
+pub fn close(a: &serde_json::Value, b: &serde_json::Value, tol: f64, at: &str) -> Result<(), String> {
     use serde_json::Value::*;
     match (a, b) {
         (Number(x), Number(y)) => {
@@ -195,17 +169,13 @@ pub fn close(
                 Err(format!("{at}: {x} != {y}"))
             }
         }
-        (Array(x), Array(y)) if x.len() == y.len() => x
-            .iter()
-            .zip(y)
-            .enumerate()
-            .try_for_each(|(i, (p, q))| close(p, q, tol, &format!("{at}[{i}]"))),
-        (Object(x), Object(y)) if x.len() == y.len() => {
-            x.iter().try_for_each(|(k, v)| match y.get(k) {
-                Some(w) => close(v, w, tol, &format!("{at}.{k}")),
-                None => Err(format!("{at}: key {k} missing")),
-            })
+        (Array(x), Array(y)) if x.len() == y.len() => {
+            x.iter().zip(y).enumerate().try_for_each(|(i, (p, q))| close(p, q, tol, &format!("{at}[{i}]")))
         }
+        (Object(x), Object(y)) if x.len() == y.len() => x.iter().try_for_each(|(k, v)| match y.get(k) {
+            Some(w) => close(v, w, tol, &format!("{at}.{k}")),
+            None => Err(format!("{at}: key {k} missing")),
+        }),
         _ if a == b => Ok(()),
         _ => Err(format!("{at}: {a} != {b}")),
     }

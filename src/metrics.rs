@@ -1,0 +1,144 @@
+//! Prometheus metrics, one process-wide registry, all names prefixed `regserve_`; durations in
+//! seconds. Exposed as OpenMetrics text at `GET /metrics`.
+
+use std::sync::OnceLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub model: String,
+    pub version: String,
+    /// `invocations` or `v2`.
+    pub protocol: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoadLabels {
+    pub model: String,
+    /// `success` or `failure`.
+    pub outcome: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<ModelLabels, Histogram>,
+    pub batch_size: Family<ModelLabels, Histogram>,
+    pub queue_depth: Family<ModelLabels, Gauge>,
+    pub loads: Family<LoadLabels, Counter>,
+    pub swaps: Family<ModelLabels, Counter>,
+    pub version_in_service: Family<ModelLabels, Gauge>,
+    pub artifact_bytes: Counter,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    // 50 µs .. ~3.3 s
+    prometheus_client::metrics::histogram::exponential_buckets(0.00005, 2.0, 17)
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("regserve");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("requests", "Scoring requests by model, version, protocol and HTTP status", requests.clone());
+        let request_duration =
+            Family::<ModelLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        registry.register_with_unit(
+            "request_duration",
+            "Scoring request latency, from body read to answer",
+            prometheus_client::registry::Unit::Seconds,
+            request_duration.clone(),
+        );
+        let batch_size = Family::<ModelLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0])
+        });
+        registry.register("batch_size", "Rows per session run (dynamic batching merges requests)", batch_size.clone());
+        let queue_depth = Family::<ModelLabels, Gauge>::default();
+        registry.register("queue_depth", "Requests waiting for a session, per served model", queue_depth.clone());
+        let loads = Family::<LoadLabels, Counter>::default();
+        registry.register("model_loads", "Model version loads by outcome", loads.clone());
+        let swaps = Family::<ModelLabels, Counter>::default();
+        registry.register("model_swaps", "Hot swaps to another version", swaps.clone());
+        let version_in_service = Family::<ModelLabels, Gauge>::default();
+        registry.register(
+            "model_version_in_service",
+            "Version number in service per served model",
+            version_in_service.clone(),
+        );
+        let artifact_bytes = Counter::default();
+        registry.register(
+            "artifact_downloaded_bytes",
+            "Artifact bytes downloaded from remote stores",
+            artifact_bytes.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            batch_size,
+            queue_depth,
+            loads,
+            swaps,
+            version_in_service,
+            artifact_bytes,
+        }
+    }
+
+    /// OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn model(name: &str) -> ModelLabels {
+        ModelLabels { model: name.to_string() }
+    }
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_share_the_prefix_and_durations_are_seconds() {
+        let m = metrics();
+        m.requests
+            .get_or_create(&RequestLabels {
+                model: "m".into(),
+                version: "1".into(),
+                protocol: "v2".into(),
+                status: 200,
+            })
+            .inc();
+        m.request_duration.get_or_create(&Metrics::model("m")).observe(0.001);
+        let text = m.encode();
+        assert!(
+            text.contains("regserve_requests_total{model=\"m\",version=\"1\",protocol=\"v2\",status=\"200\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("regserve_request_duration_seconds_bucket"), "{text}");
+        for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+            assert!(line.starts_with("regserve_"), "{line}");
+        }
+    }
+}

@@ -1,0 +1,1516 @@
+//! The tracking store: the part of MLflow's tracking data model that the MLflow client needs to
+//! log and register models — experiments, runs (params, metrics, tags, model outputs) and
+//! MLflow 3 logged models — in the registry's SQLite database (schema in
+//! `migrations/0002_tracking.sql`), serialized the way `mlflow server` answers.
+//!
+//! Searches (runs, logged models, experiments) load the candidate rows and filter them here with
+//! [`SearchFilter`], a small subset of MLflow's search grammar: `AND`-joined comparisons of
+//! `attributes.x`, `metrics.x`, `params.x` and `tags.x` (keys may be backquoted or quoted).
+//! Pages are offsets; the token is opaque to clients.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rusqlite::{params, OptionalExtension, Transaction};
+use serde::Serialize;
+
+use super::store::now_ms;
+use super::{RegistryError, Store, Tag};
+
+type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+/// Artifact URIs of tracking entities live under this scheme (served by the artifact proxy).
+const ARTIFACT_SCHEME: &str = "mlflow-artifacts:";
+
+// -------------------------------------------------------------------- data model
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Experiment {
+    pub experiment_id: String,
+    pub name: String,
+    pub artifact_location: String,
+    pub lifecycle_stage: String,
+    pub last_update_time: i64,
+    pub creation_time: i64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
+    pub workspace: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunInfo {
+    pub run_uuid: String,
+    pub experiment_id: String,
+    pub run_name: String,
+    pub user_id: String,
+    pub status: String,
+    pub start_time: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<i64>,
+    pub artifact_uri: String,
+    pub lifecycle_stage: String,
+    pub run_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Metric {
+    pub key: String,
+    pub value: f64,
+    pub timestamp: i64,
+    pub step: i64,
+    /// Set on a logged model's metrics only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunData {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<Metric>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<Tag>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelOutput {
+    pub model_id: String,
+    pub step: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunOutputs {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub model_outputs: Vec<ModelOutput>,
+}
+
+/// Dataset inputs are not tracked; MLflow answers `{}` for a run without any.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunInputs {}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub info: RunInfo,
+    pub data: RunData,
+    pub inputs: RunInputs,
+    pub outputs: RunOutputs,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoggedModelInfo {
+    pub model_id: String,
+    pub experiment_id: String,
+    pub name: String,
+    pub creation_timestamp_ms: i64,
+    pub last_updated_timestamp_ms: i64,
+    pub artifact_uri: String,
+    pub status: String,
+    pub model_type: String,
+    pub source_run_id: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LoggedModelData {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<Tag>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<Metric>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoggedModel {
+    pub info: LoggedModelInfo,
+    pub data: LoggedModelData,
+}
+
+/// Run statuses MLflow accepts.
+pub const RUN_STATUSES: [&str; 5] = ["RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED"];
+/// Logged model statuses MLflow accepts.
+pub const LOGGED_MODEL_STATUSES: [&str; 3] =
+    ["LOGGED_MODEL_PENDING", "LOGGED_MODEL_READY", "LOGGED_MODEL_UPLOAD_FAILED"];
+
+/// What to create a run with.
+#[derive(Debug, Clone, Default)]
+pub struct NewRun {
+    pub experiment_id: String,
+    pub user_id: String,
+    pub start_time: Option<i64>,
+    pub run_name: Option<String>,
+    pub tags: Vec<Tag>,
+}
+
+/// What to create a logged model with.
+#[derive(Debug, Clone, Default)]
+pub struct NewLoggedModel {
+    pub experiment_id: String,
+    pub name: Option<String>,
+    pub source_run_id: String,
+    pub model_type: String,
+    pub params: Vec<Tag>,
+    pub tags: Vec<Tag>,
+}
+
+/// Which lifecycle stages a search returns (`ViewType` in MLflow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewType {
+    ActiveOnly,
+    DeletedOnly,
+    All,
+}
+
+impl ViewType {
+    pub fn parse(s: Option<&str>) -> Result<ViewType> {
+        match s.map(str::to_ascii_uppercase).as_deref() {
+            None | Some("") | Some("ACTIVE_ONLY") | Some("1") => Ok(ViewType::ActiveOnly),
+            Some("DELETED_ONLY") | Some("2") => Ok(ViewType::DeletedOnly),
+            Some("ALL") | Some("3") => Ok(ViewType::All),
+            Some(other) => Err(RegistryError::InvalidParameter(format!(
+                "Invalid view type '{other}'; use ACTIVE_ONLY, DELETED_ONLY or ALL."
+            ))),
+        }
+    }
+
+    fn admits(self, lifecycle_stage: &str) -> bool {
+        match self {
+            ViewType::ActiveOnly => lifecycle_stage == "active",
+            ViewType::DeletedOnly => lifecycle_stage == "deleted",
+            ViewType::All => true,
+        }
+    }
+}
+
+/// One page of a tracking search.
+#[derive(Debug, Clone)]
+pub struct Paged<T> {
+    pub items: Vec<T>,
+    pub next_page_token: Option<String>,
+}
+
+// -------------------------------------------------------------------- the store
+
+/// Tracking data in the registry's database. Cheap to clone; blocking, like [`Store`].
+#[derive(Clone)]
+pub struct TrackingStore {
+    db: Arc<Store>,
+}
+
+impl TrackingStore {
+    pub fn new(db: Arc<Store>) -> TrackingStore {
+        TrackingStore { db }
+    }
+
+    // ---------------------------------------------------------------- experiments
+
+    /// Create an experiment; its artifacts go under `mlflow-artifacts:/<id>` unless given.
+    pub fn create_experiment(&self, name: &str, artifact_location: Option<&str>, tags: &[Tag]) -> Result<String> {
+        if name.trim().is_empty() {
+            return Err(RegistryError::InvalidParameter(
+                "Invalid experiment name: ''. Experiment name cannot be empty.".into(),
+            ));
+        }
+        self.db.write_tx(|tx| {
+            let now = now_ms();
+            let inserted = tx.execute(
+                "INSERT INTO experiments (name, artifact_location, creation_time, last_update_time) \
+                 VALUES (?1, '', ?2, ?2) ON CONFLICT(name) DO NOTHING",
+                params![name, now],
+            )?;
+            if inserted == 0 {
+                return Err(RegistryError::AlreadyExists(format!("Experiment(name={name}) already exists.")));
+            }
+            let id = tx.last_insert_rowid();
+            let location = match artifact_location.filter(|l| !l.is_empty()) {
+                Some(l) => l.to_string(),
+                None => format!("{ARTIFACT_SCHEME}/{id}"),
+            };
+            tx.execute(
+                "UPDATE experiments SET artifact_location = ?2 WHERE experiment_id = ?1",
+                params![id, location],
+            )?;
+            for t in tags {
+                tx.execute(
+                    "INSERT OR REPLACE INTO experiment_tags (experiment_id, key, value) VALUES (?1, ?2, ?3)",
+                    params![id, t.key, t.value],
+                )?;
+            }
+            Ok(id.to_string())
+        })
+    }
+
+    pub fn get_experiment(&self, id: &str) -> Result<Experiment> {
+        let num = parse_experiment_id(id)?;
+        self.db.read_tx(|tx| load_experiment(tx, num, id))
+    }
+
+    pub fn get_experiment_by_name(&self, name: &str) -> Result<Experiment> {
+        self.db.read_tx(|tx| {
+            let id: Option<i64> = tx
+                .query_row("SELECT experiment_id FROM experiments WHERE name = ?1", [name], |r| r.get(0))
+                .optional()?;
+            let id =
+                id.ok_or_else(|| RegistryError::NotFound(format!("Could not find experiment with name '{name}'")))?;
+            load_experiment(tx, id, &id.to_string())
+        })
+    }
+
+    pub fn set_experiment_tag(&self, id: &str, key: &str, value: &str) -> Result<()> {
+        let num = parse_experiment_id(id)?;
+        self.db.write_tx(|tx| {
+            load_experiment(tx, num, id)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO experiment_tags (experiment_id, key, value) VALUES (?1, ?2, ?3)",
+                params![num, key, value],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn search_experiments(
+        &self,
+        view: ViewType,
+        filter: &str,
+        max_results: usize,
+        order_by: &[String],
+        page_token: Option<&str>,
+    ) -> Result<Paged<Experiment>> {
+        let filter = SearchFilter::parse(filter, Kind::Experiment)?;
+        let order = OrderBy::parse(order_by, Kind::Experiment)?;
+        let all = self.db.read_tx(|tx| {
+            let mut stmt = tx.prepare("SELECT experiment_id FROM experiments")?;
+            let ids = stmt.query_map([], |r| r.get::<_, i64>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            ids.into_iter().map(|id| load_experiment(tx, id, &id.to_string())).collect::<Result<Vec<_>>>()
+        })?;
+        let mut hits: Vec<Experiment> = all
+            .into_iter()
+            .filter(|e| view.admits(&e.lifecycle_stage) && filter.matches(&|f| experiment_field(e, f)))
+            .collect();
+        hits.sort_by(|a, b| order.compare(&|f| experiment_field(a, f), &|f| experiment_field(b, f)));
+        page(hits, max_results, page_token)
+    }
+
+    // ---------------------------------------------------------------- runs
+
+    pub fn create_run(&self, new: &NewRun) -> Result<Run> {
+        validate_tags(&new.tags)?;
+        let exp_num = parse_experiment_id(&new.experiment_id)?;
+        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        let run_name = new
+            .run_name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .or_else(|| new.tags.iter().find(|t| t.key == "mlflow.runName").map(|t| t.value.clone()))
+            .unwrap_or_else(random_run_name);
+        self.db.write_tx(|tx| {
+            let exp = load_experiment(tx, exp_num, &new.experiment_id)?;
+            if exp.lifecycle_stage != "active" {
+                return Err(RegistryError::InvalidParameter(format!(
+                    "The experiment {} must be in the 'active' state. Current state is {}.",
+                    exp.experiment_id, exp.lifecycle_stage
+                )));
+            }
+            let artifact_uri = format!("{}/{run_id}/artifacts", exp.artifact_location.trim_end_matches('/'));
+            tx.execute(
+                "INSERT INTO runs (run_uuid, experiment_id, run_name, user_id, status, start_time, artifact_uri) \
+                 VALUES (?1, ?2, ?3, ?4, 'RUNNING', ?5, ?6)",
+                params![run_id, exp_num, run_name, new.user_id, new.start_time.unwrap_or_else(now_ms), artifact_uri],
+            )?;
+            for t in &new.tags {
+                upsert_run_tag(tx, &run_id, &t.key, &t.value)?;
+            }
+            upsert_run_tag(tx, &run_id, "mlflow.runName", &run_name)?;
+            load_run(tx, &run_id)
+        })
+    }
+
+    pub fn get_run(&self, run_id: &str) -> Result<Run> {
+        self.db.read_tx(|tx| load_run(tx, run_id))
+    }
+
+    pub fn update_run(
+        &self,
+        run_id: &str,
+        status: Option<&str>,
+        end_time: Option<i64>,
+        run_name: Option<&str>,
+    ) -> Result<RunInfo> {
+        if let Some(s) = status {
+            if !RUN_STATUSES.contains(&s) {
+                return Err(RegistryError::InvalidParameter(format!(
+                    "Invalid run status '{s}'; use one of {}.",
+                    RUN_STATUSES.join(", ")
+                )));
+            }
+        }
+        self.db.write_tx(|tx| {
+            let run = load_run_info(tx, run_id)?;
+            ensure_active(&run)?;
+            if let Some(s) = status {
+                tx.execute("UPDATE runs SET status = ?2 WHERE run_uuid = ?1", params![run_id, s])?;
+            }
+            if let Some(t) = end_time {
+                tx.execute("UPDATE runs SET end_time = ?2 WHERE run_uuid = ?1", params![run_id, t])?;
+            }
+            if let Some(n) = run_name.filter(|n| !n.is_empty()) {
+                tx.execute("UPDATE runs SET run_name = ?2 WHERE run_uuid = ?1", params![run_id, n])?;
+                upsert_run_tag(tx, run_id, "mlflow.runName", n)?;
+            }
+            load_run_info(tx, run_id)
+        })
+    }
+
+    /// Mark a run deleted (MLflow's soft delete) or active again.
+    pub fn set_run_lifecycle(&self, run_id: &str, deleted: bool) -> Result<()> {
+        self.db.write_tx(|tx| {
+            load_run_info(tx, run_id)?;
+            tx.execute(
+                "UPDATE runs SET lifecycle_stage = ?2 WHERE run_uuid = ?1",
+                params![run_id, if deleted { "deleted" } else { "active" }],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Log metrics, params and tags to a run in one transaction. A param already logged with
+    /// another value is refused, as MLflow does.
+    pub fn log_batch(&self, run_id: &str, metrics: &[Metric], params: &[Tag], tags: &[Tag]) -> Result<()> {
+        validate_tags(tags)?;
+        validate_tags(params)?;
+        if metrics.len() + params.len() + tags.len() > 2000 {
+            return Err(RegistryError::InvalidParameter(
+                "A batch logging request can contain at most 1000 metrics, 100 params and 100 tags.".into(),
+            ));
+        }
+        self.db.write_tx(|tx| {
+            let run = load_run_info(tx, run_id)?;
+            ensure_active(&run)?;
+            for p in params {
+                let old: Option<String> = tx
+                    .query_row(
+                        "SELECT value FROM run_params WHERE run_uuid = ?1 AND key = ?2",
+                        params![run_id, p.key],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                match old {
+                    Some(v) if v == p.value => {}
+                    Some(v) => {
+                        return Err(RegistryError::InvalidParameter(format!(
+                            "Changing param values is not allowed. Param with key='{}' was already logged with value='{v}' for run ID='{run_id}'. Attempted logging new value '{}'.",
+                            p.key, p.value
+                        )))
+                    }
+                    None => {
+                        tx.execute(
+                            "INSERT INTO run_params (run_uuid, key, value) VALUES (?1, ?2, ?3)",
+                            params![run_id, p.key, p.value],
+                        )?;
+                    }
+                }
+            }
+            for m in metrics {
+                if m.key.is_empty() {
+                    return Err(RegistryError::InvalidParameter(
+                        "Metric keys cannot be empty.".into(),
+                    ));
+                }
+                tx.execute(
+                    "INSERT OR REPLACE INTO metrics (run_uuid, key, value, timestamp, step, model_id) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        run_id,
+                        m.key,
+                        m.value,
+                        m.timestamp,
+                        m.step,
+                        m.model_id.as_deref().unwrap_or("")
+                    ],
+                )?;
+            }
+            for t in tags {
+                upsert_run_tag(tx, run_id, &t.key, &t.value)?;
+                if t.key == "mlflow.runName" {
+                    tx.execute(
+                        "UPDATE runs SET run_name = ?2 WHERE run_uuid = ?1",
+                        params![run_id, t.value],
+                    )?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    pub fn delete_run_tag(&self, run_id: &str, key: &str) -> Result<()> {
+        self.db.write_tx(|tx| {
+            let run = load_run_info(tx, run_id)?;
+            ensure_active(&run)?;
+            let n = tx.execute("DELETE FROM run_tags WHERE run_uuid = ?1 AND key = ?2", params![run_id, key])?;
+            if n == 0 {
+                return Err(RegistryError::NotFound(format!("No tag with name: {key} in run with id {run_id}")));
+            }
+            Ok(())
+        })
+    }
+
+    /// Every logged value of one metric, oldest step first.
+    pub fn metric_history(&self, run_id: &str, key: &str) -> Result<Vec<Metric>> {
+        self.db.read_tx(|tx| {
+            load_run_info(tx, run_id)?;
+            let mut stmt = tx.prepare(
+                "SELECT key, value, timestamp, step FROM metrics WHERE run_uuid = ?1 AND key = ?2 \
+                 ORDER BY step, timestamp, value",
+            )?;
+            let rows = stmt.query_map(params![run_id, key], metric_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Record that a run produced these logged models (`runs/outputs`).
+    pub fn log_outputs(&self, run_id: &str, outputs: &[ModelOutput]) -> Result<()> {
+        self.db.write_tx(|tx| {
+            load_run_info(tx, run_id)?;
+            for o in outputs {
+                logged_model_exists(tx, &o.model_id)?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO run_outputs (run_uuid, model_id, step) VALUES (?1, ?2, ?3)",
+                    params![run_id, o.model_id, o.step],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn search_runs(
+        &self,
+        experiment_ids: &[String],
+        filter: &str,
+        view: ViewType,
+        max_results: usize,
+        order_by: &[String],
+        page_token: Option<&str>,
+    ) -> Result<Paged<Run>> {
+        let filter = SearchFilter::parse(filter, Kind::Run)?;
+        let order = OrderBy::parse(order_by, Kind::Run)?;
+        let exp_nums = experiment_ids.iter().map(|e| parse_experiment_id(e)).collect::<Result<Vec<_>>>()?;
+        let runs = self.db.read_tx(|tx| {
+            let mut out = Vec::new();
+            let mut stmt = tx.prepare("SELECT run_uuid FROM runs WHERE experiment_id = ?1")?;
+            for e in &exp_nums {
+                let ids = stmt.query_map([e], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+                for id in ids {
+                    out.push(load_run(tx, &id)?);
+                }
+            }
+            Ok(out)
+        })?;
+        let mut hits: Vec<Run> = runs
+            .into_iter()
+            .filter(|r| view.admits(&r.info.lifecycle_stage) && filter.matches(&|f| run_field(r, f)))
+            .collect();
+        hits.sort_by(|a, b| order.compare(&|f| run_field(a, f), &|f| run_field(b, f)));
+        page(hits, max_results, page_token)
+    }
+
+    // ---------------------------------------------------------------- logged models
+
+    pub fn create_logged_model(&self, new: &NewLoggedModel) -> Result<LoggedModel> {
+        validate_tags(&new.tags)?;
+        validate_tags(&new.params)?;
+        let exp_num = parse_experiment_id(&new.experiment_id)?;
+        let model_id = format!("m-{}", uuid::Uuid::new_v4().simple());
+        let name = new.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(random_run_name);
+        self.db.write_tx(|tx| {
+            let exp = load_experiment(tx, exp_num, &new.experiment_id)?;
+            if !new.source_run_id.is_empty() {
+                load_run_info(tx, &new.source_run_id)?;
+            }
+            let location = format!("{}/models/{model_id}/artifacts", exp.artifact_location.trim_end_matches('/'));
+            let now = now_ms();
+            tx.execute(
+                "INSERT INTO logged_models (model_id, experiment_id, name, artifact_location, creation_timestamp, \
+                 last_updated_timestamp, model_type, source_run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7)",
+                params![model_id, exp_num, name, location, now, new.model_type, new.source_run_id],
+            )?;
+            for t in &new.tags {
+                tx.execute(
+                    "INSERT OR REPLACE INTO logged_model_tags (model_id, key, value) VALUES (?1, ?2, ?3)",
+                    params![model_id, t.key, t.value],
+                )?;
+            }
+            for p in &new.params {
+                tx.execute(
+                    "INSERT OR REPLACE INTO logged_model_params (model_id, key, value) VALUES (?1, ?2, ?3)",
+                    params![model_id, p.key, p.value],
+                )?;
+            }
+            load_logged_model(tx, &model_id)
+        })
+    }
+
+    pub fn get_logged_model(&self, model_id: &str) -> Result<LoggedModel> {
+        self.db.read_tx(|tx| load_logged_model(tx, model_id))
+    }
+
+    /// Set a logged model's status (`finalize`: PENDING → READY or UPLOAD_FAILED).
+    pub fn set_logged_model_status(&self, model_id: &str, status: &str) -> Result<LoggedModel> {
+        if !LOGGED_MODEL_STATUSES.contains(&status) {
+            return Err(RegistryError::InvalidParameter(format!(
+                "Invalid logged model status '{status}'; use one of {}.",
+                LOGGED_MODEL_STATUSES.join(", ")
+            )));
+        }
+        self.db.write_tx(|tx| {
+            logged_model_exists(tx, model_id)?;
+            tx.execute(
+                "UPDATE logged_models SET status = ?2, last_updated_timestamp = ?3 WHERE model_id = ?1",
+                params![model_id, status, now_ms()],
+            )?;
+            load_logged_model(tx, model_id)
+        })
+    }
+
+    pub fn set_logged_model_tags(&self, model_id: &str, tags: &[Tag]) -> Result<()> {
+        validate_tags(tags)?;
+        self.db.write_tx(|tx| {
+            logged_model_exists(tx, model_id)?;
+            for t in tags {
+                tx.execute(
+                    "INSERT OR REPLACE INTO logged_model_tags (model_id, key, value) VALUES (?1, ?2, ?3)",
+                    params![model_id, t.key, t.value],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn delete_logged_model_tag(&self, model_id: &str, key: &str) -> Result<()> {
+        self.db.write_tx(|tx| {
+            logged_model_exists(tx, model_id)?;
+            let n =
+                tx.execute("DELETE FROM logged_model_tags WHERE model_id = ?1 AND key = ?2", params![model_id, key])?;
+            if n == 0 {
+                return Err(RegistryError::NotFound(format!(
+                    "No tag with key '{key}' found for logged model with ID '{model_id}'."
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    /// Logged models of `source_run_id` named `name`, the one logged at the highest step first
+    /// (how the MLflow client picks the model behind `runs:/<run>/<name>`).
+    pub fn logged_models_of_run(&self, source_run_id: &str, name: &str) -> Result<Vec<LoggedModel>> {
+        self.db.read_tx(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT lm.model_id FROM logged_models lm \
+                 LEFT JOIN run_outputs o ON o.model_id = lm.model_id AND o.run_uuid = lm.source_run_id \
+                 WHERE lm.source_run_id = ?1 AND lm.name = ?2 AND lm.lifecycle_stage = 'active' \
+                 ORDER BY COALESCE(o.step, -1) DESC, lm.creation_timestamp DESC",
+            )?;
+            let ids = stmt
+                .query_map(params![source_run_id, name], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            ids.iter().map(|id| load_logged_model(tx, id)).collect()
+        })
+    }
+
+    pub fn search_logged_models(
+        &self,
+        experiment_ids: &[String],
+        filter: &str,
+        max_results: usize,
+        order_by: &[String],
+        page_token: Option<&str>,
+    ) -> Result<Paged<LoggedModel>> {
+        let filter = SearchFilter::parse(filter, Kind::LoggedModel)?;
+        let order = OrderBy::parse(order_by, Kind::LoggedModel)?;
+        let exp_nums = experiment_ids.iter().map(|e| parse_experiment_id(e)).collect::<Result<Vec<_>>>()?;
+        let models = self.db.read_tx(|tx| {
+            let mut out = Vec::new();
+            let mut stmt = tx.prepare(
+                "SELECT model_id FROM logged_models WHERE experiment_id = ?1 AND lifecycle_stage = 'active'",
+            )?;
+            for e in &exp_nums {
+                let ids = stmt.query_map([e], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+                for id in ids {
+                    out.push(load_logged_model(tx, &id)?);
+                }
+            }
+            Ok(out)
+        })?;
+        let mut hits: Vec<LoggedModel> =
+            models.into_iter().filter(|m| filter.matches(&|f| logged_model_field(m, f))).collect();
+        hits.sort_by(|a, b| order.compare(&|f| logged_model_field(a, f), &|f| logged_model_field(b, f)));
+        page(hits, max_results, page_token)
+    }
+}
+
+// -------------------------------------------------------------------- row helpers
+
+fn parse_experiment_id(id: &str) -> Result<i64> {
+    id.trim().parse::<i64>().map_err(|_| {
+        RegistryError::InvalidParameter(format!("Invalid experiment ID: '{id}'. Experiment IDs are integers."))
+    })
+}
+
+fn load_experiment(tx: &Transaction<'_>, id: i64, shown: &str) -> Result<Experiment> {
+    let row = tx
+        .query_row(
+            "SELECT name, artifact_location, lifecycle_stage, creation_time, last_update_time \
+             FROM experiments WHERE experiment_id = ?1",
+            [id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            },
+        )
+        .optional()?;
+    let (name, artifact_location, lifecycle_stage, creation_time, last_update_time) =
+        row.ok_or_else(|| RegistryError::NotFound(format!("No Experiment with id={shown} exists")))?;
+    let tags = key_values(tx, "SELECT key, value FROM experiment_tags WHERE experiment_id = ?1 ORDER BY key", &id)?;
+    Ok(Experiment {
+        experiment_id: id.to_string(),
+        name,
+        artifact_location,
+        lifecycle_stage,
+        last_update_time,
+        creation_time,
+        tags,
+        workspace: "default",
+    })
+}
+
+fn key_values(tx: &Transaction<'_>, sql: &str, id: &dyn rusqlite::ToSql) -> Result<Vec<Tag>> {
+    let mut stmt = tx.prepare_cached(sql)?;
+    let rows = stmt
+        .query_map([id], |r| Ok(Tag { key: r.get(0)?, value: r.get(1)? }))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+fn metric_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Metric> {
+    Ok(Metric { key: r.get(0)?, value: r.get(1)?, timestamp: r.get(2)?, step: r.get(3)?, model_id: None, run_id: None })
+}
+
+fn load_run_info(tx: &Transaction<'_>, run_id: &str) -> Result<RunInfo> {
+    tx.query_row(
+        "SELECT run_uuid, experiment_id, run_name, user_id, status, start_time, end_time, artifact_uri, \
+         lifecycle_stage FROM runs WHERE run_uuid = ?1",
+        [run_id],
+        |r| {
+            Ok(RunInfo {
+                run_uuid: r.get(0)?,
+                experiment_id: r.get::<_, i64>(1)?.to_string(),
+                run_name: r.get(2)?,
+                user_id: r.get(3)?,
+                status: r.get(4)?,
+                start_time: r.get(5)?,
+                end_time: r.get(6)?,
+                artifact_uri: r.get(7)?,
+                lifecycle_stage: r.get(8)?,
+                run_id: r.get(0)?,
+            })
+        },
+    )
+    .optional()?
+    .ok_or_else(|| RegistryError::NotFound(format!("Run with id={run_id} not found")))
+}
+
+fn ensure_active(run: &RunInfo) -> Result<()> {
+    if run.lifecycle_stage != "active" {
+        return Err(RegistryError::InvalidParameter(format!(
+            "The run {} must be in the 'active' state. Current state is {}.",
+            run.run_id, run.lifecycle_stage
+        )));
+    }
+    Ok(())
+}
+
+fn upsert_run_tag(tx: &Transaction<'_>, run_id: &str, key: &str, value: &str) -> Result<()> {
+    tx.execute(
+        "INSERT OR REPLACE INTO run_tags (run_uuid, key, value) VALUES (?1, ?2, ?3)",
+        params![run_id, key, value],
+    )?;
+    Ok(())
+}
+
+fn load_run(tx: &Transaction<'_>, run_id: &str) -> Result<Run> {
+    let info = load_run_info(tx, run_id)?;
+    // The current value per key: highest step, then timestamp, then value (MLflow's rule).
+    let mut stmt = tx.prepare_cached(
+        "SELECT key, value, timestamp, step FROM metrics m WHERE run_uuid = ?1 AND NOT EXISTS ( \
+           SELECT 1 FROM metrics n WHERE n.run_uuid = m.run_uuid AND n.key = m.key AND \
+           (n.step > m.step OR (n.step = m.step AND (n.timestamp > m.timestamp OR \
+           (n.timestamp = m.timestamp AND n.value > m.value))))) ORDER BY key",
+    )?;
+    let metrics = stmt.query_map([run_id], metric_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let params = key_values(tx, "SELECT key, value FROM run_params WHERE run_uuid = ?1 ORDER BY key", &run_id)?;
+    let tags = key_values(tx, "SELECT key, value FROM run_tags WHERE run_uuid = ?1 ORDER BY rowid", &run_id)?;
+    let mut stmt =
+        tx.prepare_cached("SELECT model_id, step FROM run_outputs WHERE run_uuid = ?1 ORDER BY step, model_id")?;
+    let model_outputs = stmt
+        .query_map([run_id], |r| Ok(ModelOutput { model_id: r.get(0)?, step: r.get(1)? }))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Run {
+        info,
+        data: RunData { metrics, params, tags },
+        inputs: RunInputs {},
+        outputs: RunOutputs { model_outputs },
+    })
+}
+
+fn logged_model_not_found(model_id: &str) -> RegistryError {
+    RegistryError::NotFound(format!("Logged model with ID '{model_id}' not found."))
+}
+
+fn logged_model_exists(tx: &Transaction<'_>, model_id: &str) -> Result<()> {
+    let found: Option<i64> =
+        tx.query_row("SELECT 1 FROM logged_models WHERE model_id = ?1", [model_id], |r| r.get(0)).optional()?;
+    found.map(|_| ()).ok_or_else(|| logged_model_not_found(model_id))
+}
+
+fn load_logged_model(tx: &Transaction<'_>, model_id: &str) -> Result<LoggedModel> {
+    let info = tx
+        .query_row(
+            "SELECT model_id, experiment_id, name, creation_timestamp, last_updated_timestamp, \
+             artifact_location, status, model_type, source_run_id FROM logged_models WHERE model_id = ?1",
+            [model_id],
+            |r| {
+                Ok(LoggedModelInfo {
+                    model_id: r.get(0)?,
+                    experiment_id: r.get::<_, i64>(1)?.to_string(),
+                    name: r.get(2)?,
+                    creation_timestamp_ms: r.get(3)?,
+                    last_updated_timestamp_ms: r.get(4)?,
+                    artifact_uri: r.get(5)?,
+                    status: r.get(6)?,
+                    model_type: r.get(7)?,
+                    source_run_id: r.get(8)?,
+                    tags: Vec::new(),
+                })
+            },
+        )
+        .optional()?
+        .ok_or_else(|| logged_model_not_found(model_id))?;
+    let tags = key_values(tx, "SELECT key, value FROM logged_model_tags WHERE model_id = ?1 ORDER BY key", &model_id)?;
+    let params =
+        key_values(tx, "SELECT key, value FROM logged_model_params WHERE model_id = ?1 ORDER BY key", &model_id)?;
+    let mut stmt = tx.prepare_cached(
+        "SELECT key, value, timestamp, step, run_uuid FROM metrics WHERE model_id = ?1 \
+         ORDER BY key, step, timestamp",
+    )?;
+    let metrics = stmt
+        .query_map([model_id], |r| {
+            let mut m = metric_from_row(r)?;
+            m.model_id = Some(model_id.to_string());
+            m.run_id = Some(r.get(4)?);
+            Ok(m)
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(LoggedModel { info: LoggedModelInfo { tags, ..info }, data: LoggedModelData { params, metrics } })
+}
+
+const MAX_TAG_KEY: usize = 250;
+const MAX_TAG_VALUE: usize = 8000;
+
+fn validate_tags(tags: &[Tag]) -> Result<()> {
+    for t in tags {
+        if t.key.is_empty() {
+            return Err(RegistryError::InvalidParameter("Tag and param keys cannot be empty.".into()));
+        }
+        if t.key.len() > MAX_TAG_KEY || t.value.len() > MAX_TAG_VALUE {
+            return Err(RegistryError::InvalidParameter(format!(
+                "Key '{}' or its value is too long (limits: {MAX_TAG_KEY} bytes for keys, {MAX_TAG_VALUE} for values).",
+                t.key.chars().take(40).collect::<String>()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A readable run name such as `calm-otter-417`, as MLflow generates them.
+fn random_run_name() -> String {
+    const ADJECTIVES: [&str; 16] = [
+        "bold", "brave", "bright", "calm", "clever", "eager", "gentle", "happy", "keen", "lively", "merry", "nimble",
+        "quiet", "silent", "swift", "wise",
+    ];
+    const NOUNS: [&str; 16] = [
+        "ant", "bat", "crane", "deer", "eel", "finch", "goat", "hawk", "ibis", "jay", "koi", "lynx", "mole", "newt",
+        "otter", "seal",
+    ];
+    let r = uuid::Uuid::new_v4().as_u128();
+    format!("{}-{}-{}", ADJECTIVES[(r % 16) as usize], NOUNS[((r >> 8) % 16) as usize], (r >> 16) % 1000)
+}
+
+fn page<T>(items: Vec<T>, max_results: usize, page_token: Option<&str>) -> Result<Paged<T>> {
+    let offset = match page_token.map(str::trim).filter(|t| !t.is_empty()) {
+        None => 0,
+        Some(t) => t
+            .strip_prefix("offset:")
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| RegistryError::InvalidParameter(format!("Invalid page token '{t}'")))?,
+    };
+    let total = items.len();
+    let items: Vec<T> = items.into_iter().skip(offset).take(max_results).collect();
+    let end = offset.saturating_add(items.len());
+    let next_page_token = (end < total).then(|| format!("offset:{end}"));
+    Ok(Paged { items, next_page_token })
+}
+
+// -------------------------------------------------------------------- search filters
+
+/// Which entity a filter or order applies to; decides the valid attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Experiment,
+    Run,
+    LoggedModel,
+}
+
+impl Kind {
+    fn attributes(self) -> &'static [&'static str] {
+        match self {
+            Kind::Experiment => &["name", "experiment_id", "creation_time", "last_update_time"],
+            Kind::Run => &[
+                "run_id",
+                "run_name",
+                "status",
+                "user_id",
+                "start_time",
+                "end_time",
+                "artifact_uri",
+                "lifecycle_stage",
+                "experiment_id",
+            ],
+            Kind::LoggedModel => &[
+                "model_id",
+                "name",
+                "status",
+                "source_run_id",
+                "model_type",
+                "creation_timestamp",
+                "last_updated_timestamp",
+                "experiment_id",
+            ],
+        }
+    }
+
+    fn entities(self) -> &'static [Entity] {
+        match self {
+            Kind::Experiment => &[Entity::Attribute, Entity::Tag],
+            Kind::Run | Kind::LoggedModel => &[Entity::Attribute, Entity::Metric, Entity::Param, Entity::Tag],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entity {
+    Attribute,
+    Metric,
+    Param,
+    Tag,
+}
+
+/// A field of an entity a filter refers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Field {
+    entity: Entity,
+    key: String,
+}
+
+/// A field's value, for comparisons.
+#[derive(Debug, Clone, PartialEq)]
+enum Val {
+    Str(String),
+    Num(f64),
+}
+
+impl Val {
+    fn cmp(&self, other: &Val) -> Option<Ordering> {
+        match (self, other) {
+            (Val::Num(a), Val::Num(b)) => a.partial_cmp(b),
+            (Val::Str(a), Val::Str(b)) => Some(a.cmp(b)),
+            (Val::Num(a), Val::Str(b)) => b.parse::<f64>().ok().and_then(|b| a.partial_cmp(&b)),
+            (Val::Str(a), Val::Num(b)) => a.parse::<f64>().ok().and_then(|a| a.partial_cmp(b)),
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Val::Str(s) => s.clone(),
+            Val::Num(n) => n.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Like,
+    ILike,
+    In,
+    NotIn,
+}
+
+#[derive(Debug, Clone)]
+struct Clause {
+    field: Field,
+    op: Op,
+    values: Vec<Val>,
+}
+
+/// A parsed search filter: comparisons joined by `AND`.
+#[derive(Debug, Clone, Default)]
+struct SearchFilter {
+    clauses: Vec<Clause>,
+}
+
+fn filter_error(filter: &str, why: impl std::fmt::Display) -> RegistryError {
+    RegistryError::InvalidParameter(format!("Invalid filter '{filter}': {why}"))
+}
+
+impl SearchFilter {
+    fn parse(filter: &str, kind: Kind) -> Result<SearchFilter> {
+        let mut clauses = Vec::new();
+        let mut lex = Lexer::new(filter);
+        if lex.at_end() {
+            return Ok(SearchFilter::default());
+        }
+        loop {
+            let field = lex.field(filter, kind)?;
+            let op = lex.op(filter)?;
+            let values = if matches!(op, Op::In | Op::NotIn) { lex.list(filter)? } else { vec![lex.value(filter)?] };
+            clauses.push(Clause { field, op, values });
+            if lex.at_end() {
+                break;
+            }
+            let word = lex.word();
+            if !word.eq_ignore_ascii_case("and") {
+                return Err(filter_error(
+                    filter,
+                    format!("expected AND, found '{word}' (only AND-joined comparisons are supported)"),
+                ));
+            }
+        }
+        Ok(SearchFilter { clauses })
+    }
+
+    fn matches(&self, lookup: &dyn Fn(&Field) -> Option<Val>) -> bool {
+        self.clauses.iter().all(|c| {
+            let Some(v) = lookup(&c.field) else {
+                // Entities without the field never match (MLflow's behaviour, `!=` included).
+                return false;
+            };
+            let first = &c.values[0];
+            match c.op {
+                Op::Eq => v.cmp(first) == Some(Ordering::Equal),
+                Op::Ne => v.cmp(first) != Some(Ordering::Equal),
+                Op::Lt => v.cmp(first) == Some(Ordering::Less),
+                Op::Le => matches!(v.cmp(first), Some(Ordering::Less | Ordering::Equal)),
+                Op::Gt => v.cmp(first) == Some(Ordering::Greater),
+                Op::Ge => matches!(v.cmp(first), Some(Ordering::Greater | Ordering::Equal)),
+                Op::Like => like(&v.text(), &first.text(), false),
+                Op::ILike => like(&v.text(), &first.text(), true),
+                Op::In => c.values.iter().any(|x| v.cmp(x) == Some(Ordering::Equal)),
+                Op::NotIn => !c.values.iter().any(|x| v.cmp(x) == Some(Ordering::Equal)),
+            }
+        })
+    }
+}
+
+/// SQL LIKE: `%` any sequence, `_` one character.
+fn like(text: &str, pattern: &str, case_insensitive: bool) -> bool {
+    let fold = |s: &str| -> Vec<char> {
+        if case_insensitive {
+            s.to_lowercase().chars().collect()
+        } else {
+            s.chars().collect()
+        }
+    };
+    let (t, p) = (fold(text), fold(pattern));
+    // Iterative wildcard match with backtracking on the last '%'.
+    let (mut ti, mut pi) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '_' || p[pi] == t[ti]) {
+            ti += 1;
+            pi += 1;
+        } else if pi < p.len() && p[pi] == '%' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '%')
+}
+
+struct Lexer<'a> {
+    chars: Vec<char>,
+    pos: usize,
+    _src: &'a str,
+}
+
+impl<'a> Lexer<'a> {
+    fn new(src: &'a str) -> Self {
+        Lexer { chars: src.chars().collect(), pos: 0, _src: src }
+    }
+
+    fn skip_ws(&mut self) {
+        while self.pos < self.chars.len() && self.chars[self.pos].is_whitespace() {
+            self.pos += 1;
+        }
+    }
+
+    fn at_end(&mut self) -> bool {
+        self.skip_ws();
+        self.pos >= self.chars.len()
+    }
+
+    fn peek(&self) -> Option<char> {
+        self.chars.get(self.pos).copied()
+    }
+
+    fn word(&mut self) -> String {
+        self.skip_ws();
+        let start = self.pos;
+        while self.peek().is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '-') {
+            self.pos += 1;
+        }
+        self.chars[start..self.pos].iter().collect()
+    }
+
+    fn quoted(&mut self, filter: &str) -> Result<String> {
+        let Some(q) = self.peek() else {
+            return Err(filter_error(filter, "unexpected end"));
+        };
+        self.pos += 1;
+        let mut out = String::new();
+        loop {
+            match self.peek() {
+                None => return Err(filter_error(filter, format!("unterminated {q}quote"))),
+                Some(c) if c == q => {
+                    self.pos += 1;
+                    // A doubled quote stands for one.
+                    if self.peek() == Some(q) {
+                        out.push(q);
+                        self.pos += 1;
+                    } else {
+                        return Ok(out);
+                    }
+                }
+                Some('\\') if self.chars.get(self.pos + 1) == Some(&q) => {
+                    out.push(q);
+                    self.pos += 2;
+                }
+                Some(c) => {
+                    out.push(c);
+                    self.pos += 1;
+                }
+            }
+        }
+    }
+
+    fn field(&mut self, filter: &str, kind: Kind) -> Result<Field> {
+        self.skip_ws();
+        let first = match self.peek() {
+            Some('`') | Some('"') => self.quoted(filter)?,
+            _ => self.word(),
+        };
+        if first.is_empty() {
+            return Err(filter_error(filter, "expected an identifier"));
+        }
+        let (entity, key) = if self.peek() == Some('.') {
+            self.pos += 1;
+            let key = match self.peek() {
+                Some('`') | Some('"') => self.quoted(filter)?,
+                _ => {
+                    let start = self.pos;
+                    while self.peek().is_some_and(|c| c.is_alphanumeric() || "_-.:/".contains(c)) {
+                        self.pos += 1;
+                    }
+                    self.chars[start..self.pos].iter().collect()
+                }
+            };
+            let entity = match first.to_ascii_lowercase().as_str() {
+                "attribute" | "attributes" | "attr" | "run" => Entity::Attribute,
+                "metric" | "metrics" => Entity::Metric,
+                "param" | "params" | "parameter" | "parameters" => Entity::Param,
+                "tag" | "tags" => Entity::Tag,
+                other => {
+                    return Err(filter_error(
+                        filter,
+                        format!("unknown entity type '{other}' (use attributes, metrics, params or tags)"),
+                    ))
+                }
+            };
+            (entity, key)
+        } else {
+            (Entity::Attribute, first)
+        };
+        if !kind.entities().contains(&entity) {
+            return Err(filter_error(filter, format!("{entity:?} fields cannot be searched here")));
+        }
+        let key = match (entity, key.as_str()) {
+            (Entity::Attribute, "creation_timestamp_ms") => "creation_timestamp".to_string(),
+            (Entity::Attribute, "last_updated_timestamp_ms") => "last_updated_timestamp".to_string(),
+            (Entity::Attribute, "run_uuid") => "run_id".to_string(),
+            _ => key,
+        };
+        if entity == Entity::Attribute && !kind.attributes().contains(&key.as_str()) {
+            return Err(filter_error(
+                filter,
+                format!("invalid attribute '{key}'; valid attributes are {}", kind.attributes().join(", ")),
+            ));
+        }
+        if key.is_empty() {
+            return Err(filter_error(filter, "empty key"));
+        }
+        Ok(Field { entity, key })
+    }
+
+    fn op(&mut self, filter: &str) -> Result<Op> {
+        self.skip_ws();
+        let rest: String = self.chars[self.pos..].iter().take(2).collect();
+        for (text, op) in [("!=", Op::Ne), ("<>", Op::Ne), ("<=", Op::Le), (">=", Op::Ge), ("==", Op::Eq)] {
+            if rest == text {
+                self.pos += 2;
+                return Ok(op);
+            }
+        }
+        match self.peek() {
+            Some('=') => {
+                self.pos += 1;
+                return Ok(Op::Eq);
+            }
+            Some('<') => {
+                self.pos += 1;
+                return Ok(Op::Lt);
+            }
+            Some('>') => {
+                self.pos += 1;
+                return Ok(Op::Gt);
+            }
+            _ => {}
+        }
+        let w = self.word().to_ascii_uppercase();
+        match w.as_str() {
+            "LIKE" => Ok(Op::Like),
+            "ILIKE" => Ok(Op::ILike),
+            "IN" => Ok(Op::In),
+            "NOT" if self.word().eq_ignore_ascii_case("in") => Ok(Op::NotIn),
+            _ => Err(filter_error(filter, format!("expected a comparison operator, found '{w}'"))),
+        }
+    }
+
+    fn value(&mut self, filter: &str) -> Result<Val> {
+        self.skip_ws();
+        match self.peek() {
+            Some('\'') | Some('"') => Ok(Val::Str(self.quoted(filter)?)),
+            _ => {
+                let start = self.pos;
+                while self.peek().is_some_and(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) {
+                    self.pos += 1;
+                }
+                let text: String = self.chars[start..self.pos].iter().collect();
+                text.parse::<f64>()
+                    .map(Val::Num)
+                    .map_err(|_| filter_error(filter, format!("expected a quoted string or a number, found '{text}'")))
+            }
+        }
+    }
+
+    fn list(&mut self, filter: &str) -> Result<Vec<Val>> {
+        self.skip_ws();
+        if self.peek() != Some('(') {
+            return Err(filter_error(filter, "IN needs a parenthesized list"));
+        }
+        self.pos += 1;
+        let mut out = Vec::new();
+        loop {
+            out.push(self.value(filter)?);
+            self.skip_ws();
+            match self.peek() {
+                Some(',') => self.pos += 1,
+                Some(')') => {
+                    self.pos += 1;
+                    return Ok(out);
+                }
+                _ => return Err(filter_error(filter, "unterminated list")),
+            }
+        }
+    }
+}
+
+/// A parsed `order_by`: fields with direction, applied in order, then the entity's tie-breaks.
+#[derive(Debug, Clone)]
+struct OrderBy {
+    keys: Vec<(Field, bool)>,
+}
+
+impl OrderBy {
+    fn parse(order_by: &[String], kind: Kind) -> Result<OrderBy> {
+        let mut keys = Vec::new();
+        for o in order_by.iter().filter(|o| !o.trim().is_empty()) {
+            let mut lex = Lexer::new(o);
+            let field = lex
+                .field(o, kind)
+                .map_err(|_| RegistryError::InvalidParameter(format!("Invalid order_by clause '{o}'")))?;
+            let asc = match lex.word().to_ascii_uppercase().as_str() {
+                "" | "ASC" => true,
+                "DESC" => false,
+                _ => {
+                    return Err(RegistryError::InvalidParameter(format!(
+                        "Invalid order_by clause '{o}': the direction must be ASC or DESC"
+                    )))
+                }
+            };
+            if !lex.at_end() {
+                return Err(RegistryError::InvalidParameter(format!("Invalid order_by clause '{o}'")));
+            }
+            keys.push((field, asc));
+        }
+        let attr = |k: &str| Field { entity: Entity::Attribute, key: k.to_string() };
+        // Defaults and tie-breaks, as MLflow orders each entity.
+        match kind {
+            Kind::Experiment => {
+                keys.push((attr("creation_time"), false));
+                keys.push((attr("experiment_id"), false));
+            }
+            Kind::Run => {
+                keys.push((attr("start_time"), false));
+                keys.push((attr("run_id"), true));
+            }
+            Kind::LoggedModel => {
+                keys.push((attr("creation_timestamp"), false));
+                keys.push((attr("model_id"), true));
+            }
+        }
+        Ok(OrderBy { keys })
+    }
+
+    fn compare(&self, a: &dyn Fn(&Field) -> Option<Val>, b: &dyn Fn(&Field) -> Option<Val>) -> Ordering {
+        for (field, asc) in &self.keys {
+            let ord = match (a(field), b(field)) {
+                (Some(x), Some(y)) => {
+                    let o = x.cmp(&y).unwrap_or(Ordering::Equal);
+                    if *asc {
+                        o
+                    } else {
+                        o.reverse()
+                    }
+                }
+                // Missing values sort last either way.
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (None, None) => Ordering::Equal,
+            };
+            if ord != Ordering::Equal {
+                return ord;
+            }
+        }
+        Ordering::Equal
+    }
+}
+
+fn find(list: &[Tag], key: &str) -> Option<Val> {
+    list.iter().find(|t| t.key == key).map(|t| Val::Str(t.value.clone()))
+}
+
+fn experiment_field(e: &Experiment, f: &Field) -> Option<Val> {
+    match f.entity {
+        Entity::Tag => find(&e.tags, &f.key),
+        Entity::Attribute => match f.key.as_str() {
+            "name" => Some(Val::Str(e.name.clone())),
+            "experiment_id" => e.experiment_id.parse().ok().map(Val::Num),
+            "creation_time" => Some(Val::Num(e.creation_time as f64)),
+            "last_update_time" => Some(Val::Num(e.last_update_time as f64)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn run_field(r: &Run, f: &Field) -> Option<Val> {
+    let i = &r.info;
+    match f.entity {
+        Entity::Tag => find(&r.data.tags, &f.key),
+        Entity::Param => find(&r.data.params, &f.key),
+        Entity::Metric => r.data.metrics.iter().find(|m| m.key == f.key).map(|m| Val::Num(m.value)),
+        Entity::Attribute => match f.key.as_str() {
+            "run_id" => Some(Val::Str(i.run_id.clone())),
+            "run_name" => Some(Val::Str(i.run_name.clone())),
+            "status" => Some(Val::Str(i.status.clone())),
+            "user_id" => Some(Val::Str(i.user_id.clone())),
+            "artifact_uri" => Some(Val::Str(i.artifact_uri.clone())),
+            "lifecycle_stage" => Some(Val::Str(i.lifecycle_stage.clone())),
+            "experiment_id" => Some(Val::Str(i.experiment_id.clone())),
+            "start_time" => Some(Val::Num(i.start_time as f64)),
+            "end_time" => i.end_time.map(|t| Val::Num(t as f64)),
+            _ => None,
+        },
+    }
+}
+
+fn logged_model_field(m: &LoggedModel, f: &Field) -> Option<Val> {
+    let i = &m.info;
+    match f.entity {
+        Entity::Tag => find(&i.tags, &f.key),
+        Entity::Param => find(&m.data.params, &f.key),
+        Entity::Metric => {
+            // The latest value per key.
+            let mut latest: BTreeMap<&str, &Metric> = BTreeMap::new();
+            for x in &m.data.metrics {
+                latest.insert(x.key.as_str(), x);
+            }
+            latest.get(f.key.as_str()).map(|x| Val::Num(x.value))
+        }
+        Entity::Attribute => match f.key.as_str() {
+            "model_id" => Some(Val::Str(i.model_id.clone())),
+            "name" => Some(Val::Str(i.name.clone())),
+            "status" => Some(Val::Str(i.status.clone())),
+            "source_run_id" => Some(Val::Str(i.source_run_id.clone())),
+            "model_type" => Some(Val::Str(i.model_type.clone())),
+            "experiment_id" => Some(Val::Str(i.experiment_id.clone())),
+            "creation_timestamp" => Some(Val::Num(i.creation_timestamp_ms as f64)),
+            "last_updated_timestamp" => Some(Val::Num(i.last_updated_timestamp_ms as f64)),
+            _ => None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> TrackingStore {
+        TrackingStore::new(Arc::new(Store::open_in_memory().unwrap()))
+    }
+
+    fn tag(k: &str, v: &str) -> Tag {
+        Tag { key: k.into(), value: v.into() }
+    }
+
+    #[test]
+    fn default_experiment_and_create() {
+        let t = store();
+        let d = t.get_experiment("0").unwrap();
+        assert_eq!((d.name.as_str(), d.artifact_location.as_str()), ("Default", "mlflow-artifacts:/0"));
+        let id = t.create_experiment("exp", None, &[tag("a", "b")]).unwrap();
+        assert_eq!(id, "1");
+        let e = t.get_experiment_by_name("exp").unwrap();
+        assert_eq!(e.artifact_location, "mlflow-artifacts:/1");
+        assert_eq!(e.tags, vec![tag("a", "b")]);
+        assert!(matches!(t.create_experiment("exp", None, &[]), Err(RegistryError::AlreadyExists(_))));
+        assert!(matches!(t.get_experiment("7"), Err(RegistryError::NotFound(_))));
+        let page = t.search_experiments(ViewType::ActiveOnly, "name LIKE 'ex%'", 10, &[], None).unwrap();
+        assert_eq!(page.items.len(), 1);
+    }
+
+    #[test]
+    fn runs_params_metrics_and_search() {
+        let t = store();
+        let run = t
+            .create_run(&NewRun {
+                experiment_id: "0".into(),
+                user_id: "u".into(),
+                tags: vec![tag("team", "x")],
+                ..Default::default()
+            })
+            .unwrap();
+        let id = run.info.run_id.clone();
+        assert!(run.info.artifact_uri.starts_with("mlflow-artifacts:/0/"));
+        assert!(run.data.tags.iter().any(|t| t.key == "mlflow.runName"));
+        let m = |v: f64, step: i64| Metric {
+            key: "acc".into(),
+            value: v,
+            timestamp: 10,
+            step,
+            model_id: None,
+            run_id: None,
+        };
+        t.log_batch(&id, &[m(0.5, 0), m(0.9, 1), m(0.7, 0)], &[tag("alpha", "1")], &[]).unwrap();
+        assert!(matches!(t.log_batch(&id, &[], &[tag("alpha", "2")], &[]), Err(RegistryError::InvalidParameter(_))));
+        let got = t.get_run(&id).unwrap();
+        assert_eq!(got.data.metrics.len(), 1);
+        assert_eq!(got.data.metrics[0].value, 0.9);
+        assert_eq!(t.metric_history(&id, "acc").unwrap().len(), 3);
+        for (filter, n) in [
+            ("", 1),
+            ("metrics.acc > 0.8", 1),
+            ("metrics.acc < 0.8", 0),
+            ("params.alpha = '1' and tags.team = 'x'", 1),
+            ("tags.`team` != 'x'", 0),
+            (&format!("attributes.run_id IN ('{id}', 'zz')"), 1),
+            ("attributes.status = 'RUNNING'", 1),
+        ] {
+            let p = t.search_runs(&["0".into()], filter, ViewType::ActiveOnly, 10, &[], None).unwrap();
+            assert_eq!(p.items.len(), n, "{filter}");
+        }
+        assert!(t.search_runs(&["0".into()], "bogus filter", ViewType::ActiveOnly, 10, &[], None).is_err());
+        let info = t.update_run(&id, Some("FINISHED"), Some(99), None).unwrap();
+        assert_eq!((info.status.as_str(), info.end_time), ("FINISHED", Some(99)));
+        assert!(t.update_run(&id, Some("DONE"), None, None).is_err());
+    }
+
+    #[test]
+    fn logged_models() {
+        let t = store();
+        let run = t.create_run(&NewRun { experiment_id: "0".into(), ..Default::default() }).unwrap();
+        let lm = t
+            .create_logged_model(&NewLoggedModel {
+                experiment_id: "0".into(),
+                name: Some("model".into()),
+                source_run_id: run.info.run_id.clone(),
+                params: vec![tag("alpha", "1")],
+                ..Default::default()
+            })
+            .unwrap();
+        let id = lm.info.model_id.clone();
+        assert_eq!(lm.info.artifact_uri, format!("mlflow-artifacts:/0/models/{id}/artifacts"));
+        assert_eq!(lm.info.status, "LOGGED_MODEL_PENDING");
+        let ready = t.set_logged_model_status(&id, "LOGGED_MODEL_READY").unwrap();
+        assert_eq!(ready.info.status, "LOGGED_MODEL_READY");
+        t.set_logged_model_tags(&id, &[tag("k", "v")]).unwrap();
+        t.log_outputs(&run.info.run_id, &[ModelOutput { model_id: id.clone(), step: 0 }]).unwrap();
+        assert_eq!(t.get_run(&run.info.run_id).unwrap().outputs.model_outputs.len(), 1);
+        let found = t.logged_models_of_run(&run.info.run_id, "model").unwrap();
+        assert_eq!(found.len(), 1);
+        let p = t.search_logged_models(&["0".into()], "name = 'model'", 10, &[], None).unwrap();
+        assert_eq!(p.items.len(), 1);
+        assert!(matches!(t.get_logged_model("m-nope"), Err(RegistryError::NotFound(_))));
+    }
+
+    #[test]
+    fn like_patterns_and_paging() {
+        assert!(like("iris-onnx", "ir%", false));
+        assert!(like("iris", "i_is", false));
+        assert!(!like("Iris", "ir%", false));
+        assert!(like("Iris", "ir%", true));
+        assert!(like("abcabc", "%b%c", false));
+        let p = page((0..25).collect::<Vec<_>>(), 10, None).unwrap();
+        assert_eq!(p.next_page_token.as_deref(), Some("offset:10"));
+        let p = page((0..25).collect::<Vec<_>>(), 10, Some("offset:20")).unwrap();
+        assert_eq!((p.items.len(), p.next_page_token), (5, None));
+        assert!(page(vec![1], 10, Some("x")).is_err());
+    }
+}

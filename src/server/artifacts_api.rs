@@ -1,0 +1,222 @@
+//! MLflow's artifact proxy over the artifact root (mounted under `/api/2.0/mlflow-artifacts` and
+//! `/ajax-api/2.0/mlflow-artifacts`), how the MLflow client uploads and downloads model files:
+//!
+//! - `GET /artifacts?path=P` — list a folder: `{"files": [{"path", "is_dir", "file_size"}]}`
+//! - `GET /artifacts/<path>` — download a file (streamed)
+//! - `PUT /artifacts/<path>` — upload a file: streamed to a temporary file in the same folder,
+//!   synced, then renamed into place, so a partial upload is never visible under its name
+//!
+//! Every path goes through [`ArtifactRoot::path_of`](crate::artifact::ArtifactRoot::path_of):
+//! `..`, absolute paths, their percent-encoded forms and symlinks leading out are refused with
+//! 400. The raw (still percent-encoded) request path is used, so it is decoded exactly once.
+
+use std::path::{Path, PathBuf};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::error::ApiError;
+use super::params::Params;
+use super::registration::{blocking, RegistryState};
+use crate::registry::RegistryError;
+
+/// Marks temporary upload files (hidden from listings).
+const UPLOAD_MARK: &str = ".upload-";
+/// Download chunk size.
+const CHUNK: usize = 64 * 1024;
+
+pub fn routes() -> Router<RegistryState> {
+    Router::new()
+        .route("/artifacts", get(list))
+        .route("/artifacts/", get(list))
+        .route("/artifacts/{*path}", get(download).put(upload))
+}
+
+/// The artifact path of a request, still percent-encoded. (Inside the nested router the URI
+/// starts at `/artifacts/`; in the full path `mlflow-artifacts/artifacts/`, the first
+/// `/artifacts/` is the same one.)
+fn raw_path(uri: &Uri) -> &str {
+    uri.path().split_once("/artifacts/").map(|(_, rest)| rest).unwrap_or("")
+}
+
+fn invalid(message: String) -> ApiError {
+    ApiError::Registry(RegistryError::InvalidParameter(message))
+}
+
+fn decoded(raw: &str) -> String {
+    percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned()
+}
+
+async fn list(State(st): State<RegistryState>, p: Params) -> Result<Json<Value>, ApiError> {
+    let rel = p.str_or_empty("path")?;
+    let dir = st.artifacts.path_of(&rel)?;
+    let files = blocking(move || {
+        let mut out = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            // A missing folder (or a file) lists as nothing, as in MLflow.
+            return Ok(out);
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Hidden: staging folders, uploads in progress; symlinks are never followed.
+            if name.starts_with('.') {
+                continue;
+            }
+            let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+                continue;
+            };
+            if meta.is_dir() {
+                out.push((name, json!({"is_dir": true})));
+            } else if meta.is_file() {
+                out.push((name, json!({"is_dir": false, "file_size": meta.len()})));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    })
+    .await?;
+    if files.is_empty() {
+        return Ok(Json(json!({})));
+    }
+    let files: Vec<Value> = files
+        .into_iter()
+        .map(|(name, mut v)| {
+            if let Value::Object(m) = &mut v {
+                let mut with_path = serde_json::Map::new();
+                with_path.insert("path".into(), Value::String(name));
+                with_path.extend(std::mem::take(m));
+                *m = with_path;
+            }
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "files": files })))
+}
+
+fn content_type(path: &Path) -> &'static str {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    match ext {
+        "json" | "yaml" | "yml" | "txt" | "md" | "csv" | "py" | "log" | "toml" | "cfg" => "text/plain",
+        _ if name == "MLmodel" => "text/plain",
+        _ => "application/octet-stream",
+    }
+}
+
+async fn download(State(st): State<RegistryState>, uri: Uri) -> Result<Response, ApiError> {
+    let raw = raw_path(&uri).to_string();
+    let path = st.artifacts.path_of(&raw)?;
+    let meta = tokio::fs::metadata(&path)
+        .await
+        .map_err(|_| ApiError::Registry(RegistryError::NotFound(format!("No such artifact: '{}'", decoded(&raw)))))?;
+    if meta.is_dir() {
+        return Err(invalid(format!("Artifact path refers to a directory, not a file: '{}'", decoded(&raw))));
+    }
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| ApiError::Internal(format!("opening {}: {e}", path.display())))?;
+    let stream = futures_util::stream::unfold(Some(file), |state| async move {
+        let mut file = state?;
+        let mut buf = vec![0u8; CHUNK];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<Bytes, std::io::Error>(Bytes::from(buf)), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    let mut resp = Body::from_stream(stream).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(&path)));
+    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(meta.len()));
+    Ok(resp)
+}
+
+/// Refuse uploads that would change files a registered version depends on: the copies made by
+/// `regserve models register` and the files of a finalized logged model.
+async fn check_writable(st: &RegistryState, rel: &str) -> Result<(), ApiError> {
+    let parts: Vec<&str> = rel.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+    if matches!(parts.first(), Some(&"registry") | Some(&".staging")) {
+        return Err(invalid(format!(
+            "Invalid path '{rel}': the '{}' folder holds versions registered with `regserve models register` and is read-only here.",
+            parts[0]
+        )));
+    }
+    if let [_, "models", model_id, ..] = parts.as_slice() {
+        if model_id.starts_with("m-") {
+            let tracking = st.tracking.clone();
+            let id = model_id.to_string();
+            let lm = blocking(move || match tracking.get_logged_model(&id) {
+                Ok(lm) => Ok(Some(lm)),
+                Err(RegistryError::NotFound(_)) => Ok(None),
+                Err(e) => Err(e.into()),
+            })
+            .await?;
+            if lm.is_some_and(|lm| lm.info.status == "LOGGED_MODEL_READY") {
+                return Err(invalid(format!(
+                    "Invalid path '{rel}': logged model {model_id} is finalized; its files can no longer change."
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn upload(State(st): State<RegistryState>, uri: Uri, body: Body) -> Result<Response, ApiError> {
+    let raw = raw_path(&uri).to_string();
+    let dest = st.artifacts.path_of(&raw)?;
+    let rel = decoded(&raw);
+    if rel.trim_matches('/').is_empty() || raw.ends_with('/') {
+        return Err(invalid(format!("Invalid path '{rel}': name a file to upload")));
+    }
+    check_writable(&st, &rel).await?;
+    if tokio::fs::metadata(&dest).await.is_ok_and(|m| m.is_dir()) {
+        return Err(invalid(format!("Invalid path '{rel}': it is a directory")));
+    }
+    let parent = dest.parent().map(Path::to_path_buf).ok_or_else(|| invalid(format!("Invalid path '{rel}'")))?;
+    tokio::fs::create_dir_all(&parent)
+        .await
+        .map_err(|e| ApiError::Internal(format!("creating {}: {e}", parent.display())))?;
+    // The folder may have been swapped for a link between the check and now: check again.
+    st.artifacts.path_of(&raw)?;
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = parent.join(format!(".{name}{UPLOAD_MARK}{}", uuid::Uuid::new_v4().simple()));
+    match write_body(&tmp, body).await {
+        Ok(()) => {}
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+    }
+    if let Err(e) = tokio::fs::rename(&tmp, &dest).await {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(ApiError::Internal(format!("moving the upload to {}: {e}", dest.display())));
+    }
+    if let Ok(dir) = tokio::fs::File::open(&parent).await {
+        let _ = dir.sync_all().await;
+    }
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn write_body(tmp: &PathBuf, body: Body) -> Result<(), ApiError> {
+    let io_err = |e: std::io::Error| ApiError::Internal(format!("writing {}: {e}", tmp.display()));
+    let mut file = tokio::fs::File::create(tmp).await.map_err(io_err)?;
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| invalid(format!("The upload was interrupted: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            file.write_all(&data).await.map_err(io_err)?;
+        }
+    }
+    file.flush().await.map_err(io_err)?;
+    file.sync_all().await.map_err(io_err)?;
+    Ok(())
+}

@@ -1,0 +1,446 @@
+//! Model versions created through the REST API: where their files are, and the test load that
+//! decides whether they may be served.
+//!
+//! `model-versions/create` resolves the source to a storage location the way `mlflow server`
+//! validates it (`models:/m-<id>` needs the matching `model_id`, `runs:/<run>/<path>` the
+//! matching `run_id`, local paths are refused). When the files are under the artifact root and
+//! hold an ONNX model (an `MLmodel` with an `onnx` flavor, or a `.onnx` file), the version is
+//! created `PENDING_REGISTRATION` and loaded once on the blocking pool; it becomes `READY` only
+//! if that works, `FAILED_REGISTRATION` (with the reason in `status_message`) if not. Anything
+//! else is created `READY` with a `status_message` saying it was not test-loaded.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use super::error::ApiError;
+use crate::artifact::ArtifactRoot;
+use crate::registry::tracking::TrackingStore;
+use crate::registry::{ModelVersion, NewVersion, RegistryError, Store, Tag, VersionStatus};
+use crate::runtime::{LoadedModel, RuntimeOptions};
+use crate::uri::ModelUri;
+
+/// What the registry server's handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct RegistryState {
+    pub store: Arc<Store>,
+    pub tracking: TrackingStore,
+    pub artifacts: ArtifactRoot,
+    /// `--ort-lib`; `None` searches the usual places (see `runtime::env`).
+    pub ort_lib: Option<PathBuf>,
+    /// Test loads running at once; each holds one ONNX Runtime session while it runs.
+    pub test_loads: Arc<Semaphore>,
+    /// How long `model-versions/create` waits for the test load before answering with the
+    /// version still `PENDING_REGISTRATION` (the MLflow client then polls until it settles).
+    pub load_wait: Duration,
+}
+
+impl RegistryState {
+    pub fn new(store: Arc<Store>, artifacts: ArtifactRoot, ort_lib: Option<PathBuf>) -> Self {
+        let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        RegistryState {
+            tracking: TrackingStore::new(store.clone()),
+            store,
+            artifacts,
+            ort_lib,
+            test_loads: Arc::new(Semaphore::new(parallel.max(2))),
+            load_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Run blocking store work off the async workers.
+pub async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(format!("a blocking task failed: {e}")))?
+}
+
+/// A create request's source, resolved.
+#[derive(Debug, Clone)]
+pub struct ResolvedSource {
+    /// What the version records as `source`.
+    pub source: String,
+    pub run_id: String,
+    /// Where the files are (`get-download-uri` answers it).
+    pub storage_location: String,
+    /// Local files holding an ONNX model to test-load; `None` when not test-loaded.
+    pub local: Option<PathBuf>,
+    /// Why the version is not test-loaded, when it is not.
+    pub not_loaded: Option<String>,
+}
+
+fn invalid(message: String) -> RegistryError {
+    RegistryError::InvalidParameter(message)
+}
+
+fn not_contained(source: &str, id_name: &str) -> RegistryError {
+    invalid(format!(
+        "Invalid model version source: '{source}'. The {id_name} request parameter must identify the resource that contains the source."
+    ))
+}
+
+/// Refuse `..` and NUL in a source, after undoing any layers of percent-encoding.
+fn check_relative_paths(source: &str) -> Result<(), RegistryError> {
+    let mut decoded = source.to_string();
+    for _ in 0..8 {
+        let next = percent_encoding::percent_decode_str(&decoded.replace('+', " ")).decode_utf8_lossy().into_owned();
+        if next == decoded {
+            break;
+        }
+        decoded = next;
+    }
+    if decoded.contains('\0') || decoded.split(['/', '\\']).any(|seg| seg == "..") {
+        return Err(invalid(format!(
+            "Invalid model version source: '{source}'. If supplying a source as an http, https, local file path, ftp, objectstore, or mlflow-artifacts uri, an absolute path must be provided without relative path references present. Please provide an absolute path."
+        )));
+    }
+    Ok(())
+}
+
+/// `mlflow-artifacts:/a/b` (or `mlflow-artifacts://host/a/b`) → `a/b`.
+fn artifact_rel(uri: &str) -> Option<&str> {
+    let rest = uri.strip_prefix(crate::artifact::SCHEME)?;
+    Some(match rest.strip_prefix("//") {
+        Some(with_host) => with_host.split_once('/').map(|(_, p)| p).unwrap_or(""),
+        None => rest.trim_start_matches('/'),
+    })
+}
+
+fn within(uri: &str, root: &str) -> bool {
+    match (artifact_rel(uri), artifact_rel(root)) {
+        (Some(u), Some(r)) => {
+            let (u, r) = (u.trim_end_matches('/'), r.trim_end_matches('/'));
+            u == r || u.starts_with(&format!("{r}/"))
+        }
+        _ => false,
+    }
+}
+
+/// Resolve a `model-versions/create` source. Blocking.
+pub fn resolve_source(
+    st: &RegistryState,
+    source: &str,
+    run_id: &str,
+    model_id: &str,
+) -> Result<ResolvedSource, RegistryError> {
+    check_relative_paths(source)?;
+    let unresolved = |why: String| ResolvedSource {
+        source: source.to_string(),
+        run_id: run_id.to_string(),
+        storage_location: source.to_string(),
+        local: None,
+        not_loaded: Some(why),
+    };
+    let mut resolved = if let Some(rest) = source.strip_prefix("models:/") {
+        if rest.starts_with('/') {
+            return Err(invalid(format!(
+                "Invalid model version source: '{source}'. Registered model sources must use the active model registry."
+            )));
+        }
+        if rest.starts_with("m-") && !rest.contains(['/', '@']) {
+            // A logged model (MLflow 3): its files are under the experiment's artifact root.
+            if model_id != rest {
+                return Err(not_contained(source, "model_id"));
+            }
+            let lm = st.tracking.get_logged_model(rest)?;
+            ResolvedSource {
+                source: source.to_string(),
+                run_id: if run_id.is_empty() { lm.info.source_run_id.clone() } else { run_id.to_string() },
+                storage_location: lm.info.artifact_uri,
+                local: None,
+                not_loaded: None,
+            }
+        } else {
+            // Another registered version (copy_model_version): share its files.
+            let uri: ModelUri = source
+                .parse()
+                .map_err(|e: crate::uri::UriError| invalid(format!("Invalid model version source: '{source}'. {e}")))?;
+            let from = st.store.resolve(&uri)?;
+            ResolvedSource {
+                source: format!("models:/{}/{}", from.name, from.version),
+                run_id: if run_id.is_empty() { from.run_id.clone() } else { run_id.to_string() },
+                storage_location: if from.storage_location.is_empty() {
+                    from.source.clone()
+                } else {
+                    from.storage_location.clone()
+                },
+                local: None,
+                not_loaded: None,
+            }
+        }
+    } else if let Some(rest) = source.strip_prefix("runs:/") {
+        if rest.starts_with('/') || !model_id.is_empty() {
+            return Err(not_contained(source, if model_id.is_empty() { "run_id" } else { "model_id" }));
+        }
+        let (source_run, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if source_run.is_empty() || source_run != run_id {
+            return Err(not_contained(source, "run_id"));
+        }
+        match st.tracking.get_run(source_run) {
+            Err(RegistryError::NotFound(_)) => {
+                return Ok(unresolved(format!("run {source_run} is not in this server's tracking store")))
+            }
+            Err(e) => return Err(e),
+            Ok(run) => {
+                let path = path.trim_matches('/');
+                let in_run = if path.is_empty() {
+                    run.info.artifact_uri.clone()
+                } else {
+                    format!("{}/{path}", run.info.artifact_uri.trim_end_matches('/'))
+                };
+                let has_files = st.artifacts.local_path(&in_run).map(|p| p.exists()).unwrap_or(false);
+                // MLflow 3 logs models as logged models, not run artifacts: fall back to the
+                // run's logged model of that name, as the MLflow client does.
+                let logged = if has_files || path.is_empty() {
+                    None
+                } else {
+                    st.tracking.logged_models_of_run(source_run, path)?.into_iter().next()
+                };
+                ResolvedSource {
+                    source: source.to_string(),
+                    run_id: run_id.to_string(),
+                    storage_location: logged.map(|lm| lm.info.artifact_uri).unwrap_or(in_run),
+                    local: None,
+                    not_loaded: None,
+                }
+            }
+        }
+    } else if source.starts_with(crate::artifact::SCHEME) {
+        let contained = if !model_id.is_empty() {
+            let lm = st.tracking.get_logged_model(model_id)?;
+            within(source, &lm.info.artifact_uri)
+        } else if !run_id.is_empty() {
+            let run = st.tracking.get_run(run_id)?;
+            within(source, &run.info.artifact_uri)
+        } else {
+            false
+        };
+        if !contained {
+            return Err(not_contained(source, if model_id.is_empty() { "run_id" } else { "model_id" }));
+        }
+        ResolvedSource {
+            source: source.to_string(),
+            run_id: run_id.to_string(),
+            storage_location: source.to_string(),
+            local: None,
+            not_loaded: None,
+        }
+    } else if source.starts_with('/') || source.starts_with("file:") || !source.contains(':') {
+        return Err(invalid(format!(
+            "Invalid model version source: '{source}'. To use a local path as a model version source, the run_id request parameter has to be specified and the local path has to be contained within the artifact directory of the run specified by the run_id."
+        )));
+    } else {
+        return Ok(unresolved("regserve test-loads only files under its own artifact root".to_string()));
+    };
+
+    // Locate the files under the artifact root and decide whether they are an ONNX model.
+    match st.artifacts.local_path(&resolved.storage_location) {
+        Err(crate::artifact::FetchError::PathEscapes(p)) => {
+            return Err(invalid(format!(
+                "Invalid model version source: '{source}': its files at '{p}' would be outside the artifact root."
+            )))
+        }
+        Err(_) => {
+            resolved.not_loaded =
+                Some(format!("{} is not under this server's artifact root", resolved.storage_location))
+        }
+        Ok(path) if !path.exists() => resolved.not_loaded = Some(format!("no files at {}", resolved.storage_location)),
+        Ok(path) => match onnx_model_in(&path) {
+            None => resolved.local = Some(path),
+            Some(why) => resolved.not_loaded = Some(why),
+        },
+    }
+    Ok(resolved)
+}
+
+/// `None` when `path` holds an ONNX model to test-load, else why it does not.
+fn onnx_model_in(path: &Path) -> Option<String> {
+    let is_onnx = |p: &Path| p.extension().and_then(|e| e.to_str()) == Some("onnx");
+    if path.is_file() {
+        return (!is_onnx(path)).then(|| "not an ONNX model (not a .onnx file)".to_string());
+    }
+    let mlmodel = path.join("MLmodel");
+    let mut flavors: Vec<String> = Vec::new();
+    if let Ok(text) = std::fs::read_to_string(&mlmodel) {
+        if let Ok(yaml) = serde_yaml::from_str::<serde_yaml::Value>(&text) {
+            if let Some(map) = yaml.get("flavors").and_then(|f| f.as_mapping()) {
+                flavors = map.keys().filter_map(|k| k.as_str().map(str::to_string)).collect();
+            }
+        }
+        if flavors.iter().any(|f| f == "onnx") {
+            return None;
+        }
+    }
+    let has_onnx_file = std::fs::read_dir(path)
+        .map(|entries| entries.flatten().any(|e| is_onnx(&e.path()) && e.path().is_file()))
+        .unwrap_or(false);
+    if has_onnx_file {
+        return None;
+    }
+    Some(if mlmodel.exists() {
+        format!("not an ONNX model (MLmodel flavors: {})", flavors.join(", "))
+    } else {
+        "not an ONNX model (no MLmodel with an onnx flavor and no .onnx file)".to_string()
+    })
+}
+
+/// What `model-versions/create` asked for.
+#[derive(Debug, Clone, Default)]
+pub struct CreateVersion {
+    pub name: String,
+    pub source: String,
+    pub run_id: String,
+    pub run_link: String,
+    pub description: String,
+    pub tags: Vec<Tag>,
+    pub model_id: String,
+}
+
+/// Create a version: resolve its source, insert it, test-load it when it is an ONNX model
+/// under the artifact root. Answers once the test load settled or `load_wait` passed.
+pub async fn create_version(st: &RegistryState, req: CreateVersion) -> Result<ModelVersion, ApiError> {
+    let st2 = st.clone();
+    let (mv, local) = blocking(move || {
+        let r = resolve_source(&st2, &req.source, &req.run_id, &req.model_id)?;
+        let test_load = r.local.is_some();
+        let mv = st2.store.create_model_version(&NewVersion {
+            name: req.name.clone(),
+            source: r.source.clone(),
+            run_id: r.run_id.clone(),
+            run_link: req.run_link.clone(),
+            description: req.description.clone(),
+            tags: req.tags.clone(),
+            storage_location: r.storage_location.clone(),
+            status: Some(if test_load { VersionStatus::PendingRegistration } else { VersionStatus::Ready }),
+            ..Default::default()
+        })?;
+        let mv = match &r.not_loaded {
+            Some(why) => st2.store.set_version_status(
+                &mv.name,
+                mv.version,
+                VersionStatus::Ready,
+                &format!("not test-loaded: {why}"),
+            )?,
+            None => mv,
+        };
+        Ok((mv, r.local))
+    })
+    .await?;
+    let Some(path) = local else {
+        return Ok(mv);
+    };
+    let task = spawn_test_load(st.clone(), mv.name.clone(), mv.version, path);
+    // The load goes on in its task if the wait ends first (or the client goes away).
+    let _ = tokio::time::timeout(st.load_wait, task).await;
+    let store = st.store.clone();
+    let (name, version) = (mv.name.clone(), mv.version);
+    blocking(move || Ok(store.get_model_version(&name, version)?)).await
+}
+
+/// Load `path` once with one session, then set the version READY or FAILED_REGISTRATION.
+pub fn spawn_test_load(st: RegistryState, name: String, version: u64, path: PathBuf) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let _permit = st.test_loads.clone().acquire_owned().await;
+        let ort_lib = st.ort_lib.clone();
+        let started = Instant::now();
+        let outcome = tokio::task::spawn_blocking(move || {
+            LoadedModel::load(&path, &RuntimeOptions::single(), ort_lib.as_deref()).map(|_| ())
+        })
+        .await;
+        let (status, message) = match outcome {
+            Ok(Ok(())) => (VersionStatus::Ready, String::new()),
+            Ok(Err(e)) => (VersionStatus::FailedRegistration, format!("the model failed its test load: {e}")),
+            Err(e) => (VersionStatus::FailedRegistration, format!("the test load crashed: {e}")),
+        };
+        tracing::info!(
+            model = %name,
+            version,
+            status = status.as_str(),
+            ms = started.elapsed().as_millis() as u64,
+            message = %message,
+            "test load finished"
+        );
+        let store = st.store.clone();
+        let set = tokio::task::spawn_blocking(move || store.set_version_status(&name, version, status, &message)).await;
+        match set {
+            Ok(Ok(_)) | Ok(Err(RegistryError::NotFound(_))) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "could not record a test load's outcome"),
+            Err(e) => tracing::error!(error = %e, "could not record a test load's outcome"),
+        }
+    })
+}
+
+/// Test-load again every version left `PENDING_REGISTRATION` (the server stopped during its
+/// test load), so none stays pending forever.
+pub async fn resume_pending(st: &RegistryState) -> Result<usize, ApiError> {
+    let store = st.store.clone();
+    let pending = blocking(move || {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = store.search_model_versions("", 10_000, &[], token.as_deref())?;
+            out.extend(page.items.into_iter().filter(|v| v.status == VersionStatus::PendingRegistration));
+            match page.next_page_token {
+                Some(t) => token = Some(t),
+                None => return Ok(out),
+            }
+        }
+    })
+    .await?;
+    let n = pending.len();
+    for v in pending {
+        let location = if v.storage_location.is_empty() { &v.source } else { &v.storage_location };
+        match st.artifacts.local_path(location) {
+            Ok(path) => {
+                spawn_test_load(st.clone(), v.name.clone(), v.version, path);
+            }
+            Err(e) => {
+                let store = st.store.clone();
+                let msg = format!("the model failed its test load: {e}");
+                blocking(move || {
+                    Ok(store.set_version_status(&v.name, v.version, VersionStatus::FailedRegistration, &msg)?)
+                })
+                .await?;
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Remove files a deleted version owned: only copies made by `regserve models register`
+/// (`mlflow-artifacts:/registry/...`) that no other version still uses. Logged models' and
+/// runs' files belong to them, as in MLflow.
+pub fn remove_owned_files(store: &Store, artifacts: &ArtifactRoot, location: &str) {
+    let owned = artifact_rel(location).is_some_and(|rel| rel.starts_with("registry/"));
+    if !owned || store.versions_stored_at(location).map(|n| n > 0).unwrap_or(true) {
+        return;
+    }
+    if let Err(e) = artifacts.remove(location) {
+        tracing::warn!(%location, error = %e, "could not remove the files of a deleted version");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_are_refused_in_sources() {
+        for bad in ["s3://b/x/../y", "mlflow-artifacts:/0/..%2f..%2fetc", "http://h/a/%252e%252e/b"] {
+            assert!(check_relative_paths(bad).is_err(), "{bad}");
+        }
+        assert!(check_relative_paths("s3://b/x/y").is_ok());
+    }
+
+    #[test]
+    fn containment_of_artifact_uris() {
+        assert!(within("mlflow-artifacts:/0/r/artifacts/model", "mlflow-artifacts:/0/r/artifacts"));
+        assert!(!within("mlflow-artifacts:/0/r/artifactsX", "mlflow-artifacts:/0/r/artifacts"));
+        assert!(within("mlflow-artifacts://host:5000/0/r/artifacts", "mlflow-artifacts:/0/r/artifacts"));
+    }
+}

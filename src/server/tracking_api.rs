@@ -1,0 +1,326 @@
+//! The part of MLflow's tracking REST API the MLflow client needs to log and register models
+//! (mounted under `/api/2.0/mlflow` and `/ajax-api/2.0/mlflow`):
+//!
+//! - `experiments/`: `get`, `get-by-name` (GET), `create`, `search` (POST; GET too),
+//!   `set-experiment-tag` (POST)
+//! - `runs/`: `create`, `update`, `delete`, `restore`, `log-batch`, `log-parameter`,
+//!   `log-metric`, `set-tag`, `delete-tag`, `search`, `outputs` (POST), `get` (GET);
+//!   `metrics/get-history` (GET)
+//! - `logged-models`: create (POST), `{id}` get (GET) and finalize (PATCH), `{id}/tags` set
+//!   (PATCH), `{id}/tags/{key}` delete (DELETE), `search` (POST)
+//! - `/api/3.0/mlflow/server-info` (GET)
+
+use axum::extract::{Path, State};
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::params::Params;
+use super::registration::{blocking, RegistryState};
+use super::reply::{empty, one, JsonReply, Reply};
+use crate::registry::tracking::{Metric, ModelOutput, NewLoggedModel, NewRun, Paged, ViewType};
+use crate::registry::{RegistryError, Tag};
+
+pub fn routes() -> Router<RegistryState> {
+    Router::new()
+        .route("/experiments/get", get(get_experiment))
+        .route("/experiments/get-by-name", get(get_experiment_by_name))
+        .route("/experiments/create", post(create_experiment))
+        .route("/experiments/search", post(search_experiments).get(search_experiments))
+        .route("/experiments/set-experiment-tag", post(set_experiment_tag))
+        .route("/runs/create", post(create_run))
+        .route("/runs/get", get(get_run))
+        .route("/runs/update", post(update_run))
+        .route("/runs/delete", post(delete_run))
+        .route("/runs/restore", post(restore_run))
+        .route("/runs/log-batch", post(log_batch))
+        .route("/runs/log-parameter", post(log_parameter))
+        .route("/runs/log-metric", post(log_metric))
+        .route("/runs/set-tag", post(set_run_tag))
+        .route("/runs/delete-tag", post(delete_run_tag))
+        .route("/runs/search", post(search_runs))
+        .route("/runs/outputs", post(log_outputs))
+        .route("/metrics/get-history", get(metric_history))
+        .route("/logged-models", post(create_logged_model))
+        .route("/logged-models/search", post(search_logged_models))
+        .route("/logged-models/{model_id}", get(get_logged_model).patch(finalize_logged_model))
+        .route("/logged-models/{model_id}/tags", patch(set_logged_model_tags))
+        .route("/logged-models/{model_id}/tags/{key}", axum::routing::delete(delete_logged_model_tag))
+}
+
+/// `GET /api/3.0/mlflow/server-info`, as `mlflow server` 3.17 answers with its SQL store.
+pub async fn server_info() -> Json<Value> {
+    Json(json!({
+        "store_type": "SqlStore",
+        "workspaces_enabled": false,
+        "trace_archival_enabled": false,
+        "multipart_uploads_enabled": false,
+        "multipart_downloads_enabled": false,
+        "presigned_upload_run_id_supported": false,
+        "presigned_upload_model_id_supported": false,
+        "features_enabled": {"gateway": false}
+    }))
+}
+
+fn paged_reply<T: serde::Serialize>(key: &str, page: Paged<T>) -> Reply {
+    JsonReply::new().list(key, &page.items)?.opt("next_page_token", page.next_page_token.as_ref())?.finish()
+}
+
+/// `run_id`, or the older `run_uuid`.
+fn run_id(p: &Params) -> Result<String, RegistryError> {
+    match p.opt_str("run_id")?.filter(|s| !s.is_empty()) {
+        Some(id) => Ok(id),
+        None => p.required_str("run_uuid").map_err(|_| {
+            RegistryError::InvalidParameter(
+                "Missing value for required parameter 'run_id'. See the API docs for more information about request parameters."
+                    .into(),
+            )
+        }),
+    }
+}
+
+fn metric_of(p: &Params) -> Result<Metric, RegistryError> {
+    let value = p.opt_f64("value")?.ok_or_else(|| {
+        RegistryError::InvalidParameter(
+            "Missing value for required parameter 'value'. See the API docs for more information about request parameters."
+                .into(),
+        )
+    })?;
+    if value.is_nan() {
+        return Err(RegistryError::InvalidParameter(format!(
+            "Metric '{}' has the value NaN, which regserve does not store.",
+            p.str_or_empty("key")?
+        )));
+    }
+    Ok(Metric {
+        key: p.required_str("key")?,
+        value,
+        timestamp: p.opt_i64("timestamp")?.unwrap_or_else(crate::registry::store::now_ms),
+        step: p.opt_i64("step")?.unwrap_or(0),
+        model_id: p.opt_str("model_id")?.filter(|s| !s.is_empty()),
+        run_id: None,
+    })
+}
+
+// -------------------------------------------------------------------- experiments
+
+async fn get_experiment(State(st): State<RegistryState>, p: Params) -> Reply {
+    let id = p.required_str("experiment_id")?;
+    let e = blocking(move || Ok(st.tracking.get_experiment(&id)?)).await?;
+    one("experiment", &e)
+}
+
+async fn get_experiment_by_name(State(st): State<RegistryState>, p: Params) -> Reply {
+    let name = p.required_str("experiment_name")?;
+    let e = blocking(move || Ok(st.tracking.get_experiment_by_name(&name)?)).await?;
+    one("experiment", &e)
+}
+
+async fn create_experiment(State(st): State<RegistryState>, p: Params) -> Reply {
+    let name = p.required_str("name")?;
+    let location = p.opt_str("artifact_location")?;
+    if let Some(l) = location.as_deref().filter(|l| !l.is_empty()) {
+        // Its runs' and models' files must be where the artifact proxy can serve them.
+        if !l.starts_with(crate::artifact::SCHEME) {
+            return Err(RegistryError::InvalidParameter(format!(
+                "Invalid artifact_location '{l}': regserve keeps artifacts under its artifact root; use an mlflow-artifacts:/ URI or leave it out."
+            ))
+            .into());
+        }
+    }
+    let tags = p.tags("tags")?;
+    let id = blocking(move || Ok(st.tracking.create_experiment(&name, location.as_deref(), &tags)?)).await?;
+    one("experiment_id", &id)
+}
+
+async fn search_experiments(State(st): State<RegistryState>, p: Params) -> Reply {
+    let view = ViewType::parse(p.opt_str("view_type")?.as_deref())?;
+    let filter = p.str_or_empty("filter")?;
+    let max_results = p.max_results(1000, 50_000)?;
+    let order_by = p.str_list("order_by")?;
+    let token = p.opt_str("page_token")?;
+    let page = blocking(move || {
+        Ok(st.tracking.search_experiments(view, &filter, max_results, &order_by, token.as_deref())?)
+    })
+    .await?;
+    paged_reply("experiments", page)
+}
+
+async fn set_experiment_tag(State(st): State<RegistryState>, p: Params) -> Reply {
+    let id = p.required_str("experiment_id")?;
+    let key = p.required_str("key")?;
+    let value = p.str_or_empty("value")?;
+    blocking(move || Ok(st.tracking.set_experiment_tag(&id, &key, &value)?)).await?;
+    empty()
+}
+
+// -------------------------------------------------------------------- runs
+
+async fn create_run(State(st): State<RegistryState>, p: Params) -> Reply {
+    let new = NewRun {
+        experiment_id: p.opt_str("experiment_id")?.unwrap_or_else(|| "0".into()),
+        user_id: p.str_or_empty("user_id")?,
+        start_time: p.opt_i64("start_time")?,
+        run_name: p.opt_str("run_name")?,
+        tags: p.tags("tags")?,
+    };
+    let run = blocking(move || Ok(st.tracking.create_run(&new)?)).await?;
+    one("run", &run)
+}
+
+async fn get_run(State(st): State<RegistryState>, p: Params) -> Reply {
+    let id = run_id(&p)?;
+    let run = blocking(move || Ok(st.tracking.get_run(&id)?)).await?;
+    one("run", &run)
+}
+
+async fn update_run(State(st): State<RegistryState>, p: Params) -> Reply {
+    let id = run_id(&p)?;
+    let status = p.opt_str("status")?;
+    let end_time = p.opt_i64("end_time")?;
+    let name = p.opt_str("run_name")?;
+    let info = blocking(move || Ok(st.tracking.update_run(&id, status.as_deref(), end_time, name.as_deref())?)).await?;
+    one("run_info", &info)
+}
+
+async fn delete_run(State(st): State<RegistryState>, p: Params) -> Reply {
+    let id = run_id(&p)?;
+    blocking(move || Ok(st.tracking.set_run_lifecycle(&id, true)?)).await?;
+    empty()
+}
+
+async fn restore_run(State(st): State<RegistryState>, p: Params) -> Reply {
+    let id = run_id(&p)?;
+    blocking(move || Ok(st.tracking.set_run_lifecycle(&id, false)?)).await?;
+    empty()
+}
+
+async fn log_batch(State(st): State<RegistryState>, p: Params) -> Reply {
+    let id = run_id(&p)?;
+    let metrics = p.objects("metrics")?.iter().map(metric_of).collect::<Result<Vec<_>, _>>()?;
+    let params = p.tags("params")?;
+    let tags = p.tags("tags")?;
+    blocking(move || Ok(st.tracking.log_batch(&id, &metrics, &params, &tags)?)).await?;
+    empty()
+}
+
+async fn log_parameter(State(st): State<RegistryState>, p: Params) -> Reply {
+    let id = run_id(&p)?;
+    let param = Tag { key: p.required_str("key")?, value: p.str_or_empty("value")? };
+    blocking(move || Ok(st.tracking.log_batch(&id, &[], &[param], &[])?)).await?;
+    empty()
+}
+
+async fn log_metric(State(st): State<RegistryState>, p: Params) -> Reply {
+    let id = run_id(&p)?;
+    let metric = metric_of(&p)?;
+    blocking(move || Ok(st.tracking.log_batch(&id, &[metric], &[], &[])?)).await?;
+    empty()
+}
+
+async fn set_run_tag(State(st): State<RegistryState>, p: Params) -> Reply {
+    let id = run_id(&p)?;
+    let tag = Tag { key: p.required_str("key")?, value: p.str_or_empty("value")? };
+    blocking(move || Ok(st.tracking.log_batch(&id, &[], &[], &[tag])?)).await?;
+    empty()
+}
+
+async fn delete_run_tag(State(st): State<RegistryState>, p: Params) -> Reply {
+    let id = run_id(&p)?;
+    let key = p.required_str("key")?;
+    blocking(move || Ok(st.tracking.delete_run_tag(&id, &key)?)).await?;
+    empty()
+}
+
+async fn search_runs(State(st): State<RegistryState>, p: Params) -> Reply {
+    let experiment_ids = p.str_list("experiment_ids")?;
+    let filter = p.str_or_empty("filter")?;
+    let view = ViewType::parse(p.opt_str("run_view_type")?.as_deref())?;
+    let max_results = p.max_results(1000, 50_000)?;
+    let order_by = p.str_list("order_by")?;
+    let token = p.opt_str("page_token")?;
+    let page = blocking(move || {
+        Ok(st.tracking.search_runs(&experiment_ids, &filter, view, max_results, &order_by, token.as_deref())?)
+    })
+    .await?;
+    paged_reply("runs", page)
+}
+
+async fn log_outputs(State(st): State<RegistryState>, p: Params) -> Reply {
+    let id = run_id(&p)?;
+    let outputs = p
+        .objects("models")?
+        .iter()
+        .map(|m| Ok(ModelOutput { model_id: m.required_str("model_id")?, step: m.opt_i64("step")?.unwrap_or(0) }))
+        .collect::<Result<Vec<_>, RegistryError>>()?;
+    blocking(move || Ok(st.tracking.log_outputs(&id, &outputs)?)).await?;
+    empty()
+}
+
+async fn metric_history(State(st): State<RegistryState>, p: Params) -> Reply {
+    let id = run_id(&p)?;
+    let key = p.required_str("metric_key")?;
+    let metrics = blocking(move || Ok(st.tracking.metric_history(&id, &key)?)).await?;
+    if metrics.is_empty() {
+        return empty();
+    }
+    one("metrics", &metrics)
+}
+
+// -------------------------------------------------------------------- logged models
+
+async fn create_logged_model(State(st): State<RegistryState>, p: Params) -> Reply {
+    let new = NewLoggedModel {
+        experiment_id: p.required_str("experiment_id")?,
+        name: p.opt_str("name")?,
+        source_run_id: p.str_or_empty("source_run_id")?,
+        model_type: p.str_or_empty("model_type")?,
+        params: p.tags("params")?,
+        tags: p.tags("tags")?,
+    };
+    let lm = blocking(move || Ok(st.tracking.create_logged_model(&new)?)).await?;
+    one("model", &lm)
+}
+
+async fn get_logged_model(State(st): State<RegistryState>, Path(id): Path<String>) -> Reply {
+    let lm = blocking(move || Ok(st.tracking.get_logged_model(&id)?)).await?;
+    one("model", &lm)
+}
+
+async fn finalize_logged_model(State(st): State<RegistryState>, Path(id): Path<String>, p: Params) -> Reply {
+    let status = p.required_str("status")?;
+    let lm = blocking(move || Ok(st.tracking.set_logged_model_status(&id, &status)?)).await?;
+    one("model", &lm)
+}
+
+async fn set_logged_model_tags(State(st): State<RegistryState>, Path(id): Path<String>, p: Params) -> Reply {
+    let tags = p.tags("tags")?;
+    blocking(move || Ok(st.tracking.set_logged_model_tags(&id, &tags)?)).await?;
+    empty()
+}
+
+async fn delete_logged_model_tag(State(st): State<RegistryState>, Path((id, key)): Path<(String, String)>) -> Reply {
+    blocking(move || Ok(st.tracking.delete_logged_model_tag(&id, &key)?)).await?;
+    empty()
+}
+
+async fn search_logged_models(State(st): State<RegistryState>, p: Params) -> Reply {
+    let experiment_ids = p.str_list("experiment_ids")?;
+    let filter = p.str_or_empty("filter")?;
+    let max_results = p.max_results(100, 1000)?;
+    let order_by = p
+        .objects("order_by")?
+        .iter()
+        .map(|o| {
+            let field = o.required_str("field_name")?;
+            let asc = o.opt_bool("ascending")?.unwrap_or(true);
+            Ok(format!("{field} {}", if asc { "ASC" } else { "DESC" }))
+        })
+        .collect::<Result<Vec<_>, RegistryError>>()?;
+    let token = p.opt_str("page_token")?;
+    let page = blocking(move || {
+        Ok(st.tracking.search_logged_models(&experiment_ids, &filter, max_results, &order_by, token.as_deref())?)
+    })
+    .await?;
+    paged_reply("models", page)
+}

@@ -1,0 +1,299 @@
+//! The Open Inference Protocol (KServe V2 REST), as Triton, KServe and MLServer answer it:
+//!
+//! - `GET /v2` — server metadata
+//! - `GET /v2/health/live`, `GET /v2/health/ready`
+//! - `GET /v2/models/{name}[/versions/{v}]` — model metadata (-1 for variable dimensions)
+//! - `GET /v2/models/{name}[/versions/{v}]/ready`
+//! - `POST /v2/models/{name}[/versions/{v}]/infer`
+//!
+//! `versions/{v}` pins that version even after the stage has moved on (loaded through the
+//! manager's cache). Errors are `{"error": "..."}` with the status of `ApiError::classify`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::scoring::{observe, read_body, ScoringState};
+use crate::manager::{PinError, SourceError};
+use crate::registry::RegistryError;
+use crate::runtime::convert::{tensor_from_v2, write_flat, OutputData, OutputTensor};
+use crate::runtime::schema::{TensorInfo, ValueKind};
+use crate::runtime::{LoadedModel, ScoringError};
+
+pub fn routes(state: ScoringState) -> Router {
+    Router::new()
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(|| async { StatusCode::OK }))
+        .route("/v2/health/ready", get(server_ready))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/versions/{version}", get(version_metadata))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/versions/{version}/ready", get(version_ready))
+        .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/models/{name}/versions/{version}/infer", post(version_infer))
+        .with_state(state)
+}
+
+/// An error in the protocol's body shape.
+struct V2Error(ApiError);
+
+impl<E: Into<ApiError>> From<E> for V2Error {
+    fn from(e: E) -> Self {
+        V2Error(e.into())
+    }
+}
+
+impl IntoResponse for V2Error {
+    fn into_response(self) -> Response {
+        let (status, _) = self.0.classify();
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %self.0, "internal error");
+            "Internal error; the server log has the details".to_string()
+        } else {
+            self.0.to_string()
+        };
+        (status, Json(json!({ "error": message }))).into_response()
+    }
+}
+
+fn pin_error(e: PinError) -> V2Error {
+    match e {
+        PinError::NotServed(name) => V2Error(ApiError::NotFound(format!("Model '{name}' is not served here"))),
+        PinError::Source(SourceError::Registry(r @ RegistryError::NotFound(_))) => V2Error(r.into()),
+        other => V2Error(ScoringError::unavailable(other.to_string()).into()),
+    }
+}
+
+fn parse_version(v: &str) -> Result<u64, V2Error> {
+    v.parse::<u64>()
+        .map_err(|_| V2Error(ScoringError::bad_request(format!("Version '{v}' is not a version number")).into()))
+}
+
+/// The model and version number a request is for.
+async fn lookup(st: &ScoringState, name: &str, version: Option<&str>) -> Result<(Arc<LoadedModel>, u64), V2Error> {
+    let slot = st.manager.slot(name).ok_or_else(|| pin_error(PinError::NotServed(name.to_string())))?;
+    match version {
+        None => {
+            let active = slot.active().ok_or_else(|| {
+                V2Error(ScoringError::unavailable(format!("Model '{name}' is not loaded yet")).into())
+            })?;
+            Ok((active.model.clone(), active.version.version))
+        }
+        Some(v) => {
+            let v = parse_version(v)?;
+            let model = st.manager.pinned(name, v).await.map_err(pin_error)?;
+            Ok((model, v))
+        }
+    }
+}
+
+async fn server_metadata() -> Json<Value> {
+    Json(json!({"name": "regserve", "version": env!("CARGO_PKG_VERSION"), "extensions": []}))
+}
+
+async fn server_ready(State(st): State<ScoringState>) -> StatusCode {
+    if st.manager.all_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+fn tensor_metadata(infos: &[TensorInfo]) -> Vec<Value> {
+    infos
+        .iter()
+        .map(|i| {
+            let datatype = match &i.kind {
+                ValueKind::Tensor(d) => d.v2_name().to_string(),
+                ValueKind::SequenceOfMaps | ValueKind::Other(_) => "BYTES".to_string(),
+            };
+            json!({"name": i.name, "datatype": datatype, "shape": i.shape})
+        })
+        .collect()
+}
+
+fn metadata(name: &str, version: u64, model: &LoadedModel) -> Json<Value> {
+    Json(json!({
+        "name": name,
+        "versions": [version.to_string()],
+        "platform": "onnxruntime_onnx",
+        "inputs": tensor_metadata(&model.schema.inputs),
+        "outputs": tensor_metadata(&model.schema.outputs),
+    }))
+}
+
+async fn model_metadata(State(st): State<ScoringState>, Path(name): Path<String>) -> Result<Json<Value>, V2Error> {
+    let (model, v) = lookup(&st, &name, None).await?;
+    Ok(metadata(&name, v, &model))
+}
+
+async fn version_metadata(
+    State(st): State<ScoringState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<Value>, V2Error> {
+    let (model, v) = lookup(&st, &name, Some(&version)).await?;
+    Ok(metadata(&name, v, &model))
+}
+
+async fn model_ready(State(st): State<ScoringState>, Path(name): Path<String>) -> StatusCode {
+    match st.manager.slot(&name) {
+        None => StatusCode::NOT_FOUND,
+        Some(slot) if slot.active().is_some() => StatusCode::OK,
+        Some(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+async fn version_ready(State(st): State<ScoringState>, Path((name, version)): Path<(String, String)>) -> StatusCode {
+    match lookup(&st, &name, Some(&version)).await {
+        Ok(_) => StatusCode::OK,
+        Err(e) => match e.0.classify().0 {
+            StatusCode::NOT_FOUND => StatusCode::NOT_FOUND,
+            StatusCode::BAD_REQUEST => StatusCode::BAD_REQUEST,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        },
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct InferRequest {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    parameters: Option<Value>,
+    inputs: Vec<InferInput>,
+    #[serde(default)]
+    outputs: Option<Vec<RequestedOutput>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InferInput {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    parameters: Option<Value>,
+    data: Value,
+}
+
+#[derive(Debug, Deserialize)]
+struct RequestedOutput {
+    name: String,
+}
+
+async fn infer(
+    State(st): State<ScoringState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, V2Error> {
+    infer_observed(&st, name, None, &headers, body).await
+}
+
+async fn version_infer(
+    State(st): State<ScoringState>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, V2Error> {
+    infer_observed(&st, name, Some(version), &headers, body).await
+}
+
+async fn infer_observed(
+    st: &ScoringState,
+    name: String,
+    version: Option<String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, V2Error> {
+    let started = Instant::now();
+    let mut served_version = None;
+    let result = run_infer(st, &name, version.as_deref(), headers, body, &mut served_version).await;
+    let status = match &result {
+        Ok(_) => StatusCode::OK,
+        Err(e) => e.0.classify().0,
+    };
+    observe(&name, served_version, "v2", status, started);
+    result
+}
+
+async fn run_infer(
+    st: &ScoringState,
+    name: &str,
+    version: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+    served_version: &mut Option<u64>,
+) -> Result<Response, V2Error> {
+    let bytes = read_body(headers, body, st.max_body_size).await?;
+    let (model, v) = lookup(st, name, version).await?;
+    *served_version = Some(v);
+    let req: InferRequest = serde_json::from_slice(&bytes)
+        .map_err(|e| ScoringError::bad_request(format!("Invalid inference request: {e}")))?;
+    for input in &req.inputs {
+        if !model.schema.inputs.iter().any(|i| i.name == input.name) {
+            let names: Vec<&str> = model.schema.inputs.iter().map(|i| i.name.as_str()).collect();
+            return Err(ScoringError::bad_request(format!("Unexpected input '{}'; the model's inputs are {names:?}", input.name)).into());
+        }
+    }
+    let mut inputs = Vec::with_capacity(model.schema.inputs.len());
+    for info in &model.schema.inputs {
+        let given = req
+            .inputs
+            .iter()
+            .find(|i| i.name == info.name)
+            .ok_or_else(|| ScoringError::bad_request(format!("Missing input '{}'", info.name)))?;
+        inputs.push(tensor_from_v2(info, &given.datatype, &given.shape, &given.data)?);
+    }
+    let outputs = model.run(inputs).await?;
+    let selected: Vec<&OutputTensor> = match &req.outputs {
+        None => outputs.iter().collect(),
+        Some(wanted) => wanted
+            .iter()
+            .map(|w| {
+                outputs.iter().find(|o| o.name == w.name).ok_or_else(|| {
+                    let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+                    V2Error(ScoringError::bad_request(format!("Unknown output '{}'; the model's outputs are {names:?}", w.name)).into())
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let mut buf = Vec::with_capacity(128);
+    buf.extend_from_slice(b"{\"model_name\":");
+    serde_json::to_writer(&mut buf, name).map_err(|e| ScoringError::internal(e.to_string()))?;
+    buf.extend_from_slice(format!(",\"model_version\":\"{v}\"").as_bytes());
+    if let Some(id) = &req.id {
+        buf.extend_from_slice(b",\"id\":");
+        serde_json::to_writer(&mut buf, id).map_err(|e| ScoringError::internal(e.to_string()))?;
+    }
+    if let Some(p) = &req.parameters {
+        buf.extend_from_slice(b",\"parameters\":");
+        serde_json::to_writer(&mut buf, p).map_err(|e| ScoringError::internal(e.to_string()))?;
+    }
+    buf.extend_from_slice(b",\"outputs\":[");
+    for (i, o) in selected.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        let datatype = match &o.data {
+            OutputData::Tensor(t) => t.dtype().v2_name(),
+            OutputData::Maps(_) => "BYTES",
+        };
+        buf.extend_from_slice(b"{\"name\":");
+        serde_json::to_writer(&mut buf, &o.name).map_err(|e| ScoringError::internal(e.to_string()))?;
+        buf.extend_from_slice(format!(",\"datatype\":\"{datatype}\",\"shape\":{:?},\"data\":", o.shape).as_bytes());
+        write_flat(&mut buf, o);
+        buf.push(b'}');
+    }
+    buf.extend_from_slice(b"]}");
+    Ok(([(header::CONTENT_TYPE, "application/json")], buf).into_response())
+}
