@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use crate::artifact::ArtifactRoot;
 use crate::config::{AliasCommand, GlobalArgs, InputFormat, ModelsCommand, PredictArgs, ServeArgs};
 use crate::manager::register::{register, Registration};
-use crate::manager::{EmbeddedSource, ManagerOptions, ModelManager, ModelSource};
+use crate::manager::{ManagerOptions, ModelManager};
 use crate::registry::{ModelVersion, RegisteredModel, Store, Tag};
 use crate::runtime::{init_runtime, payload, LoadedModel};
 use crate::server::{self, ScoringState};
@@ -26,9 +26,10 @@ fn open_store(global: &GlobalArgs) -> Result<(Arc<Store>, ArtifactRoot)> {
 /// `regserve serve`: bind, start following the models, serve until SIGINT/SIGTERM.
 pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
     let default = args.default_index().map_err(anyhow::Error::msg)?;
+    let token = server::auth::Token::load(args.http.auth_token_file.as_deref()).map_err(anyhow::Error::msg)?;
     init_runtime(global.ort_lib.as_deref()).context("--ort-lib / ORT_DYLIB_PATH")?;
-    let (store, artifacts) = open_store(global)?;
-    let source: Arc<dyn ModelSource> = Arc::new(EmbeddedSource::new(store, artifacts));
+    let source = crate::manager::source_from_uri(args.registry_uri.as_deref(), &global.data_dir)
+        .context("choosing the registry (--registry-uri, MLFLOW_REGISTRY_URI, MLFLOW_TRACKING_URI, --data-dir)")?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async move {
@@ -44,10 +45,21 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         };
         tracing::info!(registry = %source.describe(), models = ?args.models.iter().map(|m| m.to_string()).collect::<Vec<_>>(), sessions = options.runtime.sessions, "starting");
         let manager = ModelManager::start(args.models.clone(), default, source, options);
-        let state = ScoringState { manager, max_body_size: args.max_body_size };
-        let app = server::scoring::routes(state.clone()).merge(server::v2::routes(state));
+        let state = ScoringState { manager: manager.clone(), max_body_size: args.max_body_size };
+        let mut scoring = server::scoring::scoring_routes(state.clone()).merge(server::v2::model_routes(state.clone()));
+        if let Some(token) = token {
+            tracing::info!("scoring requires a bearer token");
+            scoring = scoring.layer(axum::middleware::from_fn_with_state(token, server::auth::require_token));
+        }
+        let app = server::scoring::public_routes(state.clone()).merge(server::v2::public_routes(state)).merge(scoring);
+        let shutdown = async move {
+            server::shutdown_signal().await;
+            manager.begin_drain();
+        };
         tracing::info!("listening on http://{local}");
-        server::serve(listener, app, server::shutdown_signal()).await.context("serving HTTP")
+        server::serve(listener, app, args.http.limits(), shutdown).await.context("serving HTTP")?;
+        tracing::info!("stopped");
+        Ok(())
     })
 }
 
@@ -74,7 +86,7 @@ pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()
         tracing::info!(data_dir = %global.data_dir.display(), "starting the registry server");
         let app = server::registry_server(state);
         tracing::info!("listening on http://{local}");
-        server::serve(listener, app, server::shutdown_signal()).await.context("serving HTTP")
+        server::serve(listener, app, args.http.limits(), server::shutdown_signal()).await.context("serving HTTP")
     })
 }
 

@@ -61,6 +61,11 @@ pub struct ServerArgs {
     /// Port to listen on (0 picks a free one; the bound address is logged).
     #[arg(short, long, env = "REGSERVE_PORT", default_value_t = 5000)]
     pub port: u16,
+    #[command(flatten)]
+    pub http: HttpArgs,
+    /// With a token set: require it for reads too (by default only writes need it).
+    #[arg(long, env = "REGSERVE_AUTH_READS")]
+    pub auth_reads: bool,
 }
 
 impl ServerArgs {
@@ -85,6 +90,8 @@ pub struct ServeArgs {
     pub port: u16,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
     /// Largest request body accepted (bytes, or with a KiB/MiB/GiB suffix); larger gets 413.
     #[arg(long, env = "REGSERVE_MAX_BODY_SIZE", default_value = "64MiB", value_parser = parse_size)]
     pub max_body_size: usize,
@@ -95,6 +102,47 @@ pub struct ServeArgs {
     /// size × sessions; e.g. 2GiB).
     #[arg(long, env = "REGSERVE_MODEL_CACHE_SIZE", default_value = "2GiB", value_parser = parse_size_u64)]
     pub model_cache_size: u64,
+    /// Registry to serve from: http(s)://host[:port][/prefix] (an MLflow-compatible server;
+    /// credentials, TLS and retries from MLflow's MLFLOW_TRACKING_*/MLFLOW_HTTP_* variables) or
+    /// sqlite:///path/to/registry.db. Default: $MLFLOW_REGISTRY_URI, else $MLFLOW_TRACKING_URI,
+    /// else the --data-dir store (that fallback is in code: clap's `env` takes one variable).
+    #[arg(long)]
+    pub registry_uri: Option<String>,
+}
+
+/// HTTP limits and authentication, shared by `serve` and `server`.
+#[derive(Debug, Args, Clone)]
+pub struct HttpArgs {
+    /// Most open connections; further clients wait in the listen backlog.
+    #[arg(long, env = "REGSERVE_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// A client must send its request headers within this time (slow-loris protection).
+    #[arg(long, env = "REGSERVE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers) accepted.
+    #[arg(long, env = "REGSERVE_MAX_HEADER_SIZE", default_value = "64KiB", value_parser = parse_size)]
+    pub max_header_size: usize,
+    /// A request (body included) must complete within this time, else 503.
+    #[arg(long, env = "REGSERVE_REQUEST_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    #[arg(long, env = "REGSERVE_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+    /// File holding the bearer token clients must send (else REGSERVE_AUTH_TOKEN; neither: no auth).
+    #[arg(long, env = "REGSERVE_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+}
+
+impl HttpArgs {
+    pub fn limits(&self) -> crate::server::HttpLimits {
+        crate::server::HttpLimits {
+            max_connections: self.max_connections.max(1),
+            header_read_timeout: self.header_read_timeout,
+            max_header_bytes: self.max_header_size,
+            request_timeout: self.request_timeout,
+            shutdown_grace: self.shutdown_grace,
+        }
+    }
 }
 
 #[derive(Debug, Args, Clone)]

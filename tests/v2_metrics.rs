@@ -46,38 +46,66 @@ async fn open_inference_protocol_metadata_infer_and_errors() {
     let rows = &r["request"]["instances"];
     for data in [Value::Array(flat(rows)), rows.clone()] {
         let body = json!({"id": "req-7", "inputs": [{"name": "float_input", "shape": [2, 4], "datatype": "FP32", "data": data}]});
-        let resp: Value = c.post(server.url("/v2/models/iris/infer")).json(&body).send().await.unwrap().json().await.unwrap();
-        assert_eq!((resp["model_name"].as_str(), resp["model_version"].as_str(), resp["id"].as_str()), (Some("iris"), Some("1"), Some("req-7")));
+        let resp: Value =
+            c.post(server.url("/v2/models/iris/infer")).json(&body).send().await.unwrap().json().await.unwrap();
+        assert_eq!(
+            (resp["model_name"].as_str(), resp["model_version"].as_str(), resp["id"].as_str()),
+            (Some("iris"), Some("1"), Some("req-7"))
+        );
         let outs = resp["outputs"].as_array().unwrap();
         assert_eq!(outs[0]["name"], "label");
         assert_eq!(outs[0]["datatype"], "INT64");
         assert_eq!(outs[0]["shape"], json!([2]));
         close(&outs[0]["data"], &Value::Array(flat(&r["raw_outputs"]["label"])), 0.0, "label").unwrap();
         assert_eq!(outs[1]["shape"], json!([2, 3]));
-        close(&outs[1]["data"], &Value::Array(flat(&r["raw_outputs"]["probabilities"])), 1e-5, "probabilities").unwrap();
+        close(&outs[1]["data"], &Value::Array(flat(&r["raw_outputs"]["probabilities"])), 1e-5, "probabilities")
+            .unwrap();
     }
     let body = json!({"inputs": [{"name": "float_input", "shape": [2, 4], "datatype": "FP32", "data": flat(rows)}], "outputs": [{"name": "probabilities"}]});
-    let resp: Value = c.post(server.url("/v2/models/iris/infer")).json(&body).send().await.unwrap().json().await.unwrap();
+    let resp: Value =
+        c.post(server.url("/v2/models/iris/infer")).json(&body).send().await.unwrap().json().await.unwrap();
     assert_eq!(resp["outputs"].as_array().unwrap().len(), 1);
     assert_eq!(resp["outputs"][0]["name"], "probabilities");
 
     // A pinned version answers even though the stage points elsewhere.
     let v2ref = reference("iris-v2", "instances_2rows");
     let body = json!({"inputs": [{"name": "float_input", "shape": [2, 4], "datatype": "FP32", "data": flat(rows)}]});
-    let resp: Value = c.post(server.url("/v2/models/iris/versions/2/infer")).json(&body).send().await.unwrap().json().await.unwrap();
+    let resp: Value =
+        c.post(server.url("/v2/models/iris/versions/2/infer")).json(&body).send().await.unwrap().json().await.unwrap();
     assert_eq!(resp["model_version"], "2");
-    close(&resp["outputs"][1]["data"], &Value::Array(flat(&v2ref["raw_outputs"]["probabilities"])), 1e-5, "v2").unwrap();
+    close(&resp["outputs"][1]["data"], &Value::Array(flat(&v2ref["raw_outputs"]["probabilities"])), 1e-5, "v2")
+        .unwrap();
     assert_eq!(get("/v2/models/iris/versions/2/ready").await.unwrap().status(), 200);
     assert_eq!(get("/v2/models/iris/versions/99/ready").await.unwrap().status(), 404);
 
     // Errors: {"error": ...} with 400 / 404.
     let cases = [
-        (json!({"inputs": [{"name": "float_input", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}]}), 400, "datatype FP64"),
-        (json!({"inputs": [{"name": "float_input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3]}]}), 400, "3 values"),
-        (json!({"inputs": [{"name": "float_input", "shape": [1, 5], "datatype": "FP32", "data": [1, 2, 3, 4, 5]}]}), 400, "shape [1, 5]"),
-        (json!({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}), 400, "Unexpected input 'x'"),
+        (
+            json!({"inputs": [{"name": "float_input", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}]}),
+            400,
+            "datatype FP64",
+        ),
+        (
+            json!({"inputs": [{"name": "float_input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3]}]}),
+            400,
+            "3 values",
+        ),
+        (
+            json!({"inputs": [{"name": "float_input", "shape": [1, 5], "datatype": "FP32", "data": [1, 2, 3, 4, 5]}]}),
+            400,
+            "shape [1, 5]",
+        ),
+        (
+            json!({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}),
+            400,
+            "Unexpected input 'x'",
+        ),
         (json!({"inputs": []}), 400, "Missing input 'float_input'"),
-        (json!({"inputs": [{"name": "float_input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}], "outputs": [{"name": "nope"}]}), 400, "Unknown output 'nope'"),
+        (
+            json!({"inputs": [{"name": "float_input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}], "outputs": [{"name": "nope"}]}),
+            400,
+            "Unknown output 'nope'",
+        ),
         (json!({"inputs": "x"}), 400, "Invalid inference request"),
     ];
     for (body, status, text) in cases {
@@ -98,7 +126,17 @@ async fn open_inference_protocol_metadata_infer_and_errors() {
 async fn dynamic_batching_merges_requests_and_splits_answers_back() {
     let reg = Registry::new();
     reg.register("mlp", "mlp", &[]);
-    let server = reg.spawn(&["serve", "-m", "models:/mlp/1", "--sessions", "1", "--max-batch-size", "32", "--max-batch-delay", "20ms"]);
+    let server = reg.spawn(&[
+        "serve",
+        "-m",
+        "models:/mlp/1",
+        "--sessions",
+        "1",
+        "--max-batch-size",
+        "32",
+        "--max-batch-delay",
+        "20ms",
+    ]);
     server.wait_ready("/ping", Duration::from_secs(30)).await;
     let r = reference("mlp", "inputs_8rows");
     let rows = r["request"]["inputs"].as_array().unwrap().clone();
@@ -110,7 +148,8 @@ async fn dynamic_batching_merges_requests_and_splits_answers_back() {
         for (i, row) in rows.iter().enumerate() {
             let (c, url, row) = (c.clone(), server.url("/invocations"), row.clone());
             tasks.push(tokio::spawn(async move {
-                let resp: Value = c.post(url).json(&json!({"inputs": [row]})).send().await.unwrap().json().await.unwrap();
+                let resp: Value =
+                    c.post(url).json(&json!({"inputs": [row]})).send().await.unwrap().json().await.unwrap();
                 (i, resp)
             }));
         }
@@ -121,7 +160,11 @@ async fn dynamic_batching_merges_requests_and_splits_answers_back() {
     }
     let text = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
     let value = |prefix: &str| -> f64 {
-        text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{prefix} not in\n{text}"))
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{prefix} not in\n{text}"))
     };
     let runs = value("regserve_batch_size_count{model=\"mlp\"}");
     let rows_run = value("regserve_batch_size_sum{model=\"mlp\"}");
@@ -149,8 +192,18 @@ async fn metrics_count_requests_loads_and_swaps() {
     loop {
         let text = c.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
         if text.contains("regserve_model_version_in_service{model=\"iris\"} 2") {
-            assert!(text.contains("regserve_requests_total{model=\"iris\",version=\"1\",protocol=\"invocations\",status=\"200\"} 3"), "{text}");
-            assert!(text.contains("regserve_requests_total{model=\"iris\",version=\"1\",protocol=\"invocations\",status=\"400\"} 1"), "{text}");
+            assert!(
+                text.contains(
+                    "regserve_requests_total{model=\"iris\",version=\"1\",protocol=\"invocations\",status=\"200\"} 3"
+                ),
+                "{text}"
+            );
+            assert!(
+                text.contains(
+                    "regserve_requests_total{model=\"iris\",version=\"1\",protocol=\"invocations\",status=\"400\"} 1"
+                ),
+                "{text}"
+            );
             assert!(text.contains("regserve_model_loads_total{model=\"iris\",outcome=\"success\"} 2"), "{text}");
             assert!(text.contains("regserve_model_swaps_total{model=\"iris\"} 1"), "{text}");
             assert!(text.contains("regserve_request_duration_seconds_bucket{"), "{text}");

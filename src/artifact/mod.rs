@@ -5,6 +5,9 @@
 //! download them through the artifact proxy). Imports are copied into a staging folder and
 //! renamed into place, so a partial copy is never visible under its final name.
 
+pub mod cache;
+pub mod fetch;
+
 use std::path::{Component, Path, PathBuf};
 
 /// Failures to find or fetch artifacts.

@@ -13,6 +13,7 @@
 //! Registration of new versions (copy, test-load, create) lives in [`register`].
 
 pub mod register;
+pub mod remote;
 pub mod source;
 
 use std::path::PathBuf;
@@ -26,6 +27,7 @@ use crate::metrics;
 use crate::registry::ModelVersion;
 use crate::runtime::{LoadedModel, RuntimeOptions};
 use crate::uri::ModelUri;
+pub use remote::{source_from_uri, RemoteSource};
 pub use source::{EmbeddedSource, ModelSource, SourceError};
 
 /// How models are loaded and followed.
@@ -121,6 +123,8 @@ impl Slot {
 }
 
 struct Inner {
+    /// Set when shutdown begins: readiness fails so load balancers stop sending traffic.
+    draining: std::sync::atomic::AtomicBool,
     slots: Vec<Arc<Slot>>,
     default: usize,
     source: Arc<dyn ModelSource>,
@@ -156,7 +160,7 @@ impl ModelManager {
                 u32::try_from(bytes.saturating_mul(m.sessions() as u64)).unwrap_or(u32::MAX)
             })
             .build();
-        let inner = Arc::new(Inner { slots, default, source, options, cache });
+        let inner = Arc::new(Inner { draining: Default::default(), slots, default, source, options, cache });
         for slot in &inner.slots {
             tokio::spawn(watch(Arc::downgrade(&inner), slot.clone()));
         }
@@ -176,9 +180,18 @@ impl ModelManager {
         self.inner.slots.iter().find(|s| s.uri.name == name)
     }
 
-    /// True when every slot has a model in service.
+    /// True when every slot has a model in service and shutdown has not begun.
     pub fn all_ready(&self) -> bool {
-        self.inner.slots.iter().all(|s| s.active().is_some())
+        !self.is_draining() && self.inner.slots.iter().all(|s| s.active().is_some())
+    }
+
+    /// Begin shutdown: readiness answers 503 from now on; scoring goes on while connections drain.
+    pub fn begin_drain(&self) {
+        self.inner.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn source_description(&self) -> String {

@@ -4,9 +4,11 @@
 //! - [`types`]: registered models, versions, stages, tags and aliases in MLflow's JSON shape
 //! - [`store`]: the embedded store (SQLite, WAL, one transaction per write)
 //! - [`filter`]: MLflow's search filter grammar, order_by and page tokens → SQL
+//! - [`rest`]: a client for a remote MLflow-compatible registry over REST
 //! - [`tracking`]: experiments, runs and logged models (what the MLflow client logs models with)
 
 pub mod filter;
+pub mod rest;
 pub mod store;
 pub mod tracking;
 pub mod types;

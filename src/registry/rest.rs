@@ -88,10 +88,7 @@ impl Auth {
     pub fn from_env_with(env: impl Fn(&str) -> Option<String>) -> Auth {
         let get = |k: &str| env(k).filter(|v| !v.is_empty());
         match (get(ENV_USERNAME), get(ENV_PASSWORD), get(ENV_TOKEN)) {
-            (Some(username), Some(password), _) => Auth::Basic {
-                username,
-                password: Secret(password),
-            },
+            (Some(username), Some(password), _) => Auth::Basic { username, password: Secret(password) },
             (_, _, Some(token)) => Auth::Bearer(Secret(token)),
             _ => Auth::None,
         }
@@ -137,9 +134,7 @@ impl RetryPolicy {
     /// The wait before retry number `retry` (0-based), without jitter.
     pub fn backoff(&self, retry: u32) -> Duration {
         let factor = 1u32.checked_shl(retry).unwrap_or(u32::MAX);
-        self.initial_backoff
-            .saturating_mul(factor)
-            .min(self.max_backoff)
+        self.initial_backoff.saturating_mul(factor).min(self.max_backoff)
     }
 
     /// The wait before retry number `retry`: the server's `Retry-After` if it gave one (capped),
@@ -201,10 +196,7 @@ impl HttpSettings {
     pub fn from_env_with(env: impl Fn(&str) -> Option<String>) -> Result<HttpSettings> {
         let get = |k: &str| env(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         let mut errors = Vec::new();
-        let mut s = HttpSettings {
-            auth: Auth::from_env_with(&env),
-            ..HttpSettings::default()
-        };
+        let mut s = HttpSettings { auth: Auth::from_env_with(&env), ..HttpSettings::default() };
         if let Some(v) = get(ENV_INSECURE_TLS) {
             match v.to_ascii_lowercase().as_str() {
                 "true" | "1" => s.insecure_tls = true,
@@ -214,9 +206,7 @@ impl HttpSettings {
         }
         s.ca_cert = get(ENV_SERVER_CERT_PATH).map(PathBuf::from);
         if s.insecure_tls && s.ca_cert.is_some() {
-            errors.push(format!(
-                "{ENV_INSECURE_TLS}=true and {ENV_SERVER_CERT_PATH} contradict each other; set one"
-            ));
+            errors.push(format!("{ENV_INSECURE_TLS}=true and {ENV_SERVER_CERT_PATH} contradict each other; set one"));
         }
         let seconds = |k: &str, errors: &mut Vec<String>| -> Option<Duration> {
             let v = get(k)?;
@@ -238,9 +228,7 @@ impl HttpSettings {
         if let Some(v) = get(ENV_MAX_RETRIES) {
             match v.parse::<u32>() {
                 Ok(n) => s.retry.max_retries = n,
-                Err(_) => errors.push(format!(
-                    "{ENV_MAX_RETRIES} must be a whole number, not '{v}'"
-                )),
+                Err(_) => errors.push(format!("{ENV_MAX_RETRIES} must be a whole number, not '{v}'")),
             }
         }
         if let Some(f) = seconds(ENV_BACKOFF_FACTOR, &mut errors) {
@@ -291,11 +279,7 @@ pub(crate) enum Step<T, E> {
 
 /// Run `attempt` until it is done, fails for good, or the retries are used up; the last is
 /// [`RegistryError::Unavailable`] naming `what` and the last reason.
-pub(crate) async fn with_retries<T, E, F, Fut>(
-    policy: &RetryPolicy,
-    what: &str,
-    mut attempt: F,
-) -> Result<T, E>
+pub(crate) async fn with_retries<T, E, F, Fut>(policy: &RetryPolicy, what: &str, mut attempt: F) -> Result<T, E>
 where
     E: From<RegistryError>,
     F: FnMut() -> Fut,
@@ -316,7 +300,7 @@ where
                     .into());
                 }
                 let wait = policy.delay(retry, after);
-                tracing::warn!(what, %reason, retry = retry + 1, of = policy.max_retries, wait_ms = wait.as_millis() as u64, "request failed; retrying");
+                tracing::info!(what, %reason, retry = retry + 1, of = policy.max_retries, wait_ms = wait.as_millis() as u64, "request failed; retrying");
                 tokio::time::sleep(wait).await;
                 retry += 1;
             }
@@ -325,14 +309,7 @@ where
 }
 
 fn retry_after(resp: &Response) -> Option<Duration> {
-    resp.headers()
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+    resp.headers().get(RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 /// A transport error with its causes, e.g. "client error (Connect): tcp connect error:
@@ -412,11 +389,7 @@ impl HttpClient {
         let mut auth = settings.auth.clone();
         if !base.username().is_empty() {
             if auth == Auth::None {
-                let decode = |s: &str| {
-                    percent_encoding::percent_decode_str(s)
-                        .decode_utf8_lossy()
-                        .into_owned()
-                };
+                let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
                 auth = Auth::Basic {
                     username: decode(base.username()),
                     password: Secret(decode(base.password().unwrap_or(""))),
@@ -439,10 +412,7 @@ impl HttpClient {
         }
         if let Some(path) = &settings.ca_cert {
             let pem = std::fs::read(path).map_err(|e| {
-                RegistryError::InvalidParameter(format!(
-                    "cannot read {ENV_SERVER_CERT_PATH}={}: {e}",
-                    path.display()
-                ))
+                RegistryError::InvalidParameter(format!("cannot read {ENV_SERVER_CERT_PATH}={}: {e}", path.display()))
             })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
                 RegistryError::InvalidParameter(format!(
@@ -454,19 +424,14 @@ impl HttpClient {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        let client = builder.build().map_err(|e| {
-            RegistryError::InvalidParameter(format!("cannot set up the HTTP client: {e}"))
-        })?;
-        Ok(HttpClient {
-            client,
-            base,
-            auth,
-            retry: settings.retry,
-            timeout: settings.timeout,
-        })
+        let client = builder
+            .build()
+            .map_err(|e| RegistryError::InvalidParameter(format!("cannot set up the HTTP client: {e}")))?;
+        Ok(HttpClient { client, base, auth, retry: settings.retry, timeout: settings.timeout })
     }
 
-    /// The registry's base URL, without credentials or a trailing slash.
+    /// The registry's base URL, without credentials (and without a trailing slash unless the
+    /// path is just `/`).
     pub fn base_url(&self) -> &Url {
         &self.base
     }
@@ -480,7 +445,8 @@ impl HttpClient {
         self.timeout
     }
 
-    pub(crate) fn auth(&self) -> &Auth {
+    /// The credentials sent to the registry's origin.
+    pub fn auth(&self) -> &Auth {
         &self.auth
     }
 
@@ -511,11 +477,7 @@ impl HttpClient {
 
     /// Send the request `make` builds, retrying connection errors, timeouts and 429/5xx
     /// answers per the policy. Returns the first answer that is not retried.
-    pub(crate) async fn send(
-        &self,
-        what: &str,
-        make: impl Fn() -> RequestBuilder,
-    ) -> Result<Response> {
+    pub(crate) async fn send(&self, what: &str, make: impl Fn() -> RequestBuilder) -> Result<Response> {
         with_retries(&self.retry, what, || {
             let req = make();
             async move {
@@ -524,19 +486,13 @@ impl HttpClient {
                         let after = retry_after(&resp);
                         let status = resp.status();
                         let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
-                        Step::Retry {
-                            reason: format!("answered {status}: {}", error_message(&body)),
-                            after,
-                        }
+                        Step::Retry { reason: format!("answered {status}: {}", error_message(&body)), after }
                     }
                     Ok(resp) => Step::Done(resp),
-                    Err(e) if e.is_builder() => Step::Fail(RegistryError::InvalidParameter(
-                        format!("cannot build the request: {e}"),
-                    )),
-                    Err(e) => Step::Retry {
-                        reason: error_chain(&e),
-                        after: None,
-                    },
+                    Err(e) if e.is_builder() => {
+                        Step::Fail(RegistryError::InvalidParameter(format!("cannot build the request: {e}")))
+                    }
+                    Err(e) => Step::Retry { reason: error_chain(&e), after: None },
                 }
             }
         })
@@ -575,16 +531,13 @@ pub fn api_error(status: StatusCode, body: &[u8], what: &str) -> RegistryError {
     let parsed = serde_json::from_slice::<ErrorBody>(body).ok();
     let auth_hint = "check MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD";
     if let Some(e) = &parsed {
-        let message = if e.message.is_empty() {
-            e.error_code.clone()
-        } else {
-            e.message.clone()
-        };
+        let message = if e.message.is_empty() { e.error_code.clone() } else { e.message.clone() };
         match e.error_code.as_str() {
             "RESOURCE_DOES_NOT_EXIST" | "NOT_FOUND" => return RegistryError::NotFound(message),
             "RESOURCE_ALREADY_EXISTS" => return RegistryError::AlreadyExists(message),
-            "INVALID_PARAMETER_VALUE" | "BAD_REQUEST" | "INVALID_STATE" | "MALFORMED_REQUEST"
-            | "INVALID_REQUEST" => return RegistryError::InvalidParameter(message),
+            "INVALID_PARAMETER_VALUE" | "BAD_REQUEST" | "INVALID_STATE" | "MALFORMED_REQUEST" | "INVALID_REQUEST" => {
+                return RegistryError::InvalidParameter(message)
+            }
             "UNAUTHENTICATED" | "PERMISSION_DENIED" | "UNAUTHORIZED" => {
                 return RegistryError::Unavailable(format!(
                     "{what}: the registry refused the request ({status}, {}): {message}; {auth_hint}",
@@ -669,9 +622,7 @@ fn model_from_json(mut v: Value, what: &str) -> Result<RegisteredModel> {
 }
 
 fn unexpected(what: &str, why: &str) -> RegistryError {
-    RegistryError::Unavailable(format!(
-        "{what}: the registry's answer is not what an MLflow registry sends: {why}"
-    ))
+    RegistryError::Unavailable(format!("{what}: the registry's answer is not what an MLflow registry sends: {why}"))
 }
 
 /// `key` taken out of a JSON object answer.
@@ -699,9 +650,7 @@ pub struct RestRegistry {
 impl RestRegistry {
     /// The registry at `base_url` (`http(s)://host[:port][/prefix]`).
     pub fn new(base_url: &str, settings: HttpSettings) -> Result<RestRegistry> {
-        Ok(RestRegistry {
-            http: HttpClient::new(base_url, settings)?,
-        })
+        Ok(RestRegistry { http: HttpClient::new(base_url, settings)? })
     }
 
     /// The registry at `base_url`, with credentials, TLS, timeout and retries from MLflow's
@@ -736,10 +685,7 @@ impl RestRegistry {
         let resp = self
             .http
             .send(&what, || {
-                let req = self
-                    .http
-                    .request(method.clone(), url.clone(), true)
-                    .timeout(timeout);
+                let req = self.http.request(method.clone(), url.clone(), true).timeout(timeout);
                 match body {
                     Some(b) => req.json(b),
                     None => req,
@@ -748,16 +694,9 @@ impl RestRegistry {
             .await?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| {
-            RegistryError::Unavailable(format!(
-                "{what}: reading the answer failed: {}",
-                error_chain(&e)
-            ))
+            RegistryError::Unavailable(format!("{what}: reading the answer failed: {}", error_chain(&e)))
         })?;
-        let outcome = if status.is_success() {
-            Ok(bytes.to_vec())
-        } else {
-            Err((status, bytes.to_vec()))
-        };
+        let outcome = if status.is_success() { Ok(bytes.to_vec()) } else { Err((status, bytes.to_vec())) };
         Ok((what, outcome))
     }
 
@@ -772,9 +711,8 @@ impl RestRegistry {
         let (what, outcome) = self.exchange(method, path, query, body).await?;
         match outcome {
             Ok(bytes) => {
-                let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
-                    unexpected(&what, &format!("{e} in '{}'", snippet(&bytes)))
-                })?;
+                let v: Value = serde_json::from_slice(&bytes)
+                    .map_err(|e| unexpected(&what, &format!("{e} in '{}'", snippet(&bytes))))?;
                 if !v.is_object() {
                     return Err(unexpected(&what, "the answer is not a JSON object"));
                 }
@@ -785,63 +723,31 @@ impl RestRegistry {
     }
 
     pub async fn get_registered_model(&self, name: &str) -> Result<RegisteredModel> {
-        let (what, mut v) = self
-            .call(Method::GET, "registered-models/get", &[("name", name)], None)
-            .await?;
-        let m = take(&mut v, "registered_model")
-            .ok_or_else(|| unexpected(&what, "no 'registered_model'"))?;
+        let (what, mut v) = self.call(Method::GET, "registered-models/get", &[("name", name)], None).await?;
+        let m = take(&mut v, "registered_model").ok_or_else(|| unexpected(&what, "no 'registered_model'"))?;
         model_from_json(m, &what)
     }
 
     pub async fn get_model_version(&self, name: &str, version: u64) -> Result<ModelVersion> {
         let version = version.to_string();
-        let (what, mut v) = self
-            .call(
-                Method::GET,
-                "model-versions/get",
-                &[("name", name), ("version", &version)],
-                None,
-            )
-            .await?;
-        let mv =
-            take(&mut v, "model_version").ok_or_else(|| unexpected(&what, "no 'model_version'"))?;
+        let (what, mut v) =
+            self.call(Method::GET, "model-versions/get", &[("name", name), ("version", &version)], None).await?;
+        let mv = take(&mut v, "model_version").ok_or_else(|| unexpected(&what, "no 'model_version'"))?;
         version_from_json(mv, &what)
     }
 
     /// The latest version in each of `stages` (all stages when empty), as MLflow's
     /// `get_latest_versions`: `POST registered-models/get-latest-versions`.
-    pub async fn get_latest_versions(
-        &self,
-        name: &str,
-        stages: &[Stage],
-    ) -> Result<Vec<ModelVersion>> {
+    pub async fn get_latest_versions(&self, name: &str, stages: &[Stage]) -> Result<Vec<ModelVersion>> {
         let body = latest_versions_body(name, stages);
-        let (what, mut v) = self
-            .call(
-                Method::POST,
-                "registered-models/get-latest-versions",
-                &[],
-                Some(&body),
-            )
-            .await?;
+        let (what, mut v) = self.call(Method::POST, "registered-models/get-latest-versions", &[], Some(&body)).await?;
         versions_of(&mut v, &what)
     }
 
-    pub async fn get_model_version_by_alias(
-        &self,
-        name: &str,
-        alias: &str,
-    ) -> Result<ModelVersion> {
-        let (what, mut v) = self
-            .call(
-                Method::GET,
-                "registered-models/alias",
-                &[("name", name), ("alias", alias)],
-                None,
-            )
-            .await?;
-        let mv =
-            take(&mut v, "model_version").ok_or_else(|| unexpected(&what, "no 'model_version'"))?;
+    pub async fn get_model_version_by_alias(&self, name: &str, alias: &str) -> Result<ModelVersion> {
+        let (what, mut v) =
+            self.call(Method::GET, "registered-models/alias", &[("name", name), ("alias", alias)], None).await?;
+        let mv = take(&mut v, "model_version").ok_or_else(|| unexpected(&what, "no 'model_version'"))?;
         version_from_json(mv, &what)
     }
 
@@ -855,9 +761,7 @@ impl RestRegistry {
             if !token.is_empty() {
                 query.push(("page_token", &token));
             }
-            let (what, mut v) = self
-                .call(Method::GET, "model-versions/search", &query, None)
-                .await?;
+            let (what, mut v) = self.call(Method::GET, "model-versions/search", &query, None).await?;
             all.extend(versions_of(&mut v, &what)?);
             match take(&mut v, "next_page_token") {
                 Some(Value::String(t)) if !t.is_empty() && t != token => token = t,
@@ -871,12 +775,7 @@ impl RestRegistry {
     pub async fn get_model_version_download_uri(&self, name: &str, version: u64) -> Result<String> {
         let version = version.to_string();
         let (what, mut v) = self
-            .call(
-                Method::GET,
-                "model-versions/get-download-uri",
-                &[("name", name), ("version", &version)],
-                None,
-            )
+            .call(Method::GET, "model-versions/get-download-uri", &[("name", name), ("version", &version)], None)
             .await?;
         match take(&mut v, "artifact_uri") {
             Some(Value::String(s)) if !s.is_empty() => Ok(s),
@@ -886,9 +785,7 @@ impl RestRegistry {
 
     /// The artifact root of a run (`run.info.artifact_uri`), for `runs:/<id>/<path>`.
     pub async fn get_run_artifact_uri(&self, run_id: &str) -> Result<String> {
-        let (what, mut v) = self
-            .call(Method::GET, "runs/get", &[("run_id", run_id)], None)
-            .await?;
+        let (what, mut v) = self.call(Method::GET, "runs/get", &[("run_id", run_id)], None).await?;
         let uri = take(&mut v, "run")
             .and_then(|mut run| take(&mut run, "info"))
             .and_then(|mut info| take(&mut info, "artifact_uri"));
@@ -916,19 +813,12 @@ impl RestRegistry {
     /// `search_model_versions` the same way (highest version per stage).
     async fn latest_per_stage(&self, name: &str, stages: &[Stage]) -> Result<Vec<ModelVersion>> {
         let body = latest_versions_body(name, stages);
-        let (what, outcome) = self
-            .exchange(
-                Method::POST,
-                "registered-models/get-latest-versions",
-                &[],
-                Some(&body),
-            )
-            .await?;
+        let (what, outcome) =
+            self.exchange(Method::POST, "registered-models/get-latest-versions", &[], Some(&body)).await?;
         match outcome {
             Ok(bytes) => {
-                let mut v: Value = serde_json::from_slice(&bytes).map_err(|e| {
-                    unexpected(&what, &format!("{e} in '{}'", snippet(&bytes)))
-                })?;
+                let mut v: Value = serde_json::from_slice(&bytes)
+                    .map_err(|e| unexpected(&what, &format!("{e} in '{}'", snippet(&bytes))))?;
                 versions_of(&mut v, &what)
             }
             Err((status, bytes)) if is_missing_endpoint(status, &bytes) => {
@@ -955,21 +845,14 @@ impl RestRegistry {
                 .await?
                 .into_iter()
                 .max_by_key(|v| v.version)
-                .ok_or_else(|| {
-                    RegistryError::NotFound(format!(
-                        "No versions of model with name '{name}' found"
-                    ))
-                }),
-            Selector::Stage(stage) => self
-                .latest_per_stage(name, &[*stage])
-                .await?
-                .into_iter()
-                .max_by_key(|v| v.version)
-                .ok_or_else(|| {
+                .ok_or_else(|| RegistryError::NotFound(format!("No versions of model with name '{name}' found"))),
+            Selector::Stage(stage) => {
+                self.latest_per_stage(name, &[*stage]).await?.into_iter().max_by_key(|v| v.version).ok_or_else(|| {
                     RegistryError::NotFound(format!(
                         "No versions of model with name '{name}' and stage '{stage}' found"
                     ))
-                }),
+                })
+            }
         }
     }
 }
@@ -986,10 +869,7 @@ fn latest_versions_body(name: &str, stages: &[Stage]) -> Value {
 fn versions_of(v: &mut Value, what: &str) -> Result<Vec<ModelVersion>> {
     match take(v, "model_versions") {
         None => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .into_iter()
-            .map(|item| version_from_json(item, what))
-            .collect(),
+        Some(Value::Array(items)) => items.into_iter().map(|item| version_from_json(item, what)).collect(),
         Some(_) => Err(unexpected(what, "'model_versions' is not a list")),
     }
 }
@@ -1024,17 +904,13 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| map.get(k).cloned()
     }
 
     #[test]
     fn endpoints_keep_the_prefix_and_encode_segments() {
-        let c = HttpClient::new("http://reg.example:5000/mlflow/", HttpSettings::default())
-            .unwrap();
+        let c = HttpClient::new("http://reg.example:5000/mlflow/", HttpSettings::default()).unwrap();
         assert_eq!(c.base_url().as_str(), "http://reg.example:5000/mlflow");
         assert_eq!(
             c.endpoint("api/2.0/mlflow/registered-models/get").as_str(),
@@ -1058,36 +934,20 @@ mod tests {
     #[test]
     fn auth_follows_mlflow_precedence() {
         assert_eq!(Auth::from_env_with(env(&[])), Auth::None);
-        assert_eq!(
-            Auth::from_env_with(env(&[(ENV_TOKEN, "t")])),
-            Auth::Bearer(Secret::new("t"))
-        );
+        assert_eq!(Auth::from_env_with(env(&[(ENV_TOKEN, "t")])), Auth::Bearer(Secret::new("t")));
         // Basic wins when both are set, as in MLflow's rest_utils.
         assert_eq!(
-            Auth::from_env_with(env(&[
-                (ENV_TOKEN, "t"),
-                (ENV_USERNAME, "u"),
-                (ENV_PASSWORD, "p")
-            ])),
-            Auth::Basic {
-                username: "u".into(),
-                password: Secret::new("p")
-            }
+            Auth::from_env_with(env(&[(ENV_TOKEN, "t"), (ENV_USERNAME, "u"), (ENV_PASSWORD, "p")])),
+            Auth::Basic { username: "u".into(), password: Secret::new("p") }
         );
         // A user name without a password is not enough.
-        assert_eq!(
-            Auth::from_env_with(env(&[(ENV_TOKEN, "t"), (ENV_USERNAME, "u")])),
-            Auth::Bearer(Secret::new("t"))
-        );
+        assert_eq!(Auth::from_env_with(env(&[(ENV_TOKEN, "t"), (ENV_USERNAME, "u")])), Auth::Bearer(Secret::new("t")));
         assert_eq!(Auth::from_env_with(env(&[(ENV_TOKEN, "")])), Auth::None);
     }
 
     #[test]
     fn auth_headers_go_to_the_registry_origin_only() {
-        let settings = HttpSettings {
-            auth: Auth::Bearer(Secret::new("tok")),
-            ..HttpSettings::default()
-        };
+        let settings = HttpSettings { auth: Auth::Bearer(Secret::new("tok")), ..HttpSettings::default() };
         let c = HttpClient::new("http://reg.example:5000", settings).unwrap();
         let header = |url: &str, with_auth: bool| {
             c.request(Method::GET, Url::parse(url).unwrap(), with_auth)
@@ -1097,28 +957,16 @@ mod tests {
                 .get("authorization")
                 .map(|v| v.to_str().unwrap().to_string())
         };
-        assert_eq!(
-            header("http://reg.example:5000/api", false).as_deref(),
-            Some("Bearer tok")
-        );
+        assert_eq!(header("http://reg.example:5000/api", false).as_deref(), Some("Bearer tok"));
         assert_eq!(header("http://files.example/model.onnx", false), None);
-        assert_eq!(
-            header("http://files.example/model.onnx", true).as_deref(),
-            Some("Bearer tok")
-        );
+        assert_eq!(header("http://files.example/model.onnx", true).as_deref(), Some("Bearer tok"));
 
         let basic = HttpSettings {
-            auth: Auth::Basic {
-                username: "u".into(),
-                password: Secret::new("p"),
-            },
+            auth: Auth::Basic { username: "u".into(), password: Secret::new("p") },
             ..HttpSettings::default()
         };
         let c = HttpClient::new("http://reg.example", basic).unwrap();
-        let req = c
-            .request(Method::GET, c.endpoint("api"), false)
-            .build()
-            .unwrap();
+        let req = c.request(Method::GET, c.endpoint("api"), false).build().unwrap();
         let value = req.headers().get("authorization").unwrap();
         assert_eq!(value.to_str().unwrap(), "Basic dTpw");
         assert!(value.is_sensitive());
@@ -1126,32 +974,18 @@ mod tests {
 
     #[test]
     fn credentials_in_the_url_become_basic_auth_and_are_removed() {
-        let c = HttpClient::new("http://al%40x:s3cret@reg.example/p", HttpSettings::default())
-            .unwrap();
+        let c = HttpClient::new("http://al%40x:s3cret@reg.example/p", HttpSettings::default()).unwrap();
         assert_eq!(c.base_url().as_str(), "http://reg.example/p");
-        assert_eq!(
-            c.auth(),
-            &Auth::Basic {
-                username: "al@x".into(),
-                password: Secret::new("s3cret")
-            }
-        );
+        assert_eq!(c.auth(), &Auth::Basic { username: "al@x".into(), password: Secret::new("s3cret") });
         assert!(!format!("{c:?}").contains("s3cret"));
-        assert_eq!(
-            redact_url("http://al:s3cret@reg.example/p"),
-            "http://***@reg.example/p"
-        );
+        assert_eq!(redact_url("http://al:s3cret@reg.example/p"), "http://***@reg.example/p");
         assert_eq!(redact_url("http://reg.example/p"), "http://reg.example/p");
         assert_eq!(redact_url("weird//u:p@host"), "weird//***@host");
     }
 
     #[test]
     fn secrets_never_show_in_debug() {
-        let settings = HttpSettings::from_env_with(env(&[
-            (ENV_USERNAME, "user"),
-            (ENV_PASSWORD, "hunter2"),
-        ]))
-        .unwrap();
+        let settings = HttpSettings::from_env_with(env(&[(ENV_USERNAME, "user"), (ENV_PASSWORD, "hunter2")])).unwrap();
         let text = format!("{settings:?}");
         assert!(!text.contains("hunter2"), "{text}");
         assert!(text.contains("user"), "{text}");
@@ -1195,21 +1029,15 @@ mod tests {
         for var in [ENV_TIMEOUT, ENV_MAX_RETRIES, ENV_INSECURE_TLS] {
             assert!(e.contains(var), "{e}");
         }
-        let e = HttpSettings::from_env_with(env(&[
-            (ENV_INSECURE_TLS, "true"),
-            (ENV_SERVER_CERT_PATH, "/x.pem"),
-        ]))
-        .unwrap_err()
-        .to_string();
+        let e = HttpSettings::from_env_with(env(&[(ENV_INSECURE_TLS, "true"), (ENV_SERVER_CERT_PATH, "/x.pem")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("contradict"), "{e}");
     }
 
     #[test]
     fn a_missing_ca_bundle_is_reported() {
-        let settings = HttpSettings {
-            ca_cert: Some("/nonexistent/ca.pem".into()),
-            ..HttpSettings::default()
-        };
+        let settings = HttpSettings { ca_cert: Some("/nonexistent/ca.pem".into()), ..HttpSettings::default() };
         let e = HttpClient::new("https://reg.example", settings).unwrap_err();
         assert!(e.to_string().contains(ENV_SERVER_CERT_PATH), "{e}");
     }
@@ -1225,14 +1053,8 @@ mod tests {
         let waits: Vec<u64> = (0..6).map(|n| p.backoff(n).as_millis() as u64).collect();
         assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
         assert_eq!(p.backoff(200), Duration::from_secs(1));
-        assert_eq!(
-            p.delay(0, Some(Duration::from_secs(30))),
-            Duration::from_secs(1)
-        );
-        let jittery = RetryPolicy {
-            jitter: Duration::from_millis(50),
-            ..p
-        };
+        assert_eq!(p.delay(0, Some(Duration::from_secs(30))), Duration::from_secs(1));
+        let jittery = RetryPolicy { jitter: Duration::from_millis(50), ..p };
         for _ in 0..20 {
             let d = jittery.delay(1, None);
             assert!(d >= Duration::from_millis(200) && d < Duration::from_millis(250));
@@ -1257,22 +1079,14 @@ mod tests {
         let mut calls = 0;
         let r: Result<(), RegistryError> = with_retries(&p, "GET x", || {
             calls += 1;
-            async {
-                Step::Retry {
-                    reason: "connection refused".into(),
-                    after: None,
-                }
-            }
+            async { Step::Retry { reason: "connection refused".into(), after: None } }
         })
         .await;
         assert_eq!(calls, 4);
         assert_eq!(start.elapsed(), Duration::from_secs(1 + 2 + 4));
         let e = r.unwrap_err();
         assert!(matches!(e, RegistryError::Unavailable(_)));
-        assert_eq!(
-            e.to_string(),
-            "GET x: connection refused (gave up after 4 attempts)"
-        );
+        assert_eq!(e.to_string(), "GET x: connection refused (gave up after 4 attempts)");
 
         // Succeeds on the third attempt; Retry-After is honoured.
         let start = tokio::time::Instant::now();
@@ -1282,10 +1096,7 @@ mod tests {
             let n = calls;
             async move {
                 if n < 3 {
-                    Step::Retry {
-                        reason: "503".into(),
-                        after: Some(Duration::from_secs(5)),
-                    }
+                    Step::Retry { reason: "503".into(), after: Some(Duration::from_secs(5)) }
                 } else {
                     Step::Done(n)
                 }
@@ -1309,8 +1120,7 @@ mod tests {
     #[test]
     fn mlflow_error_bodies_map_to_registry_errors() {
         let body = |code: &str, msg: &str| {
-            serde_json::to_vec(&json!({"error_code": code, "message": msg, "sqlstate": "KAM00"}))
-                .unwrap()
+            serde_json::to_vec(&json!({"error_code": code, "message": msg, "sqlstate": "KAM00"})).unwrap()
         };
         let e = api_error(
             StatusCode::NOT_FOUND,
@@ -1324,54 +1134,26 @@ mod tests {
             "GET u",
         );
         assert!(matches!(e, RegistryError::InvalidParameter(_)));
-        let e = api_error(
-            StatusCode::BAD_REQUEST,
-            &body("RESOURCE_ALREADY_EXISTS", "exists"),
-            "GET u",
-        );
+        let e = api_error(StatusCode::BAD_REQUEST, &body("RESOURCE_ALREADY_EXISTS", "exists"), "GET u");
         assert!(matches!(e, RegistryError::AlreadyExists(_)));
         let e = api_error(StatusCode::UNAUTHORIZED, b"<html>no</html>", "GET u");
-        assert!(
-            matches!(&e, RegistryError::Unavailable(m) if m.contains("MLFLOW_TRACKING_TOKEN")),
-            "{e}"
-        );
-        let e = api_error(
-            StatusCode::FORBIDDEN,
-            &body("PERMISSION_DENIED", "no"),
-            "GET u",
-        );
+        assert!(matches!(&e, RegistryError::Unavailable(m) if m.contains("MLFLOW_TRACKING_TOKEN")), "{e}");
+        let e = api_error(StatusCode::FORBIDDEN, &body("PERMISSION_DENIED", "no"), "GET u");
         assert!(matches!(e, RegistryError::Unavailable(_)));
         // Flask's HTML 404 for an unknown endpoint is not a missing model.
-        let e = api_error(
-            StatusCode::NOT_FOUND,
-            b"<!doctype html>\n<title>404 Not Found</title>",
-            "GET u",
-        );
-        assert!(
-            matches!(&e, RegistryError::Unavailable(m) if m.contains("prefix")),
-            "{e}"
-        );
-        let e = api_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &body("INTERNAL_ERROR", "boom"),
-            "GET u",
-        );
+        let e = api_error(StatusCode::NOT_FOUND, b"<!doctype html>\n<title>404 Not Found</title>", "GET u");
+        assert!(matches!(&e, RegistryError::Unavailable(m) if m.contains("prefix")), "{e}");
+        let e = api_error(StatusCode::INTERNAL_SERVER_ERROR, &body("INTERNAL_ERROR", "boom"), "GET u");
         assert!(matches!(&e, RegistryError::Unavailable(m) if m.contains("boom")));
         assert!(is_missing_endpoint(StatusCode::NOT_FOUND, b"<html>"));
         assert!(is_missing_endpoint(StatusCode::METHOD_NOT_ALLOWED, b""));
-        assert!(!is_missing_endpoint(
-            StatusCode::NOT_FOUND,
-            &body("RESOURCE_DOES_NOT_EXIST", "x")
-        ));
+        assert!(!is_missing_endpoint(StatusCode::NOT_FOUND, &body("RESOURCE_DOES_NOT_EXIST", "x")));
     }
 
     #[test]
     fn versions_parse_leniently() {
-        let v = version_from_json(
-            json!({"name": "m", "version": "3", "creation_timestamp": "17", "source": "s"}),
-            "x",
-        )
-        .unwrap();
+        let v = version_from_json(json!({"name": "m", "version": "3", "creation_timestamp": "17", "source": "s"}), "x")
+            .unwrap();
         assert_eq!(v.version, 3);
         assert_eq!(v.creation_timestamp, 17);
         assert_eq!(v.current_stage, Stage::None);
@@ -1389,16 +1171,8 @@ mod tests {
             current_stage: stage,
             ..version_from_json(json!({"name": "m", "version": "1"}), "x").unwrap()
         };
-        let all = vec![
-            mk(1, Stage::Production),
-            mk(3, Stage::Archived),
-            mk(2, Stage::Production),
-            mk(4, Stage::None),
-        ];
-        let mut latest: Vec<u64> = latest_of_each_stage(all.clone(), "m", &[])
-            .iter()
-            .map(|v| v.version)
-            .collect();
+        let all = vec![mk(1, Stage::Production), mk(3, Stage::Archived), mk(2, Stage::Production), mk(4, Stage::None)];
+        let mut latest: Vec<u64> = latest_of_each_stage(all.clone(), "m", &[]).iter().map(|v| v.version).collect();
         latest.sort();
         assert_eq!(latest, [2, 3, 4]);
         let prod = latest_of_each_stage(all, "m", &[Stage::Production]);

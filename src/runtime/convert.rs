@@ -517,7 +517,12 @@ fn flatten(
 
 /// Build an input tensor from an Open Inference Protocol input: declared `datatype` and
 /// `shape`, `data` flat or nested in row-major order.
-pub fn tensor_from_v2(info: &TensorInfo, datatype: &str, shape: &[i64], data: &Value) -> Result<InputTensor, ScoringError> {
+pub fn tensor_from_v2(
+    info: &TensorInfo,
+    datatype: &str,
+    shape: &[i64],
+    data: &Value,
+) -> Result<InputTensor, ScoringError> {
     let dtype = info.dtype().expect("checked at load; this is a bug");
     if !datatype.eq_ignore_ascii_case(dtype.v2_name()) {
         return Err(ScoringError::schema(format!(
@@ -527,7 +532,10 @@ pub fn tensor_from_v2(info: &TensorInfo, datatype: &str, shape: &[i64], data: &V
         )));
     }
     if shape.iter().any(|d| *d < 0) {
-        return Err(ScoringError::bad_request(format!("Input '{}' has a negative dimension in its shape {shape:?}", info.name)));
+        return Err(ScoringError::bad_request(format!(
+            "Input '{}' has a negative dimension in its shape {shape:?}",
+            info.name
+        )));
     }
     if shape.len() != info.shape.len() || shape.iter().zip(&info.shape).any(|(got, want)| *want >= 0 && got != want) {
         return Err(ScoringError::schema(format!(
@@ -535,9 +543,10 @@ pub fn tensor_from_v2(info: &TensorInfo, datatype: &str, shape: &[i64], data: &V
             info.name, info.shape
         )));
     }
-    let total = shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d as usize)).ok_or_else(|| {
-        ScoringError::bad_request(format!("Input '{}' shape {shape:?} is too large", info.name))
-    })?;
+    let total = shape
+        .iter()
+        .try_fold(1usize, |acc, d| acc.checked_mul(*d as usize))
+        .ok_or_else(|| ScoringError::bad_request(format!("Input '{}' shape {shape:?} is too large", info.name)))?;
     let mut out = TensorData::with_capacity(dtype, total.min(1 << 24));
     let mut count = 0usize;
     push_flat(data, &mut out, &mut count, &info.name)?;

@@ -6,19 +6,18 @@
 //!   server (`regserve server`), put together by [`registry_server`]
 
 pub mod artifacts_api;
+pub mod auth;
 pub mod error;
+pub mod http;
 pub mod params;
 pub mod registration;
 pub mod registry_api;
 pub mod reply;
 pub mod scoring;
-pub mod v2;
 pub mod tracking_api;
-
-use std::future::Future;
+pub mod v2;
 
 use axum::Router;
-use tokio::net::TcpListener;
 
 pub use error::ApiError;
 pub use registration::RegistryState;
@@ -43,16 +42,7 @@ pub fn registry_server(state: RegistryState) -> Router {
         .with_state(state)
 }
 
-/// Serve `app` on an already-bound listener until `shutdown` resolves, then stop accepting and
-/// let in-flight requests finish.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = app.fallback(|| async { ApiError::NotFound("no such endpoint".into()) });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
-}
+pub use http::{serve, HttpLimits};
 
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {

@@ -30,12 +30,19 @@ pub struct ScoringState {
     pub max_body_size: usize,
 }
 
-pub fn routes(state: ScoringState) -> Router {
+/// Health, version and metrics: open even when a token is required.
+pub fn public_routes(state: ScoringState) -> Router {
     Router::new()
         .route("/ping", get(ping))
         .route("/health", get(health))
         .route("/version", get(version))
         .route("/metrics", get(metrics_text))
+        .with_state(state)
+}
+
+/// Scoring: behind the token when one is set.
+pub fn scoring_routes(state: ScoringState) -> Router {
+    Router::new()
         .route("/invocations", post(invocations))
         .route("/models/{name}/invocations", post(model_invocations))
         .with_state(state)
@@ -125,14 +132,19 @@ async fn score_inner(
     let version = Some(active.version.version);
     let request = match format {
         Format::Json => payload::parse_json(&bytes),
-        Format::Csv => payload::parse_csv(&bytes).map(|f| payload::Request { payload: payload::Payload::Frame(f), params: None }),
+        Format::Csv => {
+            payload::parse_csv(&bytes).map(|f| payload::Request { payload: payload::Payload::Frame(f), params: None })
+        }
     };
     let request = match request {
         Ok(r) => r,
         Err(e) => return (version, Err(e.into())),
     };
     let result = active.model.predict(&request.payload).await;
-    (version, result.map(|out| ([(header::CONTENT_TYPE, "application/json")], out).into_response()).map_err(ApiError::from))
+    (
+        version,
+        result.map(|out| ([(header::CONTENT_TYPE, "application/json")], out).into_response()).map_err(ApiError::from),
+    )
 }
 
 /// Count one scoring request and its latency.
@@ -156,11 +168,7 @@ pub async fn metrics_text(State(st): State<ScoringState>) -> Response {
         let depth = slot.active().map_or(0, |a| a.model.queue_depth());
         m.queue_depth.get_or_create(&metrics::Metrics::model(&slot.uri.name)).set(depth as i64);
     }
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        m.encode(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode()).into_response()
 }
 
 /// Read the whole body, refusing more than `limit` bytes with 413. Past the limit the rest of
@@ -169,7 +177,8 @@ pub async fn metrics_text(State(st): State<ScoringState>) -> Response {
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
     use http_body_util::BodyExt;
     const DRAIN_CAP: usize = 8 << 20;
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let mut body = body;
     let mut buf = bytes::BytesMut::with_capacity(declared.map_or(0, |n| n.min(limit as u64) as usize));
     let mut seen: usize = 0;

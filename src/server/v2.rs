@@ -29,11 +29,18 @@ use crate::runtime::convert::{tensor_from_v2, write_flat, OutputData, OutputTens
 use crate::runtime::schema::{TensorInfo, ValueKind};
 use crate::runtime::{LoadedModel, ScoringError};
 
-pub fn routes(state: ScoringState) -> Router {
+/// Server metadata and health: open even when a token is required.
+pub fn public_routes(state: ScoringState) -> Router {
     Router::new()
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(|| async { StatusCode::OK }))
         .route("/v2/health/ready", get(server_ready))
+        .with_state(state)
+}
+
+/// Model metadata, readiness and inference: behind the token when one is set.
+pub fn model_routes(state: ScoringState) -> Router {
+    Router::new()
         .route("/v2/models/{name}", get(model_metadata))
         .route("/v2/models/{name}/versions/{version}", get(version_metadata))
         .route("/v2/models/{name}/ready", get(model_ready))
@@ -242,7 +249,11 @@ async fn run_infer(
     for input in &req.inputs {
         if !model.schema.inputs.iter().any(|i| i.name == input.name) {
             let names: Vec<&str> = model.schema.inputs.iter().map(|i| i.name.as_str()).collect();
-            return Err(ScoringError::bad_request(format!("Unexpected input '{}'; the model's inputs are {names:?}", input.name)).into());
+            return Err(ScoringError::bad_request(format!(
+                "Unexpected input '{}'; the model's inputs are {names:?}",
+                input.name
+            ))
+            .into());
         }
     }
     let mut inputs = Vec::with_capacity(model.schema.inputs.len());
@@ -262,7 +273,13 @@ async fn run_infer(
             .map(|w| {
                 outputs.iter().find(|o| o.name == w.name).ok_or_else(|| {
                     let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
-                    V2Error(ScoringError::bad_request(format!("Unknown output '{}'; the model's outputs are {names:?}", w.name)).into())
+                    V2Error(
+                        ScoringError::bad_request(format!(
+                            "Unknown output '{}'; the model's outputs are {names:?}",
+                            w.name
+                        ))
+                        .into(),
+                    )
                 })
             })
             .collect::<Result<_, _>>()?,

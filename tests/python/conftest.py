@@ -1,0 +1,154 @@
+"""Fixtures for running the real MLflow client against `regserve server`.
+
+The `server` fixture starts `$REGSERVE_BIN server --port 0 --data-dir <tmp>` (ORT_DYLIB_PATH is
+inherited), reads the bound address from the "listening on http://ADDR" line of its stderr,
+waits until it answers, and stops it at the end of the session.
+"""
+
+import os
+import pathlib
+import subprocess
+import threading
+import time
+
+# Before mlflow is imported: no telemetry (no network here), fail fast instead of retrying.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "60"
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import pytest  # noqa: E402
+import requests  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+MODELS = REPO / "models"
+START_TIMEOUT_S = 30
+
+
+class RegserveServer:
+    def __init__(self, binary, data_dir):
+        self.data_dir = pathlib.Path(data_dir)
+        self.binary = binary
+        env = dict(os.environ)
+        env.setdefault("RUST_LOG", "info")
+        self.proc = subprocess.Popen(
+            [binary, "--data-dir", str(self.data_dir), "server", "--host", "127.0.0.1", "--port", "0"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        self.log = []
+        self.url = None
+        found = threading.Event()
+
+        def drain():
+            for line in self.proc.stderr:
+                self.log.append(line)
+                if self.url is None and "listening on http://" in line:
+                    self.url = "http://" + line.split("listening on http://", 1)[1].split()[0]
+                    found.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        if not found.wait(START_TIMEOUT_S):
+            self.stop()
+            raise RuntimeError("regserve server did not report its address:\n" + "".join(self.log))
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                if requests.get(self.url + "/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("regserve server did not answer /health:\n" + "".join(self.log))
+            time.sleep(0.05)
+
+    def cli(self, *args):
+        """Run the regserve CLI on the same data directory."""
+        return subprocess.run(
+            [self.binary, "--data-dir", str(self.data_dir), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def regserve_bin():
+    binary = os.environ.get("REGSERVE_BIN") or str(REPO / "target" / "debug" / "regserve")
+    if not os.path.isfile(binary):
+        pytest.fail(f"regserve binary not found at {binary}: run `cargo build` or set REGSERVE_BIN")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def server(regserve_bin, tmp_path_factory):
+    srv = RegserveServer(regserve_bin, tmp_path_factory.mktemp("regserve-data"))
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(server.url)
+    mlflow.set_registry_uri(server.url)
+    return MlflowClient(tracking_uri=server.url, registry_uri=server.url)
+
+
+@pytest.fixture(scope="session")
+def iris_v1():
+    return onnx.load(str(MODELS / "iris-v1" / "model.onnx"))
+
+
+@pytest.fixture(scope="session")
+def iris_v2():
+    return onnx.load(str(MODELS / "iris-v2" / "model.onnx"))
+
+
+@pytest.fixture(scope="session")
+def X():
+    return np.array(
+        [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [6.3, 2.5, 5.0, 1.9]],
+        dtype=np.float32,
+    )
+
+
+def ort_outputs(model, X):
+    """The reference: onnxruntime on the same model and input, as {output name: array}."""
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(None, {sess.get_inputs()[0].name: X})))
+
+
+def assert_predicts_like(pyfunc_model, onnx_model, X):
+    got = pyfunc_model.predict(X)
+    want = ort_outputs(onnx_model, X)
+    assert set(got) == set(want), (got, want)
+    for name, expected in want.items():
+        actual = np.asarray(got[name])
+        assert actual.shape == expected.shape, name
+        if np.issubdtype(expected.dtype, np.floating):
+            np.testing.assert_allclose(actual, expected, atol=1e-5, rtol=0)
+        else:
+            np.testing.assert_array_equal(actual, expected)
