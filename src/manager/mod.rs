@@ -24,7 +24,7 @@ use arc_swap::ArcSwapOption;
 use serde::Serialize;
 
 use crate::metrics;
-use crate::registry::ModelVersion;
+use crate::registry::{ModelVersion, VersionStatus};
 use crate::runtime::{LoadedModel, RuntimeOptions};
 use crate::uri::ModelUri;
 pub use remote::{source_from_uri, RemoteSource};
@@ -312,6 +312,22 @@ async fn watch(inner: Weak<Inner>, slot: Arc<Slot>) {
 async fn check_once(inner: &Inner, slot: &Slot) -> Result<(), String> {
     let version = inner.source.resolve(&slot.uri).await.map_err(|e| e.to_string())?;
     let current = slot.active();
+    // Only READY versions are ever loaded: one still being registered is waited for, a failed
+    // one is reported (remote registries resolve by stage without looking at the status).
+    match version.status {
+        VersionStatus::Ready => {}
+        VersionStatus::PendingRegistration if current.is_some() => return Ok(()),
+        status => {
+            let why =
+                if version.status_message.is_empty() { String::new() } else { format!(": {}", version.status_message) };
+            return Err(format!(
+                "version {} of '{}' is {}{why}; not loading it",
+                version.version,
+                version.name,
+                status.as_str()
+            ));
+        }
+    }
     if let Some(active) = &current {
         if CacheKey::of(&active.version) == CacheKey::of(&version) {
             return Ok(());
