@@ -67,6 +67,7 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
 /// root as the CLI. A missing ONNX Runtime is not fatal: versions then fail their test load
 /// with the runtime's message.
 pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()> {
+    let token = server::auth::Token::load(args.http.auth_token_file.as_deref()).map_err(anyhow::Error::msg)?;
     let (store, artifacts) = open_store(global)?;
     if let Err(e) = init_runtime(global.ort_lib.as_deref()) {
         tracing::warn!(error = %e, "ONNX Runtime is not available: new model versions will fail their test load");
@@ -84,7 +85,12 @@ pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()
             tracing::info!(pending, "test-loading versions left pending by an earlier run");
         }
         tracing::info!(data_dir = %global.data_dir.display(), "starting the registry server");
-        let app = server::registry_server(state);
+        let mut app = server::registry_server(state);
+        if let Some(token) = token {
+            tracing::info!(reads = args.auth_reads, "writes require a bearer token");
+            let policy = server::auth::Policy { token, reads: args.auth_reads };
+            app = app.layer(axum::middleware::from_fn_with_state(policy, server::auth::guard));
+        }
         tracing::info!("listening on http://{local}");
         server::serve(listener, app, args.http.limits(), server::shutdown_signal()).await.context("serving HTTP")
     })

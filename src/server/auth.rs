@@ -50,11 +50,59 @@ impl Token {
     }
 }
 
-/// Middleware: 401 with `WWW-Authenticate` unless the request carries the bearer token.
-pub async fn require_token(State(token): State<Token>, request: Request, next: Next) -> Response {
-    if token.accepts(request.headers().get(header::AUTHORIZATION)) {
+/// The cookie a browser session (the web UI) carries the token in.
+pub const COOKIE: &str = "regserve_token";
+
+impl Token {
+    /// The token from the `Authorization` header, or from the UI's cookie.
+    pub fn accepts_request(&self, headers: &axum::http::HeaderMap) -> bool {
+        if self.accepts(headers.get(header::AUTHORIZATION)) {
+            return true;
+        }
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .any(|(k, v)| k == COOKIE && bool::from(v.as_bytes().ct_eq(self.0.as_bytes())))
+    }
+}
+
+/// Who must show the token on `regserve server`.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub token: Token,
+    /// Reads need the token too (by default only writes do).
+    pub reads: bool,
+}
+
+/// Paths that stay open whatever the policy: liveness, readiness, version, metrics, and the
+/// UI's login page.
+fn always_open(path: &str) -> bool {
+    matches!(path, "/health" | "/ping" | "/version" | "/metrics" | "/login") || path.starts_with("/static/")
+}
+
+/// Middleware for `regserve server`: writes (any method but GET/HEAD) need the token, reads
+/// too with `--auth-reads`.
+pub async fn guard(State(policy): State<Policy>, request: Request, next: Next) -> Response {
+    let read = matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    let needs_token = !always_open(request.uri().path()) && (!read || policy.reads);
+    if !needs_token || policy.token.accepts_request(request.headers()) {
         return next.run(request).await;
     }
+    unauthorized()
+}
+
+/// Middleware: 401 with `WWW-Authenticate` unless the request carries the bearer token.
+pub async fn require_token(State(token): State<Token>, request: Request, next: Next) -> Response {
+    if token.accepts_request(request.headers()) {
+        return next.run(request).await;
+    }
+    unauthorized()
+}
+
+fn unauthorized() -> Response {
     let mut resp = (
         StatusCode::UNAUTHORIZED,
         Json(json!({"error_code": "UNAUTHENTICATED", "message": "A valid bearer token is required (Authorization: Bearer <token>)"})),
