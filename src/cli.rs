@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::artifact::ArtifactRoot;
 use crate::config::{AliasCommand, GlobalArgs, InputFormat, ModelsCommand, PredictArgs, ServeArgs};
-use crate::manager::register::{register, Registration};
+use crate::manager::client::RegistryClient;
+use crate::manager::register::Registration;
 use crate::manager::{ManagerOptions, ModelManager};
 use crate::registry::{ModelVersion, RegisteredModel, Store, Tag};
 use crate::runtime::{init_runtime, payload, LoadedModel};
@@ -28,7 +29,7 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
     let default = args.default_index().map_err(anyhow::Error::msg)?;
     let token = server::auth::Token::load(args.http.auth_token_file.as_deref()).map_err(anyhow::Error::msg)?;
     init_runtime(global.ort_lib.as_deref()).context("--ort-lib / ORT_DYLIB_PATH")?;
-    let source = crate::manager::source_from_uri(args.registry_uri.as_deref(), &global.data_dir)
+    let source = crate::manager::source_from_uri(global.registry_uri.as_deref(), &global.data_dir)
         .context("choosing the registry (--registry-uri, MLFLOW_REGISTRY_URI, MLFLOW_TRACKING_URI, --data-dir)")?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
@@ -51,7 +52,11 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
             tracing::info!("scoring requires a bearer token");
             scoring = scoring.layer(axum::middleware::from_fn_with_state(token, server::auth::require_token));
         }
-        let app = server::scoring::public_routes(state.clone()).merge(server::v2::public_routes(state)).merge(scoring);
+        // The status page at `/` is public, like `/health` and `/metrics`, which tell the same.
+        let app = server::scoring::public_routes(state.clone())
+            .merge(server::v2::public_routes(state.clone()))
+            .merge(server::ui::serve_routes(state))
+            .merge(scoring);
         let shutdown = async move {
             server::shutdown_signal().await;
             manager.begin_drain();
@@ -67,6 +72,9 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
 /// root as the CLI. A missing ONNX Runtime is not fatal: versions then fail their test load
 /// with the runtime's message.
 pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()> {
+    if global.registry_uri.is_some() {
+        bail!("--registry-uri does not apply to `regserve server`, which serves the --data-dir store");
+    }
     let token = server::auth::Token::load(args.http.auth_token_file.as_deref()).map_err(anyhow::Error::msg)?;
     let (store, artifacts) = open_store(global)?;
     if let Err(e) = init_runtime(global.ort_lib.as_deref()) {
@@ -96,12 +104,18 @@ pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()
     })
 }
 
+/// The registry `models` and `predict` talk to: `--registry-uri`, else MLFLOW_REGISTRY_URI,
+/// else MLFLOW_TRACKING_URI, else the `--data-dir` store.
+fn open_client(global: &GlobalArgs) -> Result<RegistryClient> {
+    RegistryClient::open(global.registry_uri.as_deref(), &global.data_dir)
+        .context("choosing the registry (--registry-uri, MLFLOW_REGISTRY_URI, MLFLOW_TRACKING_URI, --data-dir)")
+}
+
 /// `regserve predict`: score one payload with a registered model, print the answer.
 pub fn predict(global: &GlobalArgs, args: PredictArgs) -> Result<()> {
-    let (store, artifacts) = open_store(global)?;
-    let version = store.resolve(&args.model)?;
-    let location = if version.storage_location.is_empty() { &version.source } else { &version.storage_location };
-    let path = artifacts.local_path(location)?;
+    let client = open_client(global)?;
+    let (version, path) =
+        client.fetch(&args.model).with_context(|| format!("getting {} from {}", args.model, client.describe()))?;
     let mut body = Vec::new();
     if args.input.as_os_str() == "-" {
         std::io::stdin().read_to_end(&mut body)?;
@@ -128,9 +142,9 @@ pub fn predict(global: &GlobalArgs, args: PredictArgs) -> Result<()> {
     Ok(())
 }
 
-/// `regserve models ...`
+/// `regserve models ...`, against whichever registry [`open_client`] chose.
 pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
-    let (store, artifacts) = open_store(global)?;
+    let client = open_client(global)?;
     match cmd {
         ModelsCommand::Register { path, name, description, tags, stage, archive_existing, alias, out } => {
             let reg = Registration {
@@ -142,8 +156,9 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
                 alias,
                 run_id: String::new(),
             };
-            let v = register(&store, &artifacts, &path, &reg, global.ort_lib.as_deref())
-                .with_context(|| format!("registering {}", path.display()))?;
+            let v = client
+                .register(&path, &reg, global.ort_lib.as_deref())
+                .with_context(|| format!("registering {} in {}", path.display(), client.describe()))?;
             if out.json {
                 print_json(&v)?;
             } else {
@@ -152,7 +167,7 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
             }
         }
         ModelsCommand::List { out } => {
-            let models = store.list_registered_models()?;
+            let models = client.list_models()?;
             if out.json {
                 print_json(&models)?;
             } else {
@@ -160,8 +175,7 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
             }
         }
         ModelsCommand::Show { name, out } => {
-            let m = store.get_registered_model(&name)?;
-            let versions = store.list_model_versions(&name)?;
+            let (m, versions) = client.get_model_with_versions(&name)?;
             if out.json {
                 print_json(&serde_json::json!({"registered_model": m, "model_versions": versions}))?;
             } else {
@@ -191,7 +205,7 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
             }
         }
         ModelsCommand::Versions { name, out } => {
-            let versions = store.list_model_versions(&name)?;
+            let versions = client.list_versions(&name)?;
             if out.json {
                 print_json(&versions)?;
             } else {
@@ -199,7 +213,7 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
             }
         }
         ModelsCommand::Transition { name, version, stage, archive_existing, out } => {
-            let v = store.transition_stage(&name, version, stage, archive_existing)?;
+            let v = client.transition(&name, version, stage, archive_existing)?;
             if out.json {
                 print_json(&v)?;
             } else {
@@ -207,32 +221,32 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
             }
         }
         ModelsCommand::Alias(AliasCommand::Set { name, alias, version }) => {
-            store.set_alias(&name, &alias, version)?;
+            client.set_alias(&name, &alias, version)?;
             println!("'{name}@{alias}' → version {version}");
         }
         ModelsCommand::Alias(AliasCommand::Delete { name, alias }) => {
-            store.delete_alias(&name, &alias)?;
+            client.delete_alias(&name, &alias)?;
             println!("deleted alias '{name}@{alias}'");
         }
         ModelsCommand::Describe { name, description, version } => match version {
             Some(v) => {
-                store.update_model_version(&name, v, &description)?;
+                client.describe_version(&name, v, &description)?;
                 println!("updated the description of '{name}' version {v}");
             }
             None => {
-                store.update_registered_model(&name, &description)?;
+                client.describe_model(&name, &description)?;
                 println!("updated the description of '{name}'");
             }
         },
         ModelsCommand::Rename { name, new_name } => {
-            store.rename_registered_model(&name, &new_name)?;
+            client.rename_model(&name, &new_name)?;
             println!("renamed '{name}' to '{new_name}'");
         }
         ModelsCommand::Tag { name, tag, version, delete } => match (delete, tag, version) {
-            (Some(key), _, Some(v)) => store.delete_model_version_tag(&name, v, &key)?,
-            (Some(key), _, None) => store.delete_registered_model_tag(&name, &key)?,
-            (None, Some((k, val)), Some(v)) => store.set_model_version_tag(&name, v, &k, &val)?,
-            (None, Some((k, val)), None) => store.set_registered_model_tag(&name, &k, &val)?,
+            (Some(key), _, Some(v)) => client.delete_version_tag(&name, v, &key)?,
+            (Some(key), _, None) => client.delete_model_tag(&name, &key)?,
+            (None, Some((k, val)), Some(v)) => client.set_version_tag(&name, v, &k, &val)?,
+            (None, Some((k, val)), None) => client.set_model_tag(&name, &k, &val)?,
             (None, None, _) => bail!("give a tag as key=value, or --delete KEY"),
         },
         ModelsCommand::Delete { name, version, yes } => {
@@ -242,20 +256,15 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
             };
             // Fail on a missing model/version before asking.
             match version {
-                Some(v) => drop(store.get_model_version(&name, v)?),
-                None => drop(store.get_registered_model(&name)?),
+                Some(v) => drop(client.get_version(&name, v)?),
+                None => drop(client.get_model(&name)?),
             }
             if !yes && !confirm(&format!("Delete {what}? [y/N] "))? {
                 bail!("not deleted (answer 'y', or pass --yes)");
             }
-            let locations = match version {
-                Some(v) => vec![store.delete_model_version(&name, v)?],
-                None => store.delete_registered_model(&name)?,
-            };
-            for loc in locations {
-                if let Err(e) = artifacts.remove(&loc) {
-                    tracing::warn!(location = %loc, error = %e, "could not remove artifact files");
-                }
+            match version {
+                Some(v) => client.delete_version(&name, v)?,
+                None => client.delete_model(&name)?,
             }
             println!("deleted {what}");
         }

@@ -29,6 +29,13 @@ pub struct GlobalArgs {
     /// Path of the ONNX Runtime shared library (default: search beside the binary and in .ort/lib).
     #[arg(long, env = "ORT_DYLIB_PATH", global = true)]
     pub ort_lib: Option<PathBuf>,
+    /// Registry for `serve`, `models` and `predict`: http(s)://host[:port][/prefix] (an
+    /// MLflow-compatible server; credentials, TLS and retries from MLflow's
+    /// MLFLOW_TRACKING_*/MLFLOW_HTTP_* variables) or sqlite:///path/to/registry.db. Default:
+    /// $MLFLOW_REGISTRY_URI, else $MLFLOW_TRACKING_URI, else the --data-dir store (that fallback
+    /// is in code: clap's `env` takes one variable).
+    #[arg(long, global = true)]
+    pub registry_uri: Option<String>,
 }
 
 impl GlobalArgs {
@@ -102,12 +109,6 @@ pub struct ServeArgs {
     /// size × sessions; e.g. 2GiB).
     #[arg(long, env = "REGSERVE_MODEL_CACHE_SIZE", default_value = "2GiB", value_parser = parse_size_u64)]
     pub model_cache_size: u64,
-    /// Registry to serve from: http(s)://host[:port][/prefix] (an MLflow-compatible server;
-    /// credentials, TLS and retries from MLflow's MLFLOW_TRACKING_*/MLFLOW_HTTP_* variables) or
-    /// sqlite:///path/to/registry.db. Default: $MLFLOW_REGISTRY_URI, else $MLFLOW_TRACKING_URI,
-    /// else the --data-dir store (that fallback is in code: clap's `env` takes one variable).
-    #[arg(long)]
-    pub registry_uri: Option<String>,
 }
 
 /// HTTP limits and authentication, shared by `serve` and `server`.
@@ -223,6 +224,10 @@ pub struct OutputArgs {
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
     /// Register a .onnx file or MLflow model directory as a new version.
+    ///
+    /// The model is test-loaded here first. A remote registry gets its files as an MLflow
+    /// logged model in experiment $MLFLOW_EXPERIMENT_ID (default 0), uploaded through its
+    /// artifact proxy.
     Register {
         path: PathBuf,
         #[arg(long)]

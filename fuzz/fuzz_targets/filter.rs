@@ -37,7 +37,7 @@ fn decode(data: &[u8]) -> Input {
         page_size: 2,
     };
     for line in lines {
-        let (tag, rest) = line.split_at(line.len().min(2));
+        let Some((tag, rest)) = line.get(..2).map(|t| (t, &line[2..])) else { continue };
         match tag {
             "mv" => input.target = Target::ModelVersions,
             "o " => input.order_by.push(rest.to_string()),

@@ -62,17 +62,20 @@ impl ArtifactRoot {
         }
         let full = self.root.join(rel_path);
         // Resolve links of whatever part exists and check it is still under the root.
-        let mut existing = full.as_path();
-        while !existing.exists() {
+        // Components only: with a trailing slash, `x/` names what the link `x` points to.
+        let normalized: PathBuf = full.components().collect();
+        let mut existing = normalized.as_path();
+        // `symlink_metadata`, not `exists`: a dangling link is there, and is checked below.
+        while existing.symlink_metadata().is_err() {
             match existing.parent() {
                 Some(p) => existing = p,
                 None => break,
             }
         }
-        if let Ok(real) = existing.canonicalize() {
-            if !real.starts_with(&self.root) {
-                return Err(FetchError::PathEscapes(rel.to_string()));
-            }
+        // A link that does not resolve (dangling) leads wherever its target appears later.
+        match existing.canonicalize() {
+            Ok(real) if real.starts_with(&self.root) => {}
+            _ => return Err(FetchError::PathEscapes(rel.to_string())),
         }
         Ok(full)
     }

@@ -10,13 +10,16 @@
 //! (the embedded SQLite file, through `notify`) wakes the watchers at once; polling stays as
 //! the fallback.
 //!
-//! Registration of new versions (copy, test-load, create) lives in [`register`].
+//! Registration of new versions (copy, test-load, create) lives in [`register`]; the registry
+//! client behind the `models` and `predict` commands (embedded or remote) in [`client`].
 
+pub mod client;
 pub mod register;
 pub mod remote;
 pub mod source;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -93,6 +96,100 @@ pub struct SlotStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     pub swaps: u64,
+    /// When the last swap happened, and the version it replaced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_swap_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_version: Option<u64>,
+    pub requests: RequestStats,
+}
+
+/// How many recent request latencies a slot keeps for its percentiles.
+const RECENT: usize = 128;
+
+/// Scoring requests seen by one slot: counters and a ring of recent latencies. The scoring
+/// handlers (`server::scoring`, `server::v2`) call [`SlotStats::record`] once per request —
+/// a few relaxed atomic operations, no lock; the status page and `/health` read a snapshot.
+pub struct SlotStats {
+    requests: AtomicU64,
+    client_errors: AtomicU64,
+    server_errors: AtomicU64,
+    last_request_ms: AtomicI64,
+    /// Latencies in microseconds; `written` counts every record, so slot `written % RECENT`
+    /// is the next to overwrite.
+    recent_us: [AtomicU32; RECENT],
+    written: AtomicU64,
+}
+
+/// A snapshot of [`SlotStats`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RequestStats {
+    pub total: u64,
+    /// Answers with a 4xx status.
+    pub client_errors: u64,
+    /// Answers with a 5xx status.
+    pub server_errors: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_request_ms: Option<i64>,
+    /// Latency percentiles over the last `recent` requests (at most 128), in milliseconds.
+    pub recent: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p95_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_ms: Option<f64>,
+}
+
+impl Default for SlotStats {
+    fn default() -> Self {
+        SlotStats {
+            requests: AtomicU64::new(0),
+            client_errors: AtomicU64::new(0),
+            server_errors: AtomicU64::new(0),
+            last_request_ms: AtomicI64::new(0),
+            recent_us: std::array::from_fn(|_| AtomicU32::new(0)),
+            written: AtomicU64::new(0),
+        }
+    }
+}
+
+impl SlotStats {
+    /// Count one answered request: its HTTP status and how long it took.
+    pub fn record(&self, status: u16, elapsed: Duration) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        match status {
+            400..=499 => self.client_errors.fetch_add(1, Ordering::Relaxed),
+            500..=599 => self.server_errors.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+        self.last_request_ms.store(ms(SystemTime::now()), Ordering::Relaxed);
+        let us = u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX);
+        let i = self.written.fetch_add(1, Ordering::Relaxed) as usize % RECENT;
+        self.recent_us[i].store(us, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> RequestStats {
+        let written = self.written.load(Ordering::Relaxed);
+        let n = written.min(RECENT as u64) as usize;
+        let mut recent: Vec<u32> = self.recent_us[..n].iter().map(|a| a.load(Ordering::Relaxed)).collect();
+        recent.sort_unstable();
+        let pick = |q: f64| -> Option<f64> {
+            let i = ((recent.len() as f64 * q).ceil() as usize).clamp(1, recent.len().max(1)) - 1;
+            recent.get(i).map(|us| f64::from(*us) / 1000.0)
+        };
+        let last = self.last_request_ms.load(Ordering::Relaxed);
+        RequestStats {
+            total: self.requests.load(Ordering::Relaxed),
+            client_errors: self.client_errors.load(Ordering::Relaxed),
+            server_errors: self.server_errors.load(Ordering::Relaxed),
+            last_request_ms: (last > 0).then_some(last),
+            recent: n,
+            p50_ms: pick(0.5),
+            p95_ms: pick(0.95),
+            max_ms: recent.last().map(|us| f64::from(*us) / 1000.0),
+        }
+    }
 }
 
 /// One served URI.
@@ -100,12 +197,14 @@ pub struct Slot {
     pub uri: ModelUri,
     active: ArcSwapOption<Active>,
     status: Mutex<SlotStatus>,
+    /// Updated by the scoring handlers.
+    pub stats: SlotStats,
 }
 
 impl Slot {
     fn new(uri: ModelUri) -> Slot {
         let status = SlotStatus { uri: uri.to_string(), name: uri.name.clone(), ..Default::default() };
-        Slot { uri, active: ArcSwapOption::empty(), status: Mutex::new(status) }
+        Slot { uri, active: ArcSwapOption::empty(), status: Mutex::new(status), stats: SlotStats::default() }
     }
 
     /// The version in service, if any. Clone it once per request.
@@ -114,7 +213,9 @@ impl Slot {
     }
 
     pub fn status(&self) -> SlotStatus {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        status.requests = self.stats.snapshot();
+        status
     }
 
     fn update_status(&self, f: impl FnOnce(&mut SlotStatus)) {
@@ -367,7 +468,31 @@ async fn check_once(inner: &Inner, slot: &Slot) -> Result<(), String> {
         s.load_seconds = Some(load_seconds);
         if previous.is_some() {
             s.swaps += 1;
+            s.last_swap_ms = Some(ms(loaded_at));
+            s.previous_version = previous;
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_stats_count_statuses_and_keep_recent_latencies() {
+        let stats = SlotStats::default();
+        assert_eq!(stats.snapshot().p50_ms, None);
+        for ms in 1..=200u64 {
+            stats.record(200, Duration::from_millis(ms));
+        }
+        stats.record(400, Duration::from_millis(1));
+        stats.record(503, Duration::from_millis(1));
+        let s = stats.snapshot();
+        assert_eq!((s.total, s.client_errors, s.server_errors, s.recent), (202, 1, 1, RECENT));
+        // The ring holds the last 128: 75..=200 and the two 1 ms errors.
+        assert_eq!(s.max_ms, Some(200.0));
+        assert_eq!(s.p50_ms, Some(136.0));
+        assert!(s.last_request_ms.is_some());
+    }
 }

@@ -83,3 +83,20 @@ pub fn register(
             cleanup(e.into())
         })
 }
+
+/// Remove the files of a deleted version when the embedded registry owns them: only copies
+/// made by `regserve models register` (`mlflow-artifacts:/registry/...`) that no other version
+/// still uses. Logged models' and runs' files belong to them, as in MLflow. The CLI and
+/// `regserve server` both delete through this rule.
+pub fn remove_owned_files(store: &Store, artifacts: &ArtifactRoot, location: &str) {
+    let owned = location
+        .strip_prefix(crate::artifact::SCHEME)
+        .map(|rest| rest.trim_start_matches('/'))
+        .is_some_and(|rel| rel.starts_with("registry/"));
+    if !owned || store.versions_stored_at(location).map(|n| n > 0).unwrap_or(true) {
+        return;
+    }
+    if let Err(e) = artifacts.remove(location) {
+        tracing::warn!(%location, error = %e, "could not remove the files of a deleted version");
+    }
+}

@@ -137,7 +137,7 @@ pub fn registry_location(
 }
 
 /// True when `db` exists and is MLflow's own database (its schema is managed by Alembic).
-fn is_mlflow_database(db: &Path) -> bool {
+pub(crate) fn is_mlflow_database(db: &Path) -> bool {
     if !db.is_file() {
         return false;
     }

@@ -1,11 +1,9 @@
 //! Payload → input tensors, and output tensors → MLflow-shaped predictions. Pure functions:
 //! everything here is unit-tested without ONNX Runtime.
 
-use std::io::Write;
-
 use serde_json::Value;
 
-use super::payload::{json_kind, Frame, Payload};
+use super::payload::{json_kind, Frame, NumericFrame, Payload};
 use super::schema::{describe, Binding, DType, ModelSchema, TensorInfo};
 use super::ScoringError;
 
@@ -258,6 +256,7 @@ pub struct Prepared {
 pub fn prepare(schema: &ModelSchema, payload: &Payload) -> Result<Prepared, ScoringError> {
     match payload {
         Payload::Frame(frame) => frame_inputs(schema, frame),
+        Payload::Numeric(nf) => numeric_inputs(schema, nf),
         Payload::Tensor(value) => match schema.inputs.as_slice() {
             [only] => {
                 let t = tensor_from_json(only, value)?;
@@ -266,7 +265,7 @@ pub fn prepare(schema: &ModelSchema, payload: &Payload) -> Result<Prepared, Scor
             }
             _ if matches!(schema.binding, Binding::PerColumn { .. }) => {
                 // Positional rows for a model with one input per column.
-                let rows = match value {
+                let rows: Vec<Vec<Value>> = match value {
                     Value::Array(rows) => rows
                         .iter()
                         .map(|r| match r {
@@ -276,6 +275,13 @@ pub fn prepare(schema: &ModelSchema, payload: &Payload) -> Result<Prepared, Scor
                         .collect(),
                     other => vec![vec![other.clone()]],
                 };
+                let width = rows.first().map_or(0, Vec::len);
+                if let Some((i, row)) = rows.iter().enumerate().find(|(_, r)| r.len() != width) {
+                    return Err(ScoringError::bad_request(format!(
+                        "Input row {i} has {} values but row 0 has {width}: every row must have one value per column",
+                        row.len()
+                    )));
+                }
                 let frame = Frame { columns: None, rows };
                 frame_inputs(schema, &frame)
             }
@@ -354,9 +360,9 @@ fn frame_from_columns(entries: &[(String, Value)]) -> Result<Frame, ScoringError
     Ok(Frame { columns: Some(entries.iter().map(|(k, _)| k.clone()).collect()), rows })
 }
 
-/// Where each needed column sits in the frame.
-fn column_positions(frame: &Frame, wanted: &[String]) -> Result<Vec<usize>, ScoringError> {
-    match &frame.columns {
+/// Where each needed column sits in a table with these (optional) names and this width.
+fn column_positions(columns: Option<&[String]>, width: usize, wanted: &[String]) -> Result<Vec<usize>, ScoringError> {
+    match columns {
         Some(have) => {
             let mut pos = Vec::with_capacity(wanted.len());
             let mut missing = Vec::new();
@@ -378,7 +384,6 @@ fn column_positions(frame: &Frame, wanted: &[String]) -> Result<Vec<usize>, Scor
             Ok(pos)
         }
         None => {
-            let width = frame.width();
             if width != wanted.len() {
                 return Err(ScoringError::schema(format!(
                     "The payload has {width} columns and no column names, but the model takes {} columns: {wanted:?}",
@@ -400,7 +405,7 @@ fn frame_inputs(schema: &ModelSchema, frame: &Frame) -> Result<Prepared, Scoring
     };
     let inputs = match &schema.binding {
         Binding::PerColumn { columns } => {
-            let pos = column_positions(frame, columns)?;
+            let pos = column_positions(frame.columns.as_deref(), frame.width(), columns)?;
             let mut inputs = Vec::with_capacity(columns.len());
             for (info, &p) in schema.inputs.iter().zip(&pos) {
                 let dtype = info.dtype().expect("checked at load; this is a bug");
@@ -416,7 +421,7 @@ fn frame_inputs(schema: &ModelSchema, frame: &Frame) -> Result<Prepared, Scoring
         Binding::Stacked { input, columns } => {
             let info = &schema.inputs[*input];
             let pos = match columns {
-                Some(cols) => column_positions(frame, cols)?,
+                Some(cols) => column_positions(frame.columns.as_deref(), frame.width(), cols)?,
                 None => (0..frame.width()).collect(),
             };
             let k = pos.len();
@@ -441,6 +446,53 @@ fn frame_inputs(schema: &ModelSchema, frame: &Frame) -> Result<Prepared, Scoring
                 describe(&schema.inputs)
             )))
         }
+    };
+    Ok(Prepared { inputs, style: Style::Records, rows: n })
+}
+
+/// An all-numeric table into float inputs without a JSON value per cell; other input types
+/// take the general path.
+fn numeric_inputs(schema: &ModelSchema, nf: &NumericFrame) -> Result<Prepared, ScoringError> {
+    let floats = |i: &TensorInfo| matches!(i.dtype(), Some(DType::F32 | DType::F64));
+    let fill = |dtype: DType, n: usize, mut value: &mut dyn FnMut(usize) -> f64| -> TensorData {
+        match dtype {
+            DType::F64 => TensorData::F64((0..n).map(&mut value).collect()),
+            _ => TensorData::F32((0..n).map(|i| value(i) as f32).collect()),
+        }
+    };
+    let (n, w) = (nf.rows(), nf.columns.len());
+    let inputs = match &schema.binding {
+        Binding::PerColumn { columns } if schema.inputs.iter().all(floats) => {
+            let pos = column_positions(Some(&nf.columns), w, columns)?;
+            schema
+                .inputs
+                .iter()
+                .zip(&pos)
+                .map(|(info, &p)| {
+                    let dtype = info.dtype().expect("checked at load; this is a bug");
+                    let shape = if info.shape.len() == 2 { vec![n as i64, 1] } else { vec![n as i64] };
+                    InputTensor { name: info.name.clone(), shape, data: fill(dtype, n, &mut |r| nf.values[r * w + p]) }
+                })
+                .collect()
+        }
+        Binding::Stacked { input, columns } if floats(&schema.inputs[*input]) => {
+            let info = &schema.inputs[*input];
+            let pos = match columns {
+                Some(cols) => column_positions(Some(&nf.columns), w, cols)?,
+                None => (0..w).collect(),
+            };
+            let k = pos.len();
+            if info.shape.len() == 2 && info.shape[1] >= 0 && info.shape[1] as usize != k {
+                return Err(ScoringError::schema(format!(
+                    "Model input '{}' takes {} columns, but the payload has {k}",
+                    info.name, info.shape[1]
+                )));
+            }
+            let dtype = info.dtype().expect("checked at load; this is a bug");
+            let data = fill(dtype, n * k, &mut |i| nf.values[(i / k) * w + pos[i % k]]);
+            vec![InputTensor { name: info.name.clone(), shape: vec![n as i64, k as i64], data }]
+        }
+        _ => return frame_inputs(schema, &nf.to_frame()),
     };
     Ok(Prepared { inputs, style: Style::Records, rows: n })
 }
@@ -609,18 +661,27 @@ pub fn write_predictions(buf: &mut Vec<u8>, outputs: &[OutputTensor], style: Sty
 pub fn write_prediction_value(buf: &mut Vec<u8>, outputs: &[OutputTensor], style: Style, rows: usize) {
     let per_row = outputs.iter().all(|o| o.shape.first() == Some(&rows));
     if style == Style::Records && per_row {
+        // Each record repeats the output names: escape them once.
+        let keys: Vec<Vec<u8>> = outputs
+            .iter()
+            .map(|o| {
+                let mut k = Vec::with_capacity(o.name.len() + 3);
+                write_str(&mut k, &o.name);
+                k.push(b':');
+                k
+            })
+            .collect();
         buf.push(b'[');
         for r in 0..rows {
             if r > 0 {
                 buf.push(b',');
             }
             buf.push(b'{');
-            for (i, o) in outputs.iter().enumerate() {
+            for (i, (o, key)) in outputs.iter().zip(&keys).enumerate() {
                 if i > 0 {
                     buf.push(b',');
                 }
-                write_str(buf, &o.name);
-                buf.push(b':');
+                buf.extend_from_slice(key);
                 write_row(buf, o, r);
             }
             buf.push(b'}');
@@ -703,38 +764,28 @@ fn write_map(buf: &mut Vec<u8>, m: &[(String, f64)]) {
 }
 
 fn write_elem(buf: &mut Vec<u8>, t: &TensorData, i: usize) {
-    // `write!` to a Vec cannot fail.
-    let _ = match t {
-        TensorData::F32(v) => {
-            write_f32(buf, v[i]);
-            Ok(())
-        }
-        TensorData::F64(v) => {
-            write_f64(buf, v[i]);
-            Ok(())
-        }
-        TensorData::I8(v) => write!(buf, "{}", v[i]),
-        TensorData::I16(v) => write!(buf, "{}", v[i]),
-        TensorData::I32(v) => write!(buf, "{}", v[i]),
-        TensorData::I64(v) => write!(buf, "{}", v[i]),
-        TensorData::U8(v) => write!(buf, "{}", v[i]),
-        TensorData::U16(v) => write!(buf, "{}", v[i]),
-        TensorData::U32(v) => write!(buf, "{}", v[i]),
-        TensorData::U64(v) => write!(buf, "{}", v[i]),
-        TensorData::Bool(v) => write!(buf, "{}", v[i]),
-        TensorData::String(v) => {
-            write_str(buf, &v[i]);
-            Ok(())
-        }
-    };
+    let mut ints = itoa::Buffer::new();
+    match t {
+        TensorData::F32(v) => write_f32(buf, v[i]),
+        TensorData::F64(v) => write_f64(buf, v[i]),
+        TensorData::I8(v) => buf.extend_from_slice(ints.format(v[i]).as_bytes()),
+        TensorData::I16(v) => buf.extend_from_slice(ints.format(v[i]).as_bytes()),
+        TensorData::I32(v) => buf.extend_from_slice(ints.format(v[i]).as_bytes()),
+        TensorData::I64(v) => buf.extend_from_slice(ints.format(v[i]).as_bytes()),
+        TensorData::U8(v) => buf.extend_from_slice(ints.format(v[i]).as_bytes()),
+        TensorData::U16(v) => buf.extend_from_slice(ints.format(v[i]).as_bytes()),
+        TensorData::U32(v) => buf.extend_from_slice(ints.format(v[i]).as_bytes()),
+        TensorData::U64(v) => buf.extend_from_slice(ints.format(v[i]).as_bytes()),
+        TensorData::Bool(v) => buf.extend_from_slice(if v[i] { b"true" } else { b"false" }),
+        TensorData::String(v) => write_str(buf, &v[i]),
+    }
 }
 
-/// Shortest round-trip text of an f32; non-finite values become `null` (JSON has no NaN).
+/// Shortest round-trip text of an f32 (`ryu`: whole numbers keep their `.0`, so clients read
+/// floats back as floats); non-finite values become `null` (JSON has no NaN).
 fn write_f32(buf: &mut Vec<u8>, x: f32) {
-    // `{:?}` is the shortest round-trip form and keeps a `.0` on whole numbers, so clients
-    // read floats back as floats.
     if x.is_finite() {
-        let _ = write!(buf, "{x:?}");
+        buf.extend_from_slice(ryu::Buffer::new().format_finite(x).as_bytes());
     } else {
         buf.extend_from_slice(b"null");
     }
@@ -742,7 +793,7 @@ fn write_f32(buf: &mut Vec<u8>, x: f32) {
 
 fn write_f64(buf: &mut Vec<u8>, x: f64) {
     if x.is_finite() {
-        let _ = write!(buf, "{x:?}");
+        buf.extend_from_slice(ryu::Buffer::new().format_finite(x).as_bytes());
     } else {
         buf.extend_from_slice(b"null");
     }

@@ -23,11 +23,35 @@ impl Frame {
     }
 }
 
+/// An all-numeric `dataframe_split`, parsed straight into one row-major buffer (the common
+/// case, read without building a `serde_json::Value` per cell).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NumericFrame {
+    pub columns: Vec<String>,
+    /// Row-major values; `values.len() == rows * columns.len()`.
+    pub values: Vec<f64>,
+}
+
+impl NumericFrame {
+    pub fn rows(&self) -> usize {
+        self.values.len().checked_div(self.columns.len()).unwrap_or(0)
+    }
+
+    /// The same table with one JSON value per cell, for the general conversion path.
+    pub fn to_frame(&self) -> Frame {
+        let w = self.columns.len().max(1);
+        let rows = self.values.chunks(w).map(|r| r.iter().map(|x| Value::from(*x)).collect()).collect();
+        Frame { columns: Some(self.columns.clone()), rows }
+    }
+}
+
 /// What a request asks the model to score.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
     /// `dataframe_split`, `dataframe_records`, CSV, or a list of row objects.
     Frame(Frame),
+    /// An all-numeric `dataframe_split` (see [`NumericFrame`]).
+    Numeric(NumericFrame),
     /// `instances` / `inputs` as a (nested) list: one unnamed tensor.
     Tensor(Value),
     /// `inputs` / `instances` as an object: named tensors or columns.
@@ -37,7 +61,7 @@ pub enum Payload {
 impl Payload {
     /// True for table-shaped input, which MLflow answers one record per row.
     pub fn is_frame(&self) -> bool {
-        matches!(self, Payload::Frame(_))
+        matches!(self, Payload::Frame(_) | Payload::Numeric(_))
     }
 }
 
@@ -100,6 +124,9 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Request, Scoring
 }
 
 pub fn parse_json(body: &[u8]) -> Result<Request, ScoringError> {
+    if let Some(fast) = fast::numeric_split(body) {
+        return Ok(fast);
+    }
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ScoringError::bad_request(format!("The request body is empty. {}none", fields_message())));
     }
@@ -278,6 +305,107 @@ pub fn parse_csv(body: &[u8]) -> Result<Frame, ScoringError> {
     Ok(Frame { columns: Some(columns), rows })
 }
 
+/// The fast path: `{"dataframe_split": {"columns": [...], "data": [[numbers...], ...]}}` (with
+/// an optional `index` and `params`) read by a typed deserializer straight into a flat buffer.
+/// Anything else — strings, nulls, other keys, ragged rows — returns `None` and takes the
+/// general path, which gives the precise error messages.
+mod fast {
+    use std::fmt;
+
+    use serde::de::{DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
+    use serde::{Deserialize, Deserializer};
+    use serde_json::{Map, Value};
+
+    use super::{NumericFrame, Payload, Request};
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        dataframe_split: Split,
+        #[serde(default)]
+        params: Option<Map<String, Value>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Split {
+        columns: Vec<String>,
+        data: Rows,
+        #[serde(default)]
+        #[allow(dead_code)]
+        index: Option<IgnoredAny>,
+    }
+
+    /// Rows of numbers, flattened as they are read; every row must be as wide as the first.
+    struct Rows {
+        values: Vec<f64>,
+        width: usize,
+    }
+
+    impl<'de> Deserialize<'de> for Rows {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_seq(RowsVisitor)
+        }
+    }
+
+    struct RowsVisitor;
+
+    impl<'de> Visitor<'de> for RowsVisitor {
+        type Value = Rows;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of rows of numbers")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Rows, A::Error> {
+            let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(1) * 8);
+            let mut width = None;
+            while let Some(n) = seq.next_element_seed(Row(&mut values))? {
+                match width {
+                    None => width = Some(n),
+                    Some(w) if w == n => {}
+                    Some(_) => return Err(serde::de::Error::custom("ragged rows")),
+                }
+            }
+            Ok(Rows { values, width: width.unwrap_or(0) })
+        }
+    }
+
+    struct Row<'a>(&'a mut Vec<f64>);
+
+    impl<'de> DeserializeSeed<'de> for Row<'_> {
+        type Value = usize;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Row<'_> {
+        type Value = usize;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a row of numbers")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+            let mut n = 0;
+            while let Some(x) = seq.next_element::<f64>()? {
+                self.0.push(x);
+                n += 1;
+            }
+            Ok(n)
+        }
+    }
+
+    pub(super) fn numeric_split(body: &[u8]) -> Option<Request> {
+        let parsed: Body = serde_json::from_slice(body).ok()?;
+        let Split { columns, data, .. } = parsed.dataframe_split;
+        if columns.is_empty() || data.values.is_empty() || data.width != columns.len() {
+            return None;
+        }
+        Some(Request {
+            payload: Payload::Numeric(NumericFrame { columns, values: data.values }),
+            params: parsed.params,
+        })
+    }
+}
+
 pub fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -304,12 +432,13 @@ mod tests {
 
     #[test]
     fn dataframe_split_and_records() {
-        let p = ok(r#"{"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2.5], [3, 4]], "index": [0, 1]}}"#);
+        // A string cell takes the general path (all-numeric tables take the fast one).
+        let p = ok(r#"{"dataframe_split": {"columns": ["a", "b"], "data": [["1", 2.5], [3, 4]], "index": [0, 1]}}"#);
         assert_eq!(
             p,
             Payload::Frame(Frame {
                 columns: Some(vec!["a".into(), "b".into()]),
-                rows: vec![vec![json!(1), json!(2.5)], vec![json!(3), json!(4)]]
+                rows: vec![vec![json!("1"), json!(2.5)], vec![json!(3), json!(4)]]
             })
         );
         let p = ok(r#"{"dataframe_records": [{"a": 1, "b": 2}, {"b": 4, "a": 3}]}"#);
@@ -319,6 +448,31 @@ mod tests {
         // A missing key becomes null (later refused by conversion with the column's name).
         let Payload::Frame(f) = ok(r#"{"dataframe_records": [{"a": 1}, {"b": 4}]}"#) else { panic!() };
         assert_eq!(f.rows[0], vec![json!(1), Value::Null]);
+    }
+
+    #[test]
+    fn numeric_split_takes_the_fast_path_and_agrees_with_the_general_one() {
+        let body = r#"{"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2.5], [3, 4]], "index": [7, 8]}, "params": {"p": 1}}"#;
+        let r = parse_json(body.as_bytes()).unwrap();
+        let Payload::Numeric(nf) = &r.payload else { panic!("{:?}", r.payload) };
+        assert_eq!((nf.rows(), nf.values.clone()), (2, vec![1.0, 2.5, 3.0, 4.0]));
+        assert_eq!(r.params.unwrap()["p"], json!(1));
+        assert_eq!(
+            nf.to_frame(),
+            Frame {
+                columns: Some(vec!["a".into(), "b".into()]),
+                rows: vec![vec![json!(1.0), json!(2.5)], vec![json!(3.0), json!(4.0)]]
+            }
+        );
+        // Strings, nulls, ragged rows, unknown keys: the general path.
+        for other in [
+            r#"{"dataframe_split": {"columns": ["a"], "data": [["1"]]}}"#,
+            r#"{"dataframe_split": {"columns": ["a"], "data": [[null]]}}"#,
+            r#"{"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2], [3]]}}"#,
+            r#"{"dataframe_split": {"columns": ["a"], "data": [[1]]}, "extra": 1}"#,
+        ] {
+            assert!(!matches!(parse_json(other.as_bytes()).map(|r| r.payload), Ok(Payload::Numeric(_))), "{other}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! - [`v2`]: the Open Inference Protocol under `/v2`
 //! - [`registry_api`], [`tracking_api`], [`artifacts_api`]: the MLflow-compatible registry
 //!   server (`regserve server`), put together by [`registry_server`]
+//! - [`ui`]: the web UI — the registry's pages on `regserve server`, a status page on `serve`
 
 pub mod artifacts_api;
 pub mod auth;
@@ -15,6 +16,7 @@ pub mod registry_api;
 pub mod reply;
 pub mod scoring;
 pub mod tracking_api;
+pub mod ui;
 pub mod v2;
 
 use axum::Router;
@@ -25,7 +27,8 @@ pub use scoring::ScoringState;
 
 /// The MLflow-compatible registry server: the registry and tracking REST APIs under
 /// `/api/2.0/mlflow` (and `/ajax-api/2.0/mlflow`, as MLflow's UI calls them), the artifact proxy
-/// under `/api/2.0/mlflow-artifacts`, `/api/3.0/mlflow/server-info`, `/health` and `/version`.
+/// under `/api/2.0/mlflow-artifacts`, `/api/3.0/mlflow/server-info`, `/health` and `/version`,
+/// and the web UI at `/` (see [`ui`]).
 pub fn registry_server(state: RegistryState) -> Router {
     use axum::routing::get;
     let mlflow = registry_api::routes().merge(tracking_api::routes());
@@ -39,6 +42,7 @@ pub fn registry_server(state: RegistryState) -> Router {
         .route("/ajax-api/3.0/mlflow/server-info", get(tracking_api::server_info))
         .route("/health", get(|| async { "OK" }))
         .route("/version", get(|| async { env!("CARGO_PKG_VERSION") }))
+        .merge(ui::registry_routes())
         .with_state(state)
 }
 

@@ -412,18 +412,7 @@ pub async fn resume_pending(st: &RegistryState) -> Result<usize, ApiError> {
     Ok(n)
 }
 
-/// Remove files a deleted version owned: only copies made by `regserve models register`
-/// (`mlflow-artifacts:/registry/...`) that no other version still uses. Logged models' and
-/// runs' files belong to them, as in MLflow.
-pub fn remove_owned_files(store: &Store, artifacts: &ArtifactRoot, location: &str) {
-    let owned = artifact_rel(location).is_some_and(|rel| rel.starts_with("registry/"));
-    if !owned || store.versions_stored_at(location).map(|n| n > 0).unwrap_or(true) {
-        return;
-    }
-    if let Err(e) = artifacts.remove(location) {
-        tracing::warn!(%location, error = %e, "could not remove the files of a deleted version");
-    }
-}
+pub use crate::manager::register::remove_owned_files;
 
 #[cfg(test)]
 mod tests {

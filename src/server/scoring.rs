@@ -107,6 +107,7 @@ async fn score(st: &ScoringState, slot: &Arc<Slot>, headers: &HeaderMap, body: B
         Err(e) => e.classify().0,
     };
     observe(&slot.uri.name, version, "invocations", status, started);
+    slot.stats.record(status.as_u16(), started.elapsed());
     result
 }
 
