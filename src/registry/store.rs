@@ -59,10 +59,8 @@ pub struct Page<T> {
 const VERSION_COLUMNS: &str = "rm.name, mv.version, mv.creation_timestamp, mv.last_updated_timestamp, \
      mv.user_id, mv.current_stage, mv.description, mv.source, mv.run_id, mv.status, mv.status_message, \
      mv.run_link, mv.storage_location, mv.logged_model_id, mv.model_id";
-const VERSION_COLUMN_COUNT: usize = 15;
 
 const MODEL_COLUMNS: &str = "rm.id, rm.name, rm.creation_timestamp, rm.last_updated_timestamp, rm.description";
-const MODEL_COLUMN_COUNT: usize = 5;
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
@@ -254,28 +252,7 @@ impl Store {
     ) -> Result<Page<RegisteredModel>> {
         let q = filter::build(Target::RegisteredModels, filter_str, order_by, page_token)?;
         self.read(|tx| {
-            let sql = format!(
-                "SELECT {MODEL_COLUMNS}, {} FROM registered_models rm WHERE {} ORDER BY {} LIMIT {}",
-                q.key_select_sql,
-                q.where_sql,
-                q.order_sql,
-                max_results + 1
-            );
-            let mut stmt = tx.prepare(&sql)?;
-            let mut rows = stmt.query(rusqlite::params_from_iter(q.params.iter()))?;
-            let mut ids = Vec::new();
-            let mut last_token = None;
-            let mut next_page_token = None;
-            while let Some(row) = rows.next()? {
-                if ids.len() == max_results {
-                    // There is more: the token points after the last row we keep.
-                    next_page_token = last_token.take();
-                    break;
-                }
-                ids.push(row.get::<_, i64>(0)?);
-                last_token = Some(q.next_page_token(row, MODEL_COLUMN_COUNT)?);
-            }
-            drop(rows);
+            let (ids, next_page_token) = q.fetch_page(tx, "rm.id", max_results, |r| r.get::<_, i64>(0))?;
             let items = ids.into_iter().map(|id| load_model(tx, id)).collect::<Result<Vec<_>>>()?;
             Ok(Page { items, next_page_token })
         })
@@ -490,32 +467,14 @@ impl Store {
     ) -> Result<Page<ModelVersion>> {
         let q = filter::build(Target::ModelVersions, filter_str, order_by, page_token)?;
         self.read(|tx| {
-            let sql = format!(
-                "SELECT {VERSION_COLUMNS}, {} FROM model_versions mv JOIN registered_models rm ON rm.id = mv.model_id \
-                 WHERE {} ORDER BY {} LIMIT {}",
-                q.key_select_sql,
-                q.where_sql,
-                q.order_sql,
-                max_results + 1
-            );
-            let mut stmt = tx.prepare(&sql)?;
-            let mut rows = stmt.query(rusqlite::params_from_iter(q.params.iter()))?;
-            let mut items = Vec::new();
-            let mut last_token = None;
-            let mut next_page_token = None;
-            while let Some(row) = rows.next()? {
-                if items.len() == max_results {
-                    next_page_token = last_token.take();
-                    break;
-                }
-                items.push(version_from_row(row)?);
-                last_token = Some(q.next_page_token(row, VERSION_COLUMN_COUNT)?);
-            }
-            drop(rows);
-            for (mv, id) in items.iter_mut() {
-                fill_version_extras(tx, *id, mv)?;
-            }
-            Ok(Page { items: items.into_iter().map(|(mv, _)| mv).collect(), next_page_token })
+            let (keys, next_page_token) = q.fetch_page(tx, "mv.model_id, rm.name, mv.version", max_results, |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64))
+            })?;
+            let items = keys
+                .into_iter()
+                .map(|(id, name, version)| load_version(tx, id, &name, version))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Page { items, next_page_token })
         })
     }
 
