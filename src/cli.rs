@@ -11,6 +11,7 @@ use crate::config::{AliasCommand, GlobalArgs, InputFormat, ModelsCommand, Predic
 use crate::manager::client::RegistryClient;
 use crate::manager::register::Registration;
 use crate::manager::{ManagerOptions, ModelManager};
+use crate::registry::types::format_utc_ms;
 use crate::registry::{ModelVersion, RegisteredModel, Store, Tag};
 use crate::runtime::{init_runtime, payload, LoadedModel};
 use crate::server::{self, ScoringState};
@@ -180,8 +181,8 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
                 print_json(&serde_json::json!({"registered_model": m, "model_versions": versions}))?;
             } else {
                 println!("Name:         {}", m.name);
-                println!("Created:      {}", fmt_ms(m.creation_timestamp));
-                println!("Last updated: {}", fmt_ms(m.last_updated_timestamp));
+                println!("Created:      {}", format_utc_ms(m.creation_timestamp));
+                println!("Last updated: {}", format_utc_ms(m.last_updated_timestamp));
                 if !m.tags.is_empty() {
                     println!(
                         "Tags:         {}",
@@ -291,23 +292,6 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     Ok(())
 }
 
-fn fmt_ms(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
 fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for r in &rows {
@@ -341,7 +325,7 @@ fn print_models(models: &[RegisteredModel]) {
                 m.name.clone(),
                 latest.join(" "),
                 m.aliases.iter().map(|a| format!("@{}=v{}", a.alias, a.version)).collect::<Vec<_>>().join(" "),
-                fmt_ms(m.last_updated_timestamp),
+                format_utc_ms(m.last_updated_timestamp),
             ]
         })
         .collect();
@@ -361,19 +345,10 @@ fn print_versions(versions: &[ModelVersion]) {
                 v.current_stage.to_string(),
                 v.status.as_str().to_string(),
                 v.aliases.iter().map(|a| format!("@{a}")).collect::<Vec<_>>().join(" "),
-                fmt_ms(v.creation_timestamp),
+                format_utc_ms(v.creation_timestamp),
                 v.source.clone(),
             ]
         })
         .collect();
     print_table(&["VERSION", "STAGE", "STATUS", "ALIASES", "CREATED", "SOURCE"], rows);
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn formats_timestamps() {
-        assert_eq!(super::fmt_ms(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(super::fmt_ms(1_795_879_839_231), "2026-11-28 15:30:39 UTC");
-    }
 }

@@ -11,9 +11,12 @@
 //!    land mid-upload) → finalize → `model-versions/create` with `models:/m-<id>`, and now and
 //!    then delete a version; beside them `regserve models register` keeps two registrations
 //!    running on the same data directory (copying files into the artifact root);
-//! 3. after a random delay the server gets SIGKILL, and each running CLI registration too with
-//!    probability 1/2; the others finish against the database with the server down;
-//! 4. restart.
+//! 3. after a random delay (in half the cycles aimed a few ms after a `model-versions/create`
+//!    goes out, so it lands in the test load) the server gets SIGKILL, and each running CLI
+//!    registration too with probability 1/2; the others finish against the database with the
+//!    server down;
+//! 4. restart; in about a third of the cycles, kill it again within 150 ms (while it re-tests
+//!    the versions left pending) and restart once more.
 //!
 //! Invariants, checked through the REST API and on disk after every restart:
 //!

@@ -56,3 +56,81 @@ fn dangling_links_out_of_the_artifact_root_are_refused() {
         assert!(root.path_of(rel).unwrap().starts_with(root.root()), "{rel}");
     }
 }
+
+fn registry_db() -> rusqlite::Connection {
+    let c = rusqlite::Connection::open_in_memory().unwrap();
+    c.execute_batch(include_str!("../migrations/0001_init.sql")).unwrap();
+    c.execute_batch(
+        "INSERT INTO registered_models (id, name, creation_timestamp, last_updated_timestamp) VALUES (1, 'a', 1, 1), (2, 'b', 2, 2);
+         INSERT INTO registered_model_tags VALUES (1, 'x', 'a'), (2, 'x', 'a');",
+    )
+    .unwrap();
+    c
+}
+
+/// Filters the parser accepted but SQLite refused (an internal error instead of a bad filter):
+/// 1100 clauses exceed SQLite's expression depth of 1000, 33000 `IN` values its 32766 bound
+/// parameters, and a 20000-character `LIKE` pattern (60000 bytes as a GLOB) its 50000-byte
+/// pattern limit. Found reading `filter.rs` while writing the filter target, and confirmed
+/// with it (`fuzz/target/.../filter <file>`): now clean `FilterError::Filter`s.
+#[test]
+fn filters_beyond_sqlite_limits_are_refused_cleanly() {
+    use regserve::registry::filter::{build, FilterError, Target};
+    let too_big = [
+        vec!["name = 'a'"; 1100].join(" AND "),
+        vec!["tags.x = 'a'"; 1100].join(" AND "),
+        format!("name IN ({})", vec!["'a'"; 33000].join(",")),
+        format!("name LIKE '{}'", "*".repeat(20000)),
+        format!("tags.x ILIKE '{}'", "%".repeat(20000)),
+    ];
+    for filter in &too_big {
+        let e = build(Target::RegisteredModels, filter, &[], None).unwrap_err();
+        assert!(matches!(e, FilterError::Filter(ref m) if m.contains("too long") || m.contains("longer than")), "{e}");
+    }
+    // Just inside the limits the SQL runs, including the keyset condition of a page token.
+    let c = registry_db();
+    let fits = [
+        vec!["tags.x = 'a'"; 200].join(" AND "),
+        format!("name IN ({})", vec!["'a'"; 10_000].join(",")),
+        format!("name LIKE '{}'", "*".repeat(10_000)),
+        format!("name ILIKE '{}'", "é".repeat(10_000)),
+        format!("tags.x LIKE '{}'", "\u{10FFFF}".repeat(10_000)),
+    ];
+    for filter in &fits {
+        let q = build(Target::RegisteredModels, filter, &[], None).unwrap();
+        let (_, token) = q.fetch_page(&c, "rm.name", 1, |r| r.get::<_, String>(0)).unwrap();
+        if let Some(token) = token {
+            let q = build(Target::RegisteredModels, filter, &[], Some(&token)).unwrap();
+            q.fetch_page(&c, "rm.name", 1, |r| r.get::<_, String>(0)).unwrap();
+        }
+    }
+}
+
+/// `levels` nested lists whose first element at each depth has `n` items and whose other
+/// items are `0`: tiny as JSON, but its first elements claim `n^levels` values.
+fn claims_huge_shape(levels: usize, n: usize) -> serde_json::Value {
+    let mut v = serde_json::Value::from(vec![0; n]);
+    for _ in 1..levels {
+        let mut items = vec![v];
+        items.extend(std::iter::repeat_n(serde_json::Value::from(0), n - 1));
+        v = serde_json::Value::Array(items);
+    }
+    v
+}
+
+/// An 8 KB body (`{"instances": ...}`, 4 levels of 1000) made `tensor_from_json` reserve
+/// room for the 10^12 values its first elements claim: "memory allocation of 1000000000000
+/// bytes failed", an abort of the whole server. 8 levels of 256 overflowed the product
+/// (a panic in debug builds). Found reviewing `convert.rs` for the payload_json target (which
+/// only scores against a 4-D dynamic model) and confirmed with its binary.
+#[test]
+fn ragged_tensors_claiming_huge_shapes_do_not_allocate_them() {
+    for (levels, n) in [(4, 1000), (8, 256)] {
+        let schema = ModelSchema::new(vec![info("t", DType::I8, &vec![-1; levels])], vec![], None).unwrap();
+        let body = serde_json::to_vec(&serde_json::json!({ "instances": claims_huge_shape(levels, n) })).unwrap();
+        let payload = parse_json(&body).unwrap().payload;
+        let e = prepare(&schema, &payload).unwrap_err();
+        assert_eq!(e.kind, ScoringErrorKind::Schema, "{e}");
+        assert!(e.message.contains("ragged"), "{e}");
+    }
+}

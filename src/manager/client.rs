@@ -323,8 +323,7 @@ impl RegistryClient {
         match self {
             RegistryClient::Embedded { store, artifacts } => {
                 let version = store.resolve(uri)?;
-                let location =
-                    if version.storage_location.is_empty() { &version.source } else { &version.storage_location };
+                let location = version.download_location();
                 let path = artifacts.local_path(location).map_err(SourceError::from)?;
                 if !path.exists() {
                     let missing = format!("{} (version {} of '{}')", path.display(), version.version, version.name);

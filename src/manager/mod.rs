@@ -65,8 +65,7 @@ struct CacheKey {
 
 impl CacheKey {
     fn of(v: &ModelVersion) -> CacheKey {
-        let location = if v.storage_location.is_empty() { &v.source } else { &v.storage_location };
-        CacheKey { name: v.name.clone(), version: v.version, location: location.clone() }
+        CacheKey { name: v.name.clone(), version: v.version, location: v.download_location().to_string() }
     }
 }
 

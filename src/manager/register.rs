@@ -78,7 +78,7 @@ pub fn register(
         })
         .map_err(|e| {
             if created_model {
-                let _ = store.delete_registered_model(&reg.name);
+                let _ = store.delete_registered_model_if_empty(&reg.name);
             }
             cleanup(e.into())
         })

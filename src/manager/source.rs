@@ -96,7 +96,7 @@ impl ModelSource for EmbeddedSource {
     }
 
     async fn fetch(&self, version: &ModelVersion) -> Result<PathBuf, SourceError> {
-        let location = if version.storage_location.is_empty() { &version.source } else { &version.storage_location };
+        let location = version.download_location();
         let path = self.artifacts.local_path(location)?;
         if !path.exists() {
             return Err(FetchError::NotFound(format!(

@@ -39,6 +39,14 @@ const TOKEN_VERSION: u64 = 1;
 /// Upper bound on the accepted page-token length (characters).
 const MAX_TOKEN_LEN: usize = 64 * 1024;
 
+/// Filter size limits, well inside SQLite's: expression depth 1000 (one level per `AND`),
+/// 32766 bound parameters, and 50000 bytes of `LIKE`/`GLOB` pattern (a pattern character
+/// takes at most 4 bytes, or 3 once escaped for `GLOB`). Beyond them SQLite refuses the
+/// statement, which would surface as an internal error instead of a bad filter.
+const MAX_CLAUSES: usize = 200;
+const MAX_VALUES: usize = 10_000;
+const MAX_PATTERN_CHARS: usize = 10_000;
+
 /// Error produced for an invalid filter string, `order_by` entry or page token.
 ///
 /// Every variant is a client error; the message is meant to be shown to the
@@ -659,8 +667,22 @@ impl<'a> Parser<'a> {
         if self.at_end() {
             return Ok(out);
         }
+        let mut values = 0;
         loop {
-            out.push(self.clause()?);
+            let clause_pos = self.pos;
+            let clause = self.clause()?;
+            values += match &clause.value {
+                ClauseValue::StrList(v) => v.len(),
+                ClauseValue::IntList(v) => v.len(),
+                _ => 1,
+            };
+            if out.len() == MAX_CLAUSES || values > MAX_VALUES {
+                return Err(self.err(
+                    clause_pos,
+                    format!("the filter is too long (at most {MAX_CLAUSES} clauses and {MAX_VALUES} values)"),
+                ));
+            }
+            out.push(clause);
             self.skip_ws();
             if self.at_end() {
                 return Ok(out);
@@ -717,8 +739,14 @@ impl<'a> Parser<'a> {
             ));
         }
         self.skip_ws();
+        let value_pos = self.pos;
         let raw = self.value(comparator)?;
         let value = self.convert_value(&subject, raw)?;
+        if let (Comparator::Like | Comparator::ILike, ClauseValue::Str(p)) = (comparator, &value) {
+            if p.chars().count() > MAX_PATTERN_CHARS {
+                return Err(self.err(value_pos, format!("the pattern is longer than {MAX_PATTERN_CHARS} characters")));
+            }
+        }
         Ok(Clause { subject, comparator, value })
     }
 

@@ -91,7 +91,10 @@ impl Store {
                 tracing::warn!(mode, "SQLite did not switch to WAL mode");
             }
         }
-        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")?;
+        // FULL: a write acknowledged to a client survives a power loss too (in WAL mode NORMAL can
+        // roll back the last commits, and with them acknowledged version numbers). Registry
+        // writes are rare; scoring never writes.
+        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let applied: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if applied as usize > MIGRATIONS.len() {
@@ -205,6 +208,19 @@ impl Store {
             let locations = stmt.query_map([id], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
             tx.execute("DELETE FROM registered_models WHERE id = ?1", [id])?;
             Ok(locations)
+        })
+    }
+
+    /// Delete `name` only if it has no versions (undoing a registration that created it,
+    /// without touching versions another writer may have added meanwhile). True if deleted.
+    pub fn delete_registered_model_if_empty(&self, name: &str) -> Result<bool> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "DELETE FROM registered_models WHERE name = ?1 \
+                 AND NOT EXISTS (SELECT 1 FROM model_versions mv WHERE mv.model_id = registered_models.id)",
+                [name],
+            )?;
+            Ok(n > 0)
         })
     }
 
@@ -798,6 +814,18 @@ mod tests {
         assert_eq!((v1.version, v1.current_stage, v1.status), (1, Stage::None, VersionStatus::Ready));
         let m = s.get_registered_model("fraud").unwrap();
         assert_eq!(m.latest_versions.len(), 1);
+    }
+
+    #[test]
+    fn undoing_a_registration_never_deletes_versions_added_meanwhile() {
+        let s = Store::open_in_memory().unwrap();
+        s.create_registered_model("m", "", &[]).unwrap();
+        version(&s, "m");
+        assert!(!s.delete_registered_model_if_empty("m").unwrap());
+        assert_eq!(s.list_model_versions("m").unwrap().len(), 1);
+        s.create_registered_model("empty", "", &[]).unwrap();
+        assert!(s.delete_registered_model_if_empty("empty").unwrap());
+        assert!(s.get_registered_model("empty").is_err());
     }
 
     #[test]

@@ -135,6 +135,36 @@ pub struct ModelVersion {
     pub storage_location: String,
 }
 
+impl ModelVersion {
+    /// Where the version's files are: its storage location, else its source — what
+    /// `model-versions/get-download-uri` answers.
+    pub fn download_location(&self) -> &str {
+        if self.storage_location.is_empty() {
+            &self.source
+        } else {
+            &self.storage_location
+        }
+    }
+}
+
+/// A timestamp in ms since the epoch as `2026-01-02 15:04:05 UTC` (for tables and pages).
+pub fn format_utc_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 /// A registered model with its latest version per stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegisteredModel {
@@ -171,6 +201,12 @@ fn from_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formats_timestamps() {
+        assert_eq!(format_utc_ms(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(format_utc_ms(1_795_879_839_231), "2026-11-28 15:30:39 UTC");
+    }
 
     #[test]
     fn stage_parse_is_case_insensitive_and_canonical() {

@@ -523,8 +523,10 @@ pub fn tensor_from_json(info: &TensorInfo, value: &Value) -> Result<InputTensor,
     if shape.first() == Some(&0) {
         return Err(ScoringError::bad_request(format!("Input '{}' is empty: there is nothing to score", info.name)));
     }
-    let total: usize = shape.iter().product();
-    let mut data = TensorData::with_capacity(dtype, total);
+    // The shape is read off the first element at each depth: only a claim until `flatten` has
+    // checked every element, and a few KB of JSON can claim 10^12 elements (or overflow).
+    let claimed = shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d)).unwrap_or(0);
+    let mut data = TensorData::with_capacity(dtype, claimed.min(1 << 16));
     let mut index = Vec::with_capacity(shape.len());
     flatten(value, &shape, 0, &mut index, &mut data, &info.name)?;
     Ok(InputTensor { name: info.name.clone(), shape: shape.iter().map(|d| *d as i64).collect(), data })

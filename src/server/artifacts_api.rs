@@ -54,8 +54,19 @@ fn decoded(raw: &str) -> String {
     percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned()
 }
 
+/// Names starting with '.' are the server's own (staging folders, uploads in progress): not
+/// listed, served or written through the proxy.
+fn refuse_hidden(raw: &str) -> Result<(), ApiError> {
+    let rel = decoded(raw);
+    if rel.split('/').any(|c| c.starts_with('.') && c != ".") {
+        return Err(ApiError::Registry(RegistryError::NotFound(format!("No such artifact: '{rel}'"))));
+    }
+    Ok(())
+}
+
 async fn list(State(st): State<RegistryState>, p: Params) -> Result<Json<Value>, ApiError> {
     let rel = p.str_or_empty("path")?;
+    refuse_hidden(&rel)?;
     let dir = st.artifacts.path_of(&rel)?;
     let files = blocking(move || {
         let mut out = Vec::new();
@@ -112,6 +123,7 @@ fn content_type(path: &Path) -> &'static str {
 
 async fn download(State(st): State<RegistryState>, uri: Uri) -> Result<Response, ApiError> {
     let raw = raw_path(&uri).to_string();
+    refuse_hidden(&raw)?;
     let path = st.artifacts.path_of(&raw)?;
     let meta = tokio::fs::metadata(&path)
         .await
@@ -172,6 +184,7 @@ async fn check_writable(st: &RegistryState, rel: &str) -> Result<(), ApiError> {
 
 async fn upload(State(st): State<RegistryState>, uri: Uri, body: Body) -> Result<Response, ApiError> {
     let raw = raw_path(&uri).to_string();
+    refuse_hidden(&raw)?;
     let dest = st.artifacts.path_of(&raw)?;
     let rel = decoded(&raw);
     if rel.trim_matches('/').is_empty() || raw.ends_with('/') {

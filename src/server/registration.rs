@@ -164,11 +164,7 @@ pub fn resolve_source(
             ResolvedSource {
                 source: format!("models:/{}/{}", from.name, from.version),
                 run_id: if run_id.is_empty() { from.run_id.clone() } else { run_id.to_string() },
-                storage_location: if from.storage_location.is_empty() {
-                    from.source.clone()
-                } else {
-                    from.storage_location.clone()
-                },
+                storage_location: from.download_location().to_string(),
                 local: None,
                 not_loaded: None,
             }
@@ -394,7 +390,7 @@ pub async fn resume_pending(st: &RegistryState) -> Result<usize, ApiError> {
     .await?;
     let n = pending.len();
     for v in pending {
-        let location = if v.storage_location.is_empty() { &v.source } else { &v.storage_location };
+        let location = v.download_location();
         match st.artifacts.local_path(location) {
             Ok(path) => {
                 spawn_test_load(st.clone(), v.name.clone(), v.version, path);

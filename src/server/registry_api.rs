@@ -230,8 +230,7 @@ async fn download_uri(State(st): State<RegistryState>, p: Params) -> Reply {
     let name = p.required_str("name")?;
     let version = p.version()?;
     let mv = blocking(move || Ok(st.store.get_model_version(&name, version)?)).await?;
-    let uri = if mv.storage_location.is_empty() { mv.source } else { mv.storage_location };
-    one("artifact_uri", &uri)
+    one("artifact_uri", mv.download_location())
 }
 
 async fn transition_stage(State(st): State<RegistryState>, p: Params) -> Reply {

@@ -24,6 +24,17 @@ import pytest  # noqa: E402
 import requests  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+
+# `mlflow.set_tracking_uri` puts MLFLOW_TRACKING_URI into this process's environment; regserve
+# honours it (as MLflow does), so a child meant for an embedded store must not inherit it.
+MLFLOW_URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+def child_env(**extra):
+    """This process's environment for a regserve child, without the MLflow registry URIs."""
+    env = {k: v for k, v in os.environ.items() if k not in MLFLOW_URI_VARS}
+    env.update(extra)
+    return env
 MODELS = REPO / "models"
 START_TIMEOUT_S = 30
 
@@ -32,7 +43,7 @@ class RegserveServer:
     def __init__(self, binary, data_dir):
         self.data_dir = pathlib.Path(data_dir)
         self.binary = binary
-        env = dict(os.environ)
+        env = child_env()
         env.setdefault("RUST_LOG", "info")
         self.proc = subprocess.Popen(
             [binary, "--data-dir", str(self.data_dir), "server", "--host", "127.0.0.1", "--port", "0"],
@@ -77,6 +88,7 @@ class RegserveServer:
             text=True,
             timeout=120,
             stdin=subprocess.DEVNULL,
+            env=child_env(),
         )
 
     def stop(self):

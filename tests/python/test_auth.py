@@ -14,7 +14,7 @@ import onnx
 import pytest
 import requests
 
-from conftest import MODELS
+from conftest import MODELS, child_env
 from test_follow import Serve, free_port, wait_http
 
 TOKEN = "t0ken-for-tests-4f2a"
@@ -27,7 +27,7 @@ class ProtectedServer:
         args = [binary, "--data-dir", str(data_dir), "server", "--host", "127.0.0.1", "--port", str(self.port)]
         if auth_reads:
             args.append("--auth-reads")
-        env = dict(os.environ, REGSERVE_AUTH_TOKEN=TOKEN, RUST_LOG="debug")
+        env = child_env(REGSERVE_AUTH_TOKEN=TOKEN, RUST_LOG="debug")
         self.log_path = data_dir / "server.log"
         self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=open(self.log_path, "w"), stdin=subprocess.DEVNULL)
         wait_http(self.url + "/health")
@@ -102,7 +102,7 @@ def test_mlflow_client_and_serve_with_a_token(regserve_bin, tmp_path, token_env,
             # Without the token, a follower cannot read the registry: not ready, and says why.
             token_env(None)
             port = free_port()
-            env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+            env = child_env()
             p = subprocess.Popen([regserve_bin, "--data-dir", str(tmp_path / "serve2"), "serve", "-m", "models:/iris/Production",
                                   "--port", str(port), "--registry-uri", srv.url], env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -3,8 +3,9 @@
 //! message — the registry's own error message when it refused.
 //!
 //! Cross-site posts are refused: a post must come with an `Origin` (or, lacking one, a
-//! `Referer`) naming this server's `Host`. A request with neither is not a browser's
-//! cross-site form post, and is let through (the token check still applies).
+//! `Referer`) naming this server's `Host` (or the `X-Forwarded-Host` a reverse proxy sets — a
+//! header a cross-site form cannot send). A request with neither is not a browser's cross-site
+//! form post, and is let through (the token check still applies).
 
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
@@ -27,8 +28,12 @@ fn authority(url: &str) -> Option<&str> {
 /// Does this post come from a page of this server (see the module docs)?
 pub fn same_origin(headers: &HeaderMap) -> bool {
     let get = |name| headers.get(name).and_then(|v: &header::HeaderValue| v.to_str().ok());
-    let Some(host) = get(header::HOST) else { return false };
-    let ours = |url: &str| authority(url).is_some_and(|a| a.eq_ignore_ascii_case(host));
+    let hosts: Vec<&str> =
+        [get(header::HOST), get(header::HeaderName::from_static("x-forwarded-host"))].into_iter().flatten().collect();
+    if hosts.is_empty() {
+        return false;
+    }
+    let ours = |url: &str| authority(url).is_some_and(|a| hosts.iter().any(|h| a.eq_ignore_ascii_case(h)));
     match (get(header::ORIGIN), get(header::REFERER)) {
         (Some(origin), _) => ours(origin),
         (None, Some(referer)) => ours(referer),
@@ -373,6 +378,10 @@ mod tests {
         assert!(!same_origin(&headers(&[host.clone(), (header::REFERER, "http://127.0.0.1:5000.evil/x")])));
         assert!(same_origin(&headers(std::slice::from_ref(&host))));
         assert!(!same_origin(&headers(&[(header::ORIGIN, "http://127.0.0.1:5000")])));
+        let proxied = [host.clone(), (header::HeaderName::from_static("x-forwarded-host"), "models.example.com")];
+        let mut h = headers(&proxied);
+        h.insert(header::ORIGIN, HeaderValue::from_static("https://models.example.com"));
+        assert!(same_origin(&h));
         let h = headers(&[host, (header::REFERER, "http://127.0.0.1:5000/models/a%20b?x=1#frag")]);
         assert_eq!(same_origin_referer_path(&h).as_deref(), Some("/models/a%20b?x=1"));
     }

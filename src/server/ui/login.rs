@@ -32,7 +32,8 @@ fn safe_next(next: &str) -> String {
         && !next.starts_with("/\\")
         && !next.starts_with("/login")
         && !next.starts_with("/logout")
-        && !next.chars().any(char::is_control);
+        && next.is_ascii()
+        && !next.chars().any(|c| c.is_ascii_control());
     if ok {
         next.to_string()
     } else {

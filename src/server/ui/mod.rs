@@ -44,7 +44,7 @@ const STYLE: &str = include_str!("style.css");
 pub fn registry_routes() -> Router<RegistryState> {
     Router::new()
         .route("/", get(registry::models_page))
-        .route("/models", post(forms::create_model))
+        .route("/models", get(|| async { page::redirect("/") }).post(forms::create_model))
         .route("/models/{name}", get(registry::model_page))
         .route("/models/{name}/rename", post(forms::rename_model))
         .route("/models/{name}/description", post(forms::model_description))

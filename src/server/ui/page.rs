@@ -53,8 +53,13 @@ impl Flash {
     }
 
     fn cookie(&self) -> String {
+        const MAX_CHARS: usize = 600; // the encoded cookie stays well under browsers' 4 KiB
         let kind = if self.ok { "ok" } else { "error" };
-        format!("{FLASH_COOKIE}={kind}.{}; Path=/; Max-Age=60; HttpOnly; SameSite=Strict", enc(&self.message))
+        let mut message: String = self.message.chars().take(MAX_CHARS).collect();
+        if message.len() < self.message.len() {
+            message.push('…');
+        }
+        format!("{FLASH_COOKIE}={kind}.{}; Path=/; Max-Age=60; HttpOnly; SameSite=Strict", enc(&message))
     }
 
     fn from_cookies(headers: &HeaderMap) -> Option<Flash> {
@@ -110,13 +115,10 @@ pub fn html_response(status: StatusCode, markup: Markup) -> Response {
     (status, axum::response::Html(markup.into_string())).into_response()
 }
 
-/// 303 See Other: after a POST, the browser GETs `to`.
+/// 303 See Other: after a POST, the browser GETs `to` (a local path; `/` if it cannot be sent).
 pub fn redirect(to: &str) -> Response {
-    let mut resp = StatusCode::SEE_OTHER.into_response();
-    if let Ok(v) = HeaderValue::from_str(to) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    resp
+    let location = HeaderValue::from_str(to).unwrap_or_else(|_| HeaderValue::from_static("/"));
+    (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
 }
 
 pub fn redirect_with(to: &str, flash: Flash) -> Response {
@@ -271,22 +273,7 @@ pub fn shell(title: &str, refresh_seconds: Option<u32>, nav: Markup, main: Marku
 }
 
 /// `2026-01-02 15:04:05 UTC` from milliseconds since the epoch.
-pub fn utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
-}
+pub use crate::registry::types::format_utc_ms as utc;
 
 /// A timestamp as a `<time>` element.
 pub fn time(ms: i64) -> Markup {

@@ -21,11 +21,7 @@ const PAGE_SIZE_LIMIT: usize = 200;
 
 /// A version's files, as `model-versions/get-download-uri` answers (see `registry_api`).
 fn download_uri(mv: &ModelVersion) -> &str {
-    if mv.storage_location.is_empty() {
-        &mv.source
-    } else {
-        &mv.storage_location
-    }
+    mv.download_location()
 }
 
 // -------------------------------------------------------------------- the model list
@@ -137,7 +133,7 @@ fn model_row(m: &RegisteredModel) -> Markup {
     html! {
         tr {
             td data-label="Name" { a.strong href=(model_url(&m.name)) { (m.name) } }
-            td data-label="Latest versions" {
+            td data-label="Latest" {
                 @for v in &latest {
                     a.version-tag href=(version_url(&m.name, v.version)) { (stage_badge(v.current_stage)) " v" (v.version) }
                 }
