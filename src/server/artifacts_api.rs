@@ -58,7 +58,7 @@ fn decoded(raw: &str) -> String {
 /// listed, served or written through the proxy.
 fn refuse_hidden(raw: &str) -> Result<(), ApiError> {
     let rel = decoded(raw);
-    if rel.split('/').any(|c| c.starts_with('.') && c != ".") {
+    if rel.split('/').any(|c| c.starts_with('.') && c != "." && c != "..") {
         return Err(ApiError::Registry(RegistryError::NotFound(format!("No such artifact: '{rel}'"))));
     }
     Ok(())
