@@ -569,14 +569,9 @@ fn flatten(
     }
 }
 
-/// Build an input tensor from an Open Inference Protocol input: declared `datatype` and
-/// `shape`, `data` flat or nested in row-major order.
-pub fn tensor_from_v2(
-    info: &TensorInfo,
-    datatype: &str,
-    shape: &[i64],
-    data: &Value,
-) -> Result<InputTensor, ScoringError> {
+/// Check an Open Inference Protocol input's declared datatype and shape against the model;
+/// returns the element type and count.
+fn check_v2(info: &TensorInfo, datatype: &str, shape: &[i64]) -> Result<(DType, usize), ScoringError> {
     let dtype = info.dtype().expect("checked at load; this is a bug");
     if !datatype.eq_ignore_ascii_case(dtype.v2_name()) {
         return Err(ScoringError::schema(format!(
@@ -601,6 +596,18 @@ pub fn tensor_from_v2(
         .iter()
         .try_fold(1usize, |acc, d| acc.checked_mul(*d as usize))
         .ok_or_else(|| ScoringError::bad_request(format!("Input '{}' shape {shape:?} is too large", info.name)))?;
+    Ok((dtype, total))
+}
+
+/// Build an input tensor from an Open Inference Protocol input: declared `datatype` and
+/// `shape`, `data` flat or nested in row-major order.
+pub fn tensor_from_v2(
+    info: &TensorInfo,
+    datatype: &str,
+    shape: &[i64],
+    data: &Value,
+) -> Result<InputTensor, ScoringError> {
+    let (dtype, total) = check_v2(info, datatype, shape)?;
     let mut out = TensorData::with_capacity(dtype, total.min(1 << 24));
     let mut count = 0usize;
     push_flat(data, &mut out, &mut count, &info.name)?;
@@ -611,6 +618,77 @@ pub fn tensor_from_v2(
         )));
     }
     Ok(InputTensor { name: info.name.clone(), shape: shape.to_vec(), data: out })
+}
+
+/// Build an input tensor from the protocol's binary tensor data extension: little-endian
+/// values, `BOOL` one byte each, `BYTES` as 4-byte length-prefixed strings.
+pub fn tensor_from_v2_binary(
+    info: &TensorInfo,
+    datatype: &str,
+    shape: &[i64],
+    raw: &[u8],
+) -> Result<InputTensor, ScoringError> {
+    let (dtype, total) = check_v2(info, datatype, shape)?;
+    let name = &info.name;
+    let wrong_size = |size: usize| {
+        ScoringError::bad_request(format!(
+            "Input '{name}' has {} bytes of binary data, but its shape {shape:?} of {} needs {}",
+            raw.len(),
+            dtype.v2_name(),
+            total.saturating_mul(size)
+        ))
+    };
+    macro_rules! le {
+        ($t:ty, $variant:ident) => {{
+            const N: usize = std::mem::size_of::<$t>();
+            if raw.len() != total.saturating_mul(N) {
+                return Err(wrong_size(N));
+            }
+            TensorData::$variant(
+                raw.chunks_exact(N).map(|c| <$t>::from_le_bytes(c.try_into().expect("exact chunk"))).collect(),
+            )
+        }};
+    }
+    let data = match dtype {
+        DType::F32 => le!(f32, F32),
+        DType::F64 => le!(f64, F64),
+        DType::I8 => le!(i8, I8),
+        DType::I16 => le!(i16, I16),
+        DType::I32 => le!(i32, I32),
+        DType::I64 => le!(i64, I64),
+        DType::U8 => le!(u8, U8),
+        DType::U16 => le!(u16, U16),
+        DType::U32 => le!(u32, U32),
+        DType::U64 => le!(u64, U64),
+        DType::Bool => {
+            if raw.len() != total {
+                return Err(wrong_size(1));
+            }
+            TensorData::Bool(raw.iter().map(|b| *b != 0).collect())
+        }
+        DType::String => {
+            let mut out = Vec::with_capacity(total.min(1 << 20));
+            let mut rest = raw;
+            while rest.len() >= 4 {
+                let n = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                let item = rest.get(4..4 + n).ok_or_else(|| {
+                    ScoringError::bad_request(format!("Input '{name}': a BYTES element is longer than the data"))
+                })?;
+                out.push(String::from_utf8(item.to_vec()).map_err(|_| {
+                    ScoringError::bad_request(format!("Input '{name}': a BYTES element is not UTF-8 text"))
+                })?);
+                rest = &rest[4 + n..];
+            }
+            if !rest.is_empty() || out.len() != total {
+                return Err(ScoringError::bad_request(format!(
+                    "Input '{name}' holds {} BYTES elements, but its shape {shape:?} holds {total}",
+                    out.len()
+                )));
+            }
+            TensorData::String(out)
+        }
+    };
+    Ok(InputTensor { name: name.clone(), shape: shape.to_vec(), data })
 }
 
 fn push_flat(v: &Value, out: &mut TensorData, count: &mut usize, name: &str) -> Result<(), ScoringError> {
@@ -955,6 +1033,26 @@ mod tests {
         write_predictions(&mut buf, &outputs, Style::Records, 2);
         let v: Value = serde_json::from_slice(&buf).expect("valid JSON");
         assert_eq!(v, json!({"predictions": [{"y": null, "p": {"0": 0.25}}, {"y": 1.5, "p": {"0": 0.5}}]}));
+    }
+
+    #[test]
+    fn v2_binary_data_is_little_endian_and_checked() {
+        let f = info("x", DType::F32, &[-1, 2]);
+        let raw: Vec<u8> = [1.5f32, -2.0, 3.25, 4.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let t = tensor_from_v2_binary(&f, "FP32", &[2, 2], &raw).unwrap();
+        assert_eq!(t.data, TensorData::F32(vec![1.5, -2.0, 3.25, 4.0]));
+        assert!(tensor_from_v2_binary(&f, "FP32", &[2, 2], &raw[..15]).unwrap_err().message.contains("15 bytes"));
+        assert!(tensor_from_v2_binary(&f, "FP64", &[2, 2], &raw).is_err());
+        let s = info("s", DType::String, &[-1]);
+        let mut raw = Vec::new();
+        for word in ["ab", "", "ünï"] {
+            raw.extend_from_slice(&(word.len() as u32).to_le_bytes());
+            raw.extend_from_slice(word.as_bytes());
+        }
+        let t = tensor_from_v2_binary(&s, "BYTES", &[3], &raw).unwrap();
+        assert_eq!(t.data, TensorData::String(vec!["ab".into(), "".into(), "ünï".into()]));
+        assert!(tensor_from_v2_binary(&s, "BYTES", &[2], &raw).is_err());
+        assert!(tensor_from_v2_binary(&s, "BYTES", &[3], &raw[..raw.len() - 1]).is_err());
     }
 
     #[test]

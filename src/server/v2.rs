@@ -25,7 +25,7 @@ use super::error::ApiError;
 use super::scoring::{observe, read_body, ScoringState};
 use crate::manager::{PinError, SourceError};
 use crate::registry::RegistryError;
-use crate::runtime::convert::{tensor_from_v2, write_flat, OutputData, OutputTensor};
+use crate::runtime::convert::{tensor_from_v2, tensor_from_v2_binary, write_flat, OutputData, OutputTensor};
 use crate::runtime::schema::{TensorInfo, ValueKind};
 use crate::runtime::{LoadedModel, ScoringError};
 
@@ -186,10 +186,12 @@ struct InferInput {
     name: String,
     shape: Vec<i64>,
     datatype: String,
+    /// `binary_data_size` says the values follow the JSON header as raw bytes.
     #[serde(default)]
-    #[allow(dead_code)]
-    parameters: Option<Value>,
-    data: Value,
+    parameters: Option<serde_json::Map<String, Value>>,
+    /// JSON values; absent when the input is sent as binary data.
+    #[serde(default)]
+    data: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,8 +249,36 @@ async fn run_infer(
     let bytes = read_body(headers, body, st.max_body_size).await?;
     let (model, v) = lookup(st, name, version).await?;
     *served_version = Some(v);
-    let req: InferRequest = serde_json::from_slice(&bytes)
+    // The binary tensor data extension: a JSON header of this length, then raw tensor bytes.
+    let header_len = match headers.get("inference-header-content-length") {
+        None => bytes.len(),
+        Some(v) => {
+            v.to_str().ok().and_then(|v| v.trim().parse::<usize>().ok()).filter(|n| *n <= bytes.len()).ok_or_else(
+                || ScoringError::bad_request("Inference-Header-Content-Length is not a length within the body"),
+            )?
+        }
+    };
+    let (json_part, mut binary) = bytes.split_at(header_len);
+    let req: InferRequest = serde_json::from_slice(json_part)
         .map_err(|e| ScoringError::bad_request(format!("Invalid inference request: {e}")))?;
+    // Binary chunks come in the order of the request's inputs.
+    let mut raw: Vec<Option<&[u8]>> = Vec::with_capacity(req.inputs.len());
+    for input in &req.inputs {
+        match input.parameters.as_ref().and_then(|p| p.get("binary_data_size")) {
+            None => raw.push(None),
+            Some(n) => {
+                let size = n.as_u64().map(|n| n as usize).filter(|n| *n <= binary.len()).ok_or_else(|| {
+                    ScoringError::bad_request(format!(
+                        "Input '{}': binary_data_size {n} is beyond the body",
+                        input.name
+                    ))
+                })?;
+                let (chunk, rest) = binary.split_at(size);
+                raw.push(Some(chunk));
+                binary = rest;
+            }
+        }
+    }
     for input in &req.inputs {
         if !model.schema.inputs.iter().any(|i| i.name == input.name) {
             let names: Vec<&str> = model.schema.inputs.iter().map(|i| i.name.as_str()).collect();
@@ -261,12 +291,24 @@ async fn run_infer(
     }
     let mut inputs = Vec::with_capacity(model.schema.inputs.len());
     for info in &model.schema.inputs {
-        let given = req
+        let at = req
             .inputs
             .iter()
-            .find(|i| i.name == info.name)
+            .position(|i| i.name == info.name)
             .ok_or_else(|| ScoringError::bad_request(format!("Missing input '{}'", info.name)))?;
-        inputs.push(tensor_from_v2(info, &given.datatype, &given.shape, &given.data)?);
+        let given = &req.inputs[at];
+        let tensor = match (raw[at], &given.data) {
+            (Some(bytes), _) => tensor_from_v2_binary(info, &given.datatype, &given.shape, bytes)?,
+            (None, Some(data)) => tensor_from_v2(info, &given.datatype, &given.shape, data)?,
+            (None, None) => {
+                return Err(ScoringError::bad_request(format!(
+                    "Input '{}' has neither 'data' nor binary data",
+                    info.name
+                ))
+                .into())
+            }
+        };
+        inputs.push(tensor);
     }
     let outputs = model.run(inputs).await?;
     let selected: Vec<&OutputTensor> = match &req.outputs {
