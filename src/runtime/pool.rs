@@ -75,12 +75,14 @@ impl SessionPool {
         options: &RuntimeOptions,
         batch_sizes: Option<Histogram>,
     ) -> Result<Self, RuntimeError> {
-        let bytes =
-            std::fs::read(onnx).map_err(|e| RuntimeError::Io { path: onnx.display().to_string(), source: e })?;
+        // Loaded from the file, not from bytes: ONNX Runtime then resolves external-data
+        // references against the model's own folder and refuses any that leave it (`..`,
+        // absolute paths); from bytes it would resolve them against our working directory.
+        std::fs::metadata(onnx).map_err(|e| RuntimeError::Io { path: onnx.display().to_string(), source: e })?;
         let n = options.sessions.max(1);
         let mut sessions = Vec::with_capacity(n);
         for _ in 0..n {
-            sessions.push(build_session(env, &bytes, options.intra_threads)?);
+            sessions.push(build_session(env, onnx, options.intra_threads)?);
         }
         let inputs: Vec<TensorInfo> = sessions[0].inputs().iter().map(TensorInfo::from_outlet).collect();
         let outputs: Vec<TensorInfo> = sessions[0].outputs().iter().map(TensorInfo::from_outlet).collect();
@@ -137,7 +139,7 @@ impl SessionPool {
 
 fn build_session(
     env: &ort::environment::Environment,
-    bytes: &[u8],
+    onnx: &Path,
     intra_threads: usize,
 ) -> Result<Session, RuntimeError> {
     let builder = Session::builder(env)?;
@@ -148,7 +150,7 @@ fn build_session(
         .map_err(ort::Error::from)?
         .with_inter_threads(1)
         .map_err(ort::Error::from)?
-        .commit_from_memory(bytes)?;
+        .commit_from_file(onnx)?;
     Ok(session)
 }
 
