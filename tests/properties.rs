@@ -16,7 +16,8 @@ use proptest::test_runner::{Config, TestRunner};
 use regserve::artifact::ArtifactRoot;
 use regserve::registry::filter::{build, Target};
 use regserve::runtime::convert::{
-    prepare, tensor_from_v2, write_flat, write_predictions, InputTensor, OutputData, OutputTensor, Style, TensorData,
+    prepare, tensor_from_v2, tensor_from_v2_binary, write_flat, write_predictions, InputTensor, OutputData,
+    OutputTensor, Style, TensorData,
 };
 use regserve::runtime::payload::{parse_csv, parse_json, Payload};
 use regserve::runtime::schema::{ColSpec, DType, ModelSchema, Signature, TensorInfo, ValueKind};
@@ -247,9 +248,18 @@ fn v2_inputs_have_their_declared_shape() {
     let dtypes = prop::sample::select(vec![DType::F32, DType::I64, DType::U8, DType::Bool, DType::String]);
     let model_shape = prop::collection::vec(prop_oneof![Just(-1i64), 0i64..4], 0..4);
     let shape = prop::collection::vec(prop_oneof![0i64..4, any::<i64>()], 0..4);
-    check(1500, (dtypes, model_shape, shape, json_value()), |(dtype, model_shape, shape, data)| {
+    let raw = prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..40),
+        // BYTES elements: 4-byte little-endian lengths, then the bytes.
+        prop::collection::vec(prop::collection::vec(any::<u8>(), 0..6), 0..5).prop_map(|items| {
+            items.iter().flat_map(|i| (i.len() as u32).to_le_bytes().into_iter().chain(i.iter().copied())).collect()
+        }),
+    ];
+    check(1500, (dtypes, model_shape, shape, json_value(), raw), |(dtype, model_shape, shape, data, raw)| {
         let schema = ModelSchema::new(vec![info("in", dtype, &model_shape)], vec![], None).unwrap();
-        if let Ok(t) = tensor_from_v2(&schema.inputs[0], dtype.v2_name(), &shape, &data) {
+        let json = tensor_from_v2(&schema.inputs[0], dtype.v2_name(), &shape, &data);
+        let binary = tensor_from_v2_binary(&schema.inputs[0], dtype.v2_name(), &shape, &raw);
+        for t in [json, binary].into_iter().flatten() {
             prop_assert_eq!(&t.shape, &shape);
             check_input(&schema, &t)?;
         }
