@@ -608,7 +608,7 @@ pub fn tensor_from_v2(
     data: &Value,
 ) -> Result<InputTensor, ScoringError> {
     let (dtype, total) = check_v2(info, datatype, shape)?;
-    let mut out = TensorData::with_capacity(dtype, total.min(1 << 24));
+    let mut out = TensorData::with_capacity(dtype, total.min(1 << 16));
     let mut count = 0usize;
     push_flat(data, &mut out, &mut count, &info.name)?;
     if count != total {
@@ -667,7 +667,7 @@ pub fn tensor_from_v2_binary(
             TensorData::Bool(raw.iter().map(|b| *b != 0).collect())
         }
         DType::String => {
-            let mut out = Vec::with_capacity(total.min(1 << 20));
+            let mut out = Vec::with_capacity(total.min(1 << 16));
             let mut rest = raw;
             while rest.len() >= 4 {
                 let n = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
