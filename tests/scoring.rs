@@ -78,15 +78,7 @@ async fn default_model_answers_invocations_and_health_reports_versions() {
     let body = json!({"dataframe_split": {"columns": ["sepal_length", "sepal_width", "petal_length", "petal_width"], "data": [[5.1, 3.5, 1.4, 0.2]]}});
     let r: Value = client.post(server.url("/invocations")).json(&body).send().await.unwrap().json().await.unwrap();
     assert_eq!(r["predictions"][0]["label"], 0);
-    let h: Value = client
-        .get(server.url("/health"))
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let h: Value = server.health_json().await;
     assert_eq!(h["status"], "ready");
     assert_eq!(h["models"].as_array().unwrap().len(), 4);
     assert_eq!(h["models"][0]["version"], 1);
@@ -179,15 +171,7 @@ async fn not_ready_until_the_model_exists_then_serves_and_follows_the_stage() {
     reg.ok(&["models", "transition", "iris", "2", "Production", "--archive-existing"]);
     let start = std::time::Instant::now();
     loop {
-        let h: Value = client
-            .get(server.url("/health"))
-            .header("Accept", "application/json")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let h: Value = server.health_json().await;
         if h["models"][0]["version"] == 2 {
             break;
         }

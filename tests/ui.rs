@@ -441,8 +441,7 @@ async fn the_serve_status_page_shows_versions_and_requests() {
     ] {
         assert!(body.contains(expected), "{expected} missing:\n{body}");
     }
-    let health: Value =
-        c.get(serve.url("/health")).header("Accept", "application/json").send().await.unwrap().json().await.unwrap();
+    let health: Value = serve.health_json().await;
     assert_eq!(health["models"][0]["requests"]["total"], 4);
     assert_eq!(health["models"][0]["requests"]["client_errors"], 1);
     let css = c.get(serve.url("/static/style.css")).send().await.unwrap();

@@ -133,6 +133,19 @@ impl Server {
         }
     }
 
+    /// `GET /health` as JSON (per-model status).
+    pub async fn health_json(&self) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(self.url("/health"))
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
