@@ -54,10 +54,16 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
             scoring = scoring.layer(axum::middleware::from_fn_with_state(token, server::auth::require_token));
         }
         // The status page at `/` is public, like `/health` and `/metrics`, which tell the same.
+        // Outermost: the Host allow-list and the same-origin rule (a rebinding page could
+        // otherwise read the status and score models from a visitor's browser).
         let app = server::scoring::public_routes(state.clone())
             .merge(server::v2::public_routes(state.clone()))
             .merge(server::ui::serve_routes(state))
-            .merge(scoring);
+            .merge(scoring)
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(args.http.allowed_hosts()),
+                server::origin::guard,
+            ));
         let shutdown = async move {
             server::shutdown_signal().await;
             manager.begin_drain();
@@ -97,9 +103,13 @@ pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()
         let mut app = server::registry_server(state);
         if let Some(token) = token {
             tracing::info!(reads = args.auth_reads, "writes require a bearer token");
-            let policy = server::auth::Policy { token, reads: args.auth_reads };
+            let sessions = server::auth::Sessions::new(args.ui_session_ttl).map_err(anyhow::Error::msg)?;
+            let policy = server::auth::Policy { token, reads: args.auth_reads, sessions };
             app = app.layer(axum::middleware::from_fn_with_state(policy, server::auth::guard));
         }
+        // Outermost, before authentication: the Host allow-list and the same-origin rule.
+        app =
+            app.layer(axum::middleware::from_fn_with_state(Arc::new(args.http.allowed_hosts()), server::origin::guard));
         tracing::info!("listening on http://{local}");
         server::serve(listener, app, args.http.limits(), server::shutdown_signal()).await.context("serving HTTP")
     })

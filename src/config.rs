@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::registry::Stage;
 use crate::runtime::RuntimeOptions;
+use crate::server::origin::{AllowedHosts, HostPattern};
 use crate::uri::ModelUri;
 
 #[derive(Debug, Parser)]
@@ -73,6 +74,10 @@ pub struct ServerArgs {
     /// With a token set: require it for reads too (by default only writes need it).
     #[arg(long, env = "REGSERVE_AUTH_READS")]
     pub auth_reads: bool,
+    /// With a token set: how long a web UI login lasts (the session cookie's lifetime; a
+    /// restart also ends every session).
+    #[arg(long, env = "REGSERVE_UI_SESSION_TTL", default_value = "12h", value_parser = parse_duration)]
+    pub ui_session_ttl: Duration,
 }
 
 impl ServerArgs {
@@ -132,6 +137,12 @@ pub struct HttpArgs {
     /// File holding the bearer token clients must send (else REGSERVE_AUTH_TOKEN; neither: no auth).
     #[arg(long, env = "REGSERVE_AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,
+    /// `Host` values to answer (DNS-rebinding protection), comma-separated: names or addresses,
+    /// optionally with :port, `*` matching any characters (`*.example.com`); `*` alone allows
+    /// all. Default: localhost and any IP address, on any port. Probes (/ping, /health,
+    /// /version, /v2/health/*) answer whatever the Host.
+    #[arg(long, env = "REGSERVE_ALLOWED_HOSTS", value_delimiter = ',', value_parser = parse_host_pattern)]
+    pub allowed_hosts: Vec<HostPattern>,
 }
 
 impl HttpArgs {
@@ -143,6 +154,10 @@ impl HttpArgs {
             request_timeout: self.request_timeout,
             shutdown_grace: self.shutdown_grace,
         }
+    }
+
+    pub fn allowed_hosts(&self) -> AllowedHosts {
+        AllowedHosts::new(self.allowed_hosts.clone())
     }
 }
 
@@ -314,6 +329,10 @@ pub enum ModelsCommand {
 pub enum AliasCommand {
     Set { name: String, alias: String, version: u64 },
     Delete { name: String, alias: String },
+}
+
+pub fn parse_host_pattern(s: &str) -> Result<HostPattern, String> {
+    HostPattern::parse(s)
 }
 
 pub fn parse_stage(s: &str) -> Result<Stage, String> {

@@ -1,10 +1,12 @@
 //! Bearer-token authentication. The token comes from a file (`--auth-token-file`) or the
 //! `REGSERVE_AUTH_TOKEN` environment variable — never a bare flag value, which would show in
-//! the process list — and is compared in constant time. It never appears in logs or `Debug`.
+//! the process list — and is compared in constant time. It never appears in logs, `Debug` or
+//! cookies: the web UI's login gets a signed, expiring session instead ([`Sessions`]).
 
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -55,41 +57,93 @@ impl Token {
     }
 }
 
-/// The cookie a browser session (the web UI) carries the token in, percent-encoded (see
-/// [`cookie_value`]).
+/// The cookie that keeps a browser (the web UI) logged in: a [`Sessions`] value, never the
+/// token itself (the name is older than that).
 pub const COOKIE: &str = "regserve_token";
 
-/// Characters left as they are in the cookie's value: those a cookie value may hold, minus `%`.
-const COOKIE_SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~')
-    .remove(b'+')
-    .remove(b'/')
-    .remove(b'=')
-    .remove(b'!')
-    .remove(b'*')
-    .remove(b':');
-
-/// The token as the value of [`COOKIE`]: any token survives the trip through a cookie.
-pub fn cookie_value(token: &str) -> String {
-    percent_encoding::utf8_percent_encode(token.trim(), COOKIE_SET).to_string()
+/// Signed, expiring UI sessions: the cookie is `v1.<expiry>.<nonce>.<tag>`, the tag an
+/// HMAC-SHA256 over the expiry and the nonce under a key drawn at random when the process
+/// starts. A random key rather than one derived from the token: a stolen cookie then says
+/// nothing about the token (no offline guessing of a weak token from it), and every session ends
+/// with the process — changing the token needs a restart anyway, which thus logs everyone out.
+/// The cost is that a restart logs the browser out too.
+#[derive(Clone)]
+pub struct Sessions {
+    key: Arc<ring::hmac::Key>,
+    ttl: Duration,
 }
 
-impl Token {
-    /// The token from the `Authorization` header, or from the UI's cookie.
-    pub fn accepts_request(&self, headers: &axum::http::HeaderMap) -> bool {
-        if self.accepts(headers.get(header::AUTHORIZATION)) {
-            return true;
+impl fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sessions").field("ttl", &self.ttl).finish_non_exhaustive()
+    }
+}
+
+const SESSION_VERSION: &str = "v1";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Sessions {
+    /// A fresh random key; sessions last `ttl` (at least one second).
+    pub fn new(ttl: Duration) -> Result<Sessions, String> {
+        let rng = ring::rand::SystemRandom::new();
+        let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
+            .map_err(|_| "the system random number generator failed".to_string())?;
+        Ok(Sessions { key: Arc::new(key), ttl: ttl.max(Duration::from_secs(1)) })
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    fn tag(&self, expiry: u64, nonce: &str) -> String {
+        let signed =
+            ring::hmac::sign(&self.key, format!("regserve-session|{SESSION_VERSION}|{expiry}|{nonce}").as_bytes());
+        hex(signed.as_ref())
+    }
+
+    /// A new session's cookie value, valid for [`Sessions::ttl`] from now.
+    pub fn issue(&self) -> String {
+        let mut nonce = [0u8; 16];
+        // The key came from the same generator; should it fail now, a zero nonce still yields a
+        // value only this key can sign.
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
+        let nonce = hex(&nonce);
+        let expiry = now_secs().saturating_add(self.ttl.as_secs().max(1));
+        format!("{SESSION_VERSION}.{expiry}.{nonce}.{}", self.tag(expiry, &nonce))
+    }
+
+    /// Is this cookie value a session this process issued and that has not expired? The tag is
+    /// compared in constant time.
+    pub fn verify(&self, value: &str) -> bool {
+        let mut parts = value.split('.');
+        let (Some(SESSION_VERSION), Some(expiry), Some(nonce), Some(tag), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let Ok(expiry) = expiry.parse::<u64>() else { return false };
+        if expiry <= now_secs() || nonce.len() != 32 || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return false;
         }
+        self.tag(expiry, nonce).as_bytes().ct_eq(tag.as_bytes()).into()
+    }
+
+    /// Does the request carry a valid session cookie?
+    pub fn accepts_request(&self, headers: &axum::http::HeaderMap) -> bool {
         headers
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
             .filter_map(|kv| kv.trim().split_once('='))
-            .any(|(k, v)| k == COOKIE && self.matches(&percent_encoding::percent_decode_str(v).decode_utf8_lossy()))
+            .any(|(k, v)| k == COOKIE && self.verify(v))
     }
 }
 
@@ -99,6 +153,8 @@ pub struct Policy {
     pub token: Token,
     /// Reads need the token too (by default only writes do).
     pub reads: bool,
+    /// The UI's logins.
+    pub sessions: Sessions,
 }
 
 /// Paths that stay open whatever the policy: liveness, readiness, version, metrics, and the
@@ -117,14 +173,24 @@ pub struct Access {
     pub authenticated: bool,
 }
 
+/// The MLflow REST API and artifact proxy, where only `Authorization: Bearer` counts.
+fn is_api(path: &str) -> bool {
+    path.starts_with("/api/") || path.starts_with("/ajax-api/")
+}
+
 /// Middleware for `regserve server`: writes (any method but GET/HEAD) need the token, reads
 /// too with `--auth-reads`. The API answers 401; a web UI page redirects to its login page.
+///
+/// The UI's session cookie counts on UI pages only, never on the API: no page of ours calls the
+/// API, so a cookie arriving there was sent by a browser on behalf of some other page.
 pub async fn guard(State(policy): State<Policy>, mut request: Request, next: Next) -> Response {
+    let path = request.uri().path();
     let read = matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
-    let needs_token = !always_open(request.uri().path()) && (!read || policy.reads);
-    let authenticated = policy.token.accepts_request(request.headers());
+    let needs_token = !always_open(path) && (!read || policy.reads);
+    let authenticated = policy.token.accepts(request.headers().get(header::AUTHORIZATION))
+        || (!is_api(path) && policy.sessions.accepts_request(request.headers()));
     if needs_token && !authenticated {
-        if super::ui::is_page(request.uri().path()) {
+        if super::ui::is_page(path) {
             return super::ui::login_redirect(&request);
         }
         return unauthorized();
@@ -133,9 +199,10 @@ pub async fn guard(State(policy): State<Policy>, mut request: Request, next: Nex
     next.run(request).await
 }
 
-/// Middleware: 401 with `WWW-Authenticate` unless the request carries the bearer token.
+/// Middleware for `regserve serve`: 401 with `WWW-Authenticate` unless the request carries the
+/// bearer token in `Authorization` (`serve` has no login and takes no cookie).
 pub async fn require_token(State(token): State<Token>, request: Request, next: Next) -> Response {
-    if token.accepts_request(request.headers()) {
+    if token.accepts(request.headers().get(header::AUTHORIZATION)) {
         return next.run(request).await;
     }
     unauthorized()
@@ -168,14 +235,37 @@ mod tests {
     }
 
     #[test]
-    fn the_cookie_carries_any_token() {
-        for raw in ["plain-Token_1.2~", "a b;c,d\"e%41", "ünï"] {
-            let t = Token::new(raw).unwrap();
-            let mut headers = axum::http::HeaderMap::new();
-            let cookie = format!("other=1; {COOKIE}={}", cookie_value(raw));
-            headers.insert(header::COOKIE, HeaderValue::from_str(&cookie).unwrap());
-            assert!(t.accepts_request(&headers), "{raw} as {cookie}");
+    fn sessions_are_signed_expiring_and_bound_to_this_process() {
+        let sessions = Sessions::new(Duration::from_secs(60)).unwrap();
+        let value = sessions.issue();
+        assert!(sessions.verify(&value), "{value}");
+        assert!(!value.contains("s3cret"));
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(header::COOKIE, HeaderValue::from_str(&format!("other=1; {COOKIE}={value}")).unwrap());
+        assert!(sessions.accepts_request(&headers));
+
+        // Another process (another key) does not accept it.
+        assert!(!Sessions::new(Duration::from_secs(60)).unwrap().verify(&value));
+        // Any change to expiry, nonce or tag breaks it.
+        let parts: Vec<&str> = value.split('.').collect();
+        let later = (parts[1].parse::<u64>().unwrap() + 3600).to_string();
+        for forged in [
+            format!("v1.{later}.{}.{}", parts[2], parts[3]),
+            format!("v1.{}.{}.{}", parts[1], "0".repeat(32), parts[3]),
+            format!("v1.{}.{}.{}", parts[1], parts[2], "0".repeat(64)),
+            format!("v2.{}.{}.{}", parts[1], parts[2], parts[3]),
+            format!("{value}.x"),
+            parts[3].to_string(),
+            String::new(),
+        ] {
+            assert!(!sessions.verify(&forged), "{forged}");
         }
-        assert_eq!(cookie_value("plain-Token_1.2~"), "plain-Token_1.2~");
+        // An expired session, correctly signed, is refused.
+        let nonce = "ab".repeat(16);
+        let past = now_secs() - 1;
+        let expired = format!("v1.{past}.{nonce}.{}", sessions.tag(past, &nonce));
+        assert!(!sessions.verify(&expired));
+        let future = now_secs() + 100;
+        assert!(sessions.verify(&format!("v1.{future}.{nonce}.{}", sessions.tag(future, &nonce))));
     }
 }

@@ -5,11 +5,14 @@
 //! - [`registry_api`], [`tracking_api`], [`artifacts_api`]: the MLflow-compatible registry
 //!   server (`regserve server`), put together by [`registry_server`]
 //! - [`ui`]: the web UI — the registry's pages on `regserve server`, a status page on `serve`
+//! - [`auth`]: the bearer token and the UI's sessions; [`origin`]: what a browser page may make
+//!   the server do (`Host` allow-list, same-origin state changes, JSON content type)
 
 pub mod artifacts_api;
 pub mod auth;
 pub mod error;
 pub mod http;
+pub mod origin;
 pub mod params;
 pub mod registration;
 pub mod registry_api;
@@ -28,10 +31,12 @@ pub use scoring::ScoringState;
 /// The MLflow-compatible registry server: the registry and tracking REST APIs under
 /// `/api/2.0/mlflow` (and `/ajax-api/2.0/mlflow`, as MLflow's UI calls them), the artifact proxy
 /// under `/api/2.0/mlflow-artifacts`, `/api/3.0/mlflow/server-info`, `/health` and `/version`,
-/// and the web UI at `/` (see [`ui`]).
+/// and the web UI at `/` (see [`ui`]). The REST API reads bodies only when declared JSON
+/// ([`origin::require_json`]).
 pub fn registry_server(state: RegistryState) -> Router {
     use axum::routing::get;
-    let mlflow = registry_api::routes().merge(tracking_api::routes());
+    let mlflow =
+        registry_api::routes().merge(tracking_api::routes()).layer(axum::middleware::from_fn(origin::require_json));
     let artifacts = artifacts_api::routes();
     Router::new()
         .nest("/api/2.0/mlflow", mlflow.clone())

@@ -1,6 +1,8 @@
-//! `/login` and `/logout`: the browser keeps the token in the `regserve_token` cookie
-//! (`HttpOnly; SameSite=Strict; Path=/`, plus `Secure` when the login page was reached over
-//! https), which the guard accepts as it accepts `Authorization: Bearer`.
+//! `/login` and `/logout`: logging in with the token gives the browser a signed session that
+//! expires (`--ui-session-ttl`) in the `regserve_token` cookie (`HttpOnly; SameSite=Strict;
+//! Path=/; Max-Age`, plus `Secure` when the login page was reached over https), which the guard
+//! accepts on UI pages as it accepts `Authorization: Bearer`. Logging out is a same-origin POST;
+//! `GET /logout` only shows the login page with its "Log out" button.
 
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
@@ -12,7 +14,7 @@ use serde::Deserialize;
 
 use super::forms::SameOrigin;
 use super::page::{redirect_with, Ctx, Flash, Page};
-use crate::server::auth::{cookie_value, Access, COOKIE};
+use crate::server::auth::{Access, COOKIE};
 
 /// The guard's decision, when the server has a token.
 pub struct Guarded(Option<Access>);
@@ -122,8 +124,9 @@ pub async fn login(
     }
     let https = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).is_some_and(|o| o.starts_with("https://"));
     let cookie = format!(
-        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict{}",
-        cookie_value(&f.token),
+        "{COOKIE}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{}",
+        access.policy.sessions.issue(),
+        access.policy.sessions.ttl().as_secs().max(1),
         if https { "; Secure" } else { "" }
     );
     let mut resp = redirect_with(&next, Flash::ok("Logged in."));
@@ -133,7 +136,14 @@ pub async fn login(
     resp
 }
 
-pub async fn logout() -> Response {
+/// `GET /logout` changes nothing (a link or an image on any page could fetch it): it sends
+/// the browser to the login page, which offers the "Log out" button.
+pub async fn logout_page() -> Response {
+    super::page::redirect("/login")
+}
+
+/// `POST /logout`, from this server's pages only: forgets the session in this browser.
+pub async fn logout(_: SameOrigin) -> Response {
     let mut resp = redirect_with("/", Flash::ok("Logged out."));
     let clear = format!("{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict");
     if let Ok(v) = HeaderValue::from_str(&clear) {

@@ -11,15 +11,17 @@
 //! - `GET /models/{name}/versions/{v}` — one version: details, lineage, signature, input
 //!   example; `POST .../{description,stage,tags,tags/delete,delete}`
 //! - `GET /models/{name}/delete`, `GET /models/{name}/versions/{v}/delete` — confirm pages
-//! - `GET|POST /login`, `GET|POST /logout` — the token in the `regserve_token` cookie
+//! - `GET|POST /login`, `POST /logout` — a signed, expiring session in the `regserve_token`
+//!   cookie (`GET /logout` only leads to the login page's "Log out" button)
 //!
 //! On `regserve serve` ([`serve_routes`]): `GET /`, the read-only status of the served models.
 //! Both: `GET /static/style.css`.
 //!
 //! Access is decided by [`super::auth::guard`] alone (writes need the token; reads too with
 //! `--auth-reads`); it redirects a UI page to `/login` instead of answering 401. Forms are
-//! protected from cross-site posts by the cookie's `SameSite=Strict` and by [`forms`]' check of
-//! `Origin`/`Referer`. Pages are sent with a CSP that allows no script at all.
+//! protected from cross-site posts by the cookie's `SameSite=Strict`, by [`super::origin`]'s
+//! check of `Origin`/`Referer`/`Host` on every request, and again by [`forms`]' own check.
+//! Pages are sent with a CSP that allows no script at all.
 
 mod files;
 mod forms;
@@ -63,7 +65,7 @@ pub fn registry_routes() -> Router<RegistryState> {
             get(registry::confirm_delete_version).post(forms::delete_version),
         )
         .route("/login", get(login::login_page).post(login::login))
-        .route("/logout", get(login::logout).post(login::logout))
+        .route("/logout", get(login::logout_page).post(login::logout))
         .route("/static/style.css", get(stylesheet))
         .layer(axum::middleware::map_response(security_headers))
 }
