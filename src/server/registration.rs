@@ -19,7 +19,7 @@ use super::error::ApiError;
 use crate::artifact::ArtifactRoot;
 use crate::registry::tracking::TrackingStore;
 use crate::registry::{ModelVersion, NewVersion, RegistryError, Store, Tag, VersionStatus};
-use crate::runtime::{LoadedModel, RuntimeOptions};
+use crate::runtime::{LoadedModel, RuntimeError, RuntimeOptions};
 use crate::uri::ModelUri;
 
 /// What the registry server's handlers share. Cheap to clone.
@@ -35,6 +35,9 @@ pub struct RegistryState {
     /// How long `model-versions/create` waits for the test load before answering with the
     /// version still `PENDING_REGISTRATION` (the MLflow client then polls until it settles).
     pub load_wait: Duration,
+    /// Deadline of each test load (`--load-timeout`): past it the warm-up run is stopped and
+    /// the version is `FAILED_REGISTRATION`.
+    pub load_timeout: Duration,
 }
 
 impl RegistryState {
@@ -47,6 +50,7 @@ impl RegistryState {
             ort_lib,
             test_loads: Arc::new(Semaphore::new(parallel.max(2))),
             load_wait: Duration::from_secs(30),
+            load_timeout: crate::runtime::DEFAULT_LOAD_TIMEOUT,
         }
     }
 }
@@ -338,18 +342,24 @@ pub async fn create_version(st: &RegistryState, req: CreateVersion) -> Result<Mo
     blocking(move || Ok(store.get_model_version(&name, version)?)).await
 }
 
-/// Load `path` once with one session, then set the version READY or FAILED_REGISTRATION.
+/// Load `path` once with one session, within `st.load_timeout`, then set the version READY or
+/// FAILED_REGISTRATION. A load stopped by shutdown leaves the version pending (see
+/// [`resume_pending`]).
 pub fn spawn_test_load(st: RegistryState, name: String, version: u64, path: PathBuf) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let _permit = st.test_loads.clone().acquire_owned().await;
         let ort_lib = st.ort_lib.clone();
         let started = Instant::now();
-        let outcome = tokio::task::spawn_blocking(move || {
-            LoadedModel::load(&path, &RuntimeOptions::single(), ort_lib.as_deref()).map(|_| ())
-        })
-        .await;
+        let options = RuntimeOptions { load_timeout: st.load_timeout, ..RuntimeOptions::single() };
+        let outcome =
+            tokio::task::spawn_blocking(move || LoadedModel::load(&path, &options, ort_lib.as_deref()).map(|_| ()))
+                .await;
         let (status, message) = match outcome {
             Ok(Ok(())) => (VersionStatus::Ready, String::new()),
+            Ok(Err(RuntimeError::Cancelled)) => {
+                tracing::info!(model = %name, version, "test load stopped by shutdown; the version stays pending");
+                return;
+            }
             Ok(Err(e)) => (VersionStatus::FailedRegistration, format!("the model failed its test load: {e}")),
             Err(e) => (VersionStatus::FailedRegistration, format!("the test load crashed: {e}")),
         };
@@ -371,8 +381,13 @@ pub fn spawn_test_load(st: RegistryState, name: String, version: u64, path: Path
     })
 }
 
+/// Marks the `status_message` of a version whose test load was resumed after a restart.
+const RESUMED: &str = "test load resumed after a restart";
+
 /// Test-load again every version left `PENDING_REGISTRATION` (the server stopped during its
-/// test load), so none stays pending forever.
+/// test load), so none stays pending forever — once: the version is marked first, and one
+/// still pending and marked at the next start (its test load stopped the server again, or was
+/// killed) is set FAILED_REGISTRATION without loading it, so it cannot be a poison pill.
 pub async fn resume_pending(st: &RegistryState) -> Result<usize, ApiError> {
     let store = st.store.clone();
     let pending = blocking(move || {
@@ -391,8 +406,26 @@ pub async fn resume_pending(st: &RegistryState) -> Result<usize, ApiError> {
     let n = pending.len();
     for v in pending {
         let location = v.download_location();
+        if v.status_message.starts_with(RESUMED) {
+            let store = st.store.clone();
+            let msg =
+                "the model failed its test load: the server stopped twice while test-loading it; not trying again"
+                    .to_string();
+            tracing::warn!(model = %v.name, version = v.version, "{msg}");
+            blocking(move || {
+                Ok(store.set_version_status(&v.name, v.version, VersionStatus::FailedRegistration, &msg)?)
+            })
+            .await?;
+            continue;
+        }
         match st.artifacts.local_path(location) {
             Ok(path) => {
+                let store = st.store.clone();
+                let (name, version) = (v.name.clone(), v.version);
+                blocking(move || {
+                    Ok(store.set_version_status(&name, version, VersionStatus::PendingRegistration, RESUMED)?)
+                })
+                .await?;
                 spawn_test_load(st.clone(), v.name.clone(), v.version, path);
             }
             Err(e) => {
