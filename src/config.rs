@@ -447,4 +447,34 @@ mod tests {
         let err = Cli::try_parse_from(["regserve", "serve", "-m", "models:/a"]).unwrap_err().to_string();
         assert!(err.contains("Accepted forms"), "{err}");
     }
+
+    #[test]
+    fn load_and_pinning_limits_parse_and_default_safely() {
+        let cli = Cli::try_parse_from(["regserve", "serve", "-m", "models:/a/1"]).unwrap();
+        assert_eq!(cli.global.load_timeout, Duration::from_secs(60));
+        let Command::Serve(args) = cli.command else { panic!() };
+        assert_eq!(args.pinned_versions, PinnedVersions::InService);
+        assert_eq!((args.model_cache_versions, args.model_cache_threads), (16, 64));
+        let cli = Cli::try_parse_from([
+            "regserve",
+            "serve",
+            "-m",
+            "models:/a/1",
+            "--load-timeout",
+            "5s",
+            "--pinned-versions",
+            "any",
+            "--model-cache-idle",
+            "30s",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.load_timeout, Duration::from_secs(5));
+        let Command::Serve(args) = cli.command else { panic!() };
+        assert_eq!((args.pinned_versions, args.model_cache_idle), (PinnedVersions::Any, Duration::from_secs(30)));
+        for bad in [&["--load-timeout", "0s"][..], &["--model-cache-versions", "0"], &["--pinned-versions", "all"]] {
+            let mut argv = vec!["regserve", "serve", "-m", "models:/a/1"];
+            argv.extend_from_slice(bad);
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
+    }
 }

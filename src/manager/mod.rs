@@ -471,10 +471,17 @@ impl CheckError {
     }
 }
 
-/// A short reason for a source error, without paths, URLs or the registry's own messages.
+/// A short reason for a source error, without paths or URLs. "Not found" keeps the registry's
+/// message (it names the model, version, stage or alias asked for), cut to one short line.
 pub fn source_public_reason(e: &SourceError) -> String {
     match e {
-        SourceError::Registry(RegistryError::NotFound(_)) => "no such model version in the registry".into(),
+        SourceError::Registry(RegistryError::NotFound(m)) => {
+            let line = m.lines().next().unwrap_or_default();
+            match line.char_indices().nth(200) {
+                Some((i, _)) => format!("{}…", &line[..i]),
+                None => line.to_string(),
+            }
+        }
         SourceError::Registry(RegistryError::Unavailable(_)) => {
             "the registry could not be reached, or refused the request".into()
         }
@@ -688,6 +695,36 @@ async fn check_once(inner: &Inner, slot: &Slot) -> Result<(), CheckError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_weight_keeps_every_bound() {
+        // 1 GiB, 64 threads, 16 versions.
+        let budget = (1 << 30, 64, 16);
+        let fits = |bytes: u64, threads: u64| CACHE_UNITS / u64::from(cache_weight(bytes, threads, budget));
+        assert_eq!(fits(1, 1), 16, "tiny versions: the version bound");
+        assert_eq!(fits(1, 8), 8, "8 threads each: 64 threads");
+        assert_eq!(fits(256 << 20, 1), 4, "256 MiB each: 1 GiB");
+        assert_eq!(fits(8 << 30, 1), 1, "larger than the budget: still cached alone");
+        assert_eq!(cache_weight(u64::MAX, u64::MAX, budget), CACHE_UNITS as u32);
+    }
+
+    #[test]
+    fn failed_loads_back_off_up_to_five_minutes() {
+        let waits: Vec<u64> = (1..=9).map(|n| load_backoff(n).as_secs()).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+    }
+
+    #[test]
+    fn public_reasons_name_no_paths_or_urls() {
+        let fetch = SourceError::Fetch(crate::artifact::FetchError::NotFound("/srv/data/artifacts/x".into()));
+        let remote = SourceError::Registry(RegistryError::Unavailable("GET http://u:p@h/api: 503".into()));
+        for e in [fetch, remote] {
+            let r = source_public_reason(&e);
+            assert!(!r.contains('/'), "{r}");
+        }
+        let missing = SourceError::Registry(RegistryError::model_not_found("iris"));
+        assert_eq!(source_public_reason(&missing), "Registered Model with name=iris not found");
+    }
 
     #[test]
     fn slot_stats_count_statuses_and_keep_recent_latencies() {
