@@ -460,3 +460,57 @@ async fn serve_stops_on_sigterm_while_a_load_is_still_running() {
     println!("serve stopped {:.1?} after SIGTERM during a load", stop.elapsed());
     assert!(exited.is_some(), "serve waited for the load past its grace period:\n{}", server.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_version_that_loops_fails_at_the_deadline_and_is_not_reloaded_at_every_request() {
+    let reg = Registry::new();
+    reg.register("iris-v1", "iris", &["--stage", "Production"]);
+    let st = store(&reg);
+    let location = install_slow_loop(&reg, "slow");
+    let slow = add_version(&st, "iris", &location, VersionStatus::Ready, "");
+    let server = reg.spawn(&[
+        "serve",
+        "-m",
+        "models:/iris/Production",
+        "--sessions",
+        "1",
+        "--pinned-versions",
+        "any",
+        "--load-timeout",
+        "2s",
+    ]);
+    server.wait_ready("/ping", Duration::from_secs(30)).await;
+    let c = Client::new();
+    let url = server.url(&format!("/v2/models/iris/versions/{slow}/infer"));
+    let body = json!({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1.0, 2.0]}]});
+    let pinned = tokio::spawn({
+        let (c, url, body) = (c.clone(), url.clone(), body.clone());
+        async move {
+            let t = Instant::now();
+            let r = c.post(url).json(&body).send().await.unwrap();
+            (r.status(), r.text().await.unwrap(), t.elapsed())
+        }
+    });
+    // /ping keeps answering while the pinned load spins.
+    let mut worst = Duration::ZERO;
+    for _ in 0..10 {
+        let t = Instant::now();
+        assert_eq!(c.get(server.url("/ping")).send().await.unwrap().status(), 200);
+        worst = worst.max(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, text, took) = pinned.await.unwrap();
+    println!("pinned looping version refused after {took:.1?}: {status} {text}; /ping worst {worst:?}");
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("did not finish within 2 s"), "{text}");
+    assert!(!text.contains(reg.data_dir().to_str().unwrap()), "{text}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    assert!(worst < Duration::from_secs(1), "/ping took {worst:?} during a pinned load");
+    // Asked again: refused at once, without another load.
+    let t = Instant::now();
+    let r = c.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    let metrics = c.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(metric(&metrics, "regserve_model_loads_total{model=\"iris\",outcome=\"failure\"}"), 1.0);
+}

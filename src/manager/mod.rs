@@ -320,7 +320,14 @@ struct Inner {
     cache: ModelCache,
     /// Admission of pinned-version loads ([`PINNED_LOADS`] at a time).
     pinned_loads: tokio::sync::Semaphore,
+    /// Pinned versions whose load failed recently, with the public reason: asked again within
+    /// [`PINNED_FAILURE_TTL`], they are refused without loading (a version that loops until
+    /// its deadline must not keep cores busy at every request).
+    failed_pins: moka::future::Cache<CacheKey, String>,
 }
+
+/// How long a pinned version that failed to load is refused without trying again.
+const PINNED_FAILURE_TTL: Duration = Duration::from_secs(60);
 
 /// Handle on the served models. Cheap to clone; the watcher tasks stop once every handle is
 /// dropped.
@@ -353,8 +360,17 @@ impl ModelManager {
             .time_to_idle(options.model_cache_idle)
             .build();
         let pinned_loads = tokio::sync::Semaphore::new(PINNED_LOADS);
-        let inner =
-            Arc::new(Inner { draining: Default::default(), slots, default, source, options, cache, pinned_loads });
+        let failed_pins = moka::future::Cache::builder().max_capacity(1024).time_to_live(PINNED_FAILURE_TTL).build();
+        let inner = Arc::new(Inner {
+            draining: Default::default(),
+            slots,
+            default,
+            source,
+            options,
+            cache,
+            pinned_loads,
+            failed_pins,
+        });
         for slot in &inner.slots {
             tokio::spawn(watch(Arc::downgrade(&inner), slot.clone()));
         }
@@ -426,12 +442,25 @@ impl ModelManager {
         if v.status != VersionStatus::Ready {
             return Err(PinError::NotReady { name: name.to_string(), version, status: v.status.as_str() });
         }
+        let key = CacheKey::of(&v);
+        if let Some(model) = self.inner.cache.get(&key).await {
+            return Ok(model);
+        }
+        if let Some(why) = self.inner.failed_pins.get(&key).await {
+            return Err(PinError::Load(why));
+        }
         // A few loads at a time: each builds sessions and threads before the cache can weigh it.
         let _permit = self.inner.pinned_loads.acquire().await.map_err(|_| PinError::ShuttingDown)?;
-        let model = load_cached(&self.inner, &v).await.map_err(|e| {
-            tracing::warn!(model = name, version, error = %e.detail, "pinned version failed to load");
-            PinError::Load(e.public)
-        })?;
+        let model = match load_cached(&self.inner, &v).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(model = name, version, error = %e.detail, "pinned version failed to load");
+                if e.model_failed {
+                    self.inner.failed_pins.insert(key, e.public.clone()).await;
+                }
+                return Err(PinError::Load(e.public));
+            }
+        };
         // Apply evictions now rather than at some later cache access.
         self.inner.cache.run_pending_tasks().await;
         Ok(model)
