@@ -378,12 +378,6 @@ impl ModelManager {
         ModelManager { inner }
     }
 
-    /// Versions in the loaded-model cache now (after pending evictions).
-    pub async fn cached_versions(&self) -> u64 {
-        self.inner.cache.run_pending_tasks().await;
-        self.inner.cache.entry_count()
-    }
-
     pub fn slots(&self) -> &[Arc<Slot>] {
         &self.inner.slots
     }
