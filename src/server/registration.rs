@@ -381,13 +381,27 @@ pub fn spawn_test_load(st: RegistryState, name: String, version: u64, path: Path
     })
 }
 
-/// Marks the `status_message` of a version whose test load was resumed after a restart.
+/// Marks the `status_message` of a version whose test load was resumed after a restart,
+/// followed by ` (attempt N)`.
 const RESUMED: &str = "test load resumed after a restart";
 
+/// Resumed test loads a version gets before it is failed without loading it.
+const RESUME_ATTEMPTS: u32 = 3;
+
+/// How many times the test load of a pending version was resumed already (from its mark).
+fn resumed_attempts(status_message: &str) -> u32 {
+    status_message
+        .strip_prefix(RESUMED)
+        .and_then(|rest| rest.trim().strip_prefix("(attempt ")?.strip_suffix(')')?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Test-load again every version left `PENDING_REGISTRATION` (the server stopped during its
-/// test load), so none stays pending forever — once: the version is marked first, and one
-/// still pending and marked at the next start (its test load stopped the server again, or was
-/// killed) is set FAILED_REGISTRATION without loading it, so it cannot be a poison pill.
+/// test load), so none stays pending forever. Each test load has the `--load-timeout`
+/// deadline, so a model that loops settles FAILED_REGISTRATION at its first resumed load. A
+/// version is marked with its attempt before each resumed load; one whose test load was cut
+/// short by a stop [`RESUME_ATTEMPTS`] times in a row (say it crashes the process) is set
+/// FAILED_REGISTRATION without loading it, so it cannot be a poison pill.
 pub async fn resume_pending(st: &RegistryState) -> Result<usize, ApiError> {
     let store = st.store.clone();
     let pending = blocking(move || {
@@ -406,11 +420,13 @@ pub async fn resume_pending(st: &RegistryState) -> Result<usize, ApiError> {
     let n = pending.len();
     for v in pending {
         let location = v.download_location();
-        if v.status_message.starts_with(RESUMED) {
+        let attempts = resumed_attempts(&v.status_message);
+        if attempts >= RESUME_ATTEMPTS {
             let store = st.store.clone();
-            let msg =
-                "the model failed its test load: the server stopped twice while test-loading it; not trying again"
-                    .to_string();
+            let msg = format!(
+                "the model failed its test load: the server stopped during it {} times; not trying again",
+                attempts + 1
+            );
             tracing::warn!(model = %v.name, version = v.version, "{msg}");
             blocking(move || {
                 Ok(store.set_version_status(&v.name, v.version, VersionStatus::FailedRegistration, &msg)?)
@@ -422,8 +438,9 @@ pub async fn resume_pending(st: &RegistryState) -> Result<usize, ApiError> {
             Ok(path) => {
                 let store = st.store.clone();
                 let (name, version) = (v.name.clone(), v.version);
+                let mark = format!("{RESUMED} (attempt {})", attempts + 1);
                 blocking(move || {
-                    Ok(store.set_version_status(&name, version, VersionStatus::PendingRegistration, RESUMED)?)
+                    Ok(store.set_version_status(&name, version, VersionStatus::PendingRegistration, &mark)?)
                 })
                 .await?;
                 spawn_test_load(st.clone(), v.name.clone(), v.version, path);
@@ -453,6 +470,14 @@ mod tests {
             assert!(check_relative_paths(bad).is_err(), "{bad}");
         }
         assert!(check_relative_paths("s3://b/x/y").is_ok());
+    }
+
+    #[test]
+    fn resumed_attempts_are_read_from_the_mark() {
+        assert_eq!(resumed_attempts(""), 0);
+        assert_eq!(resumed_attempts("not test-loaded: x"), 0);
+        assert_eq!(resumed_attempts(&format!("{RESUMED} (attempt 2)")), 2);
+        assert_eq!(resumed_attempts(RESUMED), 0);
     }
 
     #[test]
