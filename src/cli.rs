@@ -7,13 +7,13 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 
 use crate::artifact::ArtifactRoot;
-use crate::config::{AliasCommand, GlobalArgs, InputFormat, ModelsCommand, PredictArgs, ServeArgs};
+use crate::config::{AliasCommand, GlobalArgs, InputFormat, ModelsCommand, PinnedVersions, PredictArgs, ServeArgs};
 use crate::manager::client::RegistryClient;
 use crate::manager::register::Registration;
-use crate::manager::{ManagerOptions, ModelManager};
+use crate::manager::{ManagerOptions, ModelManager, PinnedPolicy};
 use crate::registry::types::format_utc_ms;
 use crate::registry::{ModelVersion, RegisteredModel, Store, Tag};
-use crate::runtime::{init_runtime, payload, LoadedModel};
+use crate::runtime::{init_runtime, payload, LoadedModel, RuntimeOptions};
 use crate::server::{self, ScoringState};
 
 fn open_store(global: &GlobalArgs) -> Result<(Arc<Store>, ArtifactRoot)> {
@@ -40,10 +40,17 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
             .with_context(|| format!("binding {} (--host/--port)", args.addr()))?;
         let local = listener.local_addr()?;
         let options = ManagerOptions {
-            runtime: args.runtime.options(),
+            runtime: RuntimeOptions { load_timeout: global.load_timeout, ..args.runtime.options() },
             ort_lib: global.ort_lib.clone(),
             poll_interval: args.poll_interval,
             model_cache_bytes: args.model_cache_size,
+            model_cache_versions: args.model_cache_versions,
+            model_cache_threads: args.model_cache_threads,
+            model_cache_idle: args.model_cache_idle,
+            pinned: match args.pinned_versions {
+                PinnedVersions::InService => PinnedPolicy::InService,
+                PinnedVersions::Any => PinnedPolicy::Any,
+            },
         };
         tracing::info!(registry = %source.describe(), models = ?args.models.iter().map(|m| m.to_string()).collect::<Vec<_>>(), sessions = options.runtime.sessions, "starting");
         let manager = ModelManager::start(args.models.clone(), default, source, options);
@@ -71,8 +78,17 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         tracing::info!("listening on http://{local}");
         server::serve(listener, app, args.http.limits(), shutdown).await.context("serving HTTP")?;
         tracing::info!("stopped");
-        Ok(())
-    })
+        Ok::<(), anyhow::Error>(())
+    })?;
+    stop_runtime(runtime);
+    Ok(())
+}
+
+/// Drop the async runtime without waiting on blocking work still running past shutdown (a
+/// model load is told to stop, but building sessions cannot be interrupted): the grace
+/// period is over, so the process exits.
+fn stop_runtime(runtime: tokio::runtime::Runtime) {
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
 }
 
 /// `regserve server`: the MLflow-compatible registry server over the same store and artifact
@@ -87,7 +103,8 @@ pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()
     if let Err(e) = init_runtime(global.ort_lib.as_deref()) {
         tracing::warn!(error = %e, "ONNX Runtime is not available: new model versions will fail their test load");
     }
-    let state = server::RegistryState::new(store, artifacts, global.ort_lib.clone());
+    let mut state = server::RegistryState::new(store, artifacts, global.ort_lib.clone());
+    state.load_timeout = global.load_timeout;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async move {
@@ -111,8 +128,15 @@ pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()
         app =
             app.layer(axum::middleware::from_fn_with_state(Arc::new(args.http.allowed_hosts()), server::origin::guard));
         tracing::info!("listening on http://{local}");
-        server::serve(listener, app, args.http.limits(), server::shutdown_signal()).await.context("serving HTTP")
-    })
+        let shutdown = async {
+            server::shutdown_signal().await;
+            // Test loads still running stop now; their versions stay pending for the next start.
+            crate::runtime::cancel_loads();
+        };
+        server::serve(listener, app, args.http.limits(), shutdown).await.context("serving HTTP")
+    })?;
+    stop_runtime(runtime);
+    Ok(())
 }
 
 /// The registry `models` and `predict` talk to: `--registry-uri`, else MLFLOW_REGISTRY_URI,
@@ -143,7 +167,7 @@ pub fn predict(global: &GlobalArgs, args: PredictArgs) -> Result<()> {
             payload::Request { payload: payload::Payload::Frame(payload::parse_csv(&body)?), params: None }
         }
     };
-    let options = crate::runtime::RuntimeOptions::single();
+    let options = RuntimeOptions { load_timeout: global.load_timeout, ..RuntimeOptions::single() };
     let model = LoadedModel::load(&path, &options, global.ort_lib.as_deref())
         .with_context(|| format!("loading version {} of '{}'", version.version, version.name))?;
     let out = model.predict_blocking(&request.payload)?;
@@ -166,6 +190,7 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
                 archive_existing,
                 alias,
                 run_id: String::new(),
+                load_timeout: Some(global.load_timeout),
             };
             let v = client
                 .register(&path, &reg, global.ort_lib.as_deref())

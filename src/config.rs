@@ -37,6 +37,11 @@ pub struct GlobalArgs {
     /// is in code: clap's `env` takes one variable).
     #[arg(long, global = true)]
     pub registry_uri: Option<String>,
+    /// Deadline of every model load (sessions and the warm-up run on the serving input
+    /// example): test loads in `models register` and `server`, loads in `serve` and `predict`.
+    /// A warm-up still running then is stopped and the load fails (e.g. 60s, 500ms).
+    #[arg(long, env = "REGSERVE_LOAD_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration, global = true)]
+    pub load_timeout: Duration,
 }
 
 impl GlobalArgs {
@@ -114,6 +119,31 @@ pub struct ServeArgs {
     /// size × sessions; e.g. 2GiB).
     #[arg(long, env = "REGSERVE_MODEL_CACHE_SIZE", default_value = "2GiB", value_parser = parse_size_u64)]
     pub model_cache_size: u64,
+    /// Most versions kept loaded in that cache (the versions in service count too).
+    #[arg(long, env = "REGSERVE_MODEL_CACHE_VERSIONS", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    pub model_cache_versions: u64,
+    /// Most session threads held by the versions in that cache (sessions × intra-op threads each).
+    #[arg(long, env = "REGSERVE_MODEL_CACHE_THREADS", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub model_cache_threads: u64,
+    /// A cached version not used for this long is unloaded (its sessions and threads freed);
+    /// a version in service stays loaded by its slot.
+    #[arg(long, env = "REGSERVE_MODEL_CACHE_IDLE", default_value = "10m", value_parser = parse_positive_duration)]
+    pub model_cache_idle: Duration,
+    /// Which versions `/v2/models/{name}/versions/{v}/...` serves: `in-service` (only the
+    /// version in service for the served URI) or `any` (any READY version of a served model,
+    /// loaded on demand within the cache bounds above).
+    #[arg(long, env = "REGSERVE_PINNED_VERSIONS", value_enum, default_value = "in-service")]
+    pub pinned_versions: PinnedVersions,
+}
+
+/// `--pinned-versions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum PinnedVersions {
+    /// Only the version in service for each served URI.
+    #[default]
+    InService,
+    /// Any READY version of a served model.
+    Any,
 }
 
 /// HTTP limits and authentication, shared by `serve` and `server`.
@@ -189,6 +219,7 @@ impl RuntimeArgs {
             queue_capacity: self.queue_capacity.max(1),
             max_batch_size: self.max_batch_size.max(1),
             max_batch_delay: self.max_batch_delay,
+            load_timeout: d.load_timeout,
         }
     }
 }
@@ -366,6 +397,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// A [`parse_duration`] that must be more than zero.
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("'{s}' must be more than zero"));
+    }
+    Ok(d)
+}
+
 pub fn parse_size_u64(s: &str) -> Result<u64, String> {
     parse_size(s).map(|n| n as u64)
 }
@@ -425,5 +465,35 @@ mod tests {
         assert_eq!(args.addr().to_string(), "127.0.0.1:0");
         let err = Cli::try_parse_from(["regserve", "serve", "-m", "models:/a"]).unwrap_err().to_string();
         assert!(err.contains("Accepted forms"), "{err}");
+    }
+
+    #[test]
+    fn load_and_pinning_limits_parse_and_default_safely() {
+        let cli = Cli::try_parse_from(["regserve", "serve", "-m", "models:/a/1"]).unwrap();
+        assert_eq!(cli.global.load_timeout, Duration::from_secs(60));
+        let Command::Serve(args) = cli.command else { panic!() };
+        assert_eq!(args.pinned_versions, PinnedVersions::InService);
+        assert_eq!((args.model_cache_versions, args.model_cache_threads), (16, 64));
+        let cli = Cli::try_parse_from([
+            "regserve",
+            "serve",
+            "-m",
+            "models:/a/1",
+            "--load-timeout",
+            "5s",
+            "--pinned-versions",
+            "any",
+            "--model-cache-idle",
+            "30s",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.load_timeout, Duration::from_secs(5));
+        let Command::Serve(args) = cli.command else { panic!() };
+        assert_eq!((args.pinned_versions, args.model_cache_idle), (PinnedVersions::Any, Duration::from_secs(30)));
+        for bad in [&["--load-timeout", "0s"][..], &["--model-cache-versions", "0"], &["--pinned-versions", "all"]] {
+            let mut argv = vec!["regserve", "serve", "-m", "models:/a/1"];
+            argv.extend_from_slice(bad);
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
     }
 }

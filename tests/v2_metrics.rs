@@ -25,7 +25,7 @@ async fn open_inference_protocol_metadata_infer_and_errors() {
     let reg = Registry::new();
     reg.register("iris-v1", "iris", &["--stage", "Production"]);
     reg.register("iris-v2", "iris", &[]);
-    let server = reg.spawn(&["serve", "-m", "models:/iris/Production"]);
+    let server = reg.spawn(&["serve", "-m", "models:/iris/Production", "--pinned-versions", "any"]);
     server.wait_ready("/v2/health/ready", Duration::from_secs(30)).await;
     let c = reqwest::Client::new();
     let get = |p: &str| c.get(server.url(p)).send();

@@ -28,7 +28,7 @@ use crate::registry::rest::{
     RestRegistry, Upload,
 };
 use crate::registry::{validate_model_name, ModelVersion, RegisteredModel, RegistryError, Stage, Store, VersionStatus};
-use crate::runtime::{LoadedModel, RuntimeOptions};
+use crate::runtime::LoadedModel;
 use crate::uri::ModelUri;
 
 /// The experiment new logged models go to (MLflow's variable); default `0`, "Default".
@@ -372,7 +372,7 @@ fn prepare_upload(path: &Path, reg: &Registration, ort_lib: Option<&Path>) -> Re
     }
     let meta =
         std::fs::metadata(path).map_err(|_| RegisterError::Fetch(FetchError::NotFound(path.display().to_string())))?;
-    let model = LoadedModel::load(path, &RuntimeOptions::single(), ort_lib).map_err(RegisterError::Load)?;
+    let model = LoadedModel::load(path, &reg.test_load_options(), ort_lib).map_err(RegisterError::Load)?;
     let files = model.files.clone();
     drop(model);
     if meta.is_file() {

@@ -4,11 +4,18 @@
 //! requests finish on the old model, which is dropped with its last request. A failed load
 //! keeps the current version serving and is reported in the slot's status.
 //!
-//! Loaded versions are kept in a cache keyed by (name, version, location) within a memory
-//! budget, so a rollback swaps back without reloading and the Open Inference Protocol can pin
-//! a version that is no longer in service. A source that can tell when the registry changes
+//! Loaded versions are kept in a cache keyed by (name, version, location), bounded at once by
+//! file bytes, versions and session threads, and unloaded after an idle time, so a rollback
+//! swaps back without reloading. The Open Inference Protocol's `versions/{v}` serves the version
+//! in service, or — only with [`PinnedPolicy::Any`] — any READY version of a served model,
+//! loaded through that cache (a few loads at a time). A version whose load failed is not loaded
+//! again at every check: it backs off up to minutes. A source that can tell when the registry changes
 //! (the embedded SQLite file, through `notify`) wakes the watchers at once; polling stays as
 //! the fallback.
+//!
+//! Errors are kept twice: in full for the log and in-process callers ([`Slot::status`]), and
+//! as a short reason without paths, URLs or library messages for `/health` and the status
+//! page ([`Slot::public_status`]).
 //!
 //! Registration of new versions (copy, test-load, create) lives in [`register`]; the registry
 //! client behind the `models` and `predict` commands (embedded or remote) in [`client`].
@@ -21,13 +28,13 @@ pub mod source;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 
 use crate::metrics;
-use crate::registry::{ModelVersion, VersionStatus};
+use crate::registry::{ModelVersion, RegistryError, VersionStatus};
 use crate::runtime::{LoadedModel, RuntimeOptions};
 use crate::uri::ModelUri;
 pub use remote::{source_from_uri, RemoteSource};
@@ -42,6 +49,15 @@ pub struct ManagerOptions {
     pub poll_interval: Duration,
     /// Memory budget of the loaded-model cache, in bytes (model file size × sessions).
     pub model_cache_bytes: u64,
+    /// Most versions in the loaded-model cache.
+    pub model_cache_versions: u64,
+    /// Most session threads held by the versions in the loaded-model cache.
+    pub model_cache_threads: u64,
+    /// A cached version unused for this long is dropped (its sessions and threads with it,
+    /// once no request and no slot holds it).
+    pub model_cache_idle: Duration,
+    /// Which versions [`ModelManager::pinned`] serves.
+    pub pinned: PinnedPolicy,
 }
 
 impl Default for ManagerOptions {
@@ -51,8 +67,42 @@ impl Default for ManagerOptions {
             ort_lib: None,
             poll_interval: Duration::from_secs(5),
             model_cache_bytes: 2 << 30,
+            model_cache_versions: 16,
+            model_cache_threads: 64,
+            model_cache_idle: Duration::from_secs(600),
+            pinned: PinnedPolicy::InService,
         }
     }
+}
+
+/// Which versions a request may pin (`/v2/models/{name}/versions/{v}/...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PinnedPolicy {
+    /// Only the version in service for the served URI: nothing else is ever loaded for a
+    /// request.
+    #[default]
+    InService,
+    /// Any READY version of a served model, loaded on demand within the cache's bounds.
+    Any,
+}
+
+/// Pinned versions loading at once (each builds its sessions and threads).
+const PINNED_LOADS: usize = 2;
+
+/// Weight units of the whole cache: an entry weighs its largest share of the three bounds.
+const CACHE_UNITS: u64 = 1 << 20;
+
+/// An entry's weight: the largest of its shares of the byte, thread and version budgets, so
+/// that the sum of weights staying within [`CACHE_UNITS`] keeps each of the three sums within
+/// its own bound. Clamped to the whole cache, so any one version can still be cached alone.
+fn cache_weight(bytes: u64, threads: u64, budget: (u64, u64, u64)) -> u32 {
+    let share = |x: u64, of: u64| -> u64 {
+        let of = u128::from(of.max(1));
+        ((u128::from(x) * u128::from(CACHE_UNITS)).div_ceil(of)).min(u128::from(CACHE_UNITS)) as u64
+    };
+    let (b, t, n) = budget;
+    let w = share(bytes, b).max(share(threads.max(1), t)).max(share(1, n)).max(1);
+    u32::try_from(w).unwrap_or(u32::MAX)
 }
 
 /// A loaded version is the same model wherever it is served from: same name, number and files.
@@ -196,14 +246,40 @@ pub struct Slot {
     pub uri: ModelUri,
     active: ArcSwapOption<Active>,
     status: Mutex<SlotStatus>,
+    /// The short form of `status.last_error`, for unauthenticated readers.
+    public_error: Mutex<Option<String>>,
+    /// The last version that failed to load, and when it may be tried again.
+    failed: Mutex<Option<Failed>>,
     /// Updated by the scoring handlers.
     pub stats: SlotStats,
+}
+
+/// A version whose load failed: not loaded again before `retry_at`.
+struct Failed {
+    key: CacheKey,
+    error: CheckError,
+    attempts: u32,
+    retry_at: Instant,
+}
+
+/// How long a version that failed to load `attempts` times waits before the next try:
+/// 5 s, 10 s, 20 s, ... up to 5 minutes (a model that loops until its deadline must not burn a
+/// core at every check).
+fn load_backoff(attempts: u32) -> Duration {
+    (Duration::from_secs(5) * (1u32 << attempts.saturating_sub(1).min(6))).min(Duration::from_secs(300))
 }
 
 impl Slot {
     fn new(uri: ModelUri) -> Slot {
         let status = SlotStatus { uri: uri.to_string(), name: uri.name.clone(), ..Default::default() };
-        Slot { uri, active: ArcSwapOption::empty(), status: Mutex::new(status), stats: SlotStats::default() }
+        Slot {
+            uri,
+            active: ArcSwapOption::empty(),
+            status: Mutex::new(status),
+            public_error: Mutex::new(None),
+            failed: Mutex::new(None),
+            stats: SlotStats::default(),
+        }
     }
 
     /// The version in service, if any. Clone it once per request.
@@ -211,9 +287,21 @@ impl Slot {
         self.active.load_full()
     }
 
+    /// The slot's status with errors in full (they may name local paths and registry URLs):
+    /// for the log and in-process callers.
     pub fn status(&self) -> SlotStatus {
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
         status.requests = self.stats.snapshot();
+        status
+    }
+
+    /// The slot's status for anyone who asks (`/health`, the status page): `last_error` is a
+    /// short reason without local paths, URLs or library messages; the full error is logged.
+    pub fn public_status(&self) -> SlotStatus {
+        let mut status = self.status();
+        if status.last_error.is_some() {
+            status.last_error = self.public_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        }
         status
     }
 
@@ -230,7 +318,16 @@ struct Inner {
     source: Arc<dyn ModelSource>,
     options: ManagerOptions,
     cache: ModelCache,
+    /// Admission of pinned-version loads ([`PINNED_LOADS`] at a time).
+    pinned_loads: tokio::sync::Semaphore,
+    /// Pinned versions whose load failed recently, with the public reason: asked again within
+    /// [`PINNED_FAILURE_TTL`], they are refused without loading (a version that loops until
+    /// its deadline must not keep cores busy at every request).
+    failed_pins: moka::future::Cache<CacheKey, String>,
 }
+
+/// How long a pinned version that failed to load is refused without trying again.
+const PINNED_FAILURE_TTL: Duration = Duration::from_secs(60);
 
 /// Handle on the served models. Cheap to clone; the watcher tasks stop once every handle is
 /// dropped.
@@ -253,17 +350,31 @@ impl ModelManager {
         options: ManagerOptions,
     ) -> ModelManager {
         let slots: Vec<Arc<Slot>> = uris.into_iter().map(|u| Arc::new(Slot::new(u))).collect();
+        let budget = (options.model_cache_bytes, options.model_cache_threads, options.model_cache_versions);
         let cache = ModelCache::builder()
-            .max_capacity(options.model_cache_bytes.max(1))
-            .weigher(|_, m: &Arc<LoadedModel>| {
-                let bytes = std::fs::metadata(&m.files.onnx).map(|md| md.len()).unwrap_or(1 << 20);
-                u32::try_from(bytes.saturating_mul(m.sessions() as u64)).unwrap_or(u32::MAX)
+            .max_capacity(CACHE_UNITS)
+            .weigher(move |_, m: &Arc<LoadedModel>| {
+                let bytes = m.file_bytes.max(1).saturating_mul(m.sessions() as u64);
+                cache_weight(bytes, m.threads() as u64, budget)
             })
+            .time_to_idle(options.model_cache_idle)
             .build();
-        let inner = Arc::new(Inner { draining: Default::default(), slots, default, source, options, cache });
+        let pinned_loads = tokio::sync::Semaphore::new(PINNED_LOADS);
+        let failed_pins = moka::future::Cache::builder().max_capacity(1024).time_to_live(PINNED_FAILURE_TTL).build();
+        let inner = Arc::new(Inner {
+            draining: Default::default(),
+            slots,
+            default,
+            source,
+            options,
+            cache,
+            pinned_loads,
+            failed_pins,
+        });
         for slot in &inner.slots {
             tokio::spawn(watch(Arc::downgrade(&inner), slot.clone()));
         }
+        tokio::spawn(housekeeping(Arc::downgrade(&inner)));
         ModelManager { inner }
     }
 
@@ -285,30 +396,68 @@ impl ModelManager {
         !self.is_draining() && self.inner.slots.iter().all(|s| s.active().is_some())
     }
 
-    /// Begin shutdown: readiness answers 503 from now on; scoring goes on while connections drain.
+    /// Begin shutdown: readiness answers 503 from now on; scoring goes on while connections
+    /// drain. Loads still running (a version coming into service, a pinned one) are stopped,
+    /// so none keeps the process past its grace period.
     pub fn begin_drain(&self) {
         self.inner.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+        crate::runtime::cancel_loads();
     }
 
     pub fn is_draining(&self) -> bool {
         self.inner.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Where the models come from, for anyone who asks (`/health`, the status page): no local
+    /// paths, no credentials. The log has the full description.
     pub fn source_description(&self) -> String {
-        self.inner.source.describe()
+        self.inner.source.public_description()
     }
 
-    /// A specific version of a served model: the one in service, or loaded through the cache.
+    /// A specific version of a served model: the one in service; with [`PinnedPolicy::Any`],
+    /// any READY version, loaded through the cache.
     pub async fn pinned(&self, name: &str, version: u64) -> Result<Arc<LoadedModel>, PinError> {
         let slot = self.slot(name).ok_or_else(|| PinError::NotServed(name.to_string()))?;
-        if let Some(active) = slot.active() {
+        let active = slot.active();
+        if let Some(active) = &active {
             if active.version.version == version {
                 return Ok(active.model.clone());
             }
         }
+        if self.inner.options.pinned == PinnedPolicy::InService {
+            return Err(PinError::NotInService {
+                name: name.to_string(),
+                version,
+                in_service: active.map(|a| a.version.version),
+            });
+        }
         let uri = ModelUri::new(name, crate::uri::Selector::Version(version));
         let v = self.inner.source.resolve(&uri).await.map_err(PinError::Source)?;
-        load_cached(&self.inner, &v).await.map_err(PinError::Load)
+        if v.status != VersionStatus::Ready {
+            return Err(PinError::NotReady { name: name.to_string(), version, status: v.status.as_str() });
+        }
+        let key = CacheKey::of(&v);
+        if let Some(model) = self.inner.cache.get(&key).await {
+            return Ok(model);
+        }
+        if let Some(why) = self.inner.failed_pins.get(&key).await {
+            return Err(PinError::Load(why));
+        }
+        // A few loads at a time: each builds sessions and threads before the cache can weigh it.
+        let _permit = self.inner.pinned_loads.acquire().await.map_err(|_| PinError::ShuttingDown)?;
+        let model = match load_cached(&self.inner, &v).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(model = name, version, error = %e.detail, "pinned version failed to load");
+                if e.model_failed {
+                    self.inner.failed_pins.insert(key, e.public.clone()).await;
+                }
+                return Err(PinError::Load(e.public));
+            }
+        };
+        // Apply evictions now rather than at some later cache access.
+        self.inner.cache.run_pending_tasks().await;
+        Ok(model)
     }
 }
 
@@ -317,14 +466,56 @@ impl ModelManager {
 pub enum PinError {
     #[error("model '{0}' is not served here")]
     NotServed(String),
+    #[error("version {version} of model '{name}' is not in service here{}; this server serves pinned versions only while they are in service (--pinned-versions in-service)", in_service.map(|v| format!(" (version {v} is)")).unwrap_or_default())]
+    NotInService { name: String, version: u64, in_service: Option<u64> },
+    #[error("version {version} of model '{name}' is {status}; only READY versions are served")]
+    NotReady { name: String, version: u64, status: &'static str },
     #[error(transparent)]
     Source(SourceError),
     #[error("{0}")]
     Load(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// Why a check or load failed: in full (log, in-process status) and as a short reason for
+/// unauthenticated readers.
+#[derive(Debug, Clone)]
+pub struct CheckError {
+    pub detail: String,
+    pub public: String,
+    /// The model itself failed to load (not the registry or the download): retried with backoff.
+    pub model_failed: bool,
+}
+
+impl CheckError {
+    fn source(e: &SourceError) -> CheckError {
+        CheckError { detail: e.to_string(), public: source_public_reason(e), model_failed: false }
+    }
+}
+
+/// A short reason for a source error, without paths or URLs. "Not found" keeps the registry's
+/// message (it names the model, version, stage or alias asked for), cut to one short line.
+pub fn source_public_reason(e: &SourceError) -> String {
+    match e {
+        SourceError::Registry(RegistryError::NotFound(m)) => {
+            let line = m.lines().next().unwrap_or_default();
+            match line.char_indices().nth(200) {
+                Some((i, _)) => format!("{}…", &line[..i]),
+                None => line.to_string(),
+            }
+        }
+        SourceError::Registry(RegistryError::Unavailable(_)) => {
+            "the registry could not be reached, or refused the request".into()
+        }
+        SourceError::Registry(_) => "the registry failed to answer".into(),
+        SourceError::Fetch(_) => "the version's files could not be fetched".into(),
+        SourceError::Join(_) => "internal error".into(),
+    }
 }
 
 /// Load a version, or take it from the cache (concurrent callers share one load).
-async fn load_cached(inner: &Inner, version: &ModelVersion) -> Result<Arc<LoadedModel>, String> {
+async fn load_cached(inner: &Inner, version: &ModelVersion) -> Result<Arc<LoadedModel>, CheckError> {
     let key = CacheKey::of(version);
     let source = inner.source.clone();
     let (runtime, ort_lib) = (inner.options.runtime.clone(), inner.options.ort_lib.clone());
@@ -333,22 +524,48 @@ async fn load_cached(inner: &Inner, version: &ModelVersion) -> Result<Arc<Loaded
     inner
         .cache
         .try_get_with(key, async move {
-            let path = source.fetch(&v).await.map_err(|e| e.to_string())?;
+            let path = source.fetch(&v).await.map_err(|e| {
+                let mut e = CheckError::source(&e);
+                e.public = format!("version {} of '{}': {}", v.version, v.name, e.public);
+                e
+            })?;
             let batch_sizes = metrics::metrics().batch_size.get_or_create(&labels).clone();
             let loaded = tokio::task::spawn_blocking(move || {
                 LoadedModel::load_observed(&path, &runtime, ort_lib.as_deref(), Some(batch_sizes))
             })
             .await
-            .map_err(|e| format!("model load task failed: {e}"))?;
+            .map_err(|e| CheckError {
+                detail: format!("model load task failed: {e}"),
+                public: "internal error".into(),
+                model_failed: true,
+            })?;
             let outcome = if loaded.is_ok() { "success" } else { "failure" };
             metrics::metrics()
                 .loads
                 .get_or_create(&metrics::LoadLabels { model: v.name.clone(), outcome: outcome.into() })
                 .inc();
-            loaded.map(Arc::new).map_err(|e| format!("version {} failed to load: {e}", v.version))
+            loaded.map(Arc::new).map_err(|e| CheckError {
+                detail: format!("version {} failed to load: {e}", v.version),
+                public: format!("version {} of '{}' failed to load: {}", v.version, v.name, e.public_reason()),
+                model_failed: !matches!(e, crate::runtime::RuntimeError::Cancelled),
+            })
         })
         .await
-        .map_err(|e: Arc<String>| e.as_ref().clone())
+        .map_err(|e: Arc<CheckError>| e.as_ref().clone())
+}
+
+/// Apply the cache's evictions (idle versions, bounds) regularly: the cache does this work
+/// only when it is used, and an idle server should still let go of idle versions.
+async fn housekeeping(inner: Weak<Inner>) {
+    let tick = inner
+        .upgrade()
+        .map(|i| (i.options.model_cache_idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30)))
+        .unwrap_or_default();
+    loop {
+        tokio::time::sleep(tick).await;
+        let Some(strong) = inner.upgrade() else { return };
+        strong.cache.run_pending_tasks().await;
+    }
 }
 
 /// Follow one URI: load the version it selects, and again whenever that changes.
@@ -371,10 +588,11 @@ async fn watch(inner: Weak<Inner>, slot: Arc<Slot>) {
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
-                tracing::warn!(uri = %slot.uri, error = %e, "model check failed; keeping the current version");
+                tracing::warn!(uri = %slot.uri, error = %e.detail, "model check failed; keeping the current version");
+                *slot.public_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.public);
                 slot.update_status(|s| {
                     s.last_check_ms = Some(ms(now));
-                    s.last_error = Some(e);
+                    s.last_error = Some(e.detail);
                 });
             }
         }
@@ -409,8 +627,8 @@ async fn watch(inner: Weak<Inner>, slot: Arc<Slot>) {
     }
 }
 
-async fn check_once(inner: &Inner, slot: &Slot) -> Result<(), String> {
-    let version = inner.source.resolve(&slot.uri).await.map_err(|e| e.to_string())?;
+async fn check_once(inner: &Inner, slot: &Slot) -> Result<(), CheckError> {
+    let version = inner.source.resolve(&slot.uri).await.map_err(|e| CheckError::source(&e))?;
     let current = slot.active();
     // Only READY versions are ever loaded: one still being registered is waited for, a failed
     // one is reported (remote registries resolve by stage without looking at the status).
@@ -420,20 +638,43 @@ async fn check_once(inner: &Inner, slot: &Slot) -> Result<(), String> {
         status => {
             let why =
                 if version.status_message.is_empty() { String::new() } else { format!(": {}", version.status_message) };
-            return Err(format!(
-                "version {} of '{}' is {}{why}; not loading it",
-                version.version,
-                version.name,
-                status.as_str()
-            ));
+            let what = format!("version {} of '{}' is {}", version.version, version.name, status.as_str());
+            return Err(CheckError {
+                detail: format!("{what}{why}; not loading it"),
+                public: format!("{what}; not loading it"),
+                model_failed: false,
+            });
         }
     }
+    let key = CacheKey::of(&version);
     if let Some(active) = &current {
-        if CacheKey::of(&active.version) == CacheKey::of(&version) {
+        if CacheKey::of(&active.version) == key {
             return Ok(());
         }
     }
-    let model = load_cached(inner, &version).await?;
+    // The same version failed to load recently: say so again without loading it.
+    if let Some(f) = slot.failed.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if f.key == key && Instant::now() < f.retry_at {
+            return Err(f.error.clone());
+        }
+    }
+    let model = match load_cached(inner, &version).await {
+        Ok(m) => m,
+        Err(e) => {
+            if e.model_failed {
+                let mut failed = slot.failed.lock().unwrap_or_else(|p| p.into_inner());
+                let attempts = match failed.as_ref() {
+                    Some(f) if f.key == key => f.attempts.saturating_add(1),
+                    _ => 1,
+                };
+                let wait = load_backoff(attempts);
+                tracing::info!(uri = %slot.uri, version = version.version, attempts, retry_in = ?wait, "not loading this version again before the retry time");
+                *failed = Some(Failed { key, error: e.clone(), attempts, retry_at: Instant::now() + wait });
+            }
+            return Err(e);
+        }
+    };
+    *slot.failed.lock().unwrap_or_else(|p| p.into_inner()) = None;
     if let Some(active) = &current {
         let (old, new) = (&active.model.schema, &model.schema);
         if old.inputs != new.inputs || old.binding != new.binding {
@@ -477,6 +718,36 @@ async fn check_once(inner: &Inner, slot: &Slot) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_weight_keeps_every_bound() {
+        // 1 GiB, 64 threads, 16 versions.
+        let budget = (1 << 30, 64, 16);
+        let fits = |bytes: u64, threads: u64| CACHE_UNITS / u64::from(cache_weight(bytes, threads, budget));
+        assert_eq!(fits(1, 1), 16, "tiny versions: the version bound");
+        assert_eq!(fits(1, 8), 8, "8 threads each: 64 threads");
+        assert_eq!(fits(256 << 20, 1), 4, "256 MiB each: 1 GiB");
+        assert_eq!(fits(8 << 30, 1), 1, "larger than the budget: still cached alone");
+        assert_eq!(cache_weight(u64::MAX, u64::MAX, budget), CACHE_UNITS as u32);
+    }
+
+    #[test]
+    fn failed_loads_back_off_up_to_five_minutes() {
+        let waits: Vec<u64> = (1..=9).map(|n| load_backoff(n).as_secs()).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+    }
+
+    #[test]
+    fn public_reasons_name_no_paths_or_urls() {
+        let fetch = SourceError::Fetch(crate::artifact::FetchError::NotFound("/srv/data/artifacts/x".into()));
+        let remote = SourceError::Registry(RegistryError::Unavailable("GET http://u:p@h/api: 503".into()));
+        for e in [fetch, remote] {
+            let r = source_public_reason(&e);
+            assert!(!r.contains('/'), "{r}");
+        }
+        let missing = SourceError::Registry(RegistryError::model_not_found("iris"));
+        assert_eq!(source_public_reason(&missing), "Registered Model with name=iris not found");
+    }
 
     #[test]
     fn slot_stats_count_statuses_and_keep_recent_latencies() {

@@ -15,8 +15,16 @@ pub enum RegisterError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    /// Not `#[from]`: the message already holds the runtime's error, which must not be
+    /// printed twice as a cause.
     #[error("the model failed its test load, so no version was created: {0}")]
-    Load(#[from] RuntimeError),
+    Load(RuntimeError),
+}
+
+impl From<RuntimeError> for RegisterError {
+    fn from(e: RuntimeError) -> Self {
+        RegisterError::Load(e)
+    }
 }
 
 /// What to register.
@@ -29,6 +37,18 @@ pub struct Registration {
     pub archive_existing: bool,
     pub alias: Option<String>,
     pub run_id: String,
+    /// Deadline of the test load (`None`: [`crate::runtime::DEFAULT_LOAD_TIMEOUT`]).
+    pub load_timeout: Option<std::time::Duration>,
+}
+
+impl Registration {
+    /// The runtime options of a test load: one small session, within the load deadline.
+    pub fn test_load_options(&self) -> RuntimeOptions {
+        RuntimeOptions {
+            load_timeout: self.load_timeout.unwrap_or(crate::runtime::DEFAULT_LOAD_TIMEOUT),
+            ..RuntimeOptions::single()
+        }
+    }
 }
 
 /// Register `path` (a `.onnx` file or an MLflow model directory) as the next version of
@@ -55,7 +75,7 @@ pub fn register(
         e
     };
     // One small session is enough to prove the copy loads and scores its example.
-    let options = RuntimeOptions::single();
+    let options = reg.test_load_options();
     LoadedModel::load(&local, &options, ort_lib).map_err(|e| cleanup(e.into()))?;
 
     let created_model = match store.create_registered_model(&reg.name, reg.description.as_deref().unwrap_or(""), &[]) {

@@ -66,6 +66,15 @@ impl ModelSource for RemoteSource {
     fn describe(&self) -> String {
         self.registry.base_url().as_str().trim_end_matches('/').to_string()
     }
+
+    fn public_description(&self) -> String {
+        let mut url = self.registry.base_url().clone();
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        url.set_query(None);
+        url.set_fragment(None);
+        url.as_str().trim_end_matches('/').to_string()
+    }
 }
 
 /// Where the registry is.
@@ -293,5 +302,8 @@ mod tests {
         let location = RegistryLocation::Rest { url: "http://user:pw@127.0.0.1:9/prefix/".into() };
         let s = open_source(&location, "--registry-uri", tmp.path(), HttpSettings::default()).unwrap();
         assert_eq!(s.describe(), "http://127.0.0.1:9/prefix");
+        assert_eq!(s.public_description(), "http://127.0.0.1:9/prefix");
+        let embedded = source_from_uri(Some(&format!("sqlite:///{}", db.display())), tmp.path()).unwrap();
+        assert!(!embedded.public_description().contains(tmp.path().to_str().unwrap()), "no local paths");
     }
 }

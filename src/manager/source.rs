@@ -26,8 +26,13 @@ pub trait ModelSource: Send + Sync + 'static {
     async fn resolve(&self, uri: &ModelUri) -> Result<ModelVersion, SourceError>;
     /// A local directory or file holding the version's model.
     async fn fetch(&self, version: &ModelVersion) -> Result<PathBuf, SourceError>;
-    /// A short description for logs and `/health` (e.g. the database path).
+    /// A short description for logs (e.g. the database path).
     fn describe(&self) -> String;
+    /// A description anyone may read (`/health`, the status page): no local paths, no
+    /// credentials, no query strings.
+    fn public_description(&self) -> String {
+        "registry".into()
+    }
     /// A signal that ticks when the registry may have changed, for sources that can tell
     /// (watchers then re-resolve at once instead of waiting for the next poll).
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
@@ -119,5 +124,9 @@ impl ModelSource for EmbeddedSource {
             Some(p) => format!("sqlite:///{}", p.display()),
             None => "sqlite (in memory)".into(),
         }
+    }
+
+    fn public_description(&self) -> String {
+        "embedded SQLite registry".into()
     }
 }

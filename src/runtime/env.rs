@@ -24,7 +24,14 @@ pub struct RuntimeOptions {
     /// Dynamic batching: how long a worker waits for more requests to fill a batch
     /// (zero = take only what is already queued when a session frees up).
     pub max_batch_delay: std::time::Duration,
+    /// Deadline of a load: building the sessions and the warm-up run on the serving input
+    /// example. A warm-up still running then is terminated (ONNX Runtime's run options) and
+    /// the load fails with [`super::RuntimeError::Timeout`].
+    pub load_timeout: std::time::Duration,
 }
+
+/// Default of `--load-timeout`.
+pub const DEFAULT_LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl RuntimeOptions {
     /// One session, no batching: for test loads and one-off predictions.
@@ -41,6 +48,7 @@ impl Default for RuntimeOptions {
             queue_capacity: 1024,
             max_batch_size: 64,
             max_batch_delay: std::time::Duration::ZERO,
+            load_timeout: DEFAULT_LOAD_TIMEOUT,
         }
     }
 }

@@ -14,7 +14,8 @@ pub mod payload;
 pub mod pool;
 pub mod schema;
 
-pub use env::{init_runtime, RuntimeOptions};
+pub use env::{init_runtime, RuntimeOptions, DEFAULT_LOAD_TIMEOUT};
+pub use model::cancel_loads;
 pub use model::LoadedModel;
 pub use payload::Payload;
 
@@ -31,6 +32,27 @@ pub enum RuntimeError {
     Ort(String),
     #[error("I/O error reading {path}: {source}")]
     Io { path: String, source: std::io::Error },
+    /// The load (sessions and warm-up) did not finish within its deadline; the warm-up run
+    /// was terminated.
+    #[error("loading and warming up the model did not finish within {} s (--load-timeout); its run was stopped", .0.as_secs_f64())]
+    Timeout(std::time::Duration),
+    /// The process is shutting down: loads still running are stopped.
+    #[error("the load was stopped because the server is shutting down")]
+    Cancelled,
+}
+
+impl RuntimeError {
+    /// A short reason without paths or library messages, for unauthenticated readers
+    /// (`/health`, the status page); the full error goes to the log.
+    pub fn public_reason(&self) -> String {
+        match self {
+            RuntimeError::LibraryNotFound(_) | RuntimeError::LibraryLoad(_) => "ONNX Runtime is not available".into(),
+            RuntimeError::InvalidModel { .. } => "it is not a valid model, or cannot score its input example".into(),
+            RuntimeError::Ort(_) => "ONNX Runtime could not load it".into(),
+            RuntimeError::Io { .. } => "its files could not be read".into(),
+            RuntimeError::Timeout(_) | RuntimeError::Cancelled => self.to_string(),
+        }
+    }
 }
 
 impl From<ort::Error> for RuntimeError {

@@ -1,15 +1,34 @@
 //! A loaded model version: its sessions, its schema, and the scoring entry points.
+//!
+//! A load has a deadline (`RuntimeOptions::load_timeout`): a warm-up run still going then is
+//! terminated and the load fails with [`RuntimeError::Timeout`]. [`cancel_loads`] stops every
+//! load in the process (shutdown).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::convert::{prepare, write_predictions, OutputTensor, Prepared};
 use super::env::{init_runtime, RuntimeOptions};
 use super::mlmodel::ModelFiles;
 use super::payload::{self, Payload};
-use super::pool::SessionPool;
+use super::pool::{SessionPool, Stopped};
 use super::schema::ModelSchema;
 use super::{RuntimeError, ScoringError};
+
+/// Set once the process shuts down: loads running stop, new ones fail at once.
+static CANCEL: AtomicBool = AtomicBool::new(false);
+
+/// Stop every model load in this process, now and from now on (their warm-up runs are
+/// terminated within a few milliseconds): called when shutdown begins, so that no load holds
+/// the process past its grace period.
+pub fn cancel_loads() {
+    CANCEL.store(true, Ordering::SeqCst);
+}
+
+fn cancelled() -> bool {
+    CANCEL.load(Ordering::Relaxed)
+}
 
 /// A model ready to score. Share it behind an `Arc`; dropping the last handle stops its
 /// session threads.
@@ -19,6 +38,8 @@ pub struct LoadedModel {
     pool: SessionPool,
     /// How long loading and warm-up took.
     pub load_time: std::time::Duration,
+    /// Size of the `.onnx` file (the model cache weighs versions by it).
+    pub file_bytes: u64,
 }
 
 impl LoadedModel {
@@ -37,19 +58,36 @@ impl LoadedModel {
         batch_sizes: Option<prometheus_client::metrics::histogram::Histogram>,
     ) -> Result<LoadedModel, RuntimeError> {
         let started = Instant::now();
+        let deadline = started + options.load_timeout;
+        if cancelled() {
+            return Err(RuntimeError::Cancelled);
+        }
         let env = init_runtime(ort_lib)?;
         let files = ModelFiles::locate(path)?;
+        let file_bytes = std::fs::metadata(&files.onnx).map(|m| m.len()).unwrap_or(0);
         let pool = SessionPool::new(env, &files.onnx, options, batch_sizes)?;
         let schema = ModelSchema::new(pool.inputs.clone(), pool.outputs.clone(), files.signature.clone())
             .map_err(|reason| RuntimeError::InvalidModel { path: path.display().to_string(), reason })?;
-        let model = LoadedModel { schema, files, pool, load_time: started.elapsed() };
-        model.warm_up()?;
+        let model = LoadedModel { schema, files, pool, load_time: started.elapsed(), file_bytes };
+        // Building sessions cannot be interrupted; past the deadline, do not start the warm-up.
+        if cancelled() {
+            return Err(RuntimeError::Cancelled);
+        }
+        if Instant::now() >= deadline {
+            return Err(RuntimeError::Timeout(options.load_timeout));
+        }
+        model.warm_up(deadline).map_err(|e| match e {
+            WarmUp::Failed(e) => e,
+            WarmUp::Stopped(Stopped::Deadline) => RuntimeError::Timeout(options.load_timeout),
+            WarmUp::Stopped(Stopped::Cancelled) => RuntimeError::Cancelled,
+        })?;
         Ok(LoadedModel { load_time: started.elapsed(), ..model })
     }
 
     /// Score the model's own serving input example once, so that the first real request does
     /// not pay for lazy initialization, and a model that cannot score its example never serves.
-    fn warm_up(&self) -> Result<(), RuntimeError> {
+    /// A run still going at `deadline` (or at shutdown) is terminated.
+    fn warm_up(&self, deadline: Instant) -> Result<(), WarmUp> {
         let Some(example) = &self.files.serving_example else {
             return Ok(());
         };
@@ -58,9 +96,16 @@ impl LoadedModel {
             std::fs::read(example).map_err(|e| RuntimeError::Io { path: example.display().to_string(), source: e })?;
         let request = payload::parse_json(&body)
             .map_err(|e| invalid(format!("the serving input example is not a valid payload: {e}")))?;
-        self.predict_blocking(&request.payload)
-            .map_err(|e| invalid(format!("the model failed to score its own serving input example: {e}")))?;
+        let scoring_failed =
+            |e: ScoringError| invalid(format!("the model failed to score its own serving input example: {e}"));
+        let Prepared { inputs, .. } = prepare(&self.schema, &request.payload).map_err(scoring_failed)?;
+        self.pool.run_blocking_until(inputs, deadline, cancelled).map_err(WarmUp::Stopped)?.map_err(scoring_failed)?;
         Ok(())
+    }
+
+    /// Session threads this version holds (worker threads × intra-op threads).
+    pub fn threads(&self) -> usize {
+        self.pool.threads
     }
 
     /// Convert, run and shape: the whole scoring path for one parsed payload.
@@ -88,6 +133,18 @@ impl LoadedModel {
 
     pub fn queue_depth(&self) -> usize {
         self.pool.queue_depth()
+    }
+}
+
+/// Why a warm-up did not succeed.
+enum WarmUp {
+    Failed(RuntimeError),
+    Stopped(Stopped),
+}
+
+impl From<RuntimeError> for WarmUp {
+    fn from(e: RuntimeError) -> Self {
+        WarmUp::Failed(e)
     }
 }
 

@@ -8,6 +8,10 @@
 //! most `max_batch_delay` for more; it runs them as one batch and splits the outputs back by
 //! rows. If the batched run fails, or an output does not have one entry per row, each request
 //! is run on its own, so one bad request never fails its neighbours.
+//!
+//! Each worker runs with its own ONNX Runtime `RunOptions`, which the pool keeps too: a run
+//! that has to stop (a warm-up past its deadline, shutdown) is terminated from outside with
+//! [`SessionPool::terminate`], even inside a long `Loop`.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -18,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use ort::session::builder::GraphOptimizationLevel;
-use ort::session::{Session, SessionInputValue};
+use ort::session::{RunOptions, Session, SessionInputValue};
 use ort::value::{DynMapValueType, DynValue, Tensor, ValueType};
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::oneshot;
@@ -56,6 +60,8 @@ struct WorkerConfig {
     /// Cleared for good when a batched run shows the model cannot be batched.
     batchable: Arc<AtomicBool>,
     batch_sizes: Option<Histogram>,
+    /// Shared with the pool, which may terminate the worker's runs.
+    run_options: Arc<RunOptions>,
 }
 
 /// Sessions of one model version. Cheap to share behind an `Arc`.
@@ -64,6 +70,19 @@ pub struct SessionPool {
     pub inputs: Vec<TensorInfo>,
     pub outputs: Vec<TensorInfo>,
     pub sessions: usize,
+    /// Threads the pool's sessions run on: one worker each, times their intra-op threads.
+    pub threads: usize,
+    /// One per worker (the other end is in its `WorkerConfig`).
+    run_options: Vec<Arc<RunOptions>>,
+}
+
+/// Why [`SessionPool::run_blocking_until`] stopped waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// The deadline passed.
+    Deadline,
+    /// `cancelled()` turned true.
+    Cancelled,
 }
 
 impl SessionPool {
@@ -88,21 +107,72 @@ impl SessionPool {
         let outputs: Vec<TensorInfo> = sessions[0].outputs().iter().map(TensorInfo::from_outlet).collect();
         let (tx, rx) = bounded::<Job>(options.queue_capacity.max(1));
         let batchable = Arc::new(AtomicBool::new(options.max_batch_size > 1));
+        let mut run_options = Vec::with_capacity(n);
         for (i, session) in sessions.into_iter().enumerate() {
             let rx = rx.clone();
+            let options_i = Arc::new(RunOptions::new()?);
+            run_options.push(options_i.clone());
             let config = WorkerConfig {
                 outputs: outputs.clone(),
                 max_batch_size: options.max_batch_size.max(1),
                 max_batch_delay: options.max_batch_delay,
                 batchable: batchable.clone(),
                 batch_sizes: batch_sizes.clone(),
+                run_options: options_i,
             };
             std::thread::Builder::new()
                 .name(format!("regserve-session-{i}"))
                 .spawn(move || worker(session, rx, config))
                 .map_err(|e| RuntimeError::Ort(format!("could not start a session thread: {e}")))?;
         }
-        Ok(SessionPool { jobs: tx, inputs, outputs, sessions: n })
+        let threads = n * options.intra_threads.max(1);
+        Ok(SessionPool { jobs: tx, inputs, outputs, sessions: n, threads, run_options })
+    }
+
+    /// Stop every run in progress on this pool, and make later runs fail at once: for a pool
+    /// that is being given up (a warm-up past its deadline, shutdown).
+    pub fn terminate(&self) {
+        for o in &self.run_options {
+            if let Err(e) = o.terminate() {
+                tracing::warn!(error = %e, "could not terminate a session run");
+            }
+        }
+    }
+
+    /// [`SessionPool::run_blocking`] that gives up at `deadline`, or once `cancelled()` is
+    /// true (checked every few milliseconds), terminating the pool's runs. Blocking.
+    pub fn run_blocking_until(
+        &self,
+        inputs: Vec<InputTensor>,
+        deadline: Instant,
+        cancelled: impl Fn() -> bool,
+    ) -> Result<Reply, Stopped> {
+        use tokio::sync::oneshot::error::TryRecvError;
+        let mut rx = match self.submit(inputs) {
+            Ok(rx) => rx,
+            Err(e) => return Ok(Err(e)),
+        };
+        loop {
+            match rx.try_recv() {
+                Ok(reply) => return Ok(reply),
+                Err(TryRecvError::Closed) => {
+                    return Ok(Err(ScoringError::internal("the session worker stopped before answering")))
+                }
+                Err(TryRecvError::Empty) => {}
+            }
+            let stop = if cancelled() {
+                Some(Stopped::Cancelled)
+            } else if Instant::now() >= deadline {
+                Some(Stopped::Deadline)
+            } else {
+                None
+            };
+            if let Some(why) = stop {
+                self.terminate();
+                return Err(why);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     fn submit(&self, inputs: Vec<InputTensor>) -> Result<oneshot::Receiver<Reply>, ScoringError> {
@@ -175,7 +245,7 @@ fn worker(mut session: Session, jobs: Receiver<Job>, config: WorkerConfig) {
         if batch.len() == 1 {
             let job = batch.into_iter().next().expect("one job; this is a bug");
             observe(&config, job.rows.unwrap_or(1));
-            let result = guarded(&mut session, job.inputs, &config.outputs);
+            let result = guarded(&mut session, &config.run_options, job.inputs, &config.outputs);
             let _ = job.reply.send(result);
         } else {
             run_batch(&mut session, batch, &config);
@@ -221,8 +291,8 @@ fn observe(config: &WorkerConfig, rows: usize) {
     }
 }
 
-fn guarded(session: &mut Session, inputs: Vec<InputTensor>, outputs: &[TensorInfo]) -> Reply {
-    std::panic::catch_unwind(AssertUnwindSafe(|| run_once(session, inputs, outputs)))
+fn guarded(session: &mut Session, options: &RunOptions, inputs: Vec<InputTensor>, outputs: &[TensorInfo]) -> Reply {
+    std::panic::catch_unwind(AssertUnwindSafe(|| run_once(session, options, inputs, outputs)))
         .unwrap_or_else(|_| Err(ScoringError::internal("model execution panicked")))
 }
 
@@ -239,7 +309,7 @@ fn run_batch(session: &mut Session, batch: Vec<Job>, config: &WorkerConfig) {
             m.data.append(&t.data);
         }
     }
-    let outputs = guarded(session, merged, &config.outputs);
+    let outputs = guarded(session, &config.run_options, merged, &config.outputs);
     let per_row = |outs: &Vec<OutputTensor>| outs.iter().all(|o| o.shape.first() == Some(&total));
     match outputs {
         Ok(outs) if per_row(&outs) => {
@@ -258,7 +328,7 @@ fn run_batch(session: &mut Session, batch: Vec<Job>, config: &WorkerConfig) {
             }
             for job in batch {
                 observe(config, job.rows.unwrap_or(1));
-                let result = guarded(session, job.inputs, &config.outputs);
+                let result = guarded(session, &config.run_options, job.inputs, &config.outputs);
                 let _ = job.reply.send(result);
             }
         }
@@ -297,7 +367,7 @@ fn to_value(t: InputTensor) -> Result<SessionInputValue<'static>, ort::Error> {
     })
 }
 
-fn run_once(session: &mut Session, inputs: Vec<InputTensor>, infos: &[TensorInfo]) -> Reply {
+fn run_once(session: &mut Session, options: &RunOptions, inputs: Vec<InputTensor>, infos: &[TensorInfo]) -> Reply {
     let mut values: Vec<(String, SessionInputValue<'static>)> = Vec::with_capacity(inputs.len());
     for t in inputs {
         let name = t.name.clone();
@@ -305,7 +375,7 @@ fn run_once(session: &mut Session, inputs: Vec<InputTensor>, infos: &[TensorInfo
         values.push((name, v));
     }
     let outputs = session
-        .run(values)
+        .run_with_options(values, options)
         .map_err(|e| ScoringError::bad_request(format!("The model could not run on this input: {e}")))?;
     let mut out = Vec::with_capacity(infos.len());
     for info in infos {

@@ -19,7 +19,7 @@ use super::error::ApiError;
 use crate::artifact::ArtifactRoot;
 use crate::registry::tracking::TrackingStore;
 use crate::registry::{ModelVersion, NewVersion, RegistryError, Store, Tag, VersionStatus};
-use crate::runtime::{LoadedModel, RuntimeOptions};
+use crate::runtime::{LoadedModel, RuntimeError, RuntimeOptions};
 use crate::uri::ModelUri;
 
 /// What the registry server's handlers share. Cheap to clone.
@@ -35,6 +35,9 @@ pub struct RegistryState {
     /// How long `model-versions/create` waits for the test load before answering with the
     /// version still `PENDING_REGISTRATION` (the MLflow client then polls until it settles).
     pub load_wait: Duration,
+    /// Deadline of each test load (`--load-timeout`): past it the warm-up run is stopped and
+    /// the version is `FAILED_REGISTRATION`.
+    pub load_timeout: Duration,
 }
 
 impl RegistryState {
@@ -47,6 +50,7 @@ impl RegistryState {
             ort_lib,
             test_loads: Arc::new(Semaphore::new(parallel.max(2))),
             load_wait: Duration::from_secs(30),
+            load_timeout: crate::runtime::DEFAULT_LOAD_TIMEOUT,
         }
     }
 }
@@ -338,18 +342,24 @@ pub async fn create_version(st: &RegistryState, req: CreateVersion) -> Result<Mo
     blocking(move || Ok(store.get_model_version(&name, version)?)).await
 }
 
-/// Load `path` once with one session, then set the version READY or FAILED_REGISTRATION.
+/// Load `path` once with one session, within `st.load_timeout`, then set the version READY or
+/// FAILED_REGISTRATION. A load stopped by shutdown leaves the version pending (see
+/// [`resume_pending`]).
 pub fn spawn_test_load(st: RegistryState, name: String, version: u64, path: PathBuf) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let _permit = st.test_loads.clone().acquire_owned().await;
         let ort_lib = st.ort_lib.clone();
         let started = Instant::now();
-        let outcome = tokio::task::spawn_blocking(move || {
-            LoadedModel::load(&path, &RuntimeOptions::single(), ort_lib.as_deref()).map(|_| ())
-        })
-        .await;
+        let options = RuntimeOptions { load_timeout: st.load_timeout, ..RuntimeOptions::single() };
+        let outcome =
+            tokio::task::spawn_blocking(move || LoadedModel::load(&path, &options, ort_lib.as_deref()).map(|_| ()))
+                .await;
         let (status, message) = match outcome {
             Ok(Ok(())) => (VersionStatus::Ready, String::new()),
+            Ok(Err(RuntimeError::Cancelled)) => {
+                tracing::info!(model = %name, version, "test load stopped by shutdown; the version stays pending");
+                return;
+            }
             Ok(Err(e)) => (VersionStatus::FailedRegistration, format!("the model failed its test load: {e}")),
             Err(e) => (VersionStatus::FailedRegistration, format!("the test load crashed: {e}")),
         };
@@ -371,8 +381,27 @@ pub fn spawn_test_load(st: RegistryState, name: String, version: u64, path: Path
     })
 }
 
+/// Marks the `status_message` of a version whose test load was resumed after a restart,
+/// followed by ` (attempt N)`.
+const RESUMED: &str = "test load resumed after a restart";
+
+/// Resumed test loads a version gets before it is failed without loading it.
+const RESUME_ATTEMPTS: u32 = 3;
+
+/// How many times the test load of a pending version was resumed already (from its mark).
+fn resumed_attempts(status_message: &str) -> u32 {
+    status_message
+        .strip_prefix(RESUMED)
+        .and_then(|rest| rest.trim().strip_prefix("(attempt ")?.strip_suffix(')')?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Test-load again every version left `PENDING_REGISTRATION` (the server stopped during its
-/// test load), so none stays pending forever.
+/// test load), so none stays pending forever. Each test load has the `--load-timeout`
+/// deadline, so a model that loops settles FAILED_REGISTRATION at its first resumed load. A
+/// version is marked with its attempt before each resumed load; one whose test load was cut
+/// short by a stop [`RESUME_ATTEMPTS`] times in a row (say it crashes the process) is set
+/// FAILED_REGISTRATION without loading it, so it cannot be a poison pill.
 pub async fn resume_pending(st: &RegistryState) -> Result<usize, ApiError> {
     let store = st.store.clone();
     let pending = blocking(move || {
@@ -391,8 +420,29 @@ pub async fn resume_pending(st: &RegistryState) -> Result<usize, ApiError> {
     let n = pending.len();
     for v in pending {
         let location = v.download_location();
+        let attempts = resumed_attempts(&v.status_message);
+        if attempts >= RESUME_ATTEMPTS {
+            let store = st.store.clone();
+            let msg = format!(
+                "the model failed its test load: the server stopped during it {} times; not trying again",
+                attempts + 1
+            );
+            tracing::warn!(model = %v.name, version = v.version, "{msg}");
+            blocking(move || {
+                Ok(store.set_version_status(&v.name, v.version, VersionStatus::FailedRegistration, &msg)?)
+            })
+            .await?;
+            continue;
+        }
         match st.artifacts.local_path(location) {
             Ok(path) => {
+                let store = st.store.clone();
+                let (name, version) = (v.name.clone(), v.version);
+                let mark = format!("{RESUMED} (attempt {})", attempts + 1);
+                blocking(move || {
+                    Ok(store.set_version_status(&name, version, VersionStatus::PendingRegistration, &mark)?)
+                })
+                .await?;
                 spawn_test_load(st.clone(), v.name.clone(), v.version, path);
             }
             Err(e) => {
@@ -420,6 +470,14 @@ mod tests {
             assert!(check_relative_paths(bad).is_err(), "{bad}");
         }
         assert!(check_relative_paths("s3://b/x/y").is_ok());
+    }
+
+    #[test]
+    fn resumed_attempts_are_read_from_the_mark() {
+        assert_eq!(resumed_attempts(""), 0);
+        assert_eq!(resumed_attempts("not test-loaded: x"), 0);
+        assert_eq!(resumed_attempts(&format!("{RESUMED} (attempt 2)")), 2);
+        assert_eq!(resumed_attempts(RESUMED), 0);
     }
 
     #[test]

@@ -59,7 +59,9 @@ async fn ping(State(st): State<ScoringState>) -> StatusCode {
 async fn health(State(st): State<ScoringState>, headers: HeaderMap) -> Response {
     let ready = st.manager.all_ready();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let statuses: Vec<_> = st.manager.slots().iter().map(|s| s.status()).collect();
+    // Public: short reasons only (no local paths, registry URLs or library messages); the log
+    // has each error in full.
+    let statuses: Vec<_> = st.manager.slots().iter().map(|s| s.public_status()).collect();
     let wants_json =
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("application/json"));
     if wants_json {
@@ -127,7 +129,7 @@ async fn score_inner(
         Err(e) => return (None, Err(e)),
     };
     let Some(active) = slot.active() else {
-        let why = slot.status().last_error.unwrap_or_else(|| "it is still loading".into());
+        let why = slot.public_status().last_error.unwrap_or_else(|| "it is still loading".into());
         return (None, Err(ScoringError::unavailable(format!("Model {} is not loaded yet: {why}", slot.uri)).into()));
     };
     let version = Some(active.version.version);

@@ -6,8 +6,9 @@
 //! - `GET /v2/models/{name}[/versions/{v}]/ready`
 //! - `POST /v2/models/{name}[/versions/{v}]/infer`
 //!
-//! `versions/{v}` pins that version even after the stage has moved on (loaded through the
-//! manager's cache). Errors are `{"error": "..."}` with the status of `ApiError::classify`.
+//! `versions/{v}` pins the version in service; with `--pinned-versions any`, any READY version
+//! of a served model, even after the stage has moved on (loaded through the manager's cache).
+//! Other versions get 404. Errors are `{"error": "..."}` with the status of `ApiError::classify`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -75,6 +76,7 @@ impl IntoResponse for V2Error {
 fn pin_error(e: PinError) -> V2Error {
     match e {
         PinError::NotServed(name) => V2Error(ApiError::NotFound(format!("Model '{name}' is not served here"))),
+        e @ (PinError::NotInService { .. } | PinError::NotReady { .. }) => V2Error(ApiError::NotFound(e.to_string())),
         PinError::Source(SourceError::Registry(r @ RegistryError::NotFound(_))) => V2Error(r.into()),
         other => V2Error(ScoringError::unavailable(other.to_string()).into()),
     }

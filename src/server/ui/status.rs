@@ -52,7 +52,7 @@ pub async fn status_page(State(st): State<ScoringState>) -> Response {
 }
 
 fn slot_card(slot: &Slot, is_default: bool, now: i64) -> Markup {
-    let s: SlotStatus = slot.status();
+    let s: SlotStatus = slot.public_status();
     let active = slot.active();
     let r = &s.requests;
     let ms = |v: Option<f64>| v.map(|x| format!("{x:.1} ms")).unwrap_or_else(|| "—".into());
