@@ -233,18 +233,21 @@ async fn the_worst_descriptions_render_fast_and_never_stall_the_api() {
 
 // ------------------------------------------------------------------------ finding 6
 
+/// A request line and the `Authorization` header sent with it, if any.
+type Seen = (String, Option<String>);
+
 /// A listener playing another host: it records the `Authorization` header of every request
 /// and answers 404.
 struct OtherHost {
     port: u16,
-    seen: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl OtherHost {
     fn start() -> OtherHost {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let seen: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let seen2 = seen.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().take(1000) {
@@ -274,7 +277,7 @@ impl OtherHost {
         OtherHost { port, seen }
     }
 
-    fn requests(&self) -> Vec<(String, Option<String>)> {
+    fn requests(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 }

@@ -239,8 +239,7 @@ pub fn resolve_source(
                 }
             }
         }
-    } else if source.starts_with(crate::artifact::SCHEME) {
-        let rest = &source[crate::artifact::SCHEME.len()..];
+    } else if let Some(rest) = source.strip_prefix(crate::artifact::SCHEME) {
         if let Some(with_host) = rest.strip_prefix("//") {
             let netloc = with_host.split('/').next().unwrap_or_default();
             if !netloc.is_empty() && !is_this_server(netloc, "http", host) {
