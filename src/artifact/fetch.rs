@@ -13,8 +13,9 @@
 //!
 //! Anything else (s3, gs, abfss, wasbs, hdfs, dbfs, ...) is [`FetchError::UnsupportedScheme`].
 //! Downloads land in the [`ArtifactCache`] (complete or not at all); every path a server names
-//! is checked before it touches disk; credentials go to the registry's origin and its artifact
-//! proxy only.
+//! is checked before it touches disk; credentials go to the registry's own origin (scheme, host
+//! and port) only — an artifact proxy or file server on another host, wherever a version's URI
+//! names it, is asked without them (see `HttpClient::request`).
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -27,7 +28,7 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
 use super::cache::{relative_path, ArtifactCache, CacheEntry, CachedFile};
-use super::FetchError;
+use super::{scheme_of, FetchError};
 use crate::registry::rest::{api_error, append_segments, error_chain, with_retries, RestRegistry, RetryPolicy, Step};
 use crate::registry::RegistryError;
 use crate::uri::ModelUri;
@@ -70,15 +71,6 @@ pub enum Location {
     HttpFile(Url),
 }
 
-/// The scheme of `uri`, if it has one (a leading `/` or a one-letter "scheme" is a path).
-fn scheme_of(uri: &str) -> Option<(&str, &str)> {
-    let (scheme, rest) = uri.split_once(':')?;
-    let valid = scheme.len() > 1
-        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    valid.then_some((scheme, rest))
-}
-
 /// A server-given relative path, checked ([`relative_path`]) and normalized to `a/b` form.
 fn clean_relative(rel: &str) -> Result<String, FetchError> {
     let path = relative_path(rel)?;
@@ -96,7 +88,7 @@ pub fn classify(uri: &str, registry: &Url) -> Result<Location, FetchError> {
     let Some((scheme, rest)) = scheme_of(uri) else {
         return Ok(Location::Local(PathBuf::from(uri)));
     };
-    match scheme.to_ascii_lowercase().as_str() {
+    match scheme.as_str() {
         "file" => {
             let path = match rest.strip_prefix("//") {
                 Some(with_host) => {
@@ -386,7 +378,7 @@ impl ArtifactFetcher {
         url.query_pairs_mut().append_pair("path", path);
         let what = format!("GET {url}");
         let timeout = http.timeout();
-        let resp = http.send(&what, || http.request(Method::GET, url.clone(), true).timeout(timeout)).await?;
+        let resp = http.send(&what, || http.request(Method::GET, url.clone()).timeout(timeout)).await?;
         let status = resp.status();
         let body = resp.bytes().await.map_err(|e| {
             RegistryError::Unavailable(format!("{what}: reading the answer failed: {}", error_chain(&e)))
@@ -421,14 +413,12 @@ impl ArtifactFetcher {
             }
             let progress = Progress::new(label, None);
             let url = file_url(endpoint, root, "");
-            let size =
-                self.download_file(&url, &dest.join(file_name), None, true, &progress).await.map_err(|e| match e {
-                    DownloadError::Fetch(FetchError::NotFound(_))
-                    | DownloadError::Registry(RegistryError::NotFound(_)) => {
-                        FetchError::NotFound(format!("no files at '{uri}'")).into()
-                    }
-                    e => e,
-                })?;
+            let size = self.download_file(&url, &dest.join(file_name), None, &progress).await.map_err(|e| match e {
+                DownloadError::Fetch(FetchError::NotFound(_)) | DownloadError::Registry(RegistryError::NotFound(_)) => {
+                    FetchError::NotFound(format!("no files at '{uri}'")).into()
+                }
+                e => e,
+            })?;
             let file = CachedFile { path: file_name.to_string(), size };
             return Ok((file_name.to_string(), vec![file], progress));
         }
@@ -471,7 +461,7 @@ impl ArtifactFetcher {
                     .map_err(|source| FetchError::Io { path: parent.display().to_string(), source })?;
             }
             let url = file_url(endpoint, root, &rel);
-            let size = self.download_file(&url, &target, size, true, &progress).await?;
+            let size = self.download_file(&url, &target, size, &progress).await?;
             cached.push(CachedFile { path: rel, size });
         }
         Ok((String::new(), cached, progress))
@@ -493,7 +483,7 @@ impl ArtifactFetcher {
         }
         let file_name = clean_relative(&file_name)?;
         let progress = Progress::new(label, None);
-        let size = self.download_file(&url, &dest.join(&file_name), None, false, &progress).await?;
+        let size = self.download_file(&url, &dest.join(&file_name), None, &progress).await?;
         let file = CachedFile { path: file_name.clone(), size };
         Ok((file_name, vec![file], progress))
     }
@@ -506,7 +496,6 @@ impl ArtifactFetcher {
         url: &Url,
         target: &Path,
         expected: Option<u64>,
-        with_auth: bool,
         progress: &Progress,
     ) -> Result<u64, DownloadError> {
         let http = self.registry.http();
@@ -516,7 +505,7 @@ impl ArtifactFetcher {
         };
         let (io, what_ref) = (&io, what.as_str());
         with_retries(http.retry_policy(), &what, || async move {
-            let resp = match http.request(Method::GET, url.clone(), with_auth).send().await {
+            let resp = match http.request(Method::GET, url.clone()).send().await {
                 Ok(resp) => resp,
                 Err(e) => return Step::Retry { reason: error_chain(&e), after: None },
             };

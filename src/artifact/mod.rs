@@ -35,6 +35,25 @@ pub struct ArtifactRoot {
 
 pub const SCHEME: &str = "mlflow-artifacts:";
 
+/// The scheme of `uri` in lower case, and what follows its `:` — `None` for a path (no `:`, a
+/// leading `/`, or a one-letter "scheme" such as `C:`). Schemes are case-insensitive (RFC
+/// 3986): every scheme comparison goes through here, so `FILE://` is `file://`.
+pub fn scheme_of(uri: &str) -> Option<(String, &str)> {
+    let (scheme, rest) = uri.split_once(':')?;
+    let valid = scheme.len() > 1
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    valid.then(|| (scheme.to_ascii_lowercase(), rest))
+}
+
+/// `uri` with its scheme in lower case (`FILE:///x` → `file:///x`); a path is returned as is.
+pub fn normalize_scheme(uri: &str) -> std::borrow::Cow<'_, str> {
+    match scheme_of(uri) {
+        Some((scheme, rest)) if !uri.starts_with(scheme.as_str()) => format!("{scheme}:{rest}").into(),
+        _ => uri.into(),
+    }
+}
+
 impl ArtifactRoot {
     pub fn new(root: impl Into<PathBuf>) -> Result<Self, FetchError> {
         let root = root.into();
@@ -110,6 +129,8 @@ impl ArtifactRoot {
     /// The local path of an artifact URI this root can serve: `mlflow-artifacts:/...`,
     /// `file://...` or a plain path.
     pub fn local_path(&self, uri: &str) -> Result<PathBuf, FetchError> {
+        let uri = normalize_scheme(uri);
+        let uri = uri.as_ref();
         if let Some(rest) = uri.strip_prefix(SCHEME) {
             // mlflow-artifacts:/path or mlflow-artifacts://host/path
             let rel = match rest.strip_prefix("//") {
@@ -122,16 +143,15 @@ impl ArtifactRoot {
             let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy().into_owned();
             return Ok(PathBuf::from(decoded));
         }
-        if uri.starts_with('/') || !uri.contains(':') {
-            return Ok(PathBuf::from(uri));
+        match scheme_of(uri) {
+            None => Ok(PathBuf::from(uri)),
+            Some((scheme, _)) => Err(FetchError::UnsupportedScheme { scheme, uri: uri.to_string() }),
         }
-        let scheme = uri.split(':').next().unwrap_or_default().to_string();
-        Err(FetchError::UnsupportedScheme { scheme, uri: uri.to_string() })
     }
 
     /// Remove files that this root owns (a URI outside the root is left alone).
     pub fn remove(&self, uri: &str) -> Result<(), FetchError> {
-        if !uri.starts_with(SCHEME) {
+        if !normalize_scheme(uri).starts_with(SCHEME) {
             return Ok(());
         }
         let path = self.local_path(uri)?;
@@ -212,5 +232,20 @@ mod tests {
         assert!(
             matches!(root.local_path("s3://bucket/x"), Err(FetchError::UnsupportedScheme { scheme, .. }) if scheme == "s3")
         );
+        // Any case of a scheme is that scheme.
+        assert_eq!(root.local_path(&uri.replace("mlflow-artifacts:", "MLflow-Artifacts:")).unwrap(), path);
+        assert_eq!(root.local_path("FILE:///srv/a%20b").unwrap(), PathBuf::from("/srv/a b"));
+    }
+
+    #[test]
+    fn schemes_are_case_insensitive_and_paths_have_none() {
+        assert_eq!(scheme_of("FILE:///etc"), Some(("file".to_string(), "///etc")));
+        assert_eq!(scheme_of("Mlflow-Artifacts:/0/x"), Some(("mlflow-artifacts".to_string(), "/0/x")));
+        for path in ["/etc/passwd", "rel/path", "C:\\models\\m", " file:///etc", "", ":x"] {
+            assert_eq!(scheme_of(path), None, "{path}");
+        }
+        assert_eq!(normalize_scheme("FiLe:/etc"), "file:/etc");
+        assert_eq!(normalize_scheme("s3://Bucket/X"), "s3://Bucket/X");
+        assert_eq!(normalize_scheme("/Abs/Path"), "/Abs/Path");
     }
 }

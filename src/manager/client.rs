@@ -27,7 +27,10 @@ use crate::registry::rest::{
     append_segments, name_filter, redact_url, CreateModelVersion, HttpSettings, LoggedModelRef, ProgressFn,
     RestRegistry, Upload,
 };
-use crate::registry::{validate_model_name, ModelVersion, RegisteredModel, RegistryError, Stage, Store, VersionStatus};
+use crate::registry::{
+    validate_description, validate_model_name, ModelVersion, RegisteredModel, RegistryError, Stage, Store,
+    VersionStatus,
+};
 use crate::runtime::LoadedModel;
 use crate::uri::ModelUri;
 
@@ -180,6 +183,9 @@ impl RegistryClient {
     }
 
     pub fn describe_model(&self, name: &str, description: &str) -> Result<RegisteredModel> {
+        // Checked here too, so a remote registry that would take more (MLflow's file store)
+        // gets the same refusal as `regserve server`.
+        validate_description(description)?;
         match self {
             RegistryClient::Embedded { store, .. } => Ok(store.update_registered_model(name, description)?),
             RegistryClient::Remote { source, runtime } => {
@@ -189,6 +195,7 @@ impl RegistryClient {
     }
 
     pub fn rename_model(&self, name: &str, new_name: &str) -> Result<RegisteredModel> {
+        validate_model_name(new_name)?;
         match self {
             RegistryClient::Embedded { store, .. } => Ok(store.rename_registered_model(name, new_name)?),
             RegistryClient::Remote { source, runtime } => {
@@ -278,6 +285,7 @@ impl RegistryClient {
     }
 
     pub fn describe_version(&self, name: &str, version: u64, description: &str) -> Result<ModelVersion> {
+        validate_description(description)?;
         match self {
             RegistryClient::Embedded { store, .. } => Ok(store.update_model_version(name, version, description)?),
             RegistryClient::Remote { source, runtime } => {
@@ -367,6 +375,7 @@ struct PreparedUpload {
 /// remotely for a model that does not load.
 fn prepare_upload(path: &Path, reg: &Registration, ort_lib: Option<&Path>) -> Result<PreparedUpload> {
     validate_model_name(&reg.name)?;
+    validate_description(reg.description.as_deref().unwrap_or(""))?;
     if let Some(alias) = &reg.alias {
         crate::registry::store::validate_alias(alias)?;
     }

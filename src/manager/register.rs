@@ -6,7 +6,9 @@
 use std::path::Path;
 
 use crate::artifact::{ArtifactRoot, FetchError};
-use crate::registry::{validate_model_name, ModelVersion, NewVersion, RegistryError, Stage, Store, Tag};
+use crate::registry::{
+    validate_description, validate_model_name, ModelVersion, NewVersion, RegistryError, Stage, Store, Tag,
+};
 use crate::runtime::{LoadedModel, RuntimeError, RuntimeOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +63,7 @@ pub fn register(
     ort_lib: Option<&Path>,
 ) -> Result<ModelVersion, RegisterError> {
     validate_model_name(&reg.name)?;
+    validate_description(reg.description.as_deref().unwrap_or(""))?;
     if let Some(alias) = &reg.alias {
         crate::registry::store::validate_alias(alias)?;
     }

@@ -68,7 +68,9 @@ impl RegistryError {
 }
 
 /// Check a registered model name: non-empty, at most 256 characters, no '/' or control
-/// characters (they cannot be written in a `models:/` URI path segment unambiguously).
+/// characters (they cannot be written in a `models:/` URI path segment unambiguously), no
+/// leading or trailing whitespace (two names that look the same), and not `.` or `..` (path
+/// segments in URLs and artifact paths). Checked at every create and rename.
 pub fn validate_model_name(name: &str) -> Result<(), RegistryError> {
     if name.trim().is_empty() {
         return Err(RegistryError::InvalidParameter("Registered model name cannot be empty.".into()));
@@ -86,5 +88,62 @@ pub fn validate_model_name(name: &str) -> Result<(), RegistryError> {
             c
         )));
     }
+    if name.trim() != name {
+        return Err(RegistryError::InvalidParameter(format!(
+            "Invalid registered model name '{}': it may not start or end with whitespace.",
+            name.escape_debug()
+        )));
+    }
+    if name == "." || name == ".." {
+        return Err(RegistryError::InvalidParameter(format!(
+            "Invalid registered model name '{name}': '.' and '..' are reserved path segments."
+        )));
+    }
     Ok(())
+}
+
+/// The longest description of a registered model or version, in characters: what MLflow's SQL
+/// store keeps (`VARCHAR(5000)`). It also bounds the work of rendering it as Markdown.
+pub const MAX_DESCRIPTION_CHARS: usize = 5000;
+
+/// Check a description's size (every write path: REST, CLI, UI, registration).
+pub fn validate_description(description: &str) -> Result<(), RegistryError> {
+    // Bytes bound characters from above: count only when it could be over.
+    if description.len() > MAX_DESCRIPTION_CHARS {
+        let chars = description.chars().count();
+        if chars > MAX_DESCRIPTION_CHARS {
+            return Err(RegistryError::InvalidParameter(format!(
+                "Description is {chars} characters long; the limit is {MAX_DESCRIPTION_CHARS}."
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_names_that_look_alike_or_are_path_segments_are_refused() {
+        for bad in ["", " ", ".", "..", " iris", "iris ", "iris\t", "\u{a0}iris", "a/b", "a\nb", "a\u{7f}b"] {
+            assert!(
+                matches!(validate_model_name(bad), Err(RegistryError::InvalidParameter(_))),
+                "{bad:?} was accepted"
+            );
+        }
+        for good in ["iris", "a.b", "...", ".hidden", "fraud detector", "m-1_2", "Iris Ünïcode"] {
+            assert!(validate_model_name(good).is_ok(), "{good:?} was refused");
+        }
+    }
+
+    #[test]
+    fn descriptions_are_limited_in_characters_not_bytes() {
+        assert!(validate_description(&"x".repeat(MAX_DESCRIPTION_CHARS)).is_ok());
+        // 5,000 two-byte characters are 10,000 bytes, and allowed.
+        assert!(validate_description(&"é".repeat(MAX_DESCRIPTION_CHARS)).is_ok());
+        let e = validate_description(&"x".repeat(MAX_DESCRIPTION_CHARS + 1)).unwrap_err();
+        assert_eq!(e.to_string(), "Description is 5001 characters long; the limit is 5000.");
+        assert_eq!(e.error_code(), "INVALID_PARAMETER_VALUE");
+    }
 }

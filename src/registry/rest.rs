@@ -468,10 +468,12 @@ impl HttpClient {
         url.origin() == self.base.origin()
     }
 
-    /// A request to `url`, with the credentials only if `url` is on the registry's origin or
-    /// `with_auth` says so.
-    pub(crate) fn request(&self, method: Method, url: Url, with_auth: bool) -> RequestBuilder {
-        let send_auth = with_auth || self.same_origin(&url);
+    /// A request to `url`, with the credentials only if `url` is on the registry's origin
+    /// (scheme, host and port): whatever a registry or an artifact URI names, its token or
+    /// password never goes to another host. (A redirect to another host drops them too:
+    /// reqwest removes `Authorization` when a redirect changes host or port.)
+    pub(crate) fn request(&self, method: Method, url: Url) -> RequestBuilder {
+        let send_auth = self.same_origin(&url);
         let req = self.client.request(method, url);
         if send_auth {
             self.auth.apply(req)
@@ -690,7 +692,7 @@ impl RestRegistry {
         let resp = self
             .http
             .send(&what, || {
-                let req = self.http.request(method.clone(), url.clone(), true).timeout(timeout);
+                let req = self.http.request(method.clone(), url.clone()).timeout(timeout);
                 match body {
                     Some(b) => req.json(b),
                     None => req,
@@ -1143,7 +1145,7 @@ impl RestRegistry {
                 }
             };
             let req = http
-                .request(Method::PUT, url.clone(), true)
+                .request(Method::PUT, url.clone())
                 .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
                 .header(reqwest::header::CONTENT_LENGTH, len)
                 .body(body);
@@ -1328,24 +1330,34 @@ mod tests {
     fn auth_headers_go_to_the_registry_origin_only() {
         let settings = HttpSettings { auth: Auth::Bearer(Secret::new("tok")), ..HttpSettings::default() };
         let c = HttpClient::new("http://reg.example:5000", settings).unwrap();
-        let header = |url: &str, with_auth: bool| {
-            c.request(Method::GET, Url::parse(url).unwrap(), with_auth)
+        let header = |url: &str| {
+            c.request(Method::GET, Url::parse(url).unwrap())
                 .build()
                 .unwrap()
                 .headers()
                 .get("authorization")
                 .map(|v| v.to_str().unwrap().to_string())
         };
-        assert_eq!(header("http://reg.example:5000/api", false).as_deref(), Some("Bearer tok"));
-        assert_eq!(header("http://files.example/model.onnx", false), None);
-        assert_eq!(header("http://files.example/model.onnx", true).as_deref(), Some("Bearer tok"));
+        assert_eq!(header("http://reg.example:5000/api").as_deref(), Some("Bearer tok"));
+        // Another host, another port, another scheme: another origin, no credentials.
+        for other in [
+            "http://files.example/model.onnx",
+            "http://reg.example:5001/api",
+            "https://reg.example:5000/api",
+            "http://reg.example.evil.example:5000/api",
+            "http://attacker.example:5000/api/2.0/mlflow-artifacts/artifacts/x",
+        ] {
+            assert_eq!(header(other), None, "{other}");
+        }
+        // The host is compared case-insensitively and the default port is implied.
+        assert_eq!(header("http://REG.example:5000/x").as_deref(), Some("Bearer tok"));
 
         let basic = HttpSettings {
             auth: Auth::Basic { username: "u".into(), password: Secret::new("p") },
             ..HttpSettings::default()
         };
         let c = HttpClient::new("http://reg.example", basic).unwrap();
-        let req = c.request(Method::GET, c.endpoint("api"), false).build().unwrap();
+        let req = c.request(Method::GET, c.endpoint("api")).build().unwrap();
         let value = req.headers().get("authorization").unwrap();
         assert_eq!(value.to_str().unwrap(), "Basic dTpw");
         assert!(value.is_sensitive());

@@ -11,7 +11,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use super::filter::{self, Target};
-use super::{validate_model_name, Alias, ModelVersion, RegisteredModel, RegistryError, Stage, Tag, VersionStatus};
+use super::{
+    validate_description, validate_model_name, Alias, ModelVersion, RegisteredModel, RegistryError, Stage, Tag,
+    VersionStatus,
+};
 use crate::uri::{ModelUri, Selector};
 
 type Result<T, E = RegistryError> = std::result::Result<T, E>;
@@ -140,6 +143,7 @@ impl Store {
 
     pub fn create_registered_model(&self, name: &str, description: &str, tags: &[Tag]) -> Result<RegisteredModel> {
         validate_model_name(name)?;
+        validate_description(description)?;
         validate_tags(tags)?;
         self.write(|tx| {
             let now = now_ms();
@@ -170,6 +174,7 @@ impl Store {
     }
 
     pub fn update_registered_model(&self, name: &str, description: &str) -> Result<RegisteredModel> {
+        validate_description(description)?;
         self.write(|tx| {
             let id = model_id(tx, name)?;
             tx.execute(
@@ -324,6 +329,7 @@ impl Store {
     /// the model's counter inside the transaction, so concurrent writers get distinct,
     /// consecutive numbers and a deleted version's number is never reused.
     pub fn create_model_version(&self, new: &NewVersion) -> Result<ModelVersion> {
+        validate_description(&new.description)?;
         validate_tags(&new.tags)?;
         if let Some(alias) = &new.alias {
             validate_alias(alias)?;
@@ -386,6 +392,7 @@ impl Store {
     }
 
     pub fn update_model_version(&self, name: &str, version: u64, description: &str) -> Result<ModelVersion> {
+        validate_description(description)?;
         self.write(|tx| {
             let id = model_id(tx, name)?;
             version_exists(tx, id, name, version)?;

@@ -1,9 +1,20 @@
 //! Reading a model's files: an MLflow model directory (`MLmodel` with an `onnx` flavor) or a
 //! bare `.onnx` file. Paths named inside `MLmodel` must stay inside the model directory.
+//!
+//! Every `MLmodel` regserve reads (registration by the CLI, the REST API's test load, a remote
+//! registration, serving, the UI's version page) goes through [`read_mlmodel`] and
+//! [`parse_mlmodel`], which bound the work: at most [`MAX_MLMODEL_BYTES`], collections nested at
+//! most [`MAX_MLMODEL_DEPTH`] deep, at most [`MAX_MLMODEL_NODES`] nodes with aliases expanded.
+//! libyaml (under `serde_yaml`) spends time in the flow nesting depth for every token, so
+//! 60,000 nested `[` took 17 s; and it expands aliases, so a few KB can stand for millions of
+//! nodes. The shape is checked first in one linear pass with `saphyr-parser` (a YAML parser
+//! streaming events, with its own flow-nesting cap), and only a document within the bounds
+//! reaches `serde_yaml`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::schema::Signature;
@@ -31,6 +42,139 @@ struct RawExampleInfo {
     artifact_path: Option<String>,
     #[serde(default)]
     serving_input_path: Option<String>,
+}
+
+/// The largest `MLmodel` file read, in bytes (MLflow writes a few KB; a signature of 10,000
+/// columns is about half a MB).
+pub const MAX_MLMODEL_BYTES: u64 = 1 << 20;
+/// The deepest nesting of mappings and sequences accepted in an `MLmodel` (MLflow's are 4 deep).
+pub const MAX_MLMODEL_DEPTH: usize = 32;
+/// The most nodes (scalars and collections, with aliases expanded) accepted in an `MLmodel`.
+pub const MAX_MLMODEL_NODES: u64 = 100_000;
+
+/// Read an `MLmodel` file, refusing one over [`MAX_MLMODEL_BYTES`] before reading it.
+pub fn read_mlmodel(path: &Path) -> Result<String, RuntimeError> {
+    use std::io::Read;
+    let io = |e: std::io::Error| RuntimeError::Io { path: path.display().to_string(), source: e };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut text = String::new();
+    // One byte more than allowed tells an oversized file apart without reading all of it.
+    let read = file.take(MAX_MLMODEL_BYTES + 1).read_to_string(&mut text);
+    match read {
+        Ok(n) if n as u64 > MAX_MLMODEL_BYTES => {
+            Err(invalid(path, format!("MLmodel is larger than {MAX_MLMODEL_BYTES} bytes, the most regserve reads")))
+        }
+        Ok(_) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            Err(invalid(path, "MLmodel is not valid YAML: it is not UTF-8 text"))
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// Why an `MLmodel` text was not parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MlmodelError {
+    /// Over one of this module's bounds (size, depth, values, documents): refused outright.
+    #[error("{0}")]
+    Bounds(String),
+    /// Not YAML, or not the shape asked for.
+    #[error("MLmodel is not valid YAML: {0}")]
+    Syntax(String),
+}
+
+impl From<MlmodelError> for String {
+    fn from(e: MlmodelError) -> String {
+        e.to_string()
+    }
+}
+
+/// Check that `text` is one YAML document within the bounds of this module, in one pass.
+/// The message says which bound was passed and where.
+pub fn check_mlmodel_shape(text: &str) -> Result<(), MlmodelError> {
+    use saphyr_parser::{Event, Parser};
+    use MlmodelError::Bounds;
+    if text.len() as u64 > MAX_MLMODEL_BYTES {
+        return Err(Bounds(format!("MLmodel is larger than {MAX_MLMODEL_BYTES} bytes, the most regserve reads")));
+    }
+    // Expanded node counts of the open collections (with their anchor ids), innermost last.
+    let mut open: Vec<(usize, u64)> = Vec::new();
+    // Expanded node counts of anchored nodes, by anchor id.
+    let mut anchored: HashMap<usize, u64> = HashMap::new();
+    let mut total: u64 = 0;
+    let mut documents = 0;
+    let mut parser = Parser::new_from_str(text);
+    while let Some(next) = parser.next_event() {
+        let (event, span) = next.map_err(|e| {
+            if e.info().contains("recursion limit") {
+                // The parser's own cap on flow nesting, met while it looked ahead.
+                Bounds(format!(
+                    "MLmodel nests mappings and lists more than {MAX_MLMODEL_DEPTH} levels deep (at line {})",
+                    e.marker().line()
+                ))
+            } else {
+                MlmodelError::Syntax(e.to_string())
+            }
+        })?;
+        let line = span.start.line();
+        let nodes = match event {
+            Event::DocumentStart(_) => {
+                documents += 1;
+                if documents > 1 {
+                    return Err(Bounds(format!(
+                        "MLmodel holds more than one YAML document (the second starts at line {line})"
+                    )));
+                }
+                0
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                if open.len() >= MAX_MLMODEL_DEPTH {
+                    return Err(Bounds(format!(
+                        "MLmodel nests mappings and lists more than {MAX_MLMODEL_DEPTH} levels deep (at line {line})"
+                    )));
+                }
+                open.push((anchor, 1));
+                total += 1;
+                0
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let (anchor, n) = open.pop().unwrap_or((0, 0));
+                if anchor != 0 {
+                    anchored.insert(anchor, n);
+                }
+                n
+            }
+            Event::Scalar(_, _, anchor, _) => {
+                if anchor != 0 {
+                    anchored.insert(anchor, 1);
+                }
+                total += 1;
+                1
+            }
+            Event::Alias(anchor) => {
+                let n = anchored.get(&anchor).copied().unwrap_or(1);
+                total = total.saturating_add(n);
+                n
+            }
+            _ => 0,
+        };
+        if let Some((_, parent)) = open.last_mut() {
+            *parent = parent.saturating_add(nodes);
+        }
+        if total > MAX_MLMODEL_NODES {
+            return Err(Bounds(format!(
+                "MLmodel has more than {MAX_MLMODEL_NODES} values once its aliases are expanded (at line {line})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Parse an `MLmodel` read by [`read_mlmodel`]: its shape is checked first
+/// ([`check_mlmodel_shape`]), so `serde_yaml` only ever sees a bounded document.
+pub fn parse_mlmodel<T: DeserializeOwned>(text: &str) -> Result<T, MlmodelError> {
+    check_mlmodel_shape(text)?;
+    serde_yaml::from_str(text).map_err(|e| MlmodelError::Syntax(e.to_string()))
 }
 
 /// The files of a model, located.
@@ -104,10 +248,8 @@ impl ModelFiles {
     }
 
     fn from_mlmodel(root: &Path, mlmodel: &Path) -> Result<ModelFiles, RuntimeError> {
-        let text = std::fs::read_to_string(mlmodel)
-            .map_err(|e| RuntimeError::Io { path: mlmodel.display().to_string(), source: e })?;
-        let raw: RawMlModel =
-            serde_yaml::from_str(&text).map_err(|e| invalid(mlmodel, format!("MLmodel is not valid YAML: {e}")))?;
+        let text = read_mlmodel(mlmodel)?;
+        let raw: RawMlModel = parse_mlmodel(&text).map_err(|e| invalid(mlmodel, e.to_string()))?;
         let onnx_flavor = raw.flavors.get("onnx").ok_or_else(|| {
             let present: Vec<&str> = raw.flavors.keys().map(String::as_str).collect();
             invalid(
@@ -177,5 +319,89 @@ mod tests {
 
         std::fs::write(dir.path().join("MLmodel"), "flavors:\n  onnx:\n    data: ../model.onnx\n").unwrap();
         assert!(ModelFiles::locate(dir.path()).unwrap_err().to_string().contains("leaves the model directory"));
+    }
+
+    /// An MLmodel as MLflow writes it (block style, the signature as JSON in a string, an
+    /// anchor PyYAML adds for a list used twice) passes the shape check.
+    #[test]
+    fn mlflow_mlmodels_pass_the_shape_check() {
+        let iris =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("models/iris-v1/MLmodel")).unwrap();
+        check_mlmodel_shape(&iris).unwrap();
+        let columns: Vec<String> =
+            (0..5_000).map(|i| format!("{{\"type\": \"double\", \"name\": \"c{i}\", \"required\": true}}")).collect();
+        let wide = format!(
+            "flavors:\n  onnx:\n    data: model.onnx\n    providers: &id001\n    - CPUExecutionProvider\n  python_function:\n    providers: *id001\nsignature:\n  inputs: '[{}]'\n",
+            columns.join(", ")
+        );
+        assert!(wide.len() > 250_000);
+        check_mlmodel_shape(&wide).unwrap();
+        let parsed: serde_yaml::Value = parse_mlmodel(&wide).unwrap();
+        assert_eq!(parsed["flavors"]["python_function"]["providers"][0], "CPUExecutionProvider");
+    }
+
+    /// Each way to make libyaml work hard, at sizes that took it seconds, is refused in
+    /// milliseconds with a message naming the bound.
+    #[test]
+    fn deep_wide_and_aliased_mlmodels_are_refused_quickly() {
+        let n = 60_000;
+        let laughs = {
+            // 9 aliases of 9 aliases of ... of 10 values: 10 * 9^6 = 5 million values in 500 bytes.
+            let mut s = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+            for i in 1..=6 {
+                s += &format!("a{i}: &a{i} [{}]\n", vec![format!("*a{}", i - 1); 9].join(", "));
+            }
+            s
+        };
+        let cases: Vec<(&str, String, &str)> = vec![
+            ("flow sequences", format!("a: {}", "[".repeat(n)), "levels deep"),
+            ("closed flow sequences", format!("a: {}{}", "[".repeat(n), "]".repeat(n)), "levels deep"),
+            ("flow mappings", format!("a: {}", "{a: ".repeat(n)), "levels deep"),
+            ("quoted closers between", format!("a: {}", "[ ']', ".repeat(n / 4)), "levels deep"),
+            ("block sequences", "- ".repeat(n), "levels deep"),
+            ("block mappings", (0..200).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect(), "levels deep"),
+            ("complex keys", "? ".repeat(n), "levels deep"),
+            ("billion laughs", laughs, "aliases are expanded"),
+            ("many values", "- x\n".repeat(150_000), "values"),
+            ("two documents", "a: 1\n---\nb: 2\n".to_string(), "more than one YAML document"),
+        ];
+        let mut worst = (std::time::Duration::ZERO, "");
+        for (label, text, want) in &cases {
+            let started = std::time::Instant::now();
+            let e = parse_mlmodel::<serde_yaml::Value>(text).unwrap_err();
+            let took = started.elapsed();
+            assert!(matches!(e, MlmodelError::Bounds(_)), "{label}: {e:?}");
+            let e = e.to_string();
+            assert!(e.contains(want), "{label}: {e}");
+            if took > worst.0 {
+                worst = (took, label);
+            }
+        }
+        eprintln!("worst MLmodel refusal: {:?} ({})", worst.0, worst.1);
+        assert!(worst.0 < std::time::Duration::from_secs(2), "{} took {:?}", worst.1, worst.0);
+
+        // The costliest documents still accepted: flow nesting at the depth bound up to the node
+        // bound, and a megabyte of one long string. Both parse in bounded time.
+        let deep_line = format!("- {}x{}\n", "[".repeat(MAX_MLMODEL_DEPTH - 1), "]".repeat(MAX_MLMODEL_DEPTH - 1));
+        let deep = deep_line.repeat((MAX_MLMODEL_NODES as usize - 1) / MAX_MLMODEL_DEPTH);
+        let long = format!("a: '{}'\n", "x".repeat(MAX_MLMODEL_BYTES as usize - 10));
+        for (label, text) in [("deepest accepted", deep), ("longest accepted", long)] {
+            let started = std::time::Instant::now();
+            parse_mlmodel::<serde_yaml::Value>(&text).unwrap_or_else(|e| panic!("{label}: {e}"));
+            let took = started.elapsed();
+            eprintln!("{label} MLmodel ({} bytes) parsed in {took:?}", text.len());
+            assert!(took < std::time::Duration::from_secs(5), "{label} took {took:?}");
+        }
+    }
+
+    #[test]
+    fn oversized_mlmodel_files_are_refused_before_reading_them_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("model.onnx"), b"x").unwrap();
+        let big =
+            format!("flavors:\n  onnx:\n    data: model.onnx\npadding: '{}'\n", "x".repeat(MAX_MLMODEL_BYTES as usize));
+        std::fs::write(dir.path().join("MLmodel"), big).unwrap();
+        let e = ModelFiles::locate(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("larger than 1048576 bytes"), "{e}");
     }
 }

@@ -152,32 +152,74 @@ async fn download(State(st): State<RegistryState>, uri: Uri) -> Result<Response,
     Ok(resp)
 }
 
+/// The segments of an artifact path, without empty and `.` ones (`a//./b/` → `[a, b]`).
+fn segments(rel: &str) -> Vec<&str> {
+    rel.split('/').filter(|s| !s.is_empty() && *s != ".").collect()
+}
+
+/// The folder a logged model keeps its files in, as artifact path segments: its artifact
+/// location (`mlflow-artifacts:/<experiment location>/models/<id>/artifacts`) without the
+/// trailing `artifacts`, percent-decoded as the proxy decodes request paths. `None` when the
+/// location is not under this server's artifact root.
+fn model_folder(artifact_uri: &str) -> Option<Vec<String>> {
+    let uri = crate::artifact::normalize_scheme(artifact_uri);
+    let rest = uri.strip_prefix(crate::artifact::SCHEME)?;
+    let rel = match rest.strip_prefix("//") {
+        Some(with_host) => with_host.split_once('/').map(|(_, p)| p).unwrap_or(""),
+        None => rest,
+    };
+    let rel = decoded(rel);
+    let mut parts: Vec<String> = segments(&rel).into_iter().map(str::to_string).collect();
+    if parts.last().is_some_and(|p| p == "artifacts") {
+        parts.pop();
+    }
+    Some(parts)
+}
+
 /// Refuse uploads that would change files a registered version depends on: the copies made by
 /// `regserve models register` and the files of a finalized logged model.
+///
+/// A logged model's folder is `<experiment's artifact location>/models/<id>/`, and an
+/// experiment's location can be nested (`mlflow-artifacts:/a/b`), so the path's shape alone
+/// does not say whose it is: every `models/m-<id>` pair in the path names a candidate, each is
+/// looked up in the tracking store, and the upload is refused when a finalized one's folder
+/// holds the path.
 async fn check_writable(st: &RegistryState, rel: &str) -> Result<(), ApiError> {
-    let parts: Vec<&str> = rel.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+    let parts = segments(rel);
     if matches!(parts.first(), Some(&"registry") | Some(&".staging")) {
         return Err(invalid(format!(
             "Invalid path '{rel}': the '{}' folder holds versions registered with `regserve models register` and is read-only here.",
             parts[0]
         )));
     }
-    if let [_, "models", model_id, ..] = parts.as_slice() {
-        if model_id.starts_with("m-") {
-            let tracking = st.tracking.clone();
-            let id = model_id.to_string();
-            let lm = blocking(move || match tracking.get_logged_model(&id) {
-                Ok(lm) => Ok(Some(lm)),
-                Err(RegistryError::NotFound(_)) => Ok(None),
-                Err(e) => Err(e.into()),
-            })
-            .await?;
-            if lm.is_some_and(|lm| lm.info.status == "LOGGED_MODEL_READY") {
-                return Err(invalid(format!(
-                    "Invalid path '{rel}': logged model {model_id} is finalized; its files can no longer change."
-                )));
+    let mut candidates: Vec<String> =
+        parts.windows(2).filter(|w| w[0] == "models" && w[1].starts_with("m-")).map(|w| w[1].to_string()).collect();
+    candidates.sort();
+    candidates.dedup();
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    let path: Vec<String> = parts.iter().map(|s| s.to_string()).collect();
+    let tracking = st.tracking.clone();
+    let finalized_owner = blocking(move || {
+        for id in candidates {
+            let lm = match tracking.get_logged_model(&id) {
+                Ok(lm) => lm,
+                Err(RegistryError::NotFound(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let owns = model_folder(&lm.info.artifact_uri).is_some_and(|folder| path.starts_with(&folder));
+            if owns && lm.info.status == "LOGGED_MODEL_READY" {
+                return Ok(Some(id));
             }
         }
+        Ok(None)
+    })
+    .await?;
+    if let Some(model_id) = finalized_owner {
+        return Err(invalid(format!(
+            "Invalid path '{rel}': logged model {model_id} is finalized; its files can no longer change."
+        )));
     }
     Ok(())
 }
@@ -232,4 +274,19 @@ async fn write_body(tmp: &PathBuf, body: Body) -> Result<(), ApiError> {
     file.flush().await.map_err(io_err)?;
     file.sync_all().await.map_err(io_err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_logged_models_folder_is_its_location_without_artifacts() {
+        let f = |u: &str| model_folder(u).map(|v| v.join("/"));
+        assert_eq!(f("mlflow-artifacts:/0/models/m-1/artifacts").as_deref(), Some("0/models/m-1"));
+        assert_eq!(f("mlflow-artifacts:/a/b/models/m-1/artifacts/").as_deref(), Some("a/b/models/m-1"));
+        assert_eq!(f("MLFLOW-ARTIFACTS://h:5000/a%20b//models/m-1/artifacts").as_deref(), Some("a b/models/m-1"));
+        assert_eq!(f("s3://bucket/models/m-1/artifacts"), None);
+        assert_eq!(segments("a//./b/"), ["a", "b"]);
+    }
 }

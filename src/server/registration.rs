@@ -3,7 +3,11 @@
 //!
 //! `model-versions/create` resolves the source to a storage location the way `mlflow server`
 //! validates it (`models:/m-<id>` needs the matching `model_id`, `runs:/<run>/<path>` the
-//! matching `run_id`, local paths are refused). When the files are under the artifact root and
+//! matching `run_id`, local paths are refused — `file:` in any case of the scheme too). A source
+//! naming a host (`mlflow-artifacts://host/...`, `http(s)://host/...`) must name this server,
+//! as the request's `Host` does: a `serve` following this registry fetches from where a source
+//! points, so another host would get its requests (and, before it was fixed, its token). When
+//! the files are under the artifact root and
 //! hold an ONNX model (an `MLmodel` with an `onnx` flavor, or a `.onnx` file), the version is
 //! created `PENDING_REGISTRATION` and loaded once on the blocking pool; it becomes `READY` only
 //! if that works, `FAILED_REGISTRATION` (with the reason in `status_message`) if not. Anything
@@ -106,6 +110,28 @@ fn check_relative_paths(source: &str) -> Result<(), RegistryError> {
     Ok(())
 }
 
+/// Does `authority` (`host[:port]`, as in a URI) name the same server as the request's `Host`
+/// header? Host names compare case-insensitively; a missing port is the scheme's default.
+pub(crate) fn is_this_server(authority: &str, scheme: &str, host_header: Option<&str>) -> bool {
+    let Some(host_header) = host_header.filter(|h| !h.is_empty()) else { return false };
+    let parse = |a: &str| reqwest::Url::parse(&format!("{scheme}://{a}/")).ok();
+    match (parse(authority), parse(host_header)) {
+        (Some(a), Some(b)) => {
+            a.username().is_empty()
+                && a.host_str().is_some()
+                && a.host_str() == b.host_str()
+                && a.port_or_known_default() == b.port_or_known_default()
+        }
+        _ => false,
+    }
+}
+
+fn foreign_host(source: &str, host: &str) -> RegistryError {
+    invalid(format!(
+        "Invalid model version source: '{source}'. It names the host '{host}', which is not this server: servers following this registry would fetch the model from there. Use mlflow-artifacts:/<path> (this server's artifact store)."
+    ))
+}
+
 /// `mlflow-artifacts:/a/b` (or `mlflow-artifacts://host/a/b`) → `a/b`.
 fn artifact_rel(uri: &str) -> Option<&str> {
     let rest = uri.strip_prefix(crate::artifact::SCHEME)?;
@@ -125,14 +151,21 @@ fn within(uri: &str, root: &str) -> bool {
     }
 }
 
-/// Resolve a `model-versions/create` source. Blocking.
+/// Resolve a `model-versions/create` source. `host` is the request's `Host` header (what this
+/// server is called by the client). Blocking.
 pub fn resolve_source(
     st: &RegistryState,
     source: &str,
     run_id: &str,
     model_id: &str,
+    host: Option<&str>,
 ) -> Result<ResolvedSource, RegistryError> {
     check_relative_paths(source)?;
+    // Schemes are case-insensitive: decide on (and record) the lower-case form, so `FILE://`,
+    // `Models:/` or `MLFLOW-ARTIFACTS:` take the same path as their usual spelling.
+    let normalized = crate::artifact::normalize_scheme(source);
+    let source = normalized.as_ref();
+    let scheme = crate::artifact::scheme_of(source).map(|(s, _)| s);
     let unresolved = |why: String| ResolvedSource {
         source: source.to_string(),
         run_id: run_id.to_string(),
@@ -210,7 +243,13 @@ pub fn resolve_source(
                 }
             }
         }
-    } else if source.starts_with(crate::artifact::SCHEME) {
+    } else if let Some(rest) = source.strip_prefix(crate::artifact::SCHEME) {
+        if let Some(with_host) = rest.strip_prefix("//") {
+            let netloc = with_host.split('/').next().unwrap_or_default();
+            if !netloc.is_empty() && !is_this_server(netloc, "http", host) {
+                return Err(foreign_host(source, netloc));
+            }
+        }
         let contained = if !model_id.is_empty() {
             let lm = st.tracking.get_logged_model(model_id)?;
             within(source, &lm.info.artifact_uri)
@@ -230,10 +269,23 @@ pub fn resolve_source(
             local: None,
             not_loaded: None,
         }
-    } else if source.starts_with('/') || source.starts_with("file:") || !source.contains(':') {
+    } else if scheme.is_none() || scheme.as_deref() == Some("file") {
+        // A path (no scheme, `C:`-like one-letter schemes) or `file:` in any spelling.
         return Err(invalid(format!(
             "Invalid model version source: '{source}'. To use a local path as a model version source, the run_id request parameter has to be specified and the local path has to be contained within the artifact directory of the run specified by the run_id."
         )));
+    } else if matches!(scheme.as_deref(), Some("http" | "https")) {
+        let url = reqwest::Url::parse(source)
+            .map_err(|e| invalid(format!("Invalid model version source: '{source}': {e}")))?;
+        let authority = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, _) => String::new(),
+        };
+        if !url.username().is_empty() || !is_this_server(&authority, url.scheme(), host) {
+            return Err(foreign_host(source, &authority));
+        }
+        return Ok(unresolved("regserve test-loads only files under its own artifact root".to_string()));
     } else {
         return Ok(unresolved("regserve test-loads only files under its own artifact root".to_string()));
     };
@@ -251,42 +303,57 @@ pub fn resolve_source(
         }
         Ok(path) if !path.exists() => resolved.not_loaded = Some(format!("no files at {}", resolved.storage_location)),
         Ok(path) => match onnx_model_in(&path) {
-            None => resolved.local = Some(path),
-            Some(why) => resolved.not_loaded = Some(why),
+            Err(why) => return Err(invalid(format!("Invalid model version source: '{source}': {why}."))),
+            Ok(None) => resolved.local = Some(path),
+            Ok(Some(why)) => resolved.not_loaded = Some(why),
         },
     }
     Ok(resolved)
 }
 
-/// `None` when `path` holds an ONNX model to test-load, else why it does not.
-fn onnx_model_in(path: &Path) -> Option<String> {
+/// `Ok(None)` when `path` holds an ONNX model to test-load, `Ok(Some(why))` when it does not,
+/// `Err` when its `MLmodel` is over the bounds regserve reads (size, nesting, values): refused.
+fn onnx_model_in(path: &Path) -> Result<Option<String>, String> {
+    use crate::runtime::mlmodel::{parse_mlmodel, read_mlmodel, MlmodelError};
+    use crate::runtime::RuntimeError;
+
+    #[derive(serde::Deserialize)]
+    struct Flavors {
+        #[serde(default)]
+        flavors: Option<std::collections::BTreeMap<String, serde::de::IgnoredAny>>,
+    }
+
     let is_onnx = |p: &Path| p.extension().and_then(|e| e.to_str()) == Some("onnx");
     if path.is_file() {
-        return (!is_onnx(path)).then(|| "not an ONNX model (not a .onnx file)".to_string());
+        return Ok((!is_onnx(path)).then(|| "not an ONNX model (not a .onnx file)".to_string()));
     }
     let mlmodel = path.join("MLmodel");
     let mut flavors: Vec<String> = Vec::new();
-    if let Ok(text) = std::fs::read_to_string(&mlmodel) {
-        if let Ok(yaml) = serde_yaml::from_str::<serde_yaml::Value>(&text) {
-            if let Some(map) = yaml.get("flavors").and_then(|f| f.as_mapping()) {
-                flavors = map.keys().filter_map(|k| k.as_str().map(str::to_string)).collect();
-            }
+    if mlmodel.is_file() {
+        match read_mlmodel(&mlmodel) {
+            Err(RuntimeError::InvalidModel { reason, .. }) => return Err(reason),
+            Err(_) => {}
+            Ok(text) => match parse_mlmodel::<Flavors>(&text) {
+                Err(MlmodelError::Bounds(why)) => return Err(why),
+                Err(MlmodelError::Syntax(_)) => {}
+                Ok(f) => flavors = f.flavors.unwrap_or_default().into_keys().collect(),
+            },
         }
         if flavors.iter().any(|f| f == "onnx") {
-            return None;
+            return Ok(None);
         }
     }
     let has_onnx_file = std::fs::read_dir(path)
         .map(|entries| entries.flatten().any(|e| is_onnx(&e.path()) && e.path().is_file()))
         .unwrap_or(false);
     if has_onnx_file {
-        return None;
+        return Ok(None);
     }
-    Some(if mlmodel.exists() {
+    Ok(Some(if mlmodel.exists() {
         format!("not an ONNX model (MLmodel flavors: {})", flavors.join(", "))
     } else {
         "not an ONNX model (no MLmodel with an onnx flavor and no .onnx file)".to_string()
-    })
+    }))
 }
 
 /// What `model-versions/create` asked for.
@@ -299,6 +366,8 @@ pub struct CreateVersion {
     pub description: String,
     pub tags: Vec<Tag>,
     pub model_id: String,
+    /// The request's `Host` header: a source may name this server, and no other.
+    pub host: Option<String>,
 }
 
 /// Create a version: resolve its source, insert it, test-load it when it is an ONNX model
@@ -306,7 +375,7 @@ pub struct CreateVersion {
 pub async fn create_version(st: &RegistryState, req: CreateVersion) -> Result<ModelVersion, ApiError> {
     let st2 = st.clone();
     let (mv, local) = blocking(move || {
-        let r = resolve_source(&st2, &req.source, &req.run_id, &req.model_id)?;
+        let r = resolve_source(&st2, &req.source, &req.run_id, &req.model_id, req.host.as_deref())?;
         let test_load = r.local.is_some();
         let mv = st2.store.create_model_version(&NewVersion {
             name: req.name.clone(),
@@ -478,6 +547,19 @@ mod tests {
         assert_eq!(resumed_attempts("not test-loaded: x"), 0);
         assert_eq!(resumed_attempts(&format!("{RESUMED} (attempt 2)")), 2);
         assert_eq!(resumed_attempts(RESUMED), 0);
+    }
+
+    #[test]
+    fn hosts_are_this_server_only_when_they_match_the_host_header() {
+        let h = Some("127.0.0.1:5000");
+        assert!(is_this_server("127.0.0.1:5000", "http", h));
+        assert!(is_this_server("LOCALHOST", "http", Some("localhost:80")));
+        assert!(!is_this_server("127.0.0.1:5001", "http", h));
+        assert!(!is_this_server("attacker.example:5000", "http", h));
+        assert!(!is_this_server("127.0.0.1", "http", h), "the default port is 80, not 5000");
+        assert!(!is_this_server("user@127.0.0.1:5000", "http", h));
+        assert!(!is_this_server("127.0.0.1:5000", "http", None));
+        assert!(!is_this_server("", "http", h));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //!   `transition-stage` (POST), `set-tag` (POST), `delete-tag` (DELETE)
 
 use axum::extract::State;
+use axum::http::{header, HeaderMap};
 use axum::routing::{delete, get, patch, post};
 use axum::Router;
 
@@ -164,7 +165,8 @@ async fn delete_alias(State(st): State<RegistryState>, p: Params) -> Reply {
 
 // -------------------------------------------------------------------- model versions
 
-async fn create_version(State(st): State<RegistryState>, p: Params) -> Reply {
+async fn create_version(State(st): State<RegistryState>, headers: HeaderMap, p: Params) -> Reply {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string);
     let req = CreateVersion {
         name: p.required_str("name")?,
         source: p.required_str("source")?,
@@ -173,6 +175,7 @@ async fn create_version(State(st): State<RegistryState>, p: Params) -> Reply {
         description: p.str_or_empty("description")?,
         tags: p.tags("tags")?,
         model_id: p.str_or_empty("model_id")?,
+        host,
     };
     version_reply(registration::create_version(&st, req).await?)
 }

@@ -11,12 +11,13 @@
 //! - `/api/3.0/mlflow/server-info` (GET)
 
 use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::params::Params;
-use super::registration::{blocking, RegistryState};
+use super::registration::{blocking, is_this_server, RegistryState};
 use super::reply::{empty, one, JsonReply, Reply};
 use crate::registry::tracking::{Metric, ModelOutput, NewLoggedModel, NewRun, Paged, ViewType};
 use crate::registry::{RegistryError, Tag};
@@ -116,16 +117,26 @@ async fn get_experiment_by_name(State(st): State<RegistryState>, p: Params) -> R
     one("experiment", &e)
 }
 
-async fn create_experiment(State(st): State<RegistryState>, p: Params) -> Reply {
+async fn create_experiment(State(st): State<RegistryState>, headers: HeaderMap, p: Params) -> Reply {
     let name = p.required_str("name")?;
-    let location = p.opt_str("artifact_location")?;
+    let location = p.opt_str("artifact_location")?.map(|l| crate::artifact::normalize_scheme(&l).into_owned());
     if let Some(l) = location.as_deref().filter(|l| !l.is_empty()) {
-        // Its runs' and models' files must be where the artifact proxy can serve them.
-        if !l.starts_with(crate::artifact::SCHEME) {
+        // Its runs' and models' files must be where the artifact proxy can serve them: under
+        // this server's artifact root, named without a host or with this server's.
+        let Some(rest) = l.strip_prefix(crate::artifact::SCHEME) else {
             return Err(RegistryError::InvalidParameter(format!(
                 "Invalid artifact_location '{l}': regserve keeps artifacts under its artifact root; use an mlflow-artifacts:/ URI or leave it out."
             ))
             .into());
+        };
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        if let Some(netloc) = rest.strip_prefix("//").map(|r| r.split('/').next().unwrap_or_default()) {
+            if !netloc.is_empty() && !is_this_server(netloc, "http", host) {
+                return Err(RegistryError::InvalidParameter(format!(
+                    "Invalid artifact_location '{l}': it names the host '{netloc}', which is not this server; use mlflow-artifacts:/<path>."
+                ))
+                .into());
+            }
         }
     }
     let tags = p.tags("tags")?;

@@ -13,7 +13,7 @@ use super::page::{
     alias_chip, describe, error_page, model_url, or_dash, query_enc, stage_badge, time, time_short, version_url, Ctx,
     Page,
 };
-use crate::registry::{ModelVersion, RegisteredModel, Stage};
+use crate::registry::{ModelVersion, RegisteredModel, Stage, MAX_DESCRIPTION_CHARS};
 use crate::server::registration::{blocking, RegistryState};
 
 const PAGE_SIZE: usize = 25;
@@ -114,7 +114,7 @@ pub async fn models_page(State(st): State<RegistryState>, ctx: Ctx, Query(q): Qu
             h2 { "Create a registered model" }
             form.stack method="post" action="/models" {
                 label { "Name" input type="text" name="name" required maxlength="256" autocomplete="off"; }
-                label { "Description " span.muted { "(Markdown)" } textarea name="description" rows="3" {} }
+                label { "Description " span.muted { "(Markdown)" } textarea name="description" rows="3" maxlength=(MAX_DESCRIPTION_CHARS) {} }
                 div.actions { button type="submit" { "Create model" } }
             }
             p.muted.small {
@@ -161,8 +161,15 @@ fn stage_order(s: Stage) -> u8 {
 
 pub async fn model_page(State(st): State<RegistryState>, ctx: Ctx, Path(name): Path<String>) -> Response {
     let n = name.clone();
-    let found = blocking(move || Ok((st.store.get_registered_model(&n)?, st.store.list_model_versions(&n)?))).await;
-    let (model, versions) = match found {
+    let found = blocking(move || {
+        let model = st.store.get_registered_model(&n)?;
+        let versions = st.store.list_model_versions(&n)?;
+        // Rendering is bounded but CPU work: here on the blocking pool, not in the page below.
+        let rendered = markdown::render(&model.description);
+        Ok((model, versions, rendered))
+    })
+    .await;
+    let (model, versions, rendered) = match found {
         Ok(x) => x,
         Err(e) => {
             let (status, message) = describe(&e);
@@ -181,7 +188,7 @@ pub async fn model_page(State(st): State<RegistryState>, ctx: Ctx, Path(name): P
             div.main-col {
                 section.card {
                     h2 { "Description" }
-                    (description_block(&model.description, &format!("{base}/description")))
+                    (description_block(&model.description, &rendered, &format!("{base}/description")))
                 }
                 section.card {
                     h2 { "Versions " span.count { (versions.len()) } }
@@ -266,19 +273,20 @@ pub async fn model_page(State(st): State<RegistryState>, ctx: Ctx, Path(name): P
     Page::new(model.name.clone(), body).crumb("Models", "/").render(&ctx)
 }
 
-/// A rendered Markdown description with its edit form (opened by a `<details>`, no script).
-fn description_block(description: &str, action: &str) -> Markup {
+/// A description, already rendered from Markdown, with its edit form (opened by a
+/// `<details>`, no script).
+fn description_block(description: &str, rendered: &Markup, action: &str) -> Markup {
     html! {
         @if description.trim().is_empty() {
             p.muted { "No description." }
         } @else {
-            div.markdown { (markdown::render(description)) }
+            div.markdown { (rendered) }
         }
         details.edit {
             summary { "Edit description" }
             form.stack method="post" action=(action) {
                 label.sr-only for="description" { "Description" }
-                textarea #description name="description" rows="8" { (description) }
+                textarea #description name="description" rows="8" maxlength=(MAX_DESCRIPTION_CHARS) { (description) }
                 div.actions {
                     button type="submit" { "Save description" }
                     span.muted.small { "Markdown: headings, lists, links, code, tables." }
@@ -337,10 +345,11 @@ pub async fn version_page(
     let found = blocking(move || {
         let mv = st.store.get_model_version(&n, version)?;
         let files = files::read(&st.artifacts, download_uri(&mv));
-        Ok((mv, files))
+        let rendered = markdown::render(&mv.description);
+        Ok((mv, files, rendered))
     })
     .await;
-    let (mv, files) = match found {
+    let (mv, files, rendered) = match found {
         Ok(x) => x,
         Err(e) => {
             let (status, message) = describe(&e);
@@ -377,7 +386,7 @@ pub async fn version_page(
                 }
                 section.card {
                     h2 { "Description" }
-                    (description_block(&mv.description, &format!("{base}/description")))
+                    (description_block(&mv.description, &rendered, &format!("{base}/description")))
                 }
                 section.card {
                     h2 { "Lineage" }
