@@ -350,10 +350,10 @@ def markdown_nesting(srv, size):
     return len(desc), "description stored; page views " + ", ".join(f"{t:.1f} s" for t in times)
 
 
-def mlmodel_nesting(srv, size):
-    d = size
-    mlmodel = "flavors:\n  onnx:\n    onnx_version: 1.17.0\n    data: model.onnx\n" \
-              "nest: " + "[" * d + "]" * d + "\n"
+def create_version(srv, files, wait=60):
+    """Log `files` (name → bytes) as a run's model through the artifact proxy, create a version of
+    'iris' from it over REST, and wait up to `wait` s for it to leave PENDING_REGISTRATION.
+    Returns (outcome text, version or None)."""
     api = "/api/2.0/mlflow"
     _, e = request(srv, "POST", api + "/experiments/create", json.dumps({"name": "attack"}).encode(),
                    {"Content-Type": "application/json"})
@@ -363,30 +363,47 @@ def mlmodel_nesting(srv, size):
     run = json.loads(r)["run"]["info"]
     source = run["artifact_uri"].rstrip("/") + "/model"
     base = "/api/2.0/mlflow-artifacts/artifacts/" + source.split(":", 1)[1].lstrip("/")
-    onnx = open(os.path.join(REPO, "models", "iris-v1", "model.onnx"), "rb").read()
-    request(srv, "PUT", base + "/MLmodel", mlmodel.encode(), {"Content-Type": "application/octet-stream"})
-    request(srv, "PUT", base + "/model.onnx", onnx, {"Content-Type": "application/octet-stream"})
+    for name, data in files.items():
+        request(srv, "PUT", base + "/" + name, data, {"Content-Type": "application/octet-stream"})
     t0 = time.time()
     status, data = request(srv, "POST", api + "/model-versions/create",
                            json.dumps({"name": "iris", "source": source, "run_id": run["run_id"]}).encode(),
                            {"Content-Type": "application/json"}, timeout=120)
     out = f"create {status} in {time.time() - t0:.1f} s"
-    if status == 200:
-        v = json.loads(data)["model_version"]["version"]
-        end = time.time() + 60
-        st = ""
-        while time.time() < end:
-            _, d2 = request(srv, "GET", f"/api/2.0/mlflow/model-versions/get?name=iris&version={v}")
-            st = json.loads(d2)["model_version"].get("status", "")
-            if st != "PENDING_REGISTRATION":
-                break
-            time.sleep(0.2)
+    if status != 200:
+        return out + " " + data[:60].decode("utf-8", "replace"), None
+    v = json.loads(data)["model_version"]["version"]
+    end = time.time() + wait
+    st = ""
+    while time.time() < end:
+        _, d2 = request(srv, "GET", f"{api}/model-versions/get?name=iris&version={v}")
+        st = json.loads(d2)["model_version"].get("status", "")
+        if st != "PENDING_REGISTRATION":
+            break
+        time.sleep(0.2)
+    return out + f", {st} after {time.time() - t0:.1f} s", v
+
+
+def mlmodel_nesting(srv, size):
+    d = size
+    mlmodel = "flavors:\n  onnx:\n    onnx_version: 1.17.0\n    data: model.onnx\n" \
+              "nest: " + "[" * d + "]" * d + "\n"
+    onnx = open(os.path.join(REPO, "models", "iris-v1", "model.onnx"), "rb").read()
+    out, v = create_version(srv, {"MLmodel": mlmodel.encode(), "model.onnx": onnx})
+    if v is not None:
         t1 = time.time()
         request(srv, "GET", f"/models/iris/versions/{v}", timeout=120)
-        out += f", {st}, page view {time.time() - t1:.1f} s"
-    else:
-        out += " " + data[:60].decode("utf-8", "replace")
+        out += f", page view {time.time() - t1:.1f} s"
     return len(mlmodel), out
+
+
+def looping_model(srv, size):
+    """A model whose warm-up never ends (an ONNX Loop of 2^62 iterations): the test load must
+    stop at its deadline; SIGTERM right after must not wait for it."""
+    d = os.path.join(REPO, "tests", "fixtures", "slow_loop")
+    files = {n: open(os.path.join(d, n), "rb").read() for n in os.listdir(d) if os.path.isfile(os.path.join(d, n))}
+    out, _ = create_version(srv, files, wait=size)
+    return 0, out
 
 
 # --------------------------------------------------------------------------------------------
@@ -414,6 +431,9 @@ def main():
 
     SERVE = ["serve", "-m", "models:/iris/1"]
     SERVER = ["server"]
+    # the test-load deadline, where the binary has one (a build before it would refuse the flag)
+    has_timeout = "--load-timeout" in subprocess.run([a.bin, "server", "--help"], capture_output=True, text=True).stdout
+    LOAD_TIMEOUT = ["--load-timeout", S("10s", "5s")] if has_timeout else []
     attacks = [
         # name, command, registry models, size, attack, checks the single-request RSS target
         ("records: distinct key per row", SERVE, None, S(430_000, 47_000), one_body(lambda n: distinct_keys("dataframe_records", n)), True),
@@ -432,6 +452,7 @@ def main():
         ("pinned versions on v2", SERVE, [("iris", "iris-v1", S(40, 10))], S(40, 10), pinned_versions, False),
         ("markdown: nested '>' description", SERVER, None, S(30_000, 30_000), markdown_nesting, False),
         ("MLmodel: deep YAML nesting", SERVER, None, S(60_000, 20_000), mlmodel_nesting, False),
+        ("model that loops at test load (--load-timeout 10 s; 5 s short)", SERVER + LOAD_TIMEOUT, None, S(90, 20), looping_model, False),
     ]
     rows, misses = [], []
     for name, cmd, models, size, attack, single in attacks:
