@@ -63,7 +63,7 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
             manager.begin_drain();
         };
         tracing::info!("listening on http://{local}");
-        server::serve(listener, app, args.http.limits(), shutdown).await.context("serving HTTP")?;
+        server::serve(listener, app, args.http.limits(args.max_body_size), shutdown).await.context("serving HTTP")?;
         tracing::info!("stopped");
         Ok(())
     })
@@ -101,7 +101,9 @@ pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()
             app = app.layer(axum::middleware::from_fn_with_state(policy, server::auth::guard));
         }
         tracing::info!("listening on http://{local}");
-        server::serve(listener, app, args.http.limits(), server::shutdown_signal()).await.context("serving HTTP")
+        server::serve(listener, app, args.http.limits(server::params::BODY_LIMIT), server::shutdown_signal())
+            .await
+            .context("serving HTTP")
     })
 }
 
