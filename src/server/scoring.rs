@@ -106,7 +106,7 @@ async fn score(st: &ScoringState, slot: &Arc<Slot>, headers: &HeaderMap, body: B
         Ok(_) => StatusCode::OK,
         Err(e) => e.classify().0,
     };
-    observe(&slot.uri.name, version, "invocations", status, started);
+    observe(&st.manager, &slot.uri.name, version, "invocations", status, started);
     slot.stats.record(status.as_u16(), started.elapsed());
     result
 }
@@ -148,8 +148,21 @@ async fn score_inner(
     )
 }
 
-/// Count one scoring request and its latency.
-pub fn observe(model: &str, version: Option<u64>, protocol: &str, status: StatusCode, started: Instant) {
+/// Count one scoring request and its latency. `model` comes from the request path: a name this
+/// server does not serve is counted under [`metrics::UNKNOWN_MODEL`], so the label values stay
+/// the served models whatever clients send.
+pub fn observe(
+    manager: &ModelManager,
+    model: &str,
+    version: Option<u64>,
+    protocol: &str,
+    status: StatusCode,
+    started: Instant,
+) {
+    let (model, version) = match manager.slot(model) {
+        Some(_) => (model, version),
+        None => (metrics::UNKNOWN_MODEL, None),
+    };
     let m = metrics::metrics();
     m.requests
         .get_or_create(&metrics::RequestLabels {
