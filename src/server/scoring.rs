@@ -188,12 +188,18 @@ pub async fn metrics_text(State(st): State<ScoringState>) -> Response {
 /// Read the whole body, refusing more than `limit` bytes with 413. Past the limit the rest of
 /// the body is read and dropped (up to a cap) before answering, so the client gets the 413
 /// instead of a connection reset.
+///
+/// Memory: a declared `Content-Length` is read into one buffer of that size. A body of unknown
+/// length is kept as segments of at least [`SEGMENT`] bytes (no doubling of one buffer, which
+/// would hold up to twice the bytes received while the body arrives — bytes that the in-flight
+/// budget of [`body_budget`](super::body_budget) counts once) and joined once at the end.
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
     use http_body_util::BodyExt;
     const DRAIN_CAP: usize = 8 << 20;
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let mut body = body;
+    let mut segments: Vec<axum::body::Bytes> = Vec::new();
     let mut buf = bytes::BytesMut::with_capacity(declared.map_or(0, |n| n.min(limit as u64) as usize));
     let mut seen: usize = 0;
     let mut over = declared.is_some_and(|n| n > limit as u64);
@@ -210,10 +216,28 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
             }
             continue;
         }
+        if declared.is_none() && buf.len() + data.len() > buf.capacity() {
+            // Unknown length: close the segment in hand, start one that fits this frame.
+            if !buf.is_empty() {
+                segments.push(buf.split().freeze());
+            }
+            buf = bytes::BytesMut::with_capacity(data.len().max(SEGMENT).min(limit));
+        }
         buf.extend_from_slice(&data);
     }
     if over {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    Ok(buf.freeze())
+    if segments.is_empty() {
+        return Ok(buf.freeze());
+    }
+    segments.push(buf.freeze());
+    let mut whole = Vec::with_capacity(seen);
+    for s in segments.drain(..) {
+        whole.extend_from_slice(&s);
+    }
+    Ok(whole.into())
 }
+
+/// The smallest segment of a body of unknown length (see [`read_body`]).
+const SEGMENT: usize = 256 << 10;
