@@ -219,16 +219,52 @@ async fn chunked_uploads_that_never_end_are_bounded_and_cut() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_chunked_body_in_odd_pieces_is_read_whole() {
+    let (reg, _) = iris();
+    let server = reg.spawn(&["serve", "-m", "models:/iris/1"]);
+    server.wait_ready("/ping", Duration::from_secs(30)).await;
+    let addr = addr(&server);
+    // ~1.3 MB of rows, sent as chunks of sizes that do not line up with any buffer.
+    let rows = 40_000;
+    let body = json!({"dataframe_split": {"columns": ["sepal_length", "sepal_width", "petal_length", "petal_width"], "data": vec![[5.1, 3.5, 1.4, 0.2]; rows]}}).to_string().into_bytes();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    write!(s, "POST /invocations HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").unwrap();
+    let sizes = [1usize, 7, 4093, 65_537, 300_001, 13];
+    let (mut at, mut i) = (0, 0);
+    while at < body.len() {
+        let n = sizes[i % sizes.len()].min(body.len() - at);
+        s.write_all(format!("{n:x}\r\n").as_bytes()).unwrap();
+        s.write_all(&body[at..at + n]).unwrap();
+        s.write_all(b"\r\n").unwrap();
+        (at, i) = (at + n, i + 1);
+    }
+    s.write_all(b"0\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{}", &answer[..answer.len().min(500)]);
+    let json_at = answer.find("\r\n\r\n").unwrap() + 4;
+    let body = &answer[json_at..];
+    // The answer may itself be chunked: take the JSON between the first '{' and the last '}'.
+    let v: Value = serde_json::from_str(&body[body.find('{').unwrap()..=body.rfind('}').unwrap()]).unwrap();
+    assert_eq!(v["predictions"].as_array().map(|p| p.len()), Some(rows), "one prediction per row sent");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn health_answers_while_every_connection_slot_is_held() {
     let (reg, _) = iris();
     let server = reg.spawn(&["serve", "-m", "models:/iris/1", "--max-connections", "4"]);
     server.wait_ready("/ping", Duration::from_secs(30)).await;
+    // The readiness probe's connection must be gone before four others fill every slot.
+    std::thread::sleep(Duration::from_millis(500));
     let addr = addr(&server);
     // Four partial bodies hold every ordinary slot.
     let mut held: Vec<TcpStream> = (0..4).map(|_| start_body(&addr, "/invocations", 1000, 10)).collect();
     std::thread::sleep(Duration::from_millis(300));
     for s in &mut held {
-        assert!(answer_within(s, Duration::from_millis(100)).is_none(), "the server is waiting for the body");
+        let answer = answer_within(s, Duration::from_millis(100));
+        assert!(answer.is_none(), "the server should be waiting for the body: {answer:?}");
     }
     let mut worst = Duration::ZERO;
     for path in ["/ping", "/health", "/v2/health/ready", "/v2/health/live"] {
@@ -256,12 +292,14 @@ async fn health_answers_while_every_connection_slot_is_held() {
     // The registry server: the same.
     let registry = reg.spawn(&["server", "--max-connections", "2", "--max-inflight-body-size", "3MiB"]);
     registry.wait_ready("/health", Duration::from_secs(30)).await;
+    std::thread::sleep(Duration::from_millis(500));
     let raddr = registry.base.trim_start_matches("http://").to_string();
     let create = "/api/2.0/mlflow/registered-models/create";
     let mut held: Vec<TcpStream> = (0..2).map(|_| start_body(&raddr, create, 1_500_000, 10)).collect();
     std::thread::sleep(Duration::from_millis(300));
     for s in &mut held {
-        assert!(answer_within(s, Duration::from_millis(100)).is_none(), "the server is waiting for the body");
+        let answer = answer_within(s, Duration::from_millis(100));
+        assert!(answer.is_none(), "the server should be waiting for the body: {answer:?}");
     }
     let worst = ping_worst(&raddr, "/health", 10);
     println!("registry server: slowest /health with every slot held: {worst:?}");
@@ -280,7 +318,8 @@ async fn the_registry_server_shares_the_budget_and_streams_uploads_past_it() {
     let mut held: Vec<TcpStream> = (0..2).map(|_| start_body(&addr, create, 1_500_000, 10)).collect();
     std::thread::sleep(Duration::from_millis(300));
     for s in &mut held {
-        assert!(answer_within(s, Duration::from_millis(100)).is_none(), "the server is waiting for the body");
+        let answer = answer_within(s, Duration::from_millis(100));
+        assert!(answer.is_none(), "the server should be waiting for the body: {answer:?}");
     }
     let mut third = start_body(&addr, create, 1_500_000, 10);
     let answer = answer_within(&mut third, Duration::from_secs(5)).expect("an answer");

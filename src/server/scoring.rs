@@ -190,7 +190,7 @@ pub async fn metrics_text(State(st): State<ScoringState>) -> Response {
 /// instead of a connection reset.
 ///
 /// Memory: a declared `Content-Length` is read into one buffer of that size. A body of unknown
-/// length is kept as segments of at least [`SEGMENT`] bytes (no doubling of one buffer, which
+/// length is kept in segments of [`SEGMENT`] bytes (no doubling of one buffer, which
 /// would hold up to twice the bytes received while the body arrives — bytes that the in-flight
 /// budget of [`body_budget`](super::body_budget) counts once) and joined once at the end.
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
@@ -216,14 +216,23 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
             }
             continue;
         }
-        if declared.is_none() && buf.len() + data.len() > buf.capacity() {
-            // Unknown length: close the segment in hand, start one that fits this frame.
-            if !buf.is_empty() {
-                segments.push(buf.split().freeze());
-            }
-            buf = bytes::BytesMut::with_capacity(data.len().max(SEGMENT).min(limit));
+        if declared.is_some() {
+            buf.extend_from_slice(&data);
+            continue;
         }
-        buf.extend_from_slice(&data);
+        // Unknown length: fill the segment in hand to its end, then start the next.
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            if buf.len() == buf.capacity() {
+                if !buf.is_empty() {
+                    segments.push(buf.split().freeze());
+                }
+                buf = bytes::BytesMut::with_capacity(SEGMENT);
+            }
+            let n = rest.len().min(buf.capacity() - buf.len());
+            buf.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+        }
     }
     if over {
         return Err(ApiError::PayloadTooLarge { limit });
@@ -239,5 +248,5 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     Ok(whole.into())
 }
 
-/// The smallest segment of a body of unknown length (see [`read_body`]).
+/// The segment size for a body of unknown length (see [`read_body`]).
 const SEGMENT: usize = 256 << 10;
