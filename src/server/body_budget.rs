@@ -109,15 +109,23 @@ impl Charge {
         if n == 0 {
             return true;
         }
-        let Ok(n32) = u32::try_from(n) else { return false };
-        match self.budget.inner.bytes.try_acquire_many(n32) {
-            Ok(permit) => {
-                permit.forget();
-                self.held.fetch_add(n, Ordering::AcqRel);
-                true
+        // The semaphore takes at most u32::MAX permits at a time.
+        let mut taken = 0;
+        while taken < n {
+            let step = (n - taken).min(u32::MAX as usize);
+            match self.budget.inner.bytes.try_acquire_many(step as u32) {
+                Ok(permit) => {
+                    permit.forget();
+                    taken += step;
+                }
+                Err(_) => {
+                    self.budget.inner.bytes.add_permits(taken);
+                    return false;
+                }
             }
-            Err(_) => false,
         }
+        self.held.fetch_add(n, Ordering::AcqRel);
+        true
     }
 
     fn give_back(&self, n: usize) {
