@@ -76,7 +76,7 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
             manager.begin_drain();
         };
         tracing::info!("listening on http://{local}");
-        server::serve(listener, app, args.http.limits(), shutdown).await.context("serving HTTP")?;
+        server::serve(listener, app, args.http.limits(args.max_body_size), shutdown).await.context("serving HTTP")?;
         tracing::info!("stopped");
         Ok::<(), anyhow::Error>(())
     })?;
@@ -133,7 +133,7 @@ pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()
             // Test loads still running stop now; their versions stay pending for the next start.
             crate::runtime::cancel_loads();
         };
-        server::serve(listener, app, args.http.limits(), shutdown).await.context("serving HTTP")
+        server::serve(listener, app, args.http.limits(server::params::BODY_LIMIT), shutdown).await.context("serving HTTP")
     })?;
     stop_runtime(runtime);
     Ok(())

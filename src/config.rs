@@ -152,6 +152,24 @@ pub struct HttpArgs {
     /// Most open connections; further clients wait in the listen backlog.
     #[arg(long, env = "REGSERVE_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
+    /// Connections accepted past --max-connections that answer only the health routes (/ping,
+    /// /health, /v2/health/*, /version; one request each), so health checks answer while every
+    /// ordinary connection is held by slow clients.
+    #[arg(long, env = "REGSERVE_HEALTH_CONNECTIONS", default_value_t = 16)]
+    pub health_connections: usize,
+    /// Bytes of request bodies all connections together may hold in memory; a request beyond it
+    /// gets 503 with Retry-After. Default: 4 × the largest body a request may send (--max-body-size
+    /// on `serve`, the 2 MiB JSON limit on `server`), at least 64 MiB — a few of the largest
+    /// bodies can be read while others are scored, and the bodies plus their parse (a small
+    /// multiple of the body) stay near 1 GiB with the default --max-body-size, whatever the
+    /// number of connections.
+    #[arg(long, env = "REGSERVE_MAX_INFLIGHT_BODY_SIZE", value_parser = parse_size)]
+    pub max_inflight_body_size: Option<usize>,
+    /// A request body must arrive in full within this time (a streamed upload may not pause
+    /// longer), else 408; capped by --request-timeout. It bounds how long a client that stalls
+    /// before its last byte holds a share of --max-inflight-body-size.
+    #[arg(long, env = "REGSERVE_BODY_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
     /// A client must send its request headers within this time (slow-loris protection).
     #[arg(long, env = "REGSERVE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
@@ -176,11 +194,19 @@ pub struct HttpArgs {
 }
 
 impl HttpArgs {
-    pub fn limits(&self) -> crate::server::HttpLimits {
+    /// The limits, for a server whose handlers buffer bodies of at most `max_body` bytes.
+    pub fn limits(&self, max_body: usize) -> crate::server::HttpLimits {
         crate::server::HttpLimits {
             max_connections: self.max_connections.max(1),
+            health_connections: self.health_connections,
             header_read_timeout: self.header_read_timeout,
             max_header_bytes: self.max_header_size,
+            max_body_bytes: max_body,
+            inflight_body_bytes: self
+                .max_inflight_body_size
+                .unwrap_or_else(|| max_body.saturating_mul(4).max(64 << 20))
+                .max(1),
+            body_read_timeout: self.body_read_timeout.min(self.request_timeout),
             request_timeout: self.request_timeout,
             shutdown_grace: self.shutdown_grace,
         }

@@ -10,6 +10,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+/// The `model` label of requests for a model this server does not serve: label values come
+/// only from the served models, never from what a client puts in a path.
+pub const UNKNOWN_MODEL: &str = "__unknown__";
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub model: String,

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -22,6 +22,7 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::body_budget::BodyCharge;
 use super::error::ApiError;
 use super::params::Params;
 use super::registration::{blocking, RegistryState};
@@ -224,7 +225,16 @@ async fn check_writable(st: &RegistryState, rel: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn upload(State(st): State<RegistryState>, uri: Uri, body: Body) -> Result<Response, ApiError> {
+async fn upload(
+    State(st): State<RegistryState>,
+    charge: Option<Extension<BodyCharge>>,
+    uri: Uri,
+    body: Body,
+) -> Result<Response, ApiError> {
+    // Written to disk frame by frame: only the frame in hand counts against the body budget.
+    if let Some(Extension(charge)) = &charge {
+        charge.streaming();
+    }
     let raw = raw_path(&uri).to_string();
     refuse_hidden(&raw)?;
     let dest = st.artifacts.path_of(&raw)?;

@@ -1,11 +1,15 @@
 //! The accept loop: hyper HTTP/1.1 connections served by an axum router, with the limits a
 //! server on a production path needs, and one shutdown path.
 //!
-//! - at most `max_connections` open connections (further ones wait in the listen backlog);
+//! - at most `max_connections` open connections; past them up to `health_connections` more are
+//!   accepted that answer only the health routes ([`HEALTH_PATHS`]; anything else gets 503), one
+//!   request each with a short head deadline, so `/ping` answers while every ordinary slot is
+//!   held (further clients wait in the listen backlog);
 //! - a client must send its request head within `header_read_timeout` (slow-loris), and heads
 //!   larger than `max_header_bytes` are refused;
-//! - each request must complete within `request_timeout` (503 otherwise), which also bounds
-//!   slow bodies;
+//! - request bodies held in memory share one budget of `inflight_body_bytes` (503 beyond it) and
+//!   must arrive within `body_read_timeout` (408 otherwise): see [`body_budget`](super::body_budget);
+//! - each request must complete within `request_timeout` (503 otherwise);
 //! - on shutdown: stop accepting, let in-flight requests finish for up to `shutdown_grace`,
 //!   then return.
 
@@ -13,7 +17,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::StatusCode;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -21,14 +28,29 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use super::body_budget::{self, BodyBudget};
 use super::error::ApiError;
+
+/// The routes a health-only connection answers (`serve`'s and `server`'s health checks).
+pub const HEALTH_PATHS: &[&str] = &["/ping", "/health", "/v2/health/live", "/v2/health/ready", "/version"];
+
+/// Longest a health-only connection may take to send its request head.
+const HEALTH_HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Connection and request limits.
 #[derive(Debug, Clone)]
 pub struct HttpLimits {
     pub max_connections: usize,
+    /// Connections accepted past `max_connections` that answer only [`HEALTH_PATHS`].
+    pub health_connections: usize,
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
+    /// The largest body one request buffers (a declared length up to it is charged up front).
+    pub max_body_bytes: usize,
+    /// Bytes of request bodies all connections together may hold in memory.
+    pub inflight_body_bytes: usize,
+    /// A buffered body must arrive within this (a streamed one may not pause longer).
+    pub body_read_timeout: Duration,
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
 }
@@ -37,12 +59,29 @@ impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
             max_connections: 4096,
+            health_connections: 16,
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 64 << 10,
+            max_body_bytes: 64 << 20,
+            inflight_body_bytes: 256 << 20,
+            body_read_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
         }
     }
+}
+
+/// On a health-only connection: health routes pass, anything else gets 503.
+async fn health_only(req: Request, next: Next) -> Response {
+    if matches!(*req.method(), Method::GET | Method::HEAD) && HEALTH_PATHS.contains(&req.uri().path()) {
+        return next.run(req).await;
+    }
+    let mut resp = ApiError::from(crate::runtime::ScoringError::unavailable(
+        "The server is at its connection limit (--max-connections); this connection answers only health checks",
+    ))
+    .into_response();
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 /// Serve `app` on an already-bound listener until `shutdown` resolves, then stop accepting and
@@ -53,22 +92,38 @@ pub async fn serve(
     limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = app.fallback(|| async { ApiError::NotFound("no such endpoint".into()) }).layer(
-        tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, limits.request_timeout),
+    let budget = BodyBudget::new(
+        limits.inflight_body_bytes,
+        limits.max_body_bytes,
+        limits.body_read_timeout.min(limits.request_timeout),
     );
+    let app = app
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .layer(axum::middleware::from_fn_with_state(budget, body_budget::meter))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            limits.request_timeout,
+        ));
+    let health_app = app.clone().layer(axum::middleware::from_fn(health_only));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
+    let mut health_builder = builder.clone();
+    health_builder.header_read_timeout(limits.header_read_timeout.min(HEALTH_HEAD_TIMEOUT)).keep_alive(false);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let health_permits = Arc::new(Semaphore::new(limits.health_connections));
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed; this is a bug"),
+        // Wait for a free slot of either kind, then accept.
+        let mut permit = tokio::select! {
+            biased;
             _ = &mut shutdown => break,
+            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed; this is a bug"),
+            p = health_permits.clone().acquire_owned() => p.expect("the semaphore is never closed; this is a bug"),
         };
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -82,9 +137,20 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        // An ordinary slot may have come free while waiting for the client.
+        if Arc::ptr_eq(permit.semaphore(), &health_permits) {
+            if let Ok(p) = permits.clone().try_acquire_owned() {
+                permit = p;
+            }
+        }
+        let health_only = Arc::ptr_eq(permit.semaphore(), &health_permits);
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let io = TokioIo::new(stream);
+        let conn = if health_only {
+            graceful.watch(health_builder.serve_connection(io, TowerToHyperService::new(health_app.clone())))
+        } else {
+            graceful.watch(builder.serve_connection(io, TowerToHyperService::new(app.clone())))
+        };
         tokio::spawn(async move {
             let _ = conn.await;
             drop(permit);

@@ -108,7 +108,7 @@ async fn score(st: &ScoringState, slot: &Arc<Slot>, headers: &HeaderMap, body: B
         Ok(_) => StatusCode::OK,
         Err(e) => e.classify().0,
     };
-    observe(&slot.uri.name, version, "invocations", status, started);
+    observe(&st.manager, &slot.uri.name, version, "invocations", status, started);
     slot.stats.record(status.as_u16(), started.elapsed());
     result
 }
@@ -150,8 +150,21 @@ async fn score_inner(
     )
 }
 
-/// Count one scoring request and its latency.
-pub fn observe(model: &str, version: Option<u64>, protocol: &str, status: StatusCode, started: Instant) {
+/// Count one scoring request and its latency. `model` comes from the request path: a name this
+/// server does not serve is counted under [`metrics::UNKNOWN_MODEL`], so the label values stay
+/// the served models whatever clients send.
+pub fn observe(
+    manager: &ModelManager,
+    model: &str,
+    version: Option<u64>,
+    protocol: &str,
+    status: StatusCode,
+    started: Instant,
+) {
+    let (model, version) = match manager.slot(model) {
+        Some(_) => (model, version),
+        None => (metrics::UNKNOWN_MODEL, None),
+    };
     let m = metrics::metrics();
     m.requests
         .get_or_create(&metrics::RequestLabels {
@@ -177,12 +190,18 @@ pub async fn metrics_text(State(st): State<ScoringState>) -> Response {
 /// Read the whole body, refusing more than `limit` bytes with 413. Past the limit the rest of
 /// the body is read and dropped (up to a cap) before answering, so the client gets the 413
 /// instead of a connection reset.
+///
+/// Memory: a declared `Content-Length` is read into one buffer of that size. A body of unknown
+/// length is kept in segments of [`SEGMENT`] bytes (no doubling of one buffer, which
+/// would hold up to twice the bytes received while the body arrives — bytes that the in-flight
+/// budget of [`body_budget`](super::body_budget) counts once) and joined once at the end.
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
     use http_body_util::BodyExt;
     const DRAIN_CAP: usize = 8 << 20;
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let mut body = body;
+    let mut segments: Vec<axum::body::Bytes> = Vec::new();
     let mut buf = bytes::BytesMut::with_capacity(declared.map_or(0, |n| n.min(limit as u64) as usize));
     let mut seen: usize = 0;
     let mut over = declared.is_some_and(|n| n > limit as u64);
@@ -199,10 +218,37 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
             }
             continue;
         }
-        buf.extend_from_slice(&data);
+        if declared.is_some() {
+            buf.extend_from_slice(&data);
+            continue;
+        }
+        // Unknown length: fill the segment in hand to its end, then start the next.
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            if buf.len() == buf.capacity() {
+                if !buf.is_empty() {
+                    segments.push(buf.split().freeze());
+                }
+                buf = bytes::BytesMut::with_capacity(SEGMENT);
+            }
+            let n = rest.len().min(buf.capacity() - buf.len());
+            buf.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+        }
     }
     if over {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    Ok(buf.freeze())
+    if segments.is_empty() {
+        return Ok(buf.freeze());
+    }
+    segments.push(buf.freeze());
+    let mut whole = Vec::with_capacity(seen);
+    for s in segments.drain(..) {
+        whole.extend_from_slice(&s);
+    }
+    Ok(whole.into())
 }
+
+/// The segment size for a body of unknown length (see [`read_body`]).
+const SEGMENT: usize = 256 << 10;

@@ -233,7 +233,7 @@ async fn infer_observed(
         Ok(_) => StatusCode::OK,
         Err(e) => e.0.classify().0,
     };
-    observe(&name, served_version, "v2", status, started);
+    observe(&st.manager, &name, served_version, "v2", status, started);
     if let Some(slot) = st.manager.slot(&name) {
         slot.stats.record(status.as_u16(), started.elapsed());
     }
