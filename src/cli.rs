@@ -34,7 +34,7 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         .context("choosing the registry (--registry-uri, MLFLOW_REGISTRY_URI, MLFLOW_TRACKING_URI, --data-dir)")?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.addr())
             .await
             .with_context(|| format!("binding {} (--host/--port)", args.addr()))?;
@@ -66,7 +66,11 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         server::serve(listener, app, args.http.limits(), shutdown).await.context("serving HTTP")?;
         tracing::info!("stopped");
         Ok(())
-    })
+    });
+    // The grace period is over: a request parse still running on the blocking pool must not
+    // hold the process (dropping a runtime waits for its blocking tasks; this does not).
+    runtime.shutdown_background();
+    result
 }
 
 /// `regserve server`: the MLflow-compatible registry server over the same store and artifact
@@ -127,16 +131,16 @@ pub fn predict(global: &GlobalArgs, args: PredictArgs) -> Result<()> {
         Some("csv") => InputFormat::Csv,
         _ => InputFormat::Json,
     });
-    let request = match format {
-        InputFormat::Json => payload::parse_json(&body)?,
-        InputFormat::Csv => {
-            payload::Request { payload: payload::Payload::Frame(payload::parse_csv(&body)?), params: None }
-        }
+    let format = match format {
+        InputFormat::Json => payload::Format::Json,
+        InputFormat::Csv => payload::Format::Csv,
     };
     let options = crate::runtime::RuntimeOptions::single();
     let model = LoadedModel::load(&path, &options, global.ort_lib.as_deref())
         .with_context(|| format!("loading version {} of '{}'", version.version, version.name))?;
-    let out = model.predict_blocking(&request.payload)?;
+    let prepared = model.prepare(format, &body)?;
+    drop(body);
+    let out = model.predict_prepared_blocking(prepared)?;
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(&out)?;
     stdout.write_all(b"\n")?;

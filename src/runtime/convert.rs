@@ -118,11 +118,45 @@ impl TensorData {
     }
 
     /// Convert one JSON cell and append it; `at` describes the cell for error messages.
-    fn push(&mut self, v: &Value, at: &dyn Fn() -> String) -> Result<(), ScoringError> {
+    pub(crate) fn push(&mut self, v: &Value, at: &dyn Fn() -> String) -> Result<(), ScoringError> {
+        self.put(None, v, at)
+    }
+
+    /// A tensor of `n` placeholder elements, to be overwritten with [`TensorData::set`].
+    pub(crate) fn filled(dtype: DType, n: usize) -> TensorData {
+        match dtype {
+            DType::F32 => TensorData::F32(vec![0.0; n]),
+            DType::F64 => TensorData::F64(vec![0.0; n]),
+            DType::I8 => TensorData::I8(vec![0; n]),
+            DType::I16 => TensorData::I16(vec![0; n]),
+            DType::I32 => TensorData::I32(vec![0; n]),
+            DType::I64 => TensorData::I64(vec![0; n]),
+            DType::U8 => TensorData::U8(vec![0; n]),
+            DType::U16 => TensorData::U16(vec![0; n]),
+            DType::U32 => TensorData::U32(vec![0; n]),
+            DType::U64 => TensorData::U64(vec![0; n]),
+            DType::Bool => TensorData::Bool(vec![false; n]),
+            DType::String => TensorData::String(vec![String::new(); n]),
+        }
+    }
+
+    /// Convert one JSON cell into element `i` (which must exist).
+    pub(crate) fn set(&mut self, i: usize, v: &Value, at: &dyn Fn() -> String) -> Result<(), ScoringError> {
+        self.put(Some(i), v, at)
+    }
+
+    /// Convert one JSON cell; append it (`slot` None) or overwrite element `slot`.
+    fn put(&mut self, slot: Option<usize>, v: &Value, at: &dyn Fn() -> String) -> Result<(), ScoringError> {
         let dtype = self.dtype();
         let fail = |why: &str| {
             ScoringError::schema(format!("Failed to convert {} to type '{}': {why}", at(), dtype.numpy_name()))
         };
+        fn store<T>(vec: &mut Vec<T>, slot: Option<usize>, x: T) {
+            match slot {
+                None => vec.push(x),
+                Some(i) => vec[i] = x,
+            }
+        }
         if v.is_null() {
             return Err(ScoringError::schema(format!(
                 "{} is null (a missing value); this model takes {} values and has no way to fill in missing ones",
@@ -137,7 +171,7 @@ impl TensorData {
                     Value::String(s) => parse_float(s).ok_or_else(|| fail(&format!("'{s}' is not a number")))?,
                     other => return Err(fail(&format!("got a {}", json_kind(other)))),
                 };
-                $vec.push(x as $t);
+                store($vec, slot, x as $t);
             }};
         }
         macro_rules! int {
@@ -162,7 +196,7 @@ impl TensorData {
                     Value::Bool(b) => *b as i128,
                     other => return Err(fail(&format!("got a {}", json_kind(other)))),
                 };
-                $vec.push(<$t>::try_from(x).map_err(|_| fail(&format!("{x} is out of range")))?);
+                store($vec, slot, <$t>::try_from(x).map_err(|_| fail(&format!("{x} is out of range")))?);
             }};
         }
         match self {
@@ -176,20 +210,28 @@ impl TensorData {
             TensorData::U16(vec) => int!(vec, u16),
             TensorData::U32(vec) => int!(vec, u32),
             TensorData::U64(vec) => int!(vec, u64),
-            TensorData::Bool(vec) => vec.push(match v {
-                Value::Bool(b) => *b,
-                Value::Number(n) if n.as_i64() == Some(0) => false,
-                Value::Number(n) if n.as_i64() == Some(1) => true,
-                Value::String(s) if s.eq_ignore_ascii_case("true") => true,
-                Value::String(s) if s.eq_ignore_ascii_case("false") => false,
-                other => return Err(fail(&format!("{other} is not a boolean"))),
-            }),
-            TensorData::String(vec) => vec.push(match v {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
-                other => return Err(fail(&format!("got a {}", json_kind(other)))),
-            }),
+            TensorData::Bool(vec) => store(
+                vec,
+                slot,
+                match v {
+                    Value::Bool(b) => *b,
+                    Value::Number(n) if n.as_i64() == Some(0) => false,
+                    Value::Number(n) if n.as_i64() == Some(1) => true,
+                    Value::String(s) if s.eq_ignore_ascii_case("true") => true,
+                    Value::String(s) if s.eq_ignore_ascii_case("false") => false,
+                    other => return Err(fail(&format!("{other} is not a boolean"))),
+                },
+            ),
+            TensorData::String(vec) => store(
+                vec,
+                slot,
+                match v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    other => return Err(fail(&format!("got a {}", json_kind(other)))),
+                },
+            ),
         }
         Ok(())
     }
@@ -571,7 +613,7 @@ fn flatten(
 
 /// Check an Open Inference Protocol input's declared datatype and shape against the model;
 /// returns the element type and count.
-fn check_v2(info: &TensorInfo, datatype: &str, shape: &[i64]) -> Result<(DType, usize), ScoringError> {
+pub(crate) fn check_v2(info: &TensorInfo, datatype: &str, shape: &[i64]) -> Result<(DType, usize), ScoringError> {
     let dtype = info.dtype().expect("checked at load; this is a bug");
     if !datatype.eq_ignore_ascii_case(dtype.v2_name()) {
         return Err(ScoringError::schema(format!(

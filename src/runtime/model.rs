@@ -3,10 +3,11 @@
 use std::path::Path;
 use std::time::Instant;
 
-use super::convert::{prepare, write_predictions, OutputTensor, Prepared};
+use super::convert::{write_predictions, OutputTensor, Prepared};
+use super::decode::prepare_body;
 use super::env::{init_runtime, RuntimeOptions};
 use super::mlmodel::ModelFiles;
-use super::payload::{self, Payload};
+use super::payload::Format;
 use super::pool::SessionPool;
 use super::schema::ModelSchema;
 use super::{RuntimeError, ScoringError};
@@ -56,23 +57,29 @@ impl LoadedModel {
         let invalid = |reason: String| RuntimeError::InvalidModel { path: example.display().to_string(), reason };
         let body =
             std::fs::read(example).map_err(|e| RuntimeError::Io { path: example.display().to_string(), source: e })?;
-        let request = payload::parse_json(&body)
-            .map_err(|e| invalid(format!("the serving input example is not a valid payload: {e}")))?;
-        self.predict_blocking(&request.payload)
+        // The example goes through the same parser as a request to `/invocations`.
+        let prepared = prepare_body(&self.schema, Format::Json, &body)
+            .map_err(|e| invalid(format!("the serving input example does not fit the model: {e}")))?;
+        self.predict_prepared_blocking(prepared)
             .map_err(|e| invalid(format!("the model failed to score its own serving input example: {e}")))?;
         Ok(())
     }
 
-    /// Convert, run and shape: the whole scoring path for one parsed payload.
-    pub async fn predict(&self, payload: &Payload) -> Result<Vec<u8>, ScoringError> {
-        let prepared = prepare(&self.schema, payload)?;
-        let (style, rows) = (prepared.style, prepared.rows);
-        let outputs = self.pool.run(prepared.inputs).await?;
+    /// Parse a scoring body into this model's inputs (CPU-bound, linear in the body: large
+    /// bodies belong off the async workers).
+    pub fn prepare(&self, format: Format, body: &[u8]) -> Result<Prepared, ScoringError> {
+        prepare_body(&self.schema, format, body)
+    }
+
+    /// Run and shape: the scoring path after [`LoadedModel::prepare`].
+    pub async fn predict_prepared(&self, prepared: Prepared) -> Result<Vec<u8>, ScoringError> {
+        let Prepared { inputs, style, rows } = prepared;
+        let outputs = self.pool.run(inputs).await?;
         Ok(render(&outputs, style, rows))
     }
 
-    pub fn predict_blocking(&self, payload: &Payload) -> Result<Vec<u8>, ScoringError> {
-        let Prepared { inputs, style, rows } = prepare(&self.schema, payload)?;
+    pub fn predict_prepared_blocking(&self, prepared: Prepared) -> Result<Vec<u8>, ScoringError> {
+        let Prepared { inputs, style, rows } = prepared;
         let outputs = self.pool.run_blocking(inputs)?;
         Ok(render(&outputs, style, rows))
     }
