@@ -771,6 +771,93 @@ pub fn write_flat(buf: &mut Vec<u8>, o: &OutputTensor) {
 
 // ------------------------------------------------------------------------ output JSON
 
+/// `{"predictions": ...}` rendered a chunk at a time as the response is sent: one record per
+/// row (table input) costs tens of bytes of text per row, several times the request for narrow
+/// tables, so the text is never held whole. Columns-style answers come as one chunk.
+pub struct PredictionChunks {
+    outputs: Vec<OutputTensor>,
+    /// `"name":` of each output, escaped once.
+    keys: Vec<Vec<u8>>,
+    rows: usize,
+    /// The next record to write; `None` once the closing bracket is written.
+    next: Option<usize>,
+    records: bool,
+}
+
+/// About this many bytes of text per chunk.
+const CHUNK: usize = 64 << 10;
+
+impl PredictionChunks {
+    pub fn new(outputs: Vec<OutputTensor>, style: Style, rows: usize) -> PredictionChunks {
+        let records = style == Style::Records && outputs.iter().all(|o| o.shape.first() == Some(&rows));
+        let keys = outputs
+            .iter()
+            .map(|o| {
+                let mut k = Vec::with_capacity(o.name.len() + 3);
+                write_str(&mut k, &o.name);
+                k.push(b':');
+                k
+            })
+            .collect();
+        PredictionChunks { outputs, keys, rows, next: Some(0), records }
+    }
+
+    /// About how many bytes the next chunk renders (columns-style answers come whole), to decide
+    /// whether it belongs off the async workers.
+    pub fn next_chunk_estimate(&self) -> usize {
+        if self.records {
+            return CHUNK;
+        }
+        self.outputs
+            .iter()
+            .map(|o| match &o.data {
+                OutputData::Tensor(t) => t.len() * 12,
+                OutputData::Maps(m) => m.iter().map(|r| r.len() * 24).sum(),
+            })
+            .sum()
+    }
+}
+
+impl Iterator for PredictionChunks {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        let start = self.next?;
+        let mut buf = Vec::with_capacity(CHUNK + 256);
+        if !self.records {
+            write_predictions(&mut buf, &self.outputs, Style::Columns, self.rows);
+            self.next = None;
+            return Some(buf);
+        }
+        if start == 0 {
+            buf.extend_from_slice(b"{\"predictions\":[");
+        }
+        let mut r = start;
+        while r < self.rows && buf.len() < CHUNK {
+            if r > 0 {
+                buf.push(b',');
+            }
+            buf.push(b'{');
+            for (i, (o, key)) in self.outputs.iter().zip(&self.keys).enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                buf.extend_from_slice(key);
+                write_row(&mut buf, o, r);
+            }
+            buf.push(b'}');
+            r += 1;
+        }
+        if r == self.rows {
+            buf.extend_from_slice(b"]}");
+            self.next = None;
+        } else {
+            self.next = Some(r);
+        }
+        Some(buf)
+    }
+}
+
 /// Write `{"predictions": ...}` for the outputs, shaped by `style`. Records fall back to the
 /// column style when an output does not have one entry per row.
 pub fn write_predictions(buf: &mut Vec<u8>, outputs: &[OutputTensor], style: Style, rows: usize) {
@@ -1095,6 +1182,23 @@ mod tests {
         assert_eq!(t.data, TensorData::String(vec!["ab".into(), "".into(), "ünï".into()]));
         assert!(tensor_from_v2_binary(&s, "BYTES", &[2], &raw).is_err());
         assert!(tensor_from_v2_binary(&s, "BYTES", &[3], &raw[..raw.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn chunks_join_to_the_whole_answer() {
+        for rows in [1usize, 3, 5000] {
+            let outputs = vec![
+                out("label", &[rows], TensorData::I64((0..rows as i64).collect())),
+                out("probabilities", &[rows, 2], TensorData::F32(vec![0.25; rows * 2])),
+            ];
+            for style in [Style::Records, Style::Columns] {
+                let mut whole = Vec::new();
+                write_predictions(&mut whole, &outputs, style, rows);
+                let chunks: Vec<Vec<u8>> = PredictionChunks::new(outputs.clone(), style, rows).collect();
+                assert!(chunks.len() > 1 || rows < 5000 || style == Style::Columns, "{} chunks", chunks.len());
+                assert_eq!(chunks.concat(), whole, "{rows} rows, {style:?}");
+            }
+        }
     }
 
     #[test]

@@ -438,6 +438,9 @@ impl<'de> Visitor<'de> for NamesVisitor {
     }
 }
 
+/// A table and where each payload column goes in it.
+type Layout<'s> = (Table<'s>, Vec<Option<usize>>);
+
 /// How a list-of-lists table is read: with its column map once the width is known.
 struct RowsState<'s, 'c> {
     table: Option<Table<'s>>,
@@ -446,7 +449,7 @@ struct RowsState<'s, 'c> {
     /// Payload width (`None` until the first row when the payload names no columns).
     width: Option<usize>,
     /// Builds the table for a payload of this width when the payload names no columns.
-    unnamed: &'c dyn Fn(usize) -> Result<(Table<'s>, Vec<Option<usize>>), ScoringError>,
+    unnamed: &'c dyn Fn(usize) -> Result<Layout<'s>, ScoringError>,
     positional: bool,
     slots: Vec<Option<Value>>,
     stash: &'c Stash,
@@ -594,7 +597,7 @@ fn list_rows<'s>(
     positional: bool,
 ) -> Result<Prepared, ScoringError> {
     let stash = Stash::default();
-    let unnamed = |width: usize| -> Result<(Table<'s>, Vec<Option<usize>>), ScoringError> {
+    let unnamed = |width: usize| -> Result<Layout<'s>, ScoringError> {
         let names = match wanted_columns(schema)? {
             Some(wanted) if width != wanted.len() => {
                 return Err(ScoringError::schema(format!(
@@ -1444,11 +1447,13 @@ fn prepare_csv(schema: &ModelSchema, body: &[u8]) -> Result<Prepared, ScoringErr
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ScoringError::bad_request("The CSV body is empty; send a header row and at least one data row"));
     }
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::All).from_reader(body);
-    let header = reader.headers().map_err(|e| ScoringError::bad_request(format!("Malformed CSV header: {e}")))?;
-    if header.len() > MAX_TABLE_WIDTH {
+    // Count the header's fields before the reader holds them all (a field a few bytes long
+    // costs it several times that).
+    if header_fields(body) > MAX_TABLE_WIDTH {
         return Err(too_wide());
     }
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::All).from_reader(body);
+    let header = reader.headers().map_err(|e| ScoringError::bad_request(format!("Malformed CSV header: {e}")))?;
     let given: Vec<String> = header.iter().map(str::to_string).collect();
     let (names, map) = map_columns(schema, &given)?;
     let mut table = Table::new(schema, names, body.len() / (2 * given.len().max(1)) + 1)?;
@@ -1474,6 +1479,21 @@ fn prepare_csv(schema: &ModelSchema, body: &[u8]) -> Result<Prepared, ScoringErr
         return Err(ScoringError::bad_request("The CSV body has a header but no data rows"));
     }
     table.finish()
+}
+
+/// Fields in a CSV body's first line (commas outside quotes, plus one).
+fn header_fields(body: &[u8]) -> usize {
+    let mut quoted = false;
+    let mut fields = 1;
+    for &b in body {
+        match b {
+            b'"' => quoted = !quoted,
+            b',' if !quoted => fields += 1,
+            b'\n' if !quoted => break,
+            _ => {}
+        }
+    }
+    fields
 }
 
 /// Parse with the general path and convert: what the server did before this module, kept as

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use super::convert::{write_predictions, OutputTensor, Prepared};
+use super::convert::{write_predictions, OutputTensor, PredictionChunks, Prepared};
 use super::decode::prepare_body;
 use super::env::{init_runtime, RuntimeOptions};
 use super::mlmodel::ModelFiles;
@@ -71,11 +71,11 @@ impl LoadedModel {
         prepare_body(&self.schema, format, body)
     }
 
-    /// Run and shape: the scoring path after [`LoadedModel::prepare`].
-    pub async fn predict_prepared(&self, prepared: Prepared) -> Result<Vec<u8>, ScoringError> {
+    /// Run; the answer is rendered as its chunks are taken (see [`PredictionChunks`]).
+    pub async fn predict_chunks(&self, prepared: Prepared) -> Result<PredictionChunks, ScoringError> {
         let Prepared { inputs, style, rows } = prepared;
         let outputs = self.pool.run(inputs).await?;
-        Ok(render(&outputs, style, rows))
+        Ok(PredictionChunks::new(outputs, style, rows))
     }
 
     pub fn predict_prepared_blocking(&self, prepared: Prepared) -> Result<Vec<u8>, ScoringError> {

@@ -138,11 +138,26 @@ async fn score_inner(
         Ok(Err(e)) => return (version, Err(e.into())),
         Err(e) => return (version, Err(e)),
     };
-    let result = active.model.predict_prepared(prepared).await;
-    (
-        version,
-        result.map(|out| ([(header::CONTENT_TYPE, "application/json")], out).into_response()).map_err(ApiError::from),
-    )
+    let mut chunks = match active.model.predict_chunks(prepared).await {
+        Ok(c) => c,
+        Err(e) => return (version, Err(e.into())),
+    };
+    // A columns-style answer renders in one piece: off the async workers when large.
+    let first = off_workers(chunks.next_chunk_estimate(), move || (chunks.next().unwrap_or_default(), chunks)).await;
+    let (first, chunks) = match first {
+        Ok(c) => c,
+        Err(e) => return (version, Err(e)),
+    };
+    let json = [(header::CONTENT_TYPE, "application/json")];
+    let mut rest = chunks.peekable();
+    if rest.peek().is_none() {
+        return (version, Ok((json, first).into_response()));
+    }
+    // A large answer: rendered chunk by chunk as hyper sends it.
+    let stream = futures_util::stream::iter(
+        std::iter::once(first).chain(rest).map(|c| Ok::<_, std::convert::Infallible>(bytes::Bytes::from(c))),
+    );
+    (version, Ok((json, Body::from_stream(stream)).into_response()))
 }
 
 /// Bodies up to this size are parsed on the async worker that read them (microseconds).
