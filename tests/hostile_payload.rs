@@ -129,6 +129,13 @@ fn cases(size: usize) -> Vec<Case> {
         200,
         &format!("rows={n}"),
     ));
+    v.push(case(
+        "dataframe_split, a very long string",
+        "/models/iris-v1/invocations",
+        format!("{{\"dataframe_split\": {{\"columns\": [{cols}], \"data\": [[\"{}\", 1, 1, 1]]}}}}", "x".repeat(size)),
+        400,
+        "Failed to convert column sepal_length at row 0 to type 'float32'",
+    ));
     let (names, _) = repeat(size, |i, s| write!(s, "\"c{i}\"").unwrap());
     v.push(case(
         "dataframe_split, huge column list",
@@ -189,6 +196,13 @@ fn cases(size: usize) -> Vec<Case> {
 
     // instances / inputs: row objects with distinct keys, a column dictionary with a huge key
     // count, deep nesting, and big tensors and columns (accepted).
+    v.push(case(
+        "dataframe_records, a very long key",
+        "/models/iris-v1/invocations",
+        format!("{{\"dataframe_records\": [{{\"{}\": 1}}]}}", "k".repeat(size)),
+        400,
+        "which is not a column of this model",
+    ));
     v.push(case(
         "instances, a distinct key per row",
         "/models/iris-columns/invocations",
@@ -388,6 +402,7 @@ async fn every_form_stays_within_its_memory_budget() {
         let text = if status == 200 { summarize(&answer) } else { String::from_utf8_lossy(&answer).into_owned() };
         assert_eq!(status, c.status, "{}: {text}", c.name);
         assert!(text.contains(&c.expect), "{}: {text:.300} should contain {:?}", c.name, c.expect);
+        assert!(status == 200 || answer.len() < 4096, "{}: a {} byte error message", c.name, answer.len());
         assert!(peak <= budget, "{}: peak RSS {peak} over 4 × {body_len} + 64 MiB", c.name);
         assert_eq!(client.get(server.url("/ping")).send().await.unwrap().status(), 200, "{}", c.name);
     }

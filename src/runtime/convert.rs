@@ -168,7 +168,9 @@ impl TensorData {
             ($vec:ident, $t:ty) => {{
                 let x = match v {
                     Value::Number(n) => n.as_f64().ok_or_else(|| fail("not a number"))?,
-                    Value::String(s) => parse_float(s).ok_or_else(|| fail(&format!("'{s}' is not a number")))?,
+                    Value::String(s) => {
+                        parse_float(s).ok_or_else(|| fail(&format!("'{}' is not a number", clip(s))))?
+                    }
                     other => return Err(fail(&format!("got a {}", json_kind(other)))),
                 };
                 store($vec, slot, x as $t);
@@ -191,7 +193,7 @@ impl TensorData {
                         }
                     }
                     Value::String(s) => {
-                        s.trim().parse::<i128>().map_err(|_| fail(&format!("'{s}' is not a whole number")))?
+                        s.trim().parse::<i128>().map_err(|_| fail(&format!("'{}' is not a whole number", clip(s))))?
                     }
                     Value::Bool(b) => *b as i128,
                     other => return Err(fail(&format!("got a {}", json_kind(other)))),
@@ -219,7 +221,7 @@ impl TensorData {
                     Value::Number(n) if n.as_i64() == Some(1) => true,
                     Value::String(s) if s.eq_ignore_ascii_case("true") => true,
                     Value::String(s) if s.eq_ignore_ascii_case("false") => false,
-                    other => return Err(fail(&format!("{other} is not a boolean"))),
+                    other => return Err(fail(&format!("{} is not a boolean", clip(&other.to_string())))),
                 },
             ),
             TensorData::String(vec) => store(
@@ -234,6 +236,15 @@ impl TensorData {
             ),
         }
         Ok(())
+    }
+}
+
+/// At most 64 characters of a value or key quoted back in a message (a message must not be as
+/// large as the body that caused it).
+pub fn clip(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(64) {
+        None => s.into(),
+        Some((end, _)) => format!("{}...", &s[..end]).into(),
     }
 }
 

@@ -19,7 +19,7 @@ use serde::Deserialize as _;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::convert::{check_v2, prepare, InputTensor, Prepared, Style, TensorData};
+use super::convert::{check_v2, clip, prepare, InputTensor, Prepared, Style, TensorData};
 use super::payload::{self, Format, Payload};
 use super::schema::{describe, Binding, ModelSchema, Signature, TensorInfo};
 use super::ScoringError;
@@ -168,7 +168,7 @@ fn prepare_json(schema: &ModelSchema, body: &[u8]) -> Result<Prepared, ScoringEr
             (0..wanted.len()).filter(|i| top.values[*i].is_some()).map(|i| wanted[i].to_string()).collect();
         keys.extend(top.others.iter().cloned());
         keys.sort();
-        let mut shown: Vec<String> = keys.iter().map(|k| format!("'{k}'")).collect();
+        let mut shown: Vec<String> = keys.iter().map(|k| format!("'{}'", clip(k))).collect();
         let total = keys.len() - top.others.len() + top.other_count;
         if total > shown.len() {
             shown.push(format!("... ({} keys in all)", total));
@@ -349,6 +349,7 @@ fn map_columns(schema: &ModelSchema, given: &[String]) -> Result<(Vec<String>, V
 fn missing_columns(missing: &[&str], extra: &[&str], wanted: &[String]) -> ScoringError {
     let mut msg = format!("Model is missing inputs {missing:?}.");
     if !extra.is_empty() {
+        let extra: Vec<_> = extra.iter().map(|e| clip(e)).collect();
         msg.push_str(&format!(" Note that there were extra inputs: {extra:?}."));
     }
     msg.push_str(&format!(" The model takes the columns {wanted:?}."));
@@ -769,13 +770,15 @@ impl<'de> Visitor<'de> for RecordSeed<'_, '_, '_> {
                 Err(key) => {
                     let msg = if let Some(wanted) = st.schema.binding.column_names() {
                         format!(
-                            "'{}' item {i} has the key '{key}', which is not a column of this model; its columns are {wanted:?}",
-                            st.field
+                            "'{}' item {i} has the key '{}', which is not a column of this model; its columns are {wanted:?}",
+                            st.field,
+                            clip(&key)
                         )
                     } else {
                         format!(
-                            "'{}' item {i} has the key '{key}', which item 0 does not have; every item must have the same keys",
-                            st.field
+                            "'{}' item {i} has the key '{}', which item 0 does not have; every item must have the same keys",
+                            st.field,
+                            clip(&key)
                         )
                     };
                     return Err(st.stash.fail(ScoringError::schema(msg)));

@@ -292,7 +292,8 @@ fn records_frame(records: Vec<Value>, field: &str) -> Result<Frame, ScoringError
                 Some(&j) => row[j] = v,
                 None => {
                     return Err(ScoringError::schema(format!(
-                        "'{field}' item {i} has the key '{k}', which item 0 does not have; every item must have the same keys"
+                        "'{field}' item {i} has the key '{}', which item 0 does not have; every item must have the same keys",
+                        super::convert::clip(&k)
                     )))
                 }
             }

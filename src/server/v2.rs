@@ -208,7 +208,7 @@ struct InferInput<'a> {
 #[derive(Debug, Deserialize)]
 struct InputParameters {
     #[serde(default)]
-    binary_data_size: Option<Value>,
+    binary_data_size: Option<serde_json::Number>,
 }
 
 #[derive(Debug, Deserialize)]
