@@ -377,30 +377,44 @@ async fn run_infer(
     let m = model.clone();
     let req = off_workers(bytes.len(), move || decode(&m, &bytes, header_len)).await??;
     let outputs = model.run(req.inputs).await?;
-    let selected: Vec<&OutputTensor> = match &req.outputs {
-        None => outputs.iter().collect(),
-        Some(wanted) => wanted
-            .iter()
-            .map(|w| {
-                outputs.iter().find(|o| o.name == *w).ok_or_else(|| {
-                    let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
-                    V2Error(
-                        ScoringError::bad_request(format!("Unknown output '{w}'; the model's outputs are {names:?}"))
-                            .into(),
-                    )
-                })
-            })
-            .collect::<Result<_, _>>()?,
-    };
-    let mut buf = Vec::with_capacity(128);
-    buf.extend_from_slice(b"{\"model_name\":");
-    serde_json::to_writer(&mut buf, name).map_err(|e| ScoringError::internal(e.to_string()))?;
-    buf.extend_from_slice(format!(",\"model_version\":\"{v}\"").as_bytes());
-    if let Some(id) = &req.id {
-        buf.extend_from_slice(b",\"id\":");
-        serde_json::to_writer(&mut buf, id).map_err(|e| ScoringError::internal(e.to_string()))?;
+    if let Some(wanted) = &req.outputs {
+        if let Some(w) = wanted.iter().find(|w| !outputs.iter().any(|o| o.name == **w)) {
+            let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+            return Err(
+                ScoringError::bad_request(format!("Unknown output '{w}'; the model's outputs are {names:?}")).into()
+            );
+        }
     }
-    if let Some(p) = &req.parameters {
+    // Rendered off the async workers when large.
+    let estimate = outputs.iter().map(|o| o.shape.iter().product::<usize>() * 12).sum();
+    let name = name.to_string();
+    let (id, parameters, wanted) = (req.id, req.parameters, req.outputs);
+    let buf = off_workers(estimate, move || {
+        let selected: Vec<&OutputTensor> = match &wanted {
+            None => outputs.iter().collect(),
+            Some(wanted) => wanted.iter().filter_map(|w| outputs.iter().find(|o| o.name == *w)).collect(),
+        };
+        render(&name, v, id.as_deref(), parameters.as_deref(), &selected)
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], buf).into_response())
+}
+
+/// The inference response: `{"model_name", "model_version", "id"?, "parameters"?, "outputs"}`.
+fn render(name: &str, v: u64, id: Option<&str>, parameters: Option<&str>, selected: &[&OutputTensor]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(128);
+    // Serializing a str into a Vec cannot fail.
+    let string = |buf: &mut Vec<u8>, s: &str| {
+        let _ = serde_json::to_writer(buf, s);
+    };
+    buf.extend_from_slice(b"{\"model_name\":");
+    string(&mut buf, name);
+    buf.extend_from_slice(format!(",\"model_version\":\"{v}\"").as_bytes());
+    if let Some(id) = id {
+        buf.extend_from_slice(b",\"id\":");
+        string(&mut buf, id);
+    }
+    if let Some(p) = parameters {
         buf.extend_from_slice(b",\"parameters\":");
         buf.extend_from_slice(p.as_bytes());
     }
@@ -414,11 +428,11 @@ async fn run_infer(
             OutputData::Maps(_) => "BYTES",
         };
         buf.extend_from_slice(b"{\"name\":");
-        serde_json::to_writer(&mut buf, &o.name).map_err(|e| ScoringError::internal(e.to_string()))?;
+        string(&mut buf, &o.name);
         buf.extend_from_slice(format!(",\"datatype\":\"{datatype}\",\"shape\":{:?},\"data\":", o.shape).as_bytes());
         write_flat(&mut buf, o);
         buf.push(b'}');
     }
     buf.extend_from_slice(b"]}");
-    Ok(([(header::CONTENT_TYPE, "application/json")], buf).into_response())
+    buf
 }
