@@ -136,6 +136,15 @@ fn cases(size: usize) -> Vec<Case> {
         400,
         "Failed to convert column sepal_length at row 0 to type 'float32'",
     ));
+    // The tightest rows: ten bytes each, answered with several times that.
+    let (rows, n) = repeat(size, |_, s| s.push_str("[1,1,1,1]"));
+    v.push(case(
+        "dataframe_split, the tightest rows",
+        "/models/iris-v1/invocations",
+        format!("{{\"dataframe_split\": {{\"columns\": [{cols}], \"data\": [{rows}]}}}}"),
+        200,
+        &format!("rows={n}"),
+    ));
     let (names, _) = repeat(size, |i, s| write!(s, "\"c{i}\"").unwrap());
     v.push(case(
         "dataframe_split, huge column list",
@@ -234,6 +243,18 @@ fn cases(size: usize) -> Vec<Case> {
     });
     v.push(case(
         "inputs, a big tensor",
+        "/models/mlp/invocations",
+        format!("{{\"inputs\": [{rows}]}}"),
+        200,
+        &format!("variable={n}"),
+    ));
+    let (rows, n) = repeat(size, |_, s| {
+        s.push('[');
+        s.push_str(&["1"; 64].join(","));
+        s.push(']');
+    });
+    v.push(case(
+        "inputs, a big tensor of one-digit numbers",
         "/models/mlp/invocations",
         format!("{{\"inputs\": [{rows}]}}"),
         200,
@@ -492,4 +513,49 @@ async fn sigterm_during_a_heavy_parse_exits_within_the_grace_period() {
     println!("exited {exit:?} {took:?} after SIGTERM (grace 1 s)");
     assert!(exit.is_some(), "still running 20 s after SIGTERM; log:\n{log}");
     assert!(took < Duration::from_secs(6), "exit took {took:?} with a 1 s grace period; log:\n{log}");
+}
+
+/// Requests beyond 2048 rows run in slices (bounding ONNX Runtime's intermediates): every row's
+/// answer matches the answer to the same row sent in a small request.
+#[tokio::test]
+async fn large_requests_run_in_slices_with_the_same_answers() {
+    let reg = registry();
+    let client = reqwest::Client::new();
+    let score = |server: &Server, path: &str, body: String| {
+        let req = client.post(server.url(path)).header("Content-Type", "application/json").body(body);
+        async move {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let rows = 20_000;
+    let iris = serve(&reg, "iris-v1", &[]).await;
+    let table = |n: usize| {
+        let data: Vec<String> = (0..n).map(|i| format!("{:?}", iris_row(i))).collect();
+        format!("{{\"dataframe_split\": {{\"columns\": {:?}, \"data\": [{}]}}}}", IRIS, data.join(","))
+    };
+    let big = score(&iris, "/models/iris-v1/invocations", table(rows)).await;
+    let small = score(&iris, "/models/iris-v1/invocations", table(50)).await;
+    let (big, small) = (big["predictions"].as_array().unwrap(), small["predictions"].as_array().unwrap());
+    assert_eq!(big.len(), rows);
+    for (i, p) in big.iter().enumerate() {
+        common::close(p, &small[i % 50], 1e-6, &format!("iris row {i}")).unwrap();
+    }
+    drop(iris);
+    let mlp = serve(&reg, "mlp", &[]).await;
+    let tensor = |n: usize| {
+        let data: Vec<String> = (0..n)
+            .map(|i| format!("{:?}", (0..64).map(|c| ((i % 7) * 64 + c) as f32 / 448.0).collect::<Vec<_>>()))
+            .collect();
+        format!("{{\"inputs\": [{}]}}", data.join(","))
+    };
+    let big = score(&mlp, "/models/mlp/invocations", tensor(rows)).await;
+    let small = score(&mlp, "/models/mlp/invocations", tensor(7)).await;
+    let (big, small) =
+        (big["predictions"]["variable"].as_array().unwrap(), small["predictions"]["variable"].as_array().unwrap());
+    assert_eq!(big.len(), rows);
+    for (i, p) in big.iter().enumerate() {
+        common::close(p, &small[i % 7], 1e-5, &format!("mlp row {i}")).unwrap();
+    }
 }

@@ -69,6 +69,11 @@ impl TensorData {
         self.len() == 0
     }
 
+    /// Room for `n` more elements.
+    pub fn reserve(&mut self, n: usize) {
+        each_variant!(self, v => v.reserve_exact(n))
+    }
+
     /// Append `other` (same variant) to `self`; false if the variants differ.
     pub fn append(&mut self, other: &TensorData) -> bool {
         macro_rules! cat {
