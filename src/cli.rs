@@ -34,7 +34,7 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         .context("choosing the registry (--registry-uri, MLFLOW_REGISTRY_URI, MLFLOW_TRACKING_URI, --data-dir)")?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
-    let result = runtime.block_on(async move {
+    runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.addr())
             .await
             .with_context(|| format!("binding {} (--host/--port)", args.addr()))?;
@@ -65,12 +65,17 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         tracing::info!("listening on http://{local}");
         server::serve(listener, app, args.http.limits(), shutdown).await.context("serving HTTP")?;
         tracing::info!("stopped");
-        Ok(())
-    });
-    // The grace period is over: a request parse still running on the blocking pool must not
-    // hold the process (dropping a runtime waits for its blocking tasks; this does not).
-    runtime.shutdown_background();
-    result
+        Ok::<(), anyhow::Error>(())
+    })?;
+    stop_runtime(runtime);
+    Ok(())
+}
+
+/// Drop the async runtime without waiting on blocking work still running past shutdown (a
+/// model load is told to stop, but building sessions cannot be interrupted): the grace
+/// period is over, so the process exits.
+fn stop_runtime(runtime: tokio::runtime::Runtime) {
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
 }
 
 /// `regserve server`: the MLflow-compatible registry server over the same store and artifact
@@ -131,16 +136,16 @@ pub fn predict(global: &GlobalArgs, args: PredictArgs) -> Result<()> {
         Some("csv") => InputFormat::Csv,
         _ => InputFormat::Json,
     });
-    let format = match format {
-        InputFormat::Json => payload::Format::Json,
-        InputFormat::Csv => payload::Format::Csv,
+    let request = match format {
+        InputFormat::Json => payload::parse_json(&body)?,
+        InputFormat::Csv => {
+            payload::Request { payload: payload::Payload::Frame(payload::parse_csv(&body)?), params: None }
+        }
     };
     let options = crate::runtime::RuntimeOptions::single();
     let model = LoadedModel::load(&path, &options, global.ort_lib.as_deref())
         .with_context(|| format!("loading version {} of '{}'", version.version, version.name))?;
-    let prepared = model.prepare(format, &body)?;
-    drop(body);
-    let out = model.predict_prepared_blocking(prepared)?;
+    let out = model.predict_blocking(&request.payload)?;
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(&out)?;
     stdout.write_all(b"\n")?;

@@ -3,11 +3,13 @@
 use std::path::Path;
 use std::time::Instant;
 
-use super::convert::{write_predictions, InputTensor, OutputData, OutputTensor, PredictionChunks, Prepared};
+use super::convert::{prepare, write_predictions, OutputTensor, Prepared};
+use super::convert::{InputTensor, OutputData, PredictionChunks};
 use super::decode::prepare_body;
 use super::env::{init_runtime, RuntimeOptions};
 use super::mlmodel::ModelFiles;
 use super::payload::Format;
+use super::payload::{self, Payload};
 use super::pool::SessionPool;
 use super::schema::ModelSchema;
 use super::{RuntimeError, ScoringError};
@@ -57,10 +59,9 @@ impl LoadedModel {
         let invalid = |reason: String| RuntimeError::InvalidModel { path: example.display().to_string(), reason };
         let body =
             std::fs::read(example).map_err(|e| RuntimeError::Io { path: example.display().to_string(), source: e })?;
-        // The example goes through the same parser as a request to `/invocations`.
-        let prepared = prepare_body(&self.schema, Format::Json, &body)
-            .map_err(|e| invalid(format!("the serving input example does not fit the model: {e}")))?;
-        self.predict_prepared_blocking(prepared)
+        let request = payload::parse_json(&body)
+            .map_err(|e| invalid(format!("the serving input example is not a valid payload: {e}")))?;
+        self.predict_blocking(&request.payload)
             .map_err(|e| invalid(format!("the model failed to score its own serving input example: {e}")))?;
         Ok(())
     }
@@ -78,8 +79,16 @@ impl LoadedModel {
         Ok(PredictionChunks::new(outputs, style, rows))
     }
 
-    pub fn predict_prepared_blocking(&self, prepared: Prepared) -> Result<Vec<u8>, ScoringError> {
-        let Prepared { inputs, style, rows } = prepared;
+    /// Convert, run and shape: the whole scoring path for one parsed payload.
+    pub async fn predict(&self, payload: &Payload) -> Result<Vec<u8>, ScoringError> {
+        let prepared = prepare(&self.schema, payload)?;
+        let (style, rows) = (prepared.style, prepared.rows);
+        let outputs = self.pool.run(prepared.inputs).await?;
+        Ok(render(&outputs, style, rows))
+    }
+
+    pub fn predict_blocking(&self, payload: &Payload) -> Result<Vec<u8>, ScoringError> {
+        let Prepared { inputs, style, rows } = prepare(&self.schema, payload)?;
         let outputs = self.pool.run_blocking(inputs)?;
         Ok(render(&outputs, style, rows))
     }

@@ -1,6 +1,10 @@
 //! Scoring payloads, as `mlflow models serve` reads them: `application/json` with exactly one of
 //! `dataframe_split`, `dataframe_records`, `instances`, `inputs` (plus optional `params`), or
 //! `text/csv` with a header row. Pure parsing; no model knowledge.
+//!
+//! This is the `serde_json::Value` path, kept as the reference the fuzz targets and property
+//! tests check; requests, warm-up and `regserve predict` go through [`decode`](super::decode),
+//! which parses straight into the model's tensors.
 
 use serde_json::{Map, Value};
 
