@@ -66,19 +66,6 @@ impl LoadedModel {
         Ok(())
     }
 
-    /// Parse a scoring body into this model's inputs (CPU-bound, linear in the body: large
-    /// bodies belong off the async workers).
-    pub fn prepare(&self, format: Format, body: &[u8]) -> Result<Prepared, ScoringError> {
-        prepare_body(&self.schema, format, body)
-    }
-
-    /// Run; the answer is rendered as its chunks are taken (see [`PredictionChunks`]).
-    pub async fn predict_chunks(&self, prepared: Prepared) -> Result<PredictionChunks, ScoringError> {
-        let Prepared { inputs, style, rows } = prepared;
-        let outputs = self.run(inputs).await?;
-        Ok(PredictionChunks::new(outputs, style, rows))
-    }
-
     /// Convert, run and shape: the whole scoring path for one parsed payload.
     pub async fn predict(&self, payload: &Payload) -> Result<Vec<u8>, ScoringError> {
         let prepared = prepare(&self.schema, payload)?;
@@ -91,6 +78,19 @@ impl LoadedModel {
         let Prepared { inputs, style, rows } = prepare(&self.schema, payload)?;
         let outputs = self.pool.run_blocking(inputs)?;
         Ok(render(&outputs, style, rows))
+    }
+
+    /// Parse a scoring body into this model's inputs (CPU-bound, linear in the body: large
+    /// bodies belong off the async workers).
+    pub fn prepare(&self, format: Format, body: &[u8]) -> Result<Prepared, ScoringError> {
+        prepare_body(&self.schema, format, body)
+    }
+
+    /// Run; the answer is rendered as its chunks are taken (see [`PredictionChunks`]).
+    pub async fn predict_chunks(&self, prepared: Prepared) -> Result<PredictionChunks, ScoringError> {
+        let Prepared { inputs, style, rows } = prepared;
+        let outputs = self.run(inputs).await?;
+        Ok(PredictionChunks::new(outputs, style, rows))
     }
 
     /// Run already-built input tensors. More than [`RUN_ROWS`] rows run in slices of that many,
@@ -152,6 +152,12 @@ impl LoadedModel {
     }
 }
 
+fn render(outputs: &[OutputTensor], style: super::convert::Style, rows: usize) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(64 + rows * 48);
+    write_predictions(&mut buf, outputs, style, rows);
+    buf
+}
+
 /// Rows per session run (see [`LoadedModel::run`]).
 pub const RUN_ROWS: usize = 2048;
 
@@ -161,10 +167,4 @@ fn slice_rows(t: &InputTensor, start: usize, n: usize, rows: usize) -> InputTens
     let mut shape = t.shape.clone();
     shape[0] = n as i64;
     InputTensor { name: t.name.clone(), shape, data: t.data.slice(start * per_row, (start + n) * per_row) }
-}
-
-fn render(outputs: &[OutputTensor], style: super::convert::Style, rows: usize) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(64 + rows * 48);
-    write_predictions(&mut buf, outputs, style, rows);
-    buf
 }
