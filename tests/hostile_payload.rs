@@ -145,6 +145,14 @@ fn cases(size: usize) -> Vec<Case> {
         200,
         &format!("rows={n}"),
     ));
+    let (rows, n) = repeat(size, |_, s| s.push_str("[1,1,1,1]"));
+    v.push(case(
+        "instances, the tightest rows (answered by output)",
+        "/models/iris-v1/invocations",
+        format!("{{\"instances\": [{rows}]}}"),
+        200,
+        &format!("label={n}"),
+    ));
     let (names, _) = repeat(size, |i, s| write!(s, "\"c{i}\"").unwrap());
     v.push(case(
         "dataframe_split, huge column list",
@@ -379,6 +387,9 @@ fn summarize(answer: &[u8]) -> String {
     let v: Value = serde_json::from_slice(answer).expect("a JSON answer");
     if let Some(records) = v["predictions"].as_array() {
         return format!("rows={}", records.len());
+    }
+    if let Some(out) = v["predictions"]["label"].as_array() {
+        return format!("label={}", out.len());
     }
     if let Some(out) = v["predictions"]["variable"].as_array() {
         return format!("variable={}", out.len());

@@ -787,17 +787,30 @@ pub fn write_flat(buf: &mut Vec<u8>, o: &OutputTensor) {
 
 // ------------------------------------------------------------------------ output JSON
 
-/// `{"predictions": ...}` rendered a chunk at a time as the response is sent: one record per
-/// row (table input) costs tens of bytes of text per row, several times the request for narrow
-/// tables, so the text is never held whole. Columns-style answers come as one chunk.
+/// `{"predictions": ...}` rendered a chunk at a time as the response is sent: the text costs
+/// tens of bytes a row, several times the request for narrow tables, so it is never held whole.
+/// Chunks end on row boundaries (records, or rows of each output in the columns style).
 pub struct PredictionChunks {
     outputs: Vec<OutputTensor>,
     /// `"name":` of each output, escaped once.
     keys: Vec<Vec<u8>>,
     rows: usize,
-    /// The next record to write; `None` once the closing bracket is written.
-    next: Option<usize>,
     records: bool,
+    at: Place,
+}
+
+/// Where rendering stands.
+#[derive(Clone, Copy)]
+enum Place {
+    Start,
+    /// Records style: the next record.
+    Record(usize),
+    /// Columns style: the next row of output `i`.
+    Output {
+        i: usize,
+        r: usize,
+    },
+    Done,
 }
 
 /// About this many bytes of text per chunk.
@@ -815,22 +828,22 @@ impl PredictionChunks {
                 k
             })
             .collect();
-        PredictionChunks { outputs, keys, rows, next: Some(0), records }
+        PredictionChunks { outputs, keys, rows, records, at: Place::Start }
     }
 
-    /// About how many bytes the next chunk renders (columns-style answers come whole), to decide
-    /// whether it belongs off the async workers.
-    pub fn next_chunk_estimate(&self) -> usize {
-        if self.records {
-            return CHUNK;
-        }
-        self.outputs
-            .iter()
-            .map(|o| match &o.data {
-                OutputData::Tensor(t) => t.len() * 12,
-                OutputData::Maps(m) => m.iter().map(|r| r.len() * 24).sum(),
-            })
-            .sum()
+    /// About how many bytes the largest single row renders to (a chunk holds at least one), to
+    /// decide whether rendering belongs off the async workers.
+    pub fn row_estimate(&self) -> usize {
+        let per_row = |o: &OutputTensor| match &o.data {
+            OutputData::Tensor(t) => t.len() / o.shape.first().copied().unwrap_or(1).max(1),
+            OutputData::Maps(m) => m.iter().map(Vec::len).max().unwrap_or(0) * 2,
+        };
+        let row: usize = if self.records {
+            self.outputs.iter().map(per_row).sum()
+        } else {
+            self.outputs.iter().map(per_row).max().unwrap_or(0)
+        };
+        row * 24
     }
 }
 
@@ -838,37 +851,76 @@ impl Iterator for PredictionChunks {
     type Item = Vec<u8>;
 
     fn next(&mut self) -> Option<Vec<u8>> {
-        let start = self.next?;
+        if matches!(self.at, Place::Done) {
+            return None;
+        }
         let mut buf = Vec::with_capacity(CHUNK + 256);
-        if !self.records {
-            write_predictions(&mut buf, &self.outputs, Style::Columns, self.rows);
-            self.next = None;
-            return Some(buf);
-        }
-        if start == 0 {
-            buf.extend_from_slice(b"{\"predictions\":[");
-        }
-        let mut r = start;
-        while r < self.rows && buf.len() < CHUNK {
-            if r > 0 {
-                buf.push(b',');
-            }
-            buf.push(b'{');
-            for (i, (o, key)) in self.outputs.iter().zip(&self.keys).enumerate() {
-                if i > 0 {
-                    buf.push(b',');
+        while buf.len() < CHUNK {
+            self.at = match self.at {
+                Place::Done => break,
+                Place::Start if self.records => {
+                    buf.extend_from_slice(b"{\"predictions\":[");
+                    Place::Record(0)
                 }
-                buf.extend_from_slice(key);
-                write_row(&mut buf, o, r);
-            }
-            buf.push(b'}');
-            r += 1;
-        }
-        if r == self.rows {
-            buf.extend_from_slice(b"]}");
-            self.next = None;
-        } else {
-            self.next = Some(r);
+                Place::Start => {
+                    buf.extend_from_slice(b"{\"predictions\":{");
+                    Place::Output { i: 0, r: 0 }
+                }
+                Place::Record(r) if r == self.rows => {
+                    buf.extend_from_slice(b"]}");
+                    Place::Done
+                }
+                Place::Record(r) => {
+                    if r > 0 {
+                        buf.push(b',');
+                    }
+                    buf.push(b'{');
+                    for (i, (o, key)) in self.outputs.iter().zip(&self.keys).enumerate() {
+                        if i > 0 {
+                            buf.push(b',');
+                        }
+                        buf.extend_from_slice(key);
+                        write_row(&mut buf, o, r);
+                    }
+                    buf.push(b'}');
+                    Place::Record(r + 1)
+                }
+                Place::Output { i, .. } if i == self.outputs.len() => {
+                    buf.extend_from_slice(b"}}");
+                    Place::Done
+                }
+                Place::Output { i, r } => {
+                    let o = &self.outputs[i];
+                    if r == 0 {
+                        if i > 0 {
+                            buf.push(b',');
+                        }
+                        buf.extend_from_slice(&self.keys[i]);
+                    }
+                    match o.shape.first() {
+                        // A scalar output: whole.
+                        None => {
+                            write_output(&mut buf, o);
+                            Place::Output { i: i + 1, r: 0 }
+                        }
+                        Some(&n) => {
+                            if r == 0 {
+                                buf.push(b'[');
+                            }
+                            if r == n {
+                                buf.push(b']');
+                                Place::Output { i: i + 1, r: 0 }
+                            } else {
+                                if r > 0 {
+                                    buf.push(b',');
+                                }
+                                write_row(&mut buf, o, r);
+                                Place::Output { i, r: r + 1 }
+                            }
+                        }
+                    }
+                }
+            };
         }
         Some(buf)
     }

@@ -142,8 +142,8 @@ async fn score_inner(
         Ok(c) => c,
         Err(e) => return (version, Err(e.into())),
     };
-    // A columns-style answer renders in one piece: off the async workers when large.
-    let first = off_workers(chunks.next_chunk_estimate(), move || (chunks.next().unwrap_or_default(), chunks)).await;
+    // The first chunk holds at least one row: off the async workers when rows are large.
+    let first = off_workers(chunks.row_estimate(), move || (chunks.next().unwrap_or_default(), chunks)).await;
     let (first, chunks) = match first {
         Ok(c) => c,
         Err(e) => return (version, Err(e)),
