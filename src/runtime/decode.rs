@@ -19,7 +19,7 @@ use serde::Deserialize as _;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::convert::{check_v2, clip, prepare, InputTensor, Prepared, Style, TensorData};
+use super::convert::{check_v2, clip, prepare, tensor_from_json, InputTensor, Prepared, Style, TensorData};
 use super::payload::{self, Format, Payload};
 use super::schema::{describe, Binding, ModelSchema, Signature, TensorInfo};
 use super::ScoringError;
@@ -1034,6 +1034,18 @@ impl<'de> Visitor<'de> for Flatten<'_> {
 /// One input tensor from a nested JSON list, checked against the model's shape: the streaming
 /// twin of [`convert::tensor_from_json`](super::convert::tensor_from_json), same messages.
 pub fn tensor_from_raw(info: &TensorInfo, raw: &RawValue) -> Result<InputTensor, ScoringError> {
+    if raw.get().len() <= FAST_PATH_MAX {
+        // Small: one pass building a tree (at most a few MiB) beats two streaming passes, and
+        // is the function this one mirrors.
+        let value: Value = serde_json::from_str(raw.get()).map_err(malformed)?;
+        return tensor_from_json(info, &value);
+    }
+    stream_tensor(info, raw)
+}
+
+/// [`tensor_from_raw`] in two streaming passes: the shape off the first element at each depth,
+/// then every element converted as it is read.
+fn stream_tensor(info: &TensorInfo, raw: &RawValue) -> Result<InputTensor, ScoringError> {
     let dtype = info.dtype().expect("checked at load; this is a bug");
     // One level past the model's rank is enough to tell the shapes apart.
     let shape = run_seed(raw.get(), FirstShape { depth: 0, limit: info.shape.len() + 1 }, &Stash::default())?;
@@ -1743,6 +1755,35 @@ mod tests {
         let names: Vec<String> = (0..=MAX_TABLE_WIDTH).map(|i| format!("\"c{i}\"")).collect();
         let body = format!("{{\"dataframe_split\": {{\"columns\": [{}], \"data\": [[1]]}}}}", names.join(","));
         assert!(stream(&unnamed(-1), &body).unwrap_err().message.contains("more than 65536 columns"));
+    }
+
+    #[test]
+    fn streamed_tensors_match_the_tree_path() {
+        let x = info("x", DType::F32, &[-1, 2]);
+        let b = info("b", DType::Bool, &[-1]);
+        for (info, json) in [
+            (&x, "[[1, 2], [3, 4.5]]"),
+            (&x, "[[1, 2, 3]]"),
+            (&x, "[[1, 2], [3]]"),
+            (&x, "[[1, 2], 3]"),
+            (&x, "[[1, 2], [3, [4]]]"),
+            (&x, "[[1, \"a\"]]"),
+            (&x, "[[1, null]]"),
+            (&x, "[[1, {\"a\": 1}]]"),
+            (&x, "[]"),
+            (&x, "[[[1, 2]]]"),
+            (&b, "[true, 0, \"false\"]"),
+            (&b, "[2]"),
+        ] {
+            let raw: Box<RawValue> = serde_json::from_str(json).unwrap();
+            let tree = tensor_from_json(info, &serde_json::from_str(json).unwrap());
+            let streamed = stream_tensor(info, &raw);
+            match (&tree, &streamed) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{json}"),
+                (Err(a), Err(b)) => assert_eq!((a.kind, &a.message), (b.kind, &b.message), "{json}"),
+                _ => panic!("{json}: {tree:?} vs {streamed:?}"),
+            }
+        }
     }
 
     #[test]
