@@ -498,9 +498,9 @@ async fn sigterm_during_a_heavy_parse_exits_within_the_grace_period() {
     let addr = server.base.trim_start_matches("http://").to_string();
     // Send the whole request on a raw connection, then signal while the server parses it.
     let sent = tokio::task::spawn_blocking(move || {
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
         let head = format!(
-            "POST /models/mlp/invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "POST /models/mlp/invocations HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
         s.write_all(head.as_bytes()).unwrap();
