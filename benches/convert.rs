@@ -5,7 +5,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use regserve::runtime::convert::{prepare, write_predictions, OutputData, OutputTensor, Style, TensorData};
-use regserve::runtime::payload::parse_json;
+use regserve::runtime::decode::prepare_body;
+use regserve::runtime::payload::{parse_json, Format};
 use regserve::runtime::schema::{ColSpec, DType, ModelSchema, Signature, TensorInfo, ValueKind};
 
 fn iris_schema() -> ModelSchema {
@@ -44,6 +45,10 @@ fn bench(c: &mut Criterion) {
                 prepare(&iris, &req.payload).unwrap()
             })
         });
+        // What the server runs: the fast path up to 64 KiB, the streaming parser beyond.
+        g.bench_function(format!("prepare_body (server path), {rows} rows"), |b| {
+            b.iter(|| prepare_body(&iris, Format::Json, black_box(&body)).unwrap())
+        });
         g.bench_function(format!("serde_json::Value only, {rows} rows"), |b| {
             b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(&body)).unwrap())
         });
@@ -57,6 +62,22 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let req = parse_json(black_box(&body)).unwrap();
             prepare(&mlp, &req.payload).unwrap()
+        })
+    });
+    c.bench_function("inputs 1x64 → tensor, prepare_body (server path)", |b| {
+        b.iter(|| prepare_body(&mlp, Format::Json, black_box(&body)).unwrap())
+    });
+    let records: Vec<String> = (0..1000)
+        .map(|i| format!(r#"{{"sepal_length":5.{i},"sepal_width":3.5,"petal_length":1.4,"petal_width":0.2}}"#))
+        .collect();
+    let body = format!(r#"{{"dataframe_records": [{}]}}"#, records.join(",")).into_bytes();
+    c.bench_function("dataframe_records 1000 rows → tensor, prepare_body (server path)", |b| {
+        b.iter(|| prepare_body(&iris, Format::Json, black_box(&body)).unwrap())
+    });
+    c.bench_function("dataframe_records 1000 rows → tensor, Value path", |b| {
+        b.iter(|| {
+            let req = parse_json(black_box(&body)).unwrap();
+            prepare(&iris, &req.payload).unwrap()
         })
     });
 

@@ -19,8 +19,10 @@ use regserve::runtime::convert::{
     prepare, tensor_from_v2, tensor_from_v2_binary, write_flat, write_predictions, InputTensor, OutputData,
     OutputTensor, Style, TensorData,
 };
-use regserve::runtime::payload::{parse_csv, parse_json, Payload};
+use regserve::runtime::decode::{prepare_body, prepare_via_values};
+use regserve::runtime::payload::{parse_csv, parse_json, Format, Payload};
 use regserve::runtime::schema::{ColSpec, DType, ModelSchema, Signature, TensorInfo, ValueKind};
+use regserve::runtime::ScoringErrorKind;
 use regserve::uri::ModelUri;
 use rusqlite::Connection;
 use serde_json::{json, Value};
@@ -220,6 +222,34 @@ fn scoring_payloads_convert_or_fail_cleanly() {
     check(1500, scoring_body(), |body| {
         if let Ok(req) = parse_json(&body) {
             prepare_all(&req.payload)?;
+        }
+        Ok(())
+    });
+}
+
+/// The server's streaming parser (`runtime::decode`) gives the same tensors as the `Value` path
+/// whenever both accept a body. Where only the `Value` path accepts, the streaming one refused
+/// a row key the model does not take (the `Value` path ignores it); where only the streaming
+/// one accepts, it skipped an extra column the `Value` path still read. Never an internal error.
+#[test]
+fn streaming_and_value_paths_agree() {
+    check(1500, scoring_body(), |body| {
+        for schema in schemas() {
+            let streamed = prepare_body(&schema, Format::Json, &body);
+            let values = prepare_via_values(&schema, Format::Json, &body);
+            let shown = String::from_utf8_lossy(&body);
+            match (&streamed, &values) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "{}", shown),
+                (Err(e), Ok(_)) => {
+                    prop_assert!(e.message.contains("which is not a column of this model"), "{}: {:?}", shown, e)
+                }
+                (Err(e), Err(_)) => prop_assert_ne!(e.kind, ScoringErrorKind::Internal, "{}", shown),
+                (Ok(p), Err(_)) => {
+                    for t in &p.inputs {
+                        check_input(&schema, t)?;
+                    }
+                }
+            }
         }
         Ok(())
     });

@@ -69,6 +69,11 @@ impl TensorData {
         self.len() == 0
     }
 
+    /// Room for `n` more elements.
+    pub fn reserve(&mut self, n: usize) {
+        each_variant!(self, v => v.reserve_exact(n))
+    }
+
     /// Append `other` (same variant) to `self`; false if the variants differ.
     pub fn append(&mut self, other: &TensorData) -> bool {
         macro_rules! cat {
@@ -118,11 +123,45 @@ impl TensorData {
     }
 
     /// Convert one JSON cell and append it; `at` describes the cell for error messages.
-    fn push(&mut self, v: &Value, at: &dyn Fn() -> String) -> Result<(), ScoringError> {
+    pub(crate) fn push(&mut self, v: &Value, at: &dyn Fn() -> String) -> Result<(), ScoringError> {
+        self.put(None, v, at)
+    }
+
+    /// A tensor of `n` placeholder elements, to be overwritten with [`TensorData::set`].
+    pub(crate) fn filled(dtype: DType, n: usize) -> TensorData {
+        match dtype {
+            DType::F32 => TensorData::F32(vec![0.0; n]),
+            DType::F64 => TensorData::F64(vec![0.0; n]),
+            DType::I8 => TensorData::I8(vec![0; n]),
+            DType::I16 => TensorData::I16(vec![0; n]),
+            DType::I32 => TensorData::I32(vec![0; n]),
+            DType::I64 => TensorData::I64(vec![0; n]),
+            DType::U8 => TensorData::U8(vec![0; n]),
+            DType::U16 => TensorData::U16(vec![0; n]),
+            DType::U32 => TensorData::U32(vec![0; n]),
+            DType::U64 => TensorData::U64(vec![0; n]),
+            DType::Bool => TensorData::Bool(vec![false; n]),
+            DType::String => TensorData::String(vec![String::new(); n]),
+        }
+    }
+
+    /// Convert one JSON cell into element `i` (which must exist).
+    pub(crate) fn set(&mut self, i: usize, v: &Value, at: &dyn Fn() -> String) -> Result<(), ScoringError> {
+        self.put(Some(i), v, at)
+    }
+
+    /// Convert one JSON cell; append it (`slot` None) or overwrite element `slot`.
+    fn put(&mut self, slot: Option<usize>, v: &Value, at: &dyn Fn() -> String) -> Result<(), ScoringError> {
         let dtype = self.dtype();
         let fail = |why: &str| {
             ScoringError::schema(format!("Failed to convert {} to type '{}': {why}", at(), dtype.numpy_name()))
         };
+        fn store<T>(vec: &mut Vec<T>, slot: Option<usize>, x: T) {
+            match slot {
+                None => vec.push(x),
+                Some(i) => vec[i] = x,
+            }
+        }
         if v.is_null() {
             return Err(ScoringError::schema(format!(
                 "{} is null (a missing value); this model takes {} values and has no way to fill in missing ones",
@@ -134,10 +173,12 @@ impl TensorData {
             ($vec:ident, $t:ty) => {{
                 let x = match v {
                     Value::Number(n) => n.as_f64().ok_or_else(|| fail("not a number"))?,
-                    Value::String(s) => parse_float(s).ok_or_else(|| fail(&format!("'{s}' is not a number")))?,
+                    Value::String(s) => {
+                        parse_float(s).ok_or_else(|| fail(&format!("'{}' is not a number", clip(s))))?
+                    }
                     other => return Err(fail(&format!("got a {}", json_kind(other)))),
                 };
-                $vec.push(x as $t);
+                store($vec, slot, x as $t);
             }};
         }
         macro_rules! int {
@@ -157,12 +198,12 @@ impl TensorData {
                         }
                     }
                     Value::String(s) => {
-                        s.trim().parse::<i128>().map_err(|_| fail(&format!("'{s}' is not a whole number")))?
+                        s.trim().parse::<i128>().map_err(|_| fail(&format!("'{}' is not a whole number", clip(s))))?
                     }
                     Value::Bool(b) => *b as i128,
                     other => return Err(fail(&format!("got a {}", json_kind(other)))),
                 };
-                $vec.push(<$t>::try_from(x).map_err(|_| fail(&format!("{x} is out of range")))?);
+                store($vec, slot, <$t>::try_from(x).map_err(|_| fail(&format!("{x} is out of range")))?);
             }};
         }
         match self {
@@ -176,22 +217,39 @@ impl TensorData {
             TensorData::U16(vec) => int!(vec, u16),
             TensorData::U32(vec) => int!(vec, u32),
             TensorData::U64(vec) => int!(vec, u64),
-            TensorData::Bool(vec) => vec.push(match v {
-                Value::Bool(b) => *b,
-                Value::Number(n) if n.as_i64() == Some(0) => false,
-                Value::Number(n) if n.as_i64() == Some(1) => true,
-                Value::String(s) if s.eq_ignore_ascii_case("true") => true,
-                Value::String(s) if s.eq_ignore_ascii_case("false") => false,
-                other => return Err(fail(&format!("{other} is not a boolean"))),
-            }),
-            TensorData::String(vec) => vec.push(match v {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
-                other => return Err(fail(&format!("got a {}", json_kind(other)))),
-            }),
+            TensorData::Bool(vec) => store(
+                vec,
+                slot,
+                match v {
+                    Value::Bool(b) => *b,
+                    Value::Number(n) if n.as_i64() == Some(0) => false,
+                    Value::Number(n) if n.as_i64() == Some(1) => true,
+                    Value::String(s) if s.eq_ignore_ascii_case("true") => true,
+                    Value::String(s) if s.eq_ignore_ascii_case("false") => false,
+                    other => return Err(fail(&format!("{} is not a boolean", clip(&other.to_string())))),
+                },
+            ),
+            TensorData::String(vec) => store(
+                vec,
+                slot,
+                match v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    other => return Err(fail(&format!("got a {}", json_kind(other)))),
+                },
+            ),
         }
         Ok(())
+    }
+}
+
+/// At most 64 characters of a value or key quoted back in a message (a message must not be as
+/// large as the body that caused it).
+pub fn clip(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(64) {
+        None => s.into(),
+        Some((end, _)) => format!("{}...", &s[..end]).into(),
     }
 }
 
@@ -571,7 +629,7 @@ fn flatten(
 
 /// Check an Open Inference Protocol input's declared datatype and shape against the model;
 /// returns the element type and count.
-fn check_v2(info: &TensorInfo, datatype: &str, shape: &[i64]) -> Result<(DType, usize), ScoringError> {
+pub(crate) fn check_v2(info: &TensorInfo, datatype: &str, shape: &[i64]) -> Result<(DType, usize), ScoringError> {
     let dtype = info.dtype().expect("checked at load; this is a bug");
     if !datatype.eq_ignore_ascii_case(dtype.v2_name()) {
         return Err(ScoringError::schema(format!(
@@ -728,6 +786,145 @@ pub fn write_flat(buf: &mut Vec<u8>, o: &OutputTensor) {
 }
 
 // ------------------------------------------------------------------------ output JSON
+
+/// `{"predictions": ...}` rendered a chunk at a time as the response is sent: the text costs
+/// tens of bytes a row, several times the request for narrow tables, so it is never held whole.
+/// Chunks end on row boundaries (records, or rows of each output in the columns style).
+pub struct PredictionChunks {
+    outputs: Vec<OutputTensor>,
+    /// `"name":` of each output, escaped once.
+    keys: Vec<Vec<u8>>,
+    rows: usize,
+    records: bool,
+    at: Place,
+}
+
+/// Where rendering stands.
+#[derive(Clone, Copy)]
+enum Place {
+    Start,
+    /// Records style: the next record.
+    Record(usize),
+    /// Columns style: the next row of output `i`.
+    Output {
+        i: usize,
+        r: usize,
+    },
+    Done,
+}
+
+/// About this many bytes of text per chunk.
+const CHUNK: usize = 64 << 10;
+
+impl PredictionChunks {
+    pub fn new(outputs: Vec<OutputTensor>, style: Style, rows: usize) -> PredictionChunks {
+        let records = style == Style::Records && outputs.iter().all(|o| o.shape.first() == Some(&rows));
+        let keys = outputs
+            .iter()
+            .map(|o| {
+                let mut k = Vec::with_capacity(o.name.len() + 3);
+                write_str(&mut k, &o.name);
+                k.push(b':');
+                k
+            })
+            .collect();
+        PredictionChunks { outputs, keys, rows, records, at: Place::Start }
+    }
+
+    /// About how many bytes the largest single row renders to (a chunk holds at least one), to
+    /// decide whether rendering belongs off the async workers.
+    pub fn row_estimate(&self) -> usize {
+        let per_row = |o: &OutputTensor| match &o.data {
+            OutputData::Tensor(t) => t.len() / o.shape.first().copied().unwrap_or(1).max(1),
+            OutputData::Maps(m) => m.iter().map(Vec::len).max().unwrap_or(0) * 2,
+        };
+        let row: usize = if self.records {
+            self.outputs.iter().map(per_row).sum()
+        } else {
+            self.outputs.iter().map(per_row).max().unwrap_or(0)
+        };
+        row * 24
+    }
+}
+
+impl Iterator for PredictionChunks {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        if matches!(self.at, Place::Done) {
+            return None;
+        }
+        let mut buf = Vec::with_capacity(CHUNK + 256);
+        while buf.len() < CHUNK {
+            self.at = match self.at {
+                Place::Done => break,
+                Place::Start if self.records => {
+                    buf.extend_from_slice(b"{\"predictions\":[");
+                    Place::Record(0)
+                }
+                Place::Start => {
+                    buf.extend_from_slice(b"{\"predictions\":{");
+                    Place::Output { i: 0, r: 0 }
+                }
+                Place::Record(r) if r == self.rows => {
+                    buf.extend_from_slice(b"]}");
+                    Place::Done
+                }
+                Place::Record(r) => {
+                    if r > 0 {
+                        buf.push(b',');
+                    }
+                    buf.push(b'{');
+                    for (i, (o, key)) in self.outputs.iter().zip(&self.keys).enumerate() {
+                        if i > 0 {
+                            buf.push(b',');
+                        }
+                        buf.extend_from_slice(key);
+                        write_row(&mut buf, o, r);
+                    }
+                    buf.push(b'}');
+                    Place::Record(r + 1)
+                }
+                Place::Output { i, .. } if i == self.outputs.len() => {
+                    buf.extend_from_slice(b"}}");
+                    Place::Done
+                }
+                Place::Output { i, r } => {
+                    let o = &self.outputs[i];
+                    if r == 0 {
+                        if i > 0 {
+                            buf.push(b',');
+                        }
+                        buf.extend_from_slice(&self.keys[i]);
+                    }
+                    match o.shape.first() {
+                        // A scalar output: whole.
+                        None => {
+                            write_output(&mut buf, o);
+                            Place::Output { i: i + 1, r: 0 }
+                        }
+                        Some(&n) => {
+                            if r == 0 {
+                                buf.push(b'[');
+                            }
+                            if r == n {
+                                buf.push(b']');
+                                Place::Output { i: i + 1, r: 0 }
+                            } else {
+                                if r > 0 {
+                                    buf.push(b',');
+                                }
+                                write_row(&mut buf, o, r);
+                                Place::Output { i, r: r + 1 }
+                            }
+                        }
+                    }
+                }
+            };
+        }
+        Some(buf)
+    }
+}
 
 /// Write `{"predictions": ...}` for the outputs, shaped by `style`. Records fall back to the
 /// column style when an output does not have one entry per row.
@@ -1053,6 +1250,23 @@ mod tests {
         assert_eq!(t.data, TensorData::String(vec!["ab".into(), "".into(), "ünï".into()]));
         assert!(tensor_from_v2_binary(&s, "BYTES", &[2], &raw).is_err());
         assert!(tensor_from_v2_binary(&s, "BYTES", &[3], &raw[..raw.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn chunks_join_to_the_whole_answer() {
+        for rows in [1usize, 3, 5000] {
+            let outputs = vec![
+                out("label", &[rows], TensorData::I64((0..rows as i64).collect())),
+                out("probabilities", &[rows, 2], TensorData::F32(vec![0.25; rows * 2])),
+            ];
+            for style in [Style::Records, Style::Columns] {
+                let mut whole = Vec::new();
+                write_predictions(&mut whole, &outputs, style, rows);
+                let chunks: Vec<Vec<u8>> = PredictionChunks::new(outputs.clone(), style, rows).collect();
+                assert!(chunks.len() > 1 || rows < 5000 || style == Style::Columns, "{} chunks", chunks.len());
+                assert_eq!(chunks.concat(), whole, "{rows} rows, {style:?}");
+            }
+        }
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! Model execution: ONNX Runtime ownership and the pure conversions around it.
 //!
 //! The request path inside this module, in order:
-//! [`payload`] (bytes → `Payload`) → [`convert`] (payload + [`schema`] → input tensors) →
+//! [`decode`] (bytes + [`schema`] → input tensors, streaming; [`payload`] + [`convert`] do the same
+//! through a `serde_json::Value` tree for the CLI and tests) →
 //! [`pool`] (a session on a worker thread runs them) → [`convert`] (outputs → JSON predictions).
 //! [`env`] finds and loads the ONNX Runtime library; [`mlmodel`] reads MLflow model directories;
 //! [`model`] ties a loaded, warmed model together.
 
 pub mod convert;
+pub mod decode;
 pub mod env;
 pub mod mlmodel;
 pub mod model;

@@ -9,8 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::convert::{prepare, write_predictions, OutputTensor, Prepared};
+use super::convert::{InputTensor, OutputData, PredictionChunks};
+use super::decode::prepare_body;
 use super::env::{init_runtime, RuntimeOptions};
 use super::mlmodel::ModelFiles;
+use super::payload::Format;
 use super::payload::{self, Payload};
 use super::pool::{SessionPool, Stopped};
 use super::schema::ModelSchema;
@@ -122,9 +125,67 @@ impl LoadedModel {
         Ok(render(&outputs, style, rows))
     }
 
-    /// Run already-built input tensors (the Open Inference Protocol path).
-    pub async fn run(&self, inputs: Vec<super::convert::InputTensor>) -> Result<Vec<OutputTensor>, ScoringError> {
-        self.pool.run(inputs).await
+    /// Parse a scoring body into this model's inputs (CPU-bound, linear in the body: large
+    /// bodies belong off the async workers).
+    pub fn prepare(&self, format: Format, body: &[u8]) -> Result<Prepared, ScoringError> {
+        prepare_body(&self.schema, format, body)
+    }
+
+    /// Run; the answer is rendered as its chunks are taken (see [`PredictionChunks`]).
+    pub async fn predict_chunks(&self, prepared: Prepared) -> Result<PredictionChunks, ScoringError> {
+        let Prepared { inputs, style, rows } = prepared;
+        let outputs = self.run(inputs).await?;
+        Ok(PredictionChunks::new(outputs, style, rows))
+    }
+
+    /// Run already-built input tensors. More than [`RUN_ROWS`] rows run in slices of that many,
+    /// so ONNX Runtime's intermediate tensors (for mlp, 512 bytes a row in its hidden layer alone)
+    /// stay bounded whatever the request; the outputs are joined back. A model whose outputs
+    /// are not one per row runs the whole request at once, as the pool's batching assumes too.
+    pub async fn run(&self, inputs: Vec<InputTensor>) -> Result<Vec<OutputTensor>, ScoringError> {
+        let rows = inputs.first().and_then(|t| t.shape.first()).copied().unwrap_or(0);
+        let per_row = rows > 0 && inputs.iter().all(|t| t.shape.first() == Some(&rows));
+        let rows = rows.max(0) as usize;
+        if !per_row || rows <= RUN_ROWS {
+            return self.pool.run(inputs).await;
+        }
+        let mut joined: Vec<OutputTensor> = Vec::new();
+        let mut start = 0;
+        while start < rows {
+            let n = RUN_ROWS.min(rows - start);
+            let part = inputs.iter().map(|t| slice_rows(t, start, n, rows)).collect();
+            let out = self.pool.run(part).await?;
+            if out.iter().any(|o| o.shape.first() != Some(&n)) {
+                return self.pool.run(inputs).await;
+            }
+            if joined.is_empty() {
+                joined = out;
+                for o in &mut joined {
+                    // Room for every row at once: no regrowth (and copy) as slices arrive.
+                    match &mut o.data {
+                        OutputData::Tensor(t) => t.reserve((t.len() / n) * (rows - n)),
+                        OutputData::Maps(m) => m.reserve(rows - n),
+                    }
+                }
+            } else {
+                for (acc, o) in joined.iter_mut().zip(out) {
+                    let joined_ok = match (&mut acc.data, o.data) {
+                        (OutputData::Tensor(a), OutputData::Tensor(b)) => a.append(&b),
+                        (OutputData::Maps(a), OutputData::Maps(b)) => {
+                            a.extend(b);
+                            true
+                        }
+                        _ => false,
+                    };
+                    if !joined_ok {
+                        return Err(ScoringError::internal(format!("output '{}' changed type between runs", acc.name)));
+                    }
+                    acc.shape[0] += n;
+                }
+            }
+            start += n;
+        }
+        Ok(joined)
     }
 
     pub fn sessions(&self) -> usize {
@@ -152,4 +213,15 @@ fn render(outputs: &[OutputTensor], style: super::convert::Style, rows: usize) -
     let mut buf = Vec::with_capacity(64 + rows * 48);
     write_predictions(&mut buf, outputs, style, rows);
     buf
+}
+
+/// Rows per session run (see [`LoadedModel::run`]).
+pub const RUN_ROWS: usize = 2048;
+
+/// Rows `start..start+n` of an input whose first dimension is `rows`.
+fn slice_rows(t: &InputTensor, start: usize, n: usize, rows: usize) -> InputTensor {
+    let per_row = t.data.len() / rows.max(1);
+    let mut shape = t.shape.clone();
+    shape[0] = n as i64;
+    InputTensor { name: t.name.clone(), shape, data: t.data.slice(start * per_row, (start + n) * per_row) }
 }

@@ -1,6 +1,10 @@
 //! Scoring payloads, as `mlflow models serve` reads them: `application/json` with exactly one of
 //! `dataframe_split`, `dataframe_records`, `instances`, `inputs` (plus optional `params`), or
 //! `text/csv` with a header row. Pure parsing; no model knowledge.
+//!
+//! This is the `serde_json::Value` path, kept as the reference the fuzz targets and property
+//! tests check; requests, warm-up and `regserve predict` go through [`decode`](super::decode),
+//! which parses straight into the model's tensors.
 
 use serde_json::{Map, Value};
 
@@ -121,6 +125,11 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Request, Scoring
         Format::Json => parse_json(body),
         Format::Csv => parse_csv(body).map(|f| Request { payload: Payload::Frame(f), params: None }),
     }
+}
+
+/// The all-numeric `dataframe_split` fast path alone: `None` when the body is anything else.
+pub fn numeric_split(body: &[u8]) -> Option<Request> {
+    fast::numeric_split(body)
 }
 
 pub fn parse_json(body: &[u8]) -> Result<Request, ScoringError> {
@@ -257,12 +266,17 @@ fn split_frame(input: Value) -> Result<Frame, ScoringError> {
     Ok(Frame { columns, rows })
 }
 
+/// Row dictionaries as a table whose columns are item 0's keys. A later item with a key item 0
+/// lacks is refused (a table with that column would hold a missing value in row 0, which no
+/// model input accepts), so the table is never wider than one row: rows × keys stays linear in
+/// the body. A key absent from a later item becomes null, refused by conversion with its name.
 fn records_frame(records: Vec<Value>, field: &str) -> Result<Frame, ScoringError> {
     if records.is_empty() {
         return Err(ScoringError::bad_request(format!("'{field}' is an empty list: there is nothing to score")));
     }
     let mut columns: Vec<String> = Vec::new();
-    let mut maps = Vec::with_capacity(records.len());
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut rows = Vec::with_capacity(records.len());
     for (i, rec) in records.into_iter().enumerate() {
         let Value::Object(m) = rec else {
             return Err(ScoringError::bad_request(format!(
@@ -270,15 +284,26 @@ fn records_frame(records: Vec<Value>, field: &str) -> Result<Frame, ScoringError
                 json_kind(&rec)
             )));
         };
-        for k in m.keys() {
-            if !columns.contains(k) {
+        if i == 0 {
+            for k in m.keys() {
+                index.insert(k.clone(), columns.len());
                 columns.push(k.clone());
             }
         }
-        maps.push(m);
+        let mut row = vec![Value::Null; columns.len()];
+        for (k, v) in m {
+            match index.get(&k) {
+                Some(&j) => row[j] = v,
+                None => {
+                    return Err(ScoringError::schema(format!(
+                        "'{field}' item {i} has the key '{}', which item 0 does not have; every item must have the same keys",
+                        super::convert::clip(&k)
+                    )))
+                }
+            }
+        }
+        rows.push(row);
     }
-    let rows =
-        maps.into_iter().map(|mut m| columns.iter().map(|c| m.remove(c).unwrap_or(Value::Null)).collect()).collect();
     Ok(Frame { columns: Some(columns), rows })
 }
 
@@ -445,9 +470,12 @@ mod tests {
         let Payload::Frame(f) = p else { panic!() };
         assert_eq!(f.columns.unwrap(), vec!["a", "b"]);
         assert_eq!(f.rows[1], vec![json!(3), json!(4)]);
-        // A missing key becomes null (later refused by conversion with the column's name).
-        let Payload::Frame(f) = ok(r#"{"dataframe_records": [{"a": 1}, {"b": 4}]}"#) else { panic!() };
-        assert_eq!(f.rows[0], vec![json!(1), Value::Null]);
+        // A missing key becomes null (later refused by conversion with the column's name); a
+        // key item 0 lacks is refused, so the table is never wider than item 0.
+        let Payload::Frame(f) = ok(r#"{"dataframe_records": [{"a": 1, "b": 2}, {"b": 4}]}"#) else { panic!() };
+        assert_eq!(f.rows[1], vec![Value::Null, json!(4)]);
+        let e = err(r#"{"dataframe_records": [{"a": 1}, {"b": 4}]}"#);
+        assert!(e.message.contains("item 1 has the key 'b', which item 0 does not have"), "{e}");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! - `POST /models/{name}/invocations` — score with a named served model
 //! - `GET /metrics` — Prometheus metrics
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -21,7 +21,7 @@ use serde_json::json;
 use super::error::ApiError;
 use crate::manager::{ModelManager, Slot};
 use crate::metrics;
-use crate::runtime::payload::{self, Format};
+use crate::runtime::payload;
 use crate::runtime::ScoringError;
 
 #[derive(Clone)]
@@ -133,21 +133,61 @@ async fn score_inner(
         return (None, Err(ScoringError::unavailable(format!("Model {} is not loaded yet: {why}", slot.uri)).into()));
     };
     let version = Some(active.version.version);
-    let request = match format {
-        Format::Json => payload::parse_json(&bytes),
-        Format::Csv => {
-            payload::parse_csv(&bytes).map(|f| payload::Request { payload: payload::Payload::Frame(f), params: None })
-        }
+    // The body is parsed straight into the model's input tensors, and dropped with the closure.
+    let model = active.model.clone();
+    let prepared = match off_workers(bytes.len(), move || model.prepare(format, &bytes)).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return (version, Err(e.into())),
+        Err(e) => return (version, Err(e)),
     };
-    let request = match request {
-        Ok(r) => r,
+    let mut chunks = match active.model.predict_chunks(prepared).await {
+        Ok(c) => c,
         Err(e) => return (version, Err(e.into())),
     };
-    let result = active.model.predict(&request.payload).await;
-    (
-        version,
-        result.map(|out| ([(header::CONTENT_TYPE, "application/json")], out).into_response()).map_err(ApiError::from),
-    )
+    // The first chunk holds at least one row: off the async workers when rows are large.
+    let first = off_workers(chunks.row_estimate(), move || (chunks.next().unwrap_or_default(), chunks)).await;
+    let (first, chunks) = match first {
+        Ok(c) => c,
+        Err(e) => return (version, Err(e)),
+    };
+    let json = [(header::CONTENT_TYPE, "application/json")];
+    let mut rest = chunks.peekable();
+    if rest.peek().is_none() {
+        return (version, Ok((json, first).into_response()));
+    }
+    // A large answer: rendered chunk by chunk as hyper sends it.
+    let stream = futures_util::stream::iter(
+        std::iter::once(first).chain(rest).map(|c| Ok::<_, std::convert::Infallible>(bytes::Bytes::from(c))),
+    );
+    (version, Ok((json, Body::from_stream(stream)).into_response()))
+}
+
+/// Bodies up to this size are parsed on the async worker that read them (microseconds).
+const INLINE_PARSE_MAX: usize = 64 << 10;
+
+/// Run `parse` (CPU-bound, linear in `size` bytes of body) where it cannot starve the async
+/// workers that answer `/ping`: small bodies inline, larger ones on the blocking pool, at most
+/// half the cores' worth at a time (the rest wait here, in arrival order). The permits are
+/// process-wide because the cores are.
+pub async fn off_workers<T: Send + 'static>(
+    size: usize,
+    parse: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    if size <= INLINE_PARSE_MAX {
+        return Ok(parse());
+    }
+    static PERMITS: OnceLock<Arc<tokio::sync::Semaphore>> = OnceLock::new();
+    let permits = PERMITS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Arc::new(tokio::sync::Semaphore::new((cores / 2).max(1)))
+    });
+    let permit = permits.clone().acquire_owned().await.expect("the semaphore is never closed; this is a bug");
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        parse()
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("the request parser failed: {e}")))
 }
 
 /// Count one scoring request and its latency. `model` comes from the request path: a name this

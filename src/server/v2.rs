@@ -20,13 +20,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::scoring::{observe, read_body, ScoringState};
+use super::scoring::{observe, off_workers, read_body, ScoringState};
 use crate::manager::{PinError, SourceError};
 use crate::registry::RegistryError;
-use crate::runtime::convert::{tensor_from_v2, tensor_from_v2_binary, write_flat, OutputData, OutputTensor};
+use crate::runtime::convert::{tensor_from_v2_binary, write_flat, InputTensor, OutputData, OutputTensor};
+use crate::runtime::decode::tensor_from_v2_raw;
 use crate::runtime::schema::{TensorInfo, ValueKind};
 use crate::runtime::{LoadedModel, ScoringError};
 
@@ -172,33 +174,146 @@ async fn version_ready(State(st): State<ScoringState>, Path((name, version)): Pa
     }
 }
 
+/// An inference request, read without a JSON value per element: `data` and `parameters` stay
+/// raw slices of the body until they are converted (data) or echoed (parameters).
 #[derive(Debug, Deserialize)]
-struct InferRequest {
+struct InferRequest<'a> {
     #[serde(default)]
     id: Option<String>,
+    #[serde(default, borrow)]
+    parameters: Option<&'a RawValue>,
+    #[serde(borrow)]
+    inputs: AtMost<InferInput<'a>, MAX_LIST>,
     #[serde(default)]
-    parameters: Option<Value>,
-    inputs: Vec<InferInput>,
-    #[serde(default)]
-    outputs: Option<Vec<RequestedOutput>>,
+    outputs: Option<AtMost<RequestedOutput, MAX_LIST>>,
 }
 
+/// Longest `inputs` / `outputs` list and shape read (far beyond any ONNX model), so a request
+/// cannot make the server hold a struct per few bytes of body.
+const MAX_LIST: usize = 4096;
+const MAX_RANK: usize = 64;
+
 #[derive(Debug, Deserialize)]
-struct InferInput {
+struct InferInput<'a> {
     name: String,
-    shape: Vec<i64>,
+    shape: AtMost<i64, MAX_RANK>,
     datatype: String,
     /// `binary_data_size` says the values follow the JSON header as raw bytes.
     #[serde(default)]
-    parameters: Option<serde_json::Map<String, Value>>,
+    parameters: Option<InputParameters>,
     /// JSON values; absent when the input is sent as binary data.
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+}
+
+/// An input's `parameters`: only `binary_data_size` means anything here; other keys are skipped.
+#[derive(Debug, Deserialize)]
+struct InputParameters {
     #[serde(default)]
-    data: Option<Value>,
+    binary_data_size: Option<serde_json::Number>,
 }
 
 #[derive(Debug, Deserialize)]
 struct RequestedOutput {
     name: String,
+}
+
+/// A JSON list of at most `N` items.
+#[derive(Debug)]
+struct AtMost<T, const N: usize>(Vec<T>);
+
+impl<'de, T: Deserialize<'de>, const N: usize> Deserialize<'de> for AtMost<T, N> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T, const N: usize>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>, const N: usize> serde::de::Visitor<'de> for V<T, N> {
+            type Value = AtMost<T, N>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "a list of at most {N} items")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    if items.len() == N {
+                        return Err(serde::de::Error::custom(format!("a list of more than {N} items")));
+                    }
+                    items.push(item);
+                }
+                Ok(AtMost(items))
+            }
+        }
+        d.deserialize_seq(V::<T, N>(std::marker::PhantomData))
+    }
+}
+
+/// What the parse of an inference request leaves for the run and the reply.
+struct Decoded {
+    inputs: Vec<InputTensor>,
+    id: Option<String>,
+    /// The request's `parameters`, as sent, echoed in the reply.
+    parameters: Option<String>,
+    outputs: Option<Vec<String>>,
+}
+
+/// Parse an inference request (JSON header of `header_len` bytes, then binary tensor data) into
+/// the model's input tensors.
+fn decode(model: &LoadedModel, bytes: &[u8], header_len: usize) -> Result<Decoded, ScoringError> {
+    let (json_part, mut binary) = bytes.split_at(header_len);
+    let req: InferRequest = serde_json::from_slice(json_part)
+        .map_err(|e| ScoringError::bad_request(format!("Invalid inference request: {e}")))?;
+    let given = &req.inputs.0;
+    // Binary chunks come in the order of the request's inputs.
+    let mut raw: Vec<Option<&[u8]>> = Vec::with_capacity(given.len());
+    for input in given {
+        match input.parameters.as_ref().and_then(|p| p.binary_data_size.as_ref()) {
+            None => raw.push(None),
+            Some(n) => {
+                let size = n.as_u64().map(|n| n as usize).filter(|n| *n <= binary.len()).ok_or_else(|| {
+                    ScoringError::bad_request(format!(
+                        "Input '{}': binary_data_size {n} is beyond the body",
+                        input.name
+                    ))
+                })?;
+                let (chunk, rest) = binary.split_at(size);
+                raw.push(Some(chunk));
+                binary = rest;
+            }
+        }
+    }
+    for input in given {
+        if !model.schema.inputs.iter().any(|i| i.name == input.name) {
+            let names: Vec<&str> = model.schema.inputs.iter().map(|i| i.name.as_str()).collect();
+            return Err(ScoringError::bad_request(format!(
+                "Unexpected input '{}'; the model's inputs are {names:?}",
+                input.name
+            )));
+        }
+    }
+    let mut inputs = Vec::with_capacity(model.schema.inputs.len());
+    for info in &model.schema.inputs {
+        // A repeated name: the first entry counts.
+        let at = given
+            .iter()
+            .position(|i| i.name == info.name)
+            .ok_or_else(|| ScoringError::bad_request(format!("Missing input '{}'", info.name)))?;
+        let input = &given[at];
+        let tensor = match (raw[at], input.data) {
+            (Some(bytes), _) => tensor_from_v2_binary(info, &input.datatype, &input.shape.0, bytes)?,
+            (None, Some(data)) => tensor_from_v2_raw(info, &input.datatype, &input.shape.0, data)?,
+            (None, None) => {
+                return Err(ScoringError::bad_request(format!(
+                    "Input '{}' has neither 'data' nor binary data",
+                    info.name
+                )))
+            }
+        };
+        inputs.push(tensor);
+    }
+    Ok(Decoded {
+        inputs,
+        id: req.id,
+        parameters: req.parameters.map(|p| p.get().to_string()).filter(|p| p != "null"),
+        outputs: req.outputs.map(|o| o.0.into_iter().map(|o| o.name).collect()),
+    })
 }
 
 async fn infer(
@@ -260,88 +375,50 @@ async fn run_infer(
             )?
         }
     };
-    let (json_part, mut binary) = bytes.split_at(header_len);
-    let req: InferRequest = serde_json::from_slice(json_part)
-        .map_err(|e| ScoringError::bad_request(format!("Invalid inference request: {e}")))?;
-    // Binary chunks come in the order of the request's inputs.
-    let mut raw: Vec<Option<&[u8]>> = Vec::with_capacity(req.inputs.len());
-    for input in &req.inputs {
-        match input.parameters.as_ref().and_then(|p| p.get("binary_data_size")) {
-            None => raw.push(None),
-            Some(n) => {
-                let size = n.as_u64().map(|n| n as usize).filter(|n| *n <= binary.len()).ok_or_else(|| {
-                    ScoringError::bad_request(format!(
-                        "Input '{}': binary_data_size {n} is beyond the body",
-                        input.name
-                    ))
-                })?;
-                let (chunk, rest) = binary.split_at(size);
-                raw.push(Some(chunk));
-                binary = rest;
-            }
+    // Parsed off the async workers when large; the body is dropped with the closure.
+    let m = model.clone();
+    let req = off_workers(bytes.len(), move || decode(&m, &bytes, header_len)).await??;
+    let outputs = model.run(req.inputs).await?;
+    if let Some(wanted) = &req.outputs {
+        if let Some(w) = wanted.iter().find(|w| !outputs.iter().any(|o| o.name == **w)) {
+            let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+            return Err(
+                ScoringError::bad_request(format!("Unknown output '{w}'; the model's outputs are {names:?}")).into()
+            );
         }
     }
-    for input in &req.inputs {
-        if !model.schema.inputs.iter().any(|i| i.name == input.name) {
-            let names: Vec<&str> = model.schema.inputs.iter().map(|i| i.name.as_str()).collect();
-            return Err(ScoringError::bad_request(format!(
-                "Unexpected input '{}'; the model's inputs are {names:?}",
-                input.name
-            ))
-            .into());
-        }
-    }
-    let mut inputs = Vec::with_capacity(model.schema.inputs.len());
-    for info in &model.schema.inputs {
-        let at = req
-            .inputs
-            .iter()
-            .position(|i| i.name == info.name)
-            .ok_or_else(|| ScoringError::bad_request(format!("Missing input '{}'", info.name)))?;
-        let given = &req.inputs[at];
-        let tensor = match (raw[at], &given.data) {
-            (Some(bytes), _) => tensor_from_v2_binary(info, &given.datatype, &given.shape, bytes)?,
-            (None, Some(data)) => tensor_from_v2(info, &given.datatype, &given.shape, data)?,
-            (None, None) => {
-                return Err(ScoringError::bad_request(format!(
-                    "Input '{}' has neither 'data' nor binary data",
-                    info.name
-                ))
-                .into())
-            }
+    // Rendered off the async workers when large.
+    let estimate = outputs.iter().map(|o| o.shape.iter().product::<usize>() * 12).sum();
+    let name = name.to_string();
+    let (id, parameters, wanted) = (req.id, req.parameters, req.outputs);
+    let buf = off_workers(estimate, move || {
+        let selected: Vec<&OutputTensor> = match &wanted {
+            None => outputs.iter().collect(),
+            Some(wanted) => wanted.iter().filter_map(|w| outputs.iter().find(|o| o.name == *w)).collect(),
         };
-        inputs.push(tensor);
-    }
-    let outputs = model.run(inputs).await?;
-    let selected: Vec<&OutputTensor> = match &req.outputs {
-        None => outputs.iter().collect(),
-        Some(wanted) => wanted
-            .iter()
-            .map(|w| {
-                outputs.iter().find(|o| o.name == w.name).ok_or_else(|| {
-                    let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
-                    V2Error(
-                        ScoringError::bad_request(format!(
-                            "Unknown output '{}'; the model's outputs are {names:?}",
-                            w.name
-                        ))
-                        .into(),
-                    )
-                })
-            })
-            .collect::<Result<_, _>>()?,
-    };
+        render(&name, v, id.as_deref(), parameters.as_deref(), &selected)
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], buf).into_response())
+}
+
+/// The inference response: `{"model_name", "model_version", "id"?, "parameters"?, "outputs"}`.
+fn render(name: &str, v: u64, id: Option<&str>, parameters: Option<&str>, selected: &[&OutputTensor]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(128);
+    // Serializing a str into a Vec cannot fail.
+    let string = |buf: &mut Vec<u8>, s: &str| {
+        let _ = serde_json::to_writer(buf, s);
+    };
     buf.extend_from_slice(b"{\"model_name\":");
-    serde_json::to_writer(&mut buf, name).map_err(|e| ScoringError::internal(e.to_string()))?;
+    string(&mut buf, name);
     buf.extend_from_slice(format!(",\"model_version\":\"{v}\"").as_bytes());
-    if let Some(id) = &req.id {
+    if let Some(id) = id {
         buf.extend_from_slice(b",\"id\":");
-        serde_json::to_writer(&mut buf, id).map_err(|e| ScoringError::internal(e.to_string()))?;
+        string(&mut buf, id);
     }
-    if let Some(p) = &req.parameters {
+    if let Some(p) = parameters {
         buf.extend_from_slice(b",\"parameters\":");
-        serde_json::to_writer(&mut buf, p).map_err(|e| ScoringError::internal(e.to_string()))?;
+        buf.extend_from_slice(p.as_bytes());
     }
     buf.extend_from_slice(b",\"outputs\":[");
     for (i, o) in selected.iter().enumerate() {
@@ -353,11 +430,11 @@ async fn run_infer(
             OutputData::Maps(_) => "BYTES",
         };
         buf.extend_from_slice(b"{\"name\":");
-        serde_json::to_writer(&mut buf, &o.name).map_err(|e| ScoringError::internal(e.to_string()))?;
+        string(&mut buf, &o.name);
         buf.extend_from_slice(format!(",\"datatype\":\"{datatype}\",\"shape\":{:?},\"data\":", o.shape).as_bytes());
         write_flat(&mut buf, o);
         buf.push(b'}');
     }
     buf.extend_from_slice(b"]}");
-    Ok(([(header::CONTENT_TYPE, "application/json")], buf).into_response())
+    buf
 }
