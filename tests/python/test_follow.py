@@ -118,13 +118,14 @@ class RegserveRegistry:
 class Serve:
     """`regserve serve -m models:/iris/Production` against some registry."""
 
-    def __init__(self, binary, data_dir, registry_uri=None):
+    def __init__(self, binary, data_dir, registry_uri=None, extra=()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [binary, "--data-dir", str(data_dir), "serve", "-m", "models:/iris/Production",
                 "--port", str(self.port), "--poll-interval", POLL]
         if registry_uri:
             args += ["--registry-uri", registry_uri]
+        args += list(extra)
         env = child_env(RUST_LOG="info")
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env)
         wait_http(self.url + "/ping", timeout=120)

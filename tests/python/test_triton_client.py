@@ -27,7 +27,8 @@ def test_triton_http_client_against_regserve(regserve_bin, tmp_path):
         out = subprocess.run([regserve_bin, "--data-dir", str(data), "models", "register", str(MODELS / d), "--name", "iris", *extra],
                              capture_output=True, text=True, timeout=120, env=child_env(), stdin=subprocess.DEVNULL)
         assert out.returncode == 0, out.stderr
-    serve = Serve(regserve_bin, data)
+    # Versions other than the one in service are served only when asked for (issue 10, item 7).
+    serve = Serve(regserve_bin, data, extra=["--pinned-versions", "any"])
     try:
         client = httpclient.InferenceServerClient(url=serve.url.removeprefix("http://"))
         assert client.is_server_live() and client.is_server_ready()
