@@ -154,4 +154,33 @@ mod tests {
         assert!(dir.path().join("registryX/abc").is_dir(), "only the registry's own folder is owned");
         assert!(!dir.path().join("registry/abc").exists(), "the registry's own copy goes");
     }
+
+    #[test]
+    fn deleting_removes_a_registry_copy_with_its_last_version_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_in_memory().unwrap();
+        let artifacts = ArtifactRoot::new(dir.path()).unwrap();
+        let shared = "mlflow-artifacts:/registry/abc";
+        std::fs::create_dir_all(dir.path().join("registry/abc")).unwrap();
+        for name in ["a", "b"] {
+            store.create_registered_model(name, "", &[]).unwrap();
+        }
+        let version = |name: &str| crate::registry::NewVersion {
+            name: name.into(),
+            source: shared.into(),
+            storage_location: shared.into(),
+            ..Default::default()
+        };
+        // Two versions of `a` and one of `b` (a copy_model_version) share the files.
+        for name in ["a", "a", "b"] {
+            store.create_model_version(&version(name)).unwrap();
+        }
+        delete_version(&store, &artifacts, "a", 1).unwrap();
+        assert!(dir.path().join("registry/abc").is_dir(), "still used by a/2 and b/1");
+        delete_model(&store, &artifacts, "a").unwrap();
+        assert!(dir.path().join("registry/abc").is_dir(), "still used by b/1");
+        assert!(matches!(delete_version(&store, &artifacts, "a", 2), Err(RegistryError::NotFound(_))));
+        delete_version(&store, &artifacts, "b", 1).unwrap();
+        assert!(!dir.path().join("registry/abc").exists(), "gone with its last version");
+    }
 }
