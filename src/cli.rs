@@ -9,8 +9,8 @@ use anyhow::{bail, Context, Result};
 use crate::artifact::ArtifactRoot;
 use crate::config::{AliasCommand, GlobalArgs, InputFormat, ModelsCommand, PinnedVersions, PredictArgs, ServeArgs};
 use crate::manager::client::RegistryClient;
-use crate::manager::register::Registration;
 use crate::manager::{ManagerOptions, ModelManager, PinnedPolicy};
+use crate::registration::Registration;
 use crate::registry::types::format_utc_ms;
 use crate::registry::{ModelVersion, RegisteredModel, Store, Tag};
 use crate::runtime::{init_runtime, payload, LoadedModel, RuntimeOptions};
@@ -104,7 +104,7 @@ pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()
         tracing::warn!(error = %e, "ONNX Runtime is not available: new model versions will fail their test load");
     }
     let mut state = server::RegistryState::new(store, artifacts, global.ort_lib.clone());
-    state.load_timeout = global.load_timeout;
+    state.registrar.load_timeout = global.load_timeout;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async move {
@@ -112,7 +112,7 @@ pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()
             .await
             .with_context(|| format!("binding {} (--host/--port)", args.addr()))?;
         let local = listener.local_addr()?;
-        let pending = server::registration::resume_pending(&state).await?;
+        let pending = crate::registration::rest_create::resume_pending(&state.registrar).await?;
         if pending > 0 {
             tracing::info!(pending, "test-loading versions left pending by an earlier run");
         }

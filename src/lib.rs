@@ -1,12 +1,14 @@
 //! regserve: an MLflow-compatible Model Registry and an ONNX model-serving daemon in one binary.
 //!
-//! Dependencies point one way: `server → manager → runtime / registry / artifact → uri`.
+//! Dependencies point one way: `server / cli → manager / registration → runtime / registry / artifact → uri`.
 //!
 //! - [`uri`]: `models:/` URIs
 //! - [`registry`]: the data model, the embedded SQLite store, search filters
 //! - [`artifact`]: where a version's files are, and getting them onto local disk
 //! - [`runtime`]: ONNX Runtime sessions and payload ⇄ tensor conversion
-//! - [`manager`]: served models, watching the registry, hot swap, registration
+//! - [`registration`]: registering and deleting versions (test load, the embedded, remote and
+//!   REST flows, owned-file cleanup); above registry, artifact and runtime, below server and cli
+//! - [`manager`]: served models, watching the registry, hot swap
 //! - [`server`]: HTTP routes and the error → status mapping
 //! - [`metrics`]: Prometheus metrics (a leaf: anything may record into it)
 //! - [`config`]: command line and environment
@@ -18,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod manager;
 pub mod metrics;
+pub mod registration;
 pub mod registry;
 pub mod runtime;
 pub mod server;

@@ -35,6 +35,11 @@ pub struct ArtifactRoot {
 
 pub const SCHEME: &str = "mlflow-artifacts:";
 
+/// The folder under the artifact root holding the copies `regserve models register` makes
+/// (`mlflow-artifacts:/registry/<id>`): the registry owns them, so deleting their last version
+/// removes them, and the artifact proxy does not write there.
+pub const REGISTERED_PREFIX: &str = "registry";
+
 /// The scheme of `uri` in lower case, and what follows its `:` — `None` for a path (no `:`, a
 /// leading `/`, or a one-letter "scheme" such as `C:`). Schemes are case-insensitive (RFC
 /// 3986): every scheme comparison goes through here, so `FILE://` is `file://`.

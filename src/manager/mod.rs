@@ -17,11 +17,10 @@
 //! as a short reason without paths, URLs or library messages for `/health` and the status
 //! page ([`Slot::public_status`]).
 //!
-//! Registration of new versions (copy, test-load, create) lives in [`register`]; the registry
-//! client behind the `models` and `predict` commands (embedded or remote) in [`client`].
+//! The registry client behind the `models` and `predict` commands (embedded or remote) is in
+//! [`client`]; registering and deleting versions is [`crate::registration`].
 
 pub mod client;
-pub mod register;
 pub mod remote;
 pub mod source;
 

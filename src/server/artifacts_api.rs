@@ -25,7 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::body_budget::BodyCharge;
 use super::error::ApiError;
 use super::params::Params;
-use super::registration::{blocking, RegistryState};
+use super::state::{blocking, RegistryState};
 use crate::registry::RegistryError;
 
 /// Marks temporary upload files (hidden from listings).
@@ -187,7 +187,7 @@ fn model_folder(artifact_uri: &str) -> Option<Vec<String>> {
 /// holds the path.
 async fn check_writable(st: &RegistryState, rel: &str) -> Result<(), ApiError> {
     let parts = segments(rel);
-    if matches!(parts.first(), Some(&"registry") | Some(&".staging")) {
+    if matches!(parts.first(), Some(&crate::artifact::REGISTERED_PREFIX) | Some(&".staging")) {
         return Err(invalid(format!(
             "Invalid path '{rel}': the '{}' folder holds versions registered with `regserve models register` and is read-only here.",
             parts[0]

@@ -62,6 +62,16 @@ impl ApiError {
     }
 }
 
+impl From<crate::registration::rest_create::CreateError> for ApiError {
+    fn from(e: crate::registration::rest_create::CreateError) -> Self {
+        use crate::registration::rest_create::CreateError;
+        match e {
+            CreateError::Registry(e) => ApiError::Registry(e),
+            task @ CreateError::Task(_) => ApiError::Internal(task.to_string()),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.classify();

@@ -15,10 +15,10 @@ pub mod error;
 pub mod http;
 pub mod origin;
 pub mod params;
-pub mod registration;
 pub mod registry_api;
 pub mod reply;
 pub mod scoring;
+pub mod state;
 pub mod tracking_api;
 pub mod ui;
 pub mod v2;
@@ -26,8 +26,8 @@ pub mod v2;
 use axum::Router;
 
 pub use error::ApiError;
-pub use registration::RegistryState;
 pub use scoring::ScoringState;
+pub use state::RegistryState;
 
 /// The MLflow-compatible registry server: the registry and tracking REST APIs under
 /// `/api/2.0/mlflow` (and `/ajax-api/2.0/mlflow`, as MLflow's UI calls them), the artifact proxy

@@ -14,8 +14,9 @@ use axum::routing::{delete, get, patch, post};
 use axum::Router;
 
 use super::params::Params;
-use super::registration::{self, blocking, CreateVersion, RegistryState};
 use super::reply::{empty, one, JsonReply, Reply};
+use super::state::{blocking, RegistryState};
+use crate::registration::{self, rest_create::CreateVersion};
 use crate::registry::{ModelVersion, RegisteredModel, RegistryError, Stage};
 
 /// MLflow's defaults and limits for `max_results`.
@@ -92,14 +93,7 @@ async fn update_model(State(st): State<RegistryState>, p: Params) -> Reply {
 
 async fn delete_model(State(st): State<RegistryState>, p: Params) -> Reply {
     let name = p.required_str("name")?;
-    blocking(move || {
-        let locations = st.store.delete_registered_model(&name)?;
-        for loc in locations {
-            registration::remove_owned_files(&st.store, &st.artifacts, &loc);
-        }
-        Ok(())
-    })
-    .await?;
+    blocking(move || Ok(registration::delete_model(&st.store, &st.artifacts, &name)?)).await?;
     empty()
 }
 
@@ -177,7 +171,7 @@ async fn create_version(State(st): State<RegistryState>, headers: HeaderMap, p: 
         model_id: p.str_or_empty("model_id")?,
         host,
     };
-    version_reply(registration::create_version(&st, req).await?)
+    version_reply(registration::rest_create::create_version(&st.registrar, req).await?)
 }
 
 async fn get_version(State(st): State<RegistryState>, p: Params) -> Reply {
@@ -196,12 +190,7 @@ async fn update_version(State(st): State<RegistryState>, p: Params) -> Reply {
 async fn delete_version(State(st): State<RegistryState>, p: Params) -> Reply {
     let name = p.required_str("name")?;
     let version = p.version()?;
-    blocking(move || {
-        let location = st.store.delete_model_version(&name, version)?;
-        registration::remove_owned_files(&st.store, &st.artifacts, &location);
-        Ok(())
-    })
-    .await?;
+    blocking(move || Ok(registration::delete_version(&st.store, &st.artifacts, &name, version)?)).await?;
     empty()
 }
 

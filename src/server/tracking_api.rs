@@ -17,8 +17,9 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::params::Params;
-use super::registration::{blocking, is_this_server, RegistryState};
 use super::reply::{empty, one, JsonReply, Reply};
+use super::state::{blocking, RegistryState};
+use crate::registration::rest_create::is_this_server;
 use crate::registry::tracking::{Metric, ModelOutput, NewLoggedModel, NewRun, Paged, ViewType};
 use crate::registry::{RegistryError, Tag};
 

@@ -15,9 +15,10 @@ use axum::Form;
 use serde::Deserialize;
 
 use super::page::{describe, error_page, model_url, redirect_with, version_url, Ctx, Flash};
+use crate::registration;
 use crate::registry::{RegistryError, Stage};
 use crate::server::error::ApiError;
-use crate::server::registration::{self, blocking, RegistryState};
+use crate::server::state::{blocking, RegistryState};
 
 /// `host[:port]` of an absolute `http(s)://` URL.
 fn authority(url: &str) -> Option<&str> {
@@ -228,14 +229,7 @@ pub async fn delete_alias(
 pub async fn delete_model(State(st): State<RegistryState>, _: SameOrigin, Path(name): Path<String>) -> Response {
     let n = name.clone();
     // As the REST API's `registered-models/delete`.
-    let result = blocking(move || {
-        let locations = st.store.delete_registered_model(&n)?;
-        for loc in locations {
-            registration::remove_owned_files(&st.store, &st.artifacts, &loc);
-        }
-        Ok(())
-    })
-    .await;
+    let result = blocking(move || Ok(registration::delete_model(&st.store, &st.artifacts, &n)?)).await;
     done(result, "/", format!("Deleted registered model '{name}'."), &model_url(&name))
 }
 
@@ -344,12 +338,7 @@ pub async fn delete_version(
     };
     let n = name.clone();
     // As the REST API's `model-versions/delete`.
-    let result = blocking(move || {
-        let location = st.store.delete_model_version(&n, version)?;
-        registration::remove_owned_files(&st.store, &st.artifacts, &location);
-        Ok(())
-    })
-    .await;
+    let result = blocking(move || Ok(registration::delete_version(&st.store, &st.artifacts, &n, version)?)).await;
     done(result, &model_url(&name), format!("Deleted version {version}."), &version_url(&name, version))
 }
 

@@ -37,8 +37,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
-use super::registration::RegistryState;
 use super::scoring::ScoringState;
+use super::state::RegistryState;
 
 const STYLE: &str = include_str!("style.css");
 

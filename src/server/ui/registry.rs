@@ -14,7 +14,7 @@ use super::page::{
     Page,
 };
 use crate::registry::{ModelVersion, RegisteredModel, Stage, MAX_DESCRIPTION_CHARS};
-use crate::server::registration::{blocking, RegistryState};
+use crate::server::state::{blocking, RegistryState};
 
 const PAGE_SIZE: usize = 25;
 const PAGE_SIZE_LIMIT: usize = 200;

@@ -11,7 +11,11 @@
 //! hold an ONNX model (an `MLmodel` with an `onnx` flavor, or a `.onnx` file), the version is
 //! created `PENDING_REGISTRATION` and loaded once on the blocking pool; it becomes `READY` only
 //! if that works, `FAILED_REGISTRATION` (with the reason in `status_message`) if not. Anything
-//! else is created `READY` with a `status_message` saying it was not test-loaded.
+//! else is created `READY` with a `status_message` saying it was not test-loaded. At start,
+//! [`resume_pending`] test-loads again the versions a stop left pending.
+//!
+//! The test load is [`super::test_load`]. This module knows no HTTP: the server hands it a
+//! [`Registrar`] (stores, artifact root, test-load limits) and maps [`CreateError`] to a status.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,16 +23,16 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use super::error::ApiError;
 use crate::artifact::ArtifactRoot;
 use crate::registry::tracking::TrackingStore;
 use crate::registry::{ModelVersion, NewVersion, RegistryError, Store, Tag, VersionStatus};
-use crate::runtime::{LoadedModel, RuntimeError, RuntimeOptions};
+use crate::runtime::RuntimeError;
 use crate::uri::ModelUri;
 
-/// What the registry server's handlers share. Cheap to clone.
+/// What the REST registration flow works with: the stores, the artifact root, and the limits
+/// of its test loads. Cheap to clone; the server keeps one in its state.
 #[derive(Clone)]
-pub struct RegistryState {
+pub struct Registrar {
     pub store: Arc<Store>,
     pub tracking: TrackingStore,
     pub artifacts: ArtifactRoot,
@@ -44,12 +48,12 @@ pub struct RegistryState {
     pub load_timeout: Duration,
 }
 
-impl RegistryState {
-    pub fn new(store: Arc<Store>, artifacts: ArtifactRoot, ort_lib: Option<PathBuf>) -> Self {
+impl Registrar {
+    pub fn new(store: Arc<Store>, tracking: TrackingStore, artifacts: ArtifactRoot, ort_lib: Option<PathBuf>) -> Self {
         let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        RegistryState {
-            tracking: TrackingStore::new(store.clone()),
+        Registrar {
             store,
+            tracking,
             artifacts,
             ort_lib,
             test_loads: Arc::new(Semaphore::new(parallel.max(2))),
@@ -59,13 +63,23 @@ impl RegistryState {
     }
 }
 
+/// Why a REST registration step failed: the store's answer, or a blocking task that did not
+/// finish (a panic); the server maps the latter to a logged 500.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("a blocking task failed: {0}")]
+    Task(tokio::task::JoinError),
+}
+
 /// Run blocking store work off the async workers.
-pub async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+async fn blocking<T, F>(f: F) -> Result<T, CreateError>
 where
     T: Send + 'static,
-    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+    F: FnOnce() -> Result<T, RegistryError> + Send + 'static,
 {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(format!("a blocking task failed: {e}")))?
+    Ok(tokio::task::spawn_blocking(f).await.map_err(CreateError::Task)??)
 }
 
 /// A create request's source, resolved.
@@ -154,7 +168,7 @@ fn within(uri: &str, root: &str) -> bool {
 /// Resolve a `model-versions/create` source. `host` is the request's `Host` header (what this
 /// server is called by the client). Blocking.
 pub fn resolve_source(
-    st: &RegistryState,
+    st: &Registrar,
     source: &str,
     run_id: &str,
     model_id: &str,
@@ -372,7 +386,7 @@ pub struct CreateVersion {
 
 /// Create a version: resolve its source, insert it, test-load it when it is an ONNX model
 /// under the artifact root. Answers once the test load settled or `load_wait` passed.
-pub async fn create_version(st: &RegistryState, req: CreateVersion) -> Result<ModelVersion, ApiError> {
+pub async fn create_version(st: &Registrar, req: CreateVersion) -> Result<ModelVersion, CreateError> {
     let st2 = st.clone();
     let (mv, local) = blocking(move || {
         let r = resolve_source(&st2, &req.source, &req.run_id, &req.model_id, req.host.as_deref())?;
@@ -408,20 +422,20 @@ pub async fn create_version(st: &RegistryState, req: CreateVersion) -> Result<Mo
     let _ = tokio::time::timeout(st.load_wait, task).await;
     let store = st.store.clone();
     let (name, version) = (mv.name.clone(), mv.version);
-    blocking(move || Ok(store.get_model_version(&name, version)?)).await
+    blocking(move || store.get_model_version(&name, version)).await
 }
 
 /// Load `path` once with one session, within `st.load_timeout`, then set the version READY or
 /// FAILED_REGISTRATION. A load stopped by shutdown leaves the version pending (see
 /// [`resume_pending`]).
-pub fn spawn_test_load(st: RegistryState, name: String, version: u64, path: PathBuf) -> tokio::task::JoinHandle<()> {
+pub fn spawn_test_load(st: Registrar, name: String, version: u64, path: PathBuf) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let _permit = st.test_loads.clone().acquire_owned().await;
         let ort_lib = st.ort_lib.clone();
         let started = Instant::now();
-        let options = RuntimeOptions { load_timeout: st.load_timeout, ..RuntimeOptions::single() };
+        let load_timeout = st.load_timeout;
         let outcome =
-            tokio::task::spawn_blocking(move || LoadedModel::load(&path, &options, ort_lib.as_deref()).map(|_| ()))
+            tokio::task::spawn_blocking(move || super::test_load(&path, load_timeout, ort_lib.as_deref()).map(|_| ()))
                 .await;
         let (status, message) = match outcome {
             Ok(Ok(())) => (VersionStatus::Ready, String::new()),
@@ -471,7 +485,7 @@ fn resumed_attempts(status_message: &str) -> u32 {
 /// version is marked with its attempt before each resumed load; one whose test load was cut
 /// short by a stop [`RESUME_ATTEMPTS`] times in a row (say it crashes the process) is set
 /// FAILED_REGISTRATION without loading it, so it cannot be a poison pill.
-pub async fn resume_pending(st: &RegistryState) -> Result<usize, ApiError> {
+pub async fn resume_pending(st: &Registrar) -> Result<usize, CreateError> {
     let store = st.store.clone();
     let pending = blocking(move || {
         let mut out = Vec::new();
@@ -497,10 +511,8 @@ pub async fn resume_pending(st: &RegistryState) -> Result<usize, ApiError> {
                 attempts + 1
             );
             tracing::warn!(model = %v.name, version = v.version, "{msg}");
-            blocking(move || {
-                Ok(store.set_version_status(&v.name, v.version, VersionStatus::FailedRegistration, &msg)?)
-            })
-            .await?;
+            blocking(move || store.set_version_status(&v.name, v.version, VersionStatus::FailedRegistration, &msg))
+                .await?;
             continue;
         }
         match st.artifacts.local_path(location) {
@@ -508,26 +520,20 @@ pub async fn resume_pending(st: &RegistryState) -> Result<usize, ApiError> {
                 let store = st.store.clone();
                 let (name, version) = (v.name.clone(), v.version);
                 let mark = format!("{RESUMED} (attempt {})", attempts + 1);
-                blocking(move || {
-                    Ok(store.set_version_status(&name, version, VersionStatus::PendingRegistration, &mark)?)
-                })
-                .await?;
+                blocking(move || store.set_version_status(&name, version, VersionStatus::PendingRegistration, &mark))
+                    .await?;
                 spawn_test_load(st.clone(), v.name.clone(), v.version, path);
             }
             Err(e) => {
                 let store = st.store.clone();
                 let msg = format!("the model failed its test load: {e}");
-                blocking(move || {
-                    Ok(store.set_version_status(&v.name, v.version, VersionStatus::FailedRegistration, &msg)?)
-                })
-                .await?;
+                blocking(move || store.set_version_status(&v.name, v.version, VersionStatus::FailedRegistration, &msg))
+                    .await?;
             }
         }
     }
     Ok(n)
 }
-
-pub use crate::manager::register::remove_owned_files;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,40 @@
+//! What the registry server's handlers share ([`RegistryState`]), and [`blocking`], which runs
+//! store work off the async workers.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::error::ApiError;
+use crate::artifact::ArtifactRoot;
+use crate::registration::rest_create::Registrar;
+use crate::registry::tracking::TrackingStore;
+use crate::registry::Store;
+
+/// What the registry server's handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct RegistryState {
+    pub store: Arc<Store>,
+    pub tracking: TrackingStore,
+    pub artifacts: ArtifactRoot,
+    /// `model-versions/create` and its test loads (the same store and artifact root), with the
+    /// test-load limits: `--load-timeout`, the wait before answering, loads at once.
+    pub registrar: Registrar,
+}
+
+impl RegistryState {
+    /// `ort_lib` is `--ort-lib`; `None` searches the usual places (see `runtime::env`).
+    pub fn new(store: Arc<Store>, artifacts: ArtifactRoot, ort_lib: Option<PathBuf>) -> Self {
+        let tracking = TrackingStore::new(store.clone());
+        let registrar = Registrar::new(store.clone(), tracking.clone(), artifacts.clone(), ort_lib);
+        RegistryState { store, tracking, artifacts, registrar }
+    }
+}
+
+/// Run blocking store work off the async workers.
+pub async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(format!("a blocking task failed: {e}")))?
+}
