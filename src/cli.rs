@@ -133,7 +133,9 @@ pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()
             // Test loads still running stop now; their versions stay pending for the next start.
             crate::runtime::cancel_loads();
         };
-        server::serve(listener, app, args.http.limits(server::params::BODY_LIMIT), shutdown).await.context("serving HTTP")
+        server::serve(listener, app, args.http.limits(server::params::BODY_LIMIT), shutdown)
+            .await
+            .context("serving HTTP")
     })?;
     stop_runtime(runtime);
     Ok(())

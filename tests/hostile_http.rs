@@ -246,9 +246,13 @@ async fn a_chunked_body_in_odd_pieces_is_read_whole() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{}", &answer[..answer.len().min(500)]);
     let json_at = answer.find("\r\n\r\n").unwrap() + 4;
-    let body = &answer[json_at..];
-    // The answer may itself be chunked: take the JSON between the first '{' and the last '}'.
-    let v: Value = serde_json::from_str(&body[body.find('{').unwrap()..=body.rfind('}').unwrap()]).unwrap();
+    let head = answer[..json_at].to_ascii_lowercase();
+    let body = if head.contains("transfer-encoding: chunked") {
+        dechunk(&answer[json_at..])
+    } else {
+        answer[json_at..].to_string()
+    };
+    let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["predictions"].as_array().map(|p| p.len()), Some(rows), "one prediction per row sent");
 }
 
@@ -379,4 +383,18 @@ async fn made_up_model_names_share_one_metrics_label() {
     assert_eq!(unknown.len(), 1, "one series for every unknown name: {unknown:?}");
     assert!(unknown[0].contains("status=\"404\""), "{unknown:?}");
     assert!(after.len() < before.len() + 8 * 1024, "/metrics grew from {} to {} bytes", before.len(), after.len());
+}
+
+/// The payload of a `Transfer-Encoding: chunked` body (the answer streams in chunks when large).
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n").expect("a chunk size line");
+        let n = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).expect("a hex chunk size");
+        if n == 0 {
+            return out;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
 }

@@ -555,6 +555,26 @@ fn numeric_inputs(schema: &ModelSchema, nf: &NumericFrame) -> Result<Prepared, S
     Ok(Prepared { inputs, style: Style::Records, rows: n })
 }
 
+/// Check a shape read off a payload against the model input's: same rank, fixed dimensions
+/// equal, and not empty.
+pub(crate) fn check_claimed_shape(info: &TensorInfo, shape: &[usize]) -> Result<(), ScoringError> {
+    let fmt_shape = |s: &[usize]| format!("({})", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
+    let expected = format!("({})", info.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
+    if shape.len() != info.shape.len()
+        || shape.iter().zip(&info.shape).any(|(got, want)| *want >= 0 && *got as i64 != *want)
+    {
+        return Err(ScoringError::schema(format!(
+            "Shape of input '{}' {} does not match the expected shape {expected}",
+            info.name,
+            fmt_shape(shape)
+        )));
+    }
+    if shape.first() == Some(&0) {
+        return Err(ScoringError::bad_request(format!("Input '{}' is empty: there is nothing to score", info.name)));
+    }
+    Ok(())
+}
+
 /// Build one input tensor from a nested JSON list, checking it against the model's shape.
 pub fn tensor_from_json(info: &TensorInfo, value: &Value) -> Result<InputTensor, ScoringError> {
     let dtype = info.dtype().expect("checked at load; this is a bug");
@@ -567,20 +587,7 @@ pub fn tensor_from_json(info: &TensorInfo, value: &Value) -> Result<InputTensor,
             None => break,
         }
     }
-    let fmt_shape = |s: &[usize]| format!("({})", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
-    let expected = format!("({})", info.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
-    if shape.len() != info.shape.len()
-        || shape.iter().zip(&info.shape).any(|(got, want)| *want >= 0 && *got as i64 != *want)
-    {
-        return Err(ScoringError::schema(format!(
-            "Shape of input '{}' {} does not match the expected shape {expected}",
-            info.name,
-            fmt_shape(&shape)
-        )));
-    }
-    if shape.first() == Some(&0) {
-        return Err(ScoringError::bad_request(format!("Input '{}' is empty: there is nothing to score", info.name)));
-    }
+    check_claimed_shape(info, &shape)?;
     // The shape is read off the first element at each depth: only a claim until `flatten` has
     // checked every element, and a few KB of JSON can claim 10^12 elements (or overflow).
     let claimed = shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d)).unwrap_or(0);

@@ -19,7 +19,9 @@ use serde::Deserialize as _;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::convert::{check_v2, clip, prepare, tensor_from_json, InputTensor, Prepared, Style, TensorData};
+use super::convert::{
+    check_claimed_shape, check_v2, clip, prepare, tensor_from_json, InputTensor, Prepared, Style, TensorData,
+};
 use super::payload::{self, Format, Payload};
 use super::schema::{describe, Binding, ModelSchema, Signature, TensorInfo};
 use super::ScoringError;
@@ -1049,20 +1051,7 @@ fn stream_tensor(info: &TensorInfo, raw: &RawValue) -> Result<InputTensor, Scori
     let dtype = info.dtype().expect("checked at load; this is a bug");
     // One level past the model's rank is enough to tell the shapes apart.
     let shape = run_seed(raw.get(), FirstShape { depth: 0, limit: info.shape.len() + 1 }, &Stash::default())?;
-    let fmt_shape = |s: &[usize]| format!("({})", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
-    let expected = format!("({})", info.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
-    if shape.len() != info.shape.len()
-        || shape.iter().zip(&info.shape).any(|(got, want)| *want >= 0 && *got as i64 != *want)
-    {
-        return Err(ScoringError::schema(format!(
-            "Shape of input '{}' {} does not match the expected shape {expected}",
-            info.name,
-            fmt_shape(&shape)
-        )));
-    }
-    if shape.first() == Some(&0) {
-        return Err(ScoringError::bad_request(format!("Input '{}' is empty: there is nothing to score", info.name)));
-    }
+    check_claimed_shape(info, &shape)?;
     // The shape is only a claim until every element is read; each element takes at least two
     // bytes of the body, which bounds the reservation.
     let claimed = shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d)).unwrap_or(usize::MAX);
