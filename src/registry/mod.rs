@@ -1,7 +1,8 @@
 //! The Model Registry: the data model, the embedded SQLite store, and resolution of
 //! `models:/` URIs to a concrete version.
 //!
-//! - [`types`]: registered models, versions, stages, tags and aliases in MLflow's JSON shape
+//! - [`types`]: registered models, versions, tags and aliases in MLflow's JSON shape (the
+//!   [`Stage`] type lives with `models:/` URIs in [`crate::uri`] and is re-exported here)
 //! - [`store`]: the embedded store (SQLite, WAL, one transaction per write)
 //! - [`filter`]: MLflow's search filter grammar, order_by and page tokens → SQL
 //! - [`rest`]: a client for a remote MLflow-compatible registry over REST
@@ -38,6 +39,12 @@ pub enum RegistryError {
     /// `TEMPORARILY_UNAVAILABLE`.
     #[error("{0}")]
     Unavailable(String),
+}
+
+impl From<crate::uri::InvalidStage> for RegistryError {
+    fn from(e: crate::uri::InvalidStage) -> Self {
+        RegistryError::InvalidParameter(e.to_string())
+    }
 }
 
 impl From<filter::FilterError> for RegistryError {
