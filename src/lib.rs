@@ -4,6 +4,7 @@
 //!
 //! - [`uri`]: `models:/` URIs
 //! - [`registry`]: the data model, the embedded SQLite store, search filters
+//! - [`tracking`]: experiments, runs and logged models (what the MLflow client logs models with)
 //! - [`artifact`]: where a version's files are, and getting them onto local disk
 //! - [`runtime`]: ONNX Runtime sessions and payload ⇄ tensor conversion
 //! - [`manager`]: served models, watching the registry, hot swap, registration
@@ -21,4 +22,5 @@ pub mod metrics;
 pub mod registry;
 pub mod runtime;
 pub mod server;
+pub mod tracking;
 pub mod uri;

@@ -6,12 +6,10 @@
 //! - [`store`]: the embedded store (SQLite, WAL, one transaction per write)
 //! - [`filter`]: MLflow's search filter grammar, order_by and page tokens → SQL
 //! - [`rest`]: a client for a remote MLflow-compatible registry over REST
-//! - [`tracking`]: experiments, runs and logged models (what the MLflow client logs models with)
 
 pub mod filter;
 pub mod rest;
 pub mod store;
-pub mod tracking;
 pub mod types;
 
 pub use store::{NewVersion, Page, Store};

@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 
 use super::error::ApiError;
 use crate::artifact::ArtifactRoot;
-use crate::registry::tracking::TrackingStore;
+use crate::tracking::TrackingStore;
 use crate::registry::{ModelVersion, NewVersion, RegistryError, Store, Tag, VersionStatus};
 use crate::runtime::{LoadedModel, RuntimeError, RuntimeOptions};
 use crate::uri::ModelUri;

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use super::params::Params;
 use super::registration::{blocking, is_this_server, RegistryState};
 use super::reply::{empty, one, JsonReply, Reply};
-use crate::registry::tracking::{Metric, ModelOutput, NewLoggedModel, NewRun, Paged, ViewType};
+use crate::tracking::{Metric, ModelOutput, NewLoggedModel, NewRun, Paged, ViewType};
 use crate::registry::{RegistryError, Tag};
 
 pub fn routes() -> Router<RegistryState> {
