@@ -5,6 +5,7 @@
 //! - [`uri`]: `models:/` URIs
 //! - [`registry`]: the data model, the embedded SQLite store, search filters
 //! - [`tracking`]: experiments, runs and logged models (what the MLflow client logs models with)
+//! - [`mlflow`]: the client side of MLflow's REST API (transport, registry reads, writes, uploads)
 //! - [`artifact`]: where a version's files are, and getting them onto local disk
 //! - [`runtime`]: ONNX Runtime sessions and payload ⇄ tensor conversion
 //! - [`manager`]: served models, watching the registry, hot swap, registration
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod manager;
 pub mod metrics;
+pub mod mlflow;
 pub mod registry;
 pub mod runtime;
 pub mod server;

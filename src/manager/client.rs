@@ -23,9 +23,9 @@ use super::remote::{registry_location, BackendError, RegistryLocation, RemoteSou
 use super::source::{ModelSource, SourceError};
 use crate::artifact::fetch::{classify, Location};
 use crate::artifact::{ArtifactRoot, FetchError};
-use crate::registry::rest::{
-    append_segments, name_filter, redact_url, CreateModelVersion, HttpSettings, LoggedModelRef, ProgressFn,
-    RestRegistry, Upload,
+use crate::mlflow::http::append_segments;
+use crate::mlflow::{
+    name_filter, redact_url, CreateModelVersion, HttpSettings, LoggedModelRef, ProgressFn, RestRegistry, Upload,
 };
 use crate::registry::{
     validate_description, validate_model_name, ModelVersion, RegisteredModel, RegistryError, Stage, Store,

@@ -11,7 +11,7 @@ use super::source::{EmbeddedSource, ModelSource, SourceError};
 use crate::artifact::cache::ArtifactCache;
 use crate::artifact::fetch::{ArtifactFetcher, DownloadError};
 use crate::artifact::{ArtifactRoot, FetchError};
-use crate::registry::rest::{redact_url, HttpSettings, RestRegistry};
+use crate::mlflow::{redact_url, HttpSettings, RestRegistry};
 use crate::registry::{ModelVersion, RegistryError, Store};
 use crate::uri::ModelUri;
 

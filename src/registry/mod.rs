@@ -5,10 +5,8 @@
 //!   [`Stage`] type lives with `models:/` URIs in [`crate::uri`] and is re-exported here)
 //! - [`store`]: the embedded store (SQLite, WAL, one transaction per write)
 //! - [`filter`]: MLflow's search filter grammar, order_by and page tokens → SQL
-//! - [`rest`]: a client for a remote MLflow-compatible registry over REST
 
 pub mod filter;
-pub mod rest;
 pub mod store;
 pub mod types;
 
