@@ -18,7 +18,6 @@ use serde::Deserialize;
 
 use crate::registry::RegistryError;
 
-
 /// Bearer token sent to the registry.
 pub const ENV_TOKEN: &str = "MLFLOW_TRACKING_TOKEN";
 /// Basic-auth user name (with [`ENV_PASSWORD`]); wins over the token, as in MLflow.

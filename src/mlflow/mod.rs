@@ -35,9 +35,9 @@ pub use http::{
 };
 pub use write::{CreateModelVersion, LoggedModelRef, ProgressFn, Upload, NOT_A_PROMPT};
 
-use http::{append_segments, error_chain, is_missing_endpoint, snippet};
 use crate::registry::{ModelVersion, RegisteredModel, RegistryError, Stage};
 use crate::uri::{ModelUri, Selector};
+use http::{append_segments, error_chain, is_missing_endpoint, snippet};
 
 type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
@@ -314,7 +314,6 @@ impl RestRegistry {
         }
     }
 }
-
 
 fn latest_versions_body(name: &str, stages: &[Stage]) -> Value {
     if stages.is_empty() {

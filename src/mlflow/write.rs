@@ -8,7 +8,7 @@ use reqwest::{Method, Url};
 use serde_json::{json, Value};
 
 use super::http::{api_error, error_chain, error_message, retry_after, with_retries, RetryPolicy, Step};
-use super::{model_from_json, segment, take, unexpected, version_from_json, Result, RestRegistry};
+use super::{model_from_json, segment, take, unexpected, version_from_json, RestRegistry, Result};
 use crate::registry::{ModelVersion, RegisteredModel, RegistryError, Stage, Tag};
 
 /// A file to upload through the artifact proxy: streamed from disk, or a few bytes made here

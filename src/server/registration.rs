@@ -21,9 +21,9 @@ use tokio::sync::Semaphore;
 
 use super::error::ApiError;
 use crate::artifact::ArtifactRoot;
-use crate::tracking::TrackingStore;
 use crate::registry::{ModelVersion, NewVersion, RegistryError, Store, Tag, VersionStatus};
 use crate::runtime::{LoadedModel, RuntimeError, RuntimeOptions};
+use crate::tracking::TrackingStore;
 use crate::uri::ModelUri;
 
 /// What the registry server's handlers share. Cheap to clone.

@@ -19,8 +19,8 @@ use serde_json::{json, Value};
 use super::params::Params;
 use super::registration::{blocking, is_this_server, RegistryState};
 use super::reply::{empty, one, JsonReply, Reply};
-use crate::tracking::{Metric, ModelOutput, NewLoggedModel, NewRun, Paged, ViewType};
 use crate::registry::{RegistryError, Tag};
+use crate::tracking::{Metric, ModelOutput, NewLoggedModel, NewRun, Paged, ViewType};
 
 pub fn routes() -> Router<RegistryState> {
     Router::new()
