@@ -16,6 +16,7 @@ use reqwest::header::RETRY_AFTER;
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde::Deserialize;
 
+pub use crate::registry::location::redact_url;
 use crate::registry::RegistryError;
 
 /// Bearer token sent to the registry.
@@ -234,23 +235,6 @@ impl HttpSettings {
         } else {
             Err(RegistryError::InvalidParameter(errors.join("; ")))
         }
-    }
-}
-
-/// `url` with any user name and password replaced by `***`, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
-            let _ = u.set_username("***");
-            let _ = u.set_password(None);
-            u.to_string()
-        }
-        Ok(_) => url.to_string(),
-        // Not a URL: hide whatever sits between "//" and "@".
-        Err(_) => match (url.find("//"), url.rfind('@')) {
-            (Some(a), Some(b)) if a + 2 <= b => format!("{}***{}", &url[..a + 2], &url[b..]),
-            _ => url.to_string(),
-        },
     }
 }
 

@@ -4,8 +4,10 @@
 //! - [`types`]: registered models, versions, tags and aliases in MLflow's JSON shape (the
 //!   [`Stage`] type lives with `models:/` URIs in [`crate::uri`] and is re-exported here)
 //! - [`store`]: the embedded store (SQLite, WAL, one transaction per write)
+//! - [`location`]: which registry (`--registry-uri`, MLflow's variables, `--data-dir`): embedded or remote
 //! - [`search`]: MLflow's search filter grammar, order_by and page tokens → SQL
 
+pub mod location;
 pub mod search;
 pub mod store;
 pub mod types;
