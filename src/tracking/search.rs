@@ -4,10 +4,10 @@
 //!
 //! The grammar is a subset of MLflow's: `AND`-joined comparisons of `attributes.x`,
 //! `metrics.x`, `params.x` and `tags.x` (keys may be backquoted or quoted) with `=`, `!=`,
-//! `<`, `<=`, `>`, `>=`, `LIKE`, `ILIKE`, `IN` and `NOT IN`.
+//! `<`, `<=`, `>`, `>=`, `LIKE`, `ILIKE`, `IN` and `NOT IN` (the registry's [`Comparator`]).
 //!
-//! It is not the registry's grammar ([`crate::registry::search`]), and the differences are
-//! visible to clients, so they are kept as they are (the MLflow client relies on neither):
+//! It is not the registry's grammar ([`crate::registry::search`]). The differences are visible
+//! to clients, so they are kept as they are:
 //! - evaluation: here in Rust over loaded rows; the registry compiles filters to SQL;
 //! - `LIKE`/`ILIKE`: here `%` and `_` are always wildcards (no `\%`, `\_` escapes) and
 //!   `ILIKE` folds Unicode case; the registry honours the escapes and folds ASCII only
@@ -17,13 +17,15 @@
 //! - entities: here `metrics.` and `params.` exist, and attribute names are the tracking
 //!   entities' (`run_name`, `start_time`, ...); the registry has `name`, `tags.`, `run_id`, ...
 //!
-//! Merging them (one lexer and parser with two back-ends, one LIKE, one token codec) would
-//! change answers at those edges, so it is left for a step that changes behaviour on purpose.
+//! They share the comparator type only. Merging the rest (one lexer and parser with two
+//! back-ends, one LIKE, one token codec) would change answers at those edges, so it is left for
+//! a step that changes behaviour on purpose.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use super::{Experiment, LoggedModel, Metric, Paged, Result, Run};
+use crate::registry::search::Comparator;
 use crate::registry::{RegistryError, Tag};
 
 pub(super) fn page<T>(items: Vec<T>, max_results: usize, page_token: Option<&str>) -> Result<Paged<T>> {
@@ -125,24 +127,10 @@ impl Val {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Op {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    Like,
-    ILike,
-    In,
-    NotIn,
-}
-
 #[derive(Debug, Clone)]
 pub(super) struct Clause {
     field: Field,
-    op: Op,
+    op: Comparator,
     values: Vec<Val>,
 }
 
@@ -166,7 +154,11 @@ impl SearchFilter {
         loop {
             let field = lex.field(filter, kind)?;
             let op = lex.op(filter)?;
-            let values = if matches!(op, Op::In | Op::NotIn) { lex.list(filter)? } else { vec![lex.value(filter)?] };
+            let values = if matches!(op, Comparator::In | Comparator::NotIn) {
+                lex.list(filter)?
+            } else {
+                vec![lex.value(filter)?]
+            };
             clauses.push(Clause { field, op, values });
             if lex.at_end() {
                 break;
@@ -190,16 +182,16 @@ impl SearchFilter {
             };
             let first = &c.values[0];
             match c.op {
-                Op::Eq => v.cmp(first) == Some(Ordering::Equal),
-                Op::Ne => v.cmp(first) != Some(Ordering::Equal),
-                Op::Lt => v.cmp(first) == Some(Ordering::Less),
-                Op::Le => matches!(v.cmp(first), Some(Ordering::Less | Ordering::Equal)),
-                Op::Gt => v.cmp(first) == Some(Ordering::Greater),
-                Op::Ge => matches!(v.cmp(first), Some(Ordering::Greater | Ordering::Equal)),
-                Op::Like => like(&v.text(), &first.text(), false),
-                Op::ILike => like(&v.text(), &first.text(), true),
-                Op::In => c.values.iter().any(|x| v.cmp(x) == Some(Ordering::Equal)),
-                Op::NotIn => !c.values.iter().any(|x| v.cmp(x) == Some(Ordering::Equal)),
+                Comparator::Eq => v.cmp(first) == Some(Ordering::Equal),
+                Comparator::Ne => v.cmp(first) != Some(Ordering::Equal),
+                Comparator::Lt => v.cmp(first) == Some(Ordering::Less),
+                Comparator::Le => matches!(v.cmp(first), Some(Ordering::Less | Ordering::Equal)),
+                Comparator::Gt => v.cmp(first) == Some(Ordering::Greater),
+                Comparator::Ge => matches!(v.cmp(first), Some(Ordering::Greater | Ordering::Equal)),
+                Comparator::Like => like(&v.text(), &first.text(), false),
+                Comparator::ILike => like(&v.text(), &first.text(), true),
+                Comparator::In => c.values.iter().any(|x| v.cmp(x) == Some(Ordering::Equal)),
+                Comparator::NotIn => !c.values.iter().any(|x| v.cmp(x) == Some(Ordering::Equal)),
             }
         })
     }
@@ -360,10 +352,16 @@ impl<'a> Lexer<'a> {
         Ok(Field { entity, key })
     }
 
-    fn op(&mut self, filter: &str) -> Result<Op> {
+    fn op(&mut self, filter: &str) -> Result<Comparator> {
         self.skip_ws();
         let rest: String = self.chars[self.pos..].iter().take(2).collect();
-        for (text, op) in [("!=", Op::Ne), ("<>", Op::Ne), ("<=", Op::Le), (">=", Op::Ge), ("==", Op::Eq)] {
+        for (text, op) in [
+            ("!=", Comparator::Ne),
+            ("<>", Comparator::Ne),
+            ("<=", Comparator::Le),
+            (">=", Comparator::Ge),
+            ("==", Comparator::Eq),
+        ] {
             if rest == text {
                 self.pos += 2;
                 return Ok(op);
@@ -372,24 +370,24 @@ impl<'a> Lexer<'a> {
         match self.peek() {
             Some('=') => {
                 self.pos += 1;
-                return Ok(Op::Eq);
+                return Ok(Comparator::Eq);
             }
             Some('<') => {
                 self.pos += 1;
-                return Ok(Op::Lt);
+                return Ok(Comparator::Lt);
             }
             Some('>') => {
                 self.pos += 1;
-                return Ok(Op::Gt);
+                return Ok(Comparator::Gt);
             }
             _ => {}
         }
         let w = self.word().to_ascii_uppercase();
         match w.as_str() {
-            "LIKE" => Ok(Op::Like),
-            "ILIKE" => Ok(Op::ILike),
-            "IN" => Ok(Op::In),
-            "NOT" if self.word().eq_ignore_ascii_case("in") => Ok(Op::NotIn),
+            "LIKE" => Ok(Comparator::Like),
+            "ILIKE" => Ok(Comparator::ILike),
+            "IN" => Ok(Comparator::In),
+            "NOT" if self.word().eq_ignore_ascii_case("in") => Ok(Comparator::NotIn),
             _ => Err(filter_error(filter, format!("expected a comparison operator, found '{w}'"))),
         }
     }
