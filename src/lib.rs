@@ -4,6 +4,8 @@
 //!
 //! - [`uri`]: `models:/` URIs
 //! - [`registry`]: the data model, the embedded SQLite store, search filters
+//! - [`tracking`]: experiments, runs and logged models (what the MLflow client logs models with)
+//! - [`mlflow`]: the client side of MLflow's REST API (transport, registry reads, writes, uploads)
 //! - [`artifact`]: where a version's files are, and getting them onto local disk
 //! - [`runtime`]: ONNX Runtime sessions and payload ⇄ tensor conversion
 //! - [`registration`]: registering and deleting versions (test load, the embedded, remote and
@@ -20,8 +22,10 @@ pub mod cli;
 pub mod config;
 pub mod manager;
 pub mod metrics;
+pub mod mlflow;
 pub mod registration;
 pub mod registry;
 pub mod runtime;
 pub mod server;
+pub mod tracking;
 pub mod uri;

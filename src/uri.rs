@@ -13,7 +13,68 @@ use std::str::FromStr;
 
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
 
-use crate::registry::Stage;
+/// A model version's lifecycle stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stage {
+    None,
+    Staging,
+    Production,
+    Archived,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 4] = [Stage::None, Stage::Staging, Stage::Production, Stage::Archived];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::None => "None",
+            Stage::Staging => "Staging",
+            Stage::Production => "Production",
+            Stage::Archived => "Archived",
+        }
+    }
+
+    /// Case-insensitive parse, as MLflow accepts stage input.
+    pub fn parse(s: &str) -> Result<Stage, InvalidStage> {
+        Stage::ALL.into_iter().find(|st| st.as_str().eq_ignore_ascii_case(s.trim())).ok_or_else(|| {
+            InvalidStage(format!(
+                "Invalid Model Version stage: {s}. Value must be one of None, Staging, Production, Archived."
+            ))
+        })
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Stage {
+    type Err = InvalidStage;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Stage::parse(s)
+    }
+}
+
+impl serde::Serialize for Stage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Stage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        Stage::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A stage name that is none of [`Stage::ALL`]; the registry reports it as
+/// `INVALID_PARAMETER_VALUE` (`impl From<InvalidStage> for RegistryError`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidStage(String);
 
 /// What part of a registered model a URI selects.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -212,5 +273,13 @@ mod tests {
         assert!(p("models:/a/latest").is_floating());
         assert!(p("models:/a@x").is_floating());
         assert!(p("models:/a/Staging").is_floating());
+    }
+
+    #[test]
+    fn stage_parse_is_case_insensitive_and_canonical() {
+        assert_eq!(Stage::parse("production").unwrap(), Stage::Production);
+        assert_eq!(Stage::parse("NONE").unwrap().to_string(), "None");
+        let e = Stage::parse("Foo").unwrap_err().to_string();
+        assert_eq!(e, "Invalid Model Version stage: Foo. Value must be one of None, Staging, Production, Archived.");
     }
 }

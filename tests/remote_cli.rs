@@ -399,7 +399,7 @@ fn mlflow_environment_variables_choose_the_registry_when_no_flag_is_given() {
 
 #[test]
 fn large_files_are_streamed_to_the_artifact_proxy() {
-    use regserve::registry::rest::{HttpSettings, ProgressFn, RestRegistry, Upload};
+    use regserve::mlflow::{HttpSettings, ProgressFn, RestRegistry, Upload};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 

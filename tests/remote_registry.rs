@@ -19,7 +19,7 @@ use regserve::artifact::cache::ArtifactCache;
 use regserve::artifact::fetch::{ArtifactFetcher, DownloadError};
 use regserve::artifact::FetchError;
 use regserve::manager::{ManagerOptions, ModelManager, ModelSource, RemoteSource, SourceError};
-use regserve::registry::rest::{Auth, HttpSettings, RestRegistry, RetryPolicy, Secret};
+use regserve::mlflow::{Auth, HttpSettings, RestRegistry, RetryPolicy, Secret};
 use regserve::registry::{RegistryError, Stage};
 use regserve::runtime::{LoadedModel, RuntimeOptions};
 use regserve::uri::ModelUri;

@@ -29,7 +29,8 @@ use tokio::io::AsyncWriteExt;
 
 use super::cache::{relative_path, ArtifactCache, CacheEntry, CachedFile};
 use super::{scheme_of, FetchError};
-use crate::registry::rest::{api_error, append_segments, error_chain, with_retries, RestRegistry, RetryPolicy, Step};
+use crate::mlflow::http::{api_error, append_segments, error_chain, with_retries, RetryPolicy, Step};
+use crate::mlflow::RestRegistry;
 use crate::registry::RegistryError;
 use crate::uri::ModelUri;
 
@@ -389,7 +390,7 @@ impl ArtifactFetcher {
         let listing: Listing = serde_json::from_slice(&body).map_err(|e| {
             RegistryError::Unavailable(format!(
                 "{what}: not an artifact listing ({e}): {}",
-                crate::registry::rest::snippet(&body)
+                crate::mlflow::http::snippet(&body)
             ))
         })?;
         Ok(listing.files)

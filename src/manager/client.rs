@@ -13,11 +13,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::remote::{registry_location, BackendError, RegistryLocation, RemoteSource};
+use super::remote::{BackendError, RemoteSource};
 use super::source::{ModelSource, SourceError};
 use crate::artifact::{ArtifactRoot, FetchError};
+use crate::mlflow::{name_filter, redact_url, HttpSettings, RestRegistry};
 use crate::registration::{self, RegisterError, Registration};
-use crate::registry::rest::{name_filter, redact_url, HttpSettings, RestRegistry};
+use crate::registry::location::{is_mlflow_database, registry_location, RegistryLocation};
 use crate::registry::{
     validate_description, validate_model_name, ModelVersion, RegisteredModel, RegistryError, Stage, Store,
 };
@@ -51,10 +52,11 @@ impl RegistryClient {
     /// else `MLFLOW_TRACKING_URI`, else the store in `data_dir`. A remote registry's downloads
     /// are cached in `<data_dir>/cache`, as `serve` does.
     pub fn open(registry_uri: Option<&str>, data_dir: &Path) -> Result<RegistryClient> {
-        let (location, origin) = registry_location(registry_uri, |k| std::env::var(k).ok(), data_dir)?;
+        let (location, origin) =
+            registry_location(registry_uri, |k| std::env::var(k).ok(), data_dir).map_err(BackendError::from)?;
         match location {
             RegistryLocation::Embedded { db, artifacts } => {
-                if super::remote::is_mlflow_database(&db) {
+                if is_mlflow_database(&db) {
                     return Err(BackendError::ForeignDatabase { path: db.display().to_string(), origin }.into());
                 }
                 let store = Store::open(&db).map_err(|source| BackendError::Registry {

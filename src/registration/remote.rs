@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use super::{test_load, RegisterError, Registration};
 use crate::artifact::fetch::{classify, Location};
 use crate::artifact::FetchError;
-use crate::registry::rest::{append_segments, CreateModelVersion, LoggedModelRef, ProgressFn, RestRegistry, Upload};
+use crate::mlflow::http::append_segments;
+use crate::mlflow::{CreateModelVersion, LoggedModelRef, ProgressFn, RestRegistry, Upload};
 use crate::registry::{ModelVersion, RegistryError, VersionStatus};
 
 /// The experiment new logged models go to (MLflow's variable); default `0`, "Default".

@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 use crate::artifact::ArtifactRoot;
-use crate::registry::tracking::TrackingStore;
 use crate::registry::{ModelVersion, NewVersion, RegistryError, Store, Tag, VersionStatus};
 use crate::runtime::RuntimeError;
+use crate::tracking::TrackingStore;
 use crate::uri::ModelUri;
 
 /// What the REST registration flow works with: the stores, the artifact root, and the limits

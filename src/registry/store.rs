@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
-use super::filter::{self, Target};
+use super::search::{self, Target};
 use super::{
     validate_description, validate_model_name, Alias, ModelVersion, RegisteredModel, RegistryError, Stage, Tag,
     VersionStatus,
@@ -271,7 +271,7 @@ impl Store {
         order_by: &[String],
         page_token: Option<&str>,
     ) -> Result<Page<RegisteredModel>> {
-        let q = filter::build(Target::RegisteredModels, filter_str, order_by, page_token)?;
+        let q = search::build(Target::RegisteredModels, filter_str, order_by, page_token)?;
         self.read(|tx| {
             let (ids, next_page_token) = q.fetch_page(tx, "rm.id", max_results, |r| r.get::<_, i64>(0))?;
             let items = ids.into_iter().map(|id| load_model(tx, id)).collect::<Result<Vec<_>>>()?;
@@ -488,7 +488,7 @@ impl Store {
         order_by: &[String],
         page_token: Option<&str>,
     ) -> Result<Page<ModelVersion>> {
-        let q = filter::build(Target::ModelVersions, filter_str, order_by, page_token)?;
+        let q = search::build(Target::ModelVersions, filter_str, order_by, page_token)?;
         self.read(|tx| {
             let (keys, next_page_token) = q.fetch_page(tx, "mv.model_id, rm.name, mv.version", max_results, |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64))

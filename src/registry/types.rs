@@ -1,69 +1,9 @@
 //! The MLflow Model Registry data model, serialized the way MLflow's REST API returns it
 //! (version numbers as strings, timestamps in ms, empty lists left out).
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::RegistryError;
-
-/// A model version's lifecycle stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Stage {
-    None,
-    Staging,
-    Production,
-    Archived,
-}
-
-impl Stage {
-    pub const ALL: [Stage; 4] = [Stage::None, Stage::Staging, Stage::Production, Stage::Archived];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::None => "None",
-            Stage::Staging => "Staging",
-            Stage::Production => "Production",
-            Stage::Archived => "Archived",
-        }
-    }
-
-    /// Case-insensitive parse, as MLflow accepts stage input.
-    pub fn parse(s: &str) -> Result<Stage, RegistryError> {
-        Stage::ALL.into_iter().find(|st| st.as_str().eq_ignore_ascii_case(s.trim())).ok_or_else(|| {
-            RegistryError::InvalidParameter(format!(
-                "Invalid Model Version stage: {s}. Value must be one of None, Staging, Production, Archived."
-            ))
-        })
-    }
-}
-
-impl fmt::Display for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Stage {
-    type Err = RegistryError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Stage::parse(s)
-    }
-}
-
-impl Serialize for Stage {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for Stage {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Stage::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
+pub use crate::uri::Stage;
 
 /// A model version's registration status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -206,14 +146,6 @@ mod tests {
     fn formats_timestamps() {
         assert_eq!(format_utc_ms(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(format_utc_ms(1_795_879_839_231), "2026-11-28 15:30:39 UTC");
-    }
-
-    #[test]
-    fn stage_parse_is_case_insensitive_and_canonical() {
-        assert_eq!(Stage::parse("production").unwrap(), Stage::Production);
-        assert_eq!(Stage::parse("NONE").unwrap().to_string(), "None");
-        let e = Stage::parse("Foo").unwrap_err().to_string();
-        assert_eq!(e, "Invalid Model Version stage: Foo. Value must be one of None, Staging, Production, Archived.");
     }
 
     #[test]

@@ -29,6 +29,12 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl From<crate::uri::InvalidStage> for ApiError {
+    fn from(e: crate::uri::InvalidStage) -> Self {
+        ApiError::Registry(e.into())
+    }
+}
+
 impl ApiError {
     /// Status and MLflow error code.
     pub fn classify(&self) -> (StatusCode, &'static str) {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use super::error::ApiError;
 use crate::artifact::ArtifactRoot;
 use crate::registration::rest_create::Registrar;
-use crate::registry::tracking::TrackingStore;
 use crate::registry::Store;
+use crate::tracking::TrackingStore;
 
 /// What the registry server's handlers share. Cheap to clone.
 #[derive(Clone)]

@@ -20,8 +20,8 @@ use super::params::Params;
 use super::reply::{empty, one, JsonReply, Reply};
 use super::state::{blocking, RegistryState};
 use crate::registration::rest_create::is_this_server;
-use crate::registry::tracking::{Metric, ModelOutput, NewLoggedModel, NewRun, Paged, ViewType};
 use crate::registry::{RegistryError, Tag};
+use crate::tracking::{Metric, ModelOutput, NewLoggedModel, NewRun, Paged, ViewType};
 
 pub fn routes() -> Router<RegistryState> {
     Router::new()

@@ -1,0 +1,569 @@
+//! Searching the tracking store: MLflow's search grammar for runs, logged models and
+//! experiments, evaluated in memory on rows the store has loaded ([`SearchFilter`]),
+//! `order_by` with each entity's tie-breaks ([`OrderBy`]), and offset pages ([`page`]).
+//!
+//! The grammar is a subset of MLflow's: `AND`-joined comparisons of `attributes.x`,
+//! `metrics.x`, `params.x` and `tags.x` (keys may be backquoted or quoted) with `=`, `!=`,
+//! `<`, `<=`, `>`, `>=`, `LIKE`, `ILIKE`, `IN` and `NOT IN` (the registry's [`Comparator`]).
+//!
+//! It is not the registry's grammar ([`crate::registry::search`]). The differences are visible
+//! to clients, so they are kept as they are:
+//! - evaluation: here in Rust over loaded rows; the registry compiles filters to SQL;
+//! - `LIKE`/`ILIKE`: here `%` and `_` are always wildcards (no `\%`, `\_` escapes) and
+//!   `ILIKE` folds Unicode case; the registry honours the escapes and folds ASCII only
+//!   (SQLite's `lower()`);
+//! - page tokens: here a bare `offset:N` (a run inserted between two pages can shift one
+//!   row); the registry's tokens are signed keyset tokens bound to the filter and order;
+//! - entities: here `metrics.` and `params.` exist, and attribute names are the tracking
+//!   entities' (`run_name`, `start_time`, ...); the registry has `name`, `tags.`, `run_id`, ...
+//!
+//! They share the comparator type only. Merging the rest (one lexer and parser with two
+//! back-ends, one LIKE, one token codec) would change answers at those edges, so it is left for
+//! a step that changes behaviour on purpose.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use super::{Experiment, LoggedModel, Metric, Paged, Result, Run};
+use crate::registry::search::Comparator;
+use crate::registry::{RegistryError, Tag};
+
+pub(super) fn page<T>(items: Vec<T>, max_results: usize, page_token: Option<&str>) -> Result<Paged<T>> {
+    let offset = match page_token.map(str::trim).filter(|t| !t.is_empty()) {
+        None => 0,
+        Some(t) => t
+            .strip_prefix("offset:")
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| RegistryError::InvalidParameter(format!("Invalid page token '{t}'")))?,
+    };
+    let total = items.len();
+    let items: Vec<T> = items.into_iter().skip(offset).take(max_results).collect();
+    let end = offset.saturating_add(items.len());
+    let next_page_token = (end < total).then(|| format!("offset:{end}"));
+    Ok(Paged { items, next_page_token })
+}
+
+/// Which entity a filter or order applies to; decides the valid attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Experiment,
+    Run,
+    LoggedModel,
+}
+
+impl Kind {
+    fn attributes(self) -> &'static [&'static str] {
+        match self {
+            Kind::Experiment => &["name", "experiment_id", "creation_time", "last_update_time"],
+            Kind::Run => &[
+                "run_id",
+                "run_name",
+                "status",
+                "user_id",
+                "start_time",
+                "end_time",
+                "artifact_uri",
+                "lifecycle_stage",
+                "experiment_id",
+            ],
+            Kind::LoggedModel => &[
+                "model_id",
+                "name",
+                "status",
+                "source_run_id",
+                "model_type",
+                "creation_timestamp",
+                "last_updated_timestamp",
+                "experiment_id",
+            ],
+        }
+    }
+
+    fn entities(self) -> &'static [Entity] {
+        match self {
+            Kind::Experiment => &[Entity::Attribute, Entity::Tag],
+            Kind::Run | Kind::LoggedModel => &[Entity::Attribute, Entity::Metric, Entity::Param, Entity::Tag],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Entity {
+    Attribute,
+    Metric,
+    Param,
+    Tag,
+}
+
+/// A field of an entity a filter refers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Field {
+    entity: Entity,
+    key: String,
+}
+
+/// A field's value, for comparisons.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Val {
+    Str(String),
+    Num(f64),
+}
+
+impl Val {
+    fn cmp(&self, other: &Val) -> Option<Ordering> {
+        match (self, other) {
+            (Val::Num(a), Val::Num(b)) => a.partial_cmp(b),
+            (Val::Str(a), Val::Str(b)) => Some(a.cmp(b)),
+            (Val::Num(a), Val::Str(b)) => b.parse::<f64>().ok().and_then(|b| a.partial_cmp(&b)),
+            (Val::Str(a), Val::Num(b)) => a.parse::<f64>().ok().and_then(|a| a.partial_cmp(b)),
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Val::Str(s) => s.clone(),
+            Val::Num(n) => n.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Clause {
+    field: Field,
+    op: Comparator,
+    values: Vec<Val>,
+}
+
+/// A parsed search filter: comparisons joined by `AND`.
+#[derive(Debug, Clone, Default)]
+pub(super) struct SearchFilter {
+    clauses: Vec<Clause>,
+}
+
+pub(super) fn filter_error(filter: &str, why: impl std::fmt::Display) -> RegistryError {
+    RegistryError::InvalidParameter(format!("Invalid filter '{filter}': {why}"))
+}
+
+impl SearchFilter {
+    pub(super) fn parse(filter: &str, kind: Kind) -> Result<SearchFilter> {
+        let mut clauses = Vec::new();
+        let mut lex = Lexer::new(filter);
+        if lex.at_end() {
+            return Ok(SearchFilter::default());
+        }
+        loop {
+            let field = lex.field(filter, kind)?;
+            let op = lex.op(filter)?;
+            let values = if matches!(op, Comparator::In | Comparator::NotIn) {
+                lex.list(filter)?
+            } else {
+                vec![lex.value(filter)?]
+            };
+            clauses.push(Clause { field, op, values });
+            if lex.at_end() {
+                break;
+            }
+            let word = lex.word();
+            if !word.eq_ignore_ascii_case("and") {
+                return Err(filter_error(
+                    filter,
+                    format!("expected AND, found '{word}' (only AND-joined comparisons are supported)"),
+                ));
+            }
+        }
+        Ok(SearchFilter { clauses })
+    }
+
+    pub(super) fn matches(&self, lookup: &dyn Fn(&Field) -> Option<Val>) -> bool {
+        self.clauses.iter().all(|c| {
+            let Some(v) = lookup(&c.field) else {
+                // Entities without the field never match (MLflow's behaviour, `!=` included).
+                return false;
+            };
+            let first = &c.values[0];
+            match c.op {
+                Comparator::Eq => v.cmp(first) == Some(Ordering::Equal),
+                Comparator::Ne => v.cmp(first) != Some(Ordering::Equal),
+                Comparator::Lt => v.cmp(first) == Some(Ordering::Less),
+                Comparator::Le => matches!(v.cmp(first), Some(Ordering::Less | Ordering::Equal)),
+                Comparator::Gt => v.cmp(first) == Some(Ordering::Greater),
+                Comparator::Ge => matches!(v.cmp(first), Some(Ordering::Greater | Ordering::Equal)),
+                Comparator::Like => like(&v.text(), &first.text(), false),
+                Comparator::ILike => like(&v.text(), &first.text(), true),
+                Comparator::In => c.values.iter().any(|x| v.cmp(x) == Some(Ordering::Equal)),
+                Comparator::NotIn => !c.values.iter().any(|x| v.cmp(x) == Some(Ordering::Equal)),
+            }
+        })
+    }
+}
+
+/// SQL LIKE: `%` any sequence, `_` one character.
+pub(super) fn like(text: &str, pattern: &str, case_insensitive: bool) -> bool {
+    let fold = |s: &str| -> Vec<char> {
+        if case_insensitive {
+            s.to_lowercase().chars().collect()
+        } else {
+            s.chars().collect()
+        }
+    };
+    let (t, p) = (fold(text), fold(pattern));
+    // Iterative wildcard match with backtracking on the last '%'.
+    let (mut ti, mut pi) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '_' || p[pi] == t[ti]) {
+            ti += 1;
+            pi += 1;
+        } else if pi < p.len() && p[pi] == '%' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '%')
+}
+
+pub(super) struct Lexer<'a> {
+    chars: Vec<char>,
+    pos: usize,
+    _src: &'a str,
+}
+
+impl<'a> Lexer<'a> {
+    fn new(src: &'a str) -> Self {
+        Lexer { chars: src.chars().collect(), pos: 0, _src: src }
+    }
+
+    fn skip_ws(&mut self) {
+        while self.pos < self.chars.len() && self.chars[self.pos].is_whitespace() {
+            self.pos += 1;
+        }
+    }
+
+    fn at_end(&mut self) -> bool {
+        self.skip_ws();
+        self.pos >= self.chars.len()
+    }
+
+    fn peek(&self) -> Option<char> {
+        self.chars.get(self.pos).copied()
+    }
+
+    fn word(&mut self) -> String {
+        self.skip_ws();
+        let start = self.pos;
+        while self.peek().is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '-') {
+            self.pos += 1;
+        }
+        self.chars[start..self.pos].iter().collect()
+    }
+
+    fn quoted(&mut self, filter: &str) -> Result<String> {
+        let Some(q) = self.peek() else {
+            return Err(filter_error(filter, "unexpected end"));
+        };
+        self.pos += 1;
+        let mut out = String::new();
+        loop {
+            match self.peek() {
+                None => return Err(filter_error(filter, format!("unterminated {q}quote"))),
+                Some(c) if c == q => {
+                    self.pos += 1;
+                    // A doubled quote stands for one.
+                    if self.peek() == Some(q) {
+                        out.push(q);
+                        self.pos += 1;
+                    } else {
+                        return Ok(out);
+                    }
+                }
+                Some('\\') if self.chars.get(self.pos + 1) == Some(&q) => {
+                    out.push(q);
+                    self.pos += 2;
+                }
+                Some(c) => {
+                    out.push(c);
+                    self.pos += 1;
+                }
+            }
+        }
+    }
+
+    fn field(&mut self, filter: &str, kind: Kind) -> Result<Field> {
+        self.skip_ws();
+        let first = match self.peek() {
+            Some('`') | Some('"') => self.quoted(filter)?,
+            _ => self.word(),
+        };
+        if first.is_empty() {
+            return Err(filter_error(filter, "expected an identifier"));
+        }
+        let (entity, key) = if self.peek() == Some('.') {
+            self.pos += 1;
+            let key = match self.peek() {
+                Some('`') | Some('"') => self.quoted(filter)?,
+                _ => {
+                    let start = self.pos;
+                    while self.peek().is_some_and(|c| c.is_alphanumeric() || "_-.:/".contains(c)) {
+                        self.pos += 1;
+                    }
+                    self.chars[start..self.pos].iter().collect()
+                }
+            };
+            let entity = match first.to_ascii_lowercase().as_str() {
+                "attribute" | "attributes" | "attr" | "run" => Entity::Attribute,
+                "metric" | "metrics" => Entity::Metric,
+                "param" | "params" | "parameter" | "parameters" => Entity::Param,
+                "tag" | "tags" => Entity::Tag,
+                other => {
+                    return Err(filter_error(
+                        filter,
+                        format!("unknown entity type '{other}' (use attributes, metrics, params or tags)"),
+                    ))
+                }
+            };
+            (entity, key)
+        } else {
+            (Entity::Attribute, first)
+        };
+        if !kind.entities().contains(&entity) {
+            return Err(filter_error(filter, format!("{entity:?} fields cannot be searched here")));
+        }
+        let key = match (entity, key.as_str()) {
+            (Entity::Attribute, "creation_timestamp_ms") => "creation_timestamp".to_string(),
+            (Entity::Attribute, "last_updated_timestamp_ms") => "last_updated_timestamp".to_string(),
+            (Entity::Attribute, "run_uuid") => "run_id".to_string(),
+            _ => key,
+        };
+        if entity == Entity::Attribute && !kind.attributes().contains(&key.as_str()) {
+            return Err(filter_error(
+                filter,
+                format!("invalid attribute '{key}'; valid attributes are {}", kind.attributes().join(", ")),
+            ));
+        }
+        if key.is_empty() {
+            return Err(filter_error(filter, "empty key"));
+        }
+        Ok(Field { entity, key })
+    }
+
+    fn op(&mut self, filter: &str) -> Result<Comparator> {
+        self.skip_ws();
+        let rest: String = self.chars[self.pos..].iter().take(2).collect();
+        for (text, op) in [
+            ("!=", Comparator::Ne),
+            ("<>", Comparator::Ne),
+            ("<=", Comparator::Le),
+            (">=", Comparator::Ge),
+            ("==", Comparator::Eq),
+        ] {
+            if rest == text {
+                self.pos += 2;
+                return Ok(op);
+            }
+        }
+        match self.peek() {
+            Some('=') => {
+                self.pos += 1;
+                return Ok(Comparator::Eq);
+            }
+            Some('<') => {
+                self.pos += 1;
+                return Ok(Comparator::Lt);
+            }
+            Some('>') => {
+                self.pos += 1;
+                return Ok(Comparator::Gt);
+            }
+            _ => {}
+        }
+        let w = self.word().to_ascii_uppercase();
+        match w.as_str() {
+            "LIKE" => Ok(Comparator::Like),
+            "ILIKE" => Ok(Comparator::ILike),
+            "IN" => Ok(Comparator::In),
+            "NOT" if self.word().eq_ignore_ascii_case("in") => Ok(Comparator::NotIn),
+            _ => Err(filter_error(filter, format!("expected a comparison operator, found '{w}'"))),
+        }
+    }
+
+    fn value(&mut self, filter: &str) -> Result<Val> {
+        self.skip_ws();
+        match self.peek() {
+            Some('\'') | Some('"') => Ok(Val::Str(self.quoted(filter)?)),
+            _ => {
+                let start = self.pos;
+                while self.peek().is_some_and(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) {
+                    self.pos += 1;
+                }
+                let text: String = self.chars[start..self.pos].iter().collect();
+                text.parse::<f64>()
+                    .map(Val::Num)
+                    .map_err(|_| filter_error(filter, format!("expected a quoted string or a number, found '{text}'")))
+            }
+        }
+    }
+
+    fn list(&mut self, filter: &str) -> Result<Vec<Val>> {
+        self.skip_ws();
+        if self.peek() != Some('(') {
+            return Err(filter_error(filter, "IN needs a parenthesized list"));
+        }
+        self.pos += 1;
+        let mut out = Vec::new();
+        loop {
+            out.push(self.value(filter)?);
+            self.skip_ws();
+            match self.peek() {
+                Some(',') => self.pos += 1,
+                Some(')') => {
+                    self.pos += 1;
+                    return Ok(out);
+                }
+                _ => return Err(filter_error(filter, "unterminated list")),
+            }
+        }
+    }
+}
+
+/// A parsed `order_by`: fields with direction, applied in order, then the entity's tie-breaks.
+#[derive(Debug, Clone)]
+pub(super) struct OrderBy {
+    keys: Vec<(Field, bool)>,
+}
+
+impl OrderBy {
+    pub(super) fn parse(order_by: &[String], kind: Kind) -> Result<OrderBy> {
+        let mut keys = Vec::new();
+        for o in order_by.iter().filter(|o| !o.trim().is_empty()) {
+            let mut lex = Lexer::new(o);
+            let field = lex
+                .field(o, kind)
+                .map_err(|_| RegistryError::InvalidParameter(format!("Invalid order_by clause '{o}'")))?;
+            let asc = match lex.word().to_ascii_uppercase().as_str() {
+                "" | "ASC" => true,
+                "DESC" => false,
+                _ => {
+                    return Err(RegistryError::InvalidParameter(format!(
+                        "Invalid order_by clause '{o}': the direction must be ASC or DESC"
+                    )))
+                }
+            };
+            if !lex.at_end() {
+                return Err(RegistryError::InvalidParameter(format!("Invalid order_by clause '{o}'")));
+            }
+            keys.push((field, asc));
+        }
+        let attr = |k: &str| Field { entity: Entity::Attribute, key: k.to_string() };
+        // Defaults and tie-breaks, as MLflow orders each entity.
+        match kind {
+            Kind::Experiment => {
+                keys.push((attr("creation_time"), false));
+                keys.push((attr("experiment_id"), false));
+            }
+            Kind::Run => {
+                keys.push((attr("start_time"), false));
+                keys.push((attr("run_id"), true));
+            }
+            Kind::LoggedModel => {
+                keys.push((attr("creation_timestamp"), false));
+                keys.push((attr("model_id"), true));
+            }
+        }
+        Ok(OrderBy { keys })
+    }
+
+    pub(super) fn compare(&self, a: &dyn Fn(&Field) -> Option<Val>, b: &dyn Fn(&Field) -> Option<Val>) -> Ordering {
+        for (field, asc) in &self.keys {
+            let ord = match (a(field), b(field)) {
+                (Some(x), Some(y)) => {
+                    let o = x.cmp(&y).unwrap_or(Ordering::Equal);
+                    if *asc {
+                        o
+                    } else {
+                        o.reverse()
+                    }
+                }
+                // Missing values sort last either way.
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (None, None) => Ordering::Equal,
+            };
+            if ord != Ordering::Equal {
+                return ord;
+            }
+        }
+        Ordering::Equal
+    }
+}
+
+pub(super) fn find(list: &[Tag], key: &str) -> Option<Val> {
+    list.iter().find(|t| t.key == key).map(|t| Val::Str(t.value.clone()))
+}
+
+pub(super) fn experiment_field(e: &Experiment, f: &Field) -> Option<Val> {
+    match f.entity {
+        Entity::Tag => find(&e.tags, &f.key),
+        Entity::Attribute => match f.key.as_str() {
+            "name" => Some(Val::Str(e.name.clone())),
+            "experiment_id" => e.experiment_id.parse().ok().map(Val::Num),
+            "creation_time" => Some(Val::Num(e.creation_time as f64)),
+            "last_update_time" => Some(Val::Num(e.last_update_time as f64)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+pub(super) fn run_field(r: &Run, f: &Field) -> Option<Val> {
+    let i = &r.info;
+    match f.entity {
+        Entity::Tag => find(&r.data.tags, &f.key),
+        Entity::Param => find(&r.data.params, &f.key),
+        Entity::Metric => r.data.metrics.iter().find(|m| m.key == f.key).map(|m| Val::Num(m.value)),
+        Entity::Attribute => match f.key.as_str() {
+            "run_id" => Some(Val::Str(i.run_id.clone())),
+            "run_name" => Some(Val::Str(i.run_name.clone())),
+            "status" => Some(Val::Str(i.status.clone())),
+            "user_id" => Some(Val::Str(i.user_id.clone())),
+            "artifact_uri" => Some(Val::Str(i.artifact_uri.clone())),
+            "lifecycle_stage" => Some(Val::Str(i.lifecycle_stage.clone())),
+            "experiment_id" => Some(Val::Str(i.experiment_id.clone())),
+            "start_time" => Some(Val::Num(i.start_time as f64)),
+            "end_time" => i.end_time.map(|t| Val::Num(t as f64)),
+            _ => None,
+        },
+    }
+}
+
+pub(super) fn logged_model_field(m: &LoggedModel, f: &Field) -> Option<Val> {
+    let i = &m.info;
+    match f.entity {
+        Entity::Tag => find(&i.tags, &f.key),
+        Entity::Param => find(&m.data.params, &f.key),
+        Entity::Metric => {
+            // The latest value per key.
+            let mut latest: BTreeMap<&str, &Metric> = BTreeMap::new();
+            for x in &m.data.metrics {
+                latest.insert(x.key.as_str(), x);
+            }
+            latest.get(f.key.as_str()).map(|x| Val::Num(x.value))
+        }
+        Entity::Attribute => match f.key.as_str() {
+            "model_id" => Some(Val::Str(i.model_id.clone())),
+            "name" => Some(Val::Str(i.name.clone())),
+            "status" => Some(Val::Str(i.status.clone())),
+            "source_run_id" => Some(Val::Str(i.source_run_id.clone())),
+            "model_type" => Some(Val::Str(i.model_type.clone())),
+            "experiment_id" => Some(Val::Str(i.experiment_id.clone())),
+            "creation_timestamp" => Some(Val::Num(i.creation_timestamp_ms as f64)),
+            "last_updated_timestamp" => Some(Val::Num(i.last_updated_timestamp_ms as f64)),
+            _ => None,
+        },
+    }
+}
