@@ -422,7 +422,11 @@ async fn every_form_stays_within_its_memory_budget() {
         let answer = resp.bytes().await.unwrap();
         let took = started.elapsed();
         let peak = peak_rss(pid);
-        let budget = 4 * body_len + 64 * MIB;
+        // The target is peak RSS ≤ 4 × body + 64 MiB on the release build, whose idle RSS is
+        // ~44 MiB (bench/attack checks that, with 60 MiB bodies). This debug build idles ~15 MiB
+        // higher, so the same target is checked on what the request adds: at most 4 × body plus
+        // the 20 MiB the release build has left above its idle.
+        let budget = baseline + 4 * body_len + 20 * MIB;
         println!(
             "{:<55} {:>4.1} MiB body  {status}  peak {:>5.1} MiB (idle {:>4.1}, budget {:>5.1})  {took:?}",
             c.name,
@@ -435,7 +439,7 @@ async fn every_form_stays_within_its_memory_budget() {
         assert_eq!(status, c.status, "{}: {text}", c.name);
         assert!(text.contains(&c.expect), "{}: {text:.300} should contain {:?}", c.name, c.expect);
         assert!(status == 200 || answer.len() < 4096, "{}: a {} byte error message", c.name, answer.len());
-        assert!(peak <= budget, "{}: peak RSS {peak} over 4 × {body_len} + 64 MiB", c.name);
+        assert!(peak <= budget, "{}: peak RSS {peak} over idle {baseline} + 4 × {body_len} + 20 MiB", c.name);
         assert_eq!(client.get(server.url("/ping")).send().await.unwrap().status(), 200, "{}", c.name);
     }
 }
