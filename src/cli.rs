@@ -55,22 +55,7 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         tracing::info!(registry = %source.describe(), models = ?args.models.iter().map(|m| m.to_string()).collect::<Vec<_>>(), sessions = options.runtime.sessions, "starting");
         let manager = ModelManager::start(args.models.clone(), default, source, options);
         let state = ScoringState { manager: manager.clone(), max_body_size: args.max_body_size };
-        let mut scoring = server::scoring::scoring_routes(state.clone()).merge(server::v2::model_routes(state.clone()));
-        if let Some(token) = token {
-            tracing::info!("scoring requires a bearer token");
-            scoring = scoring.layer(axum::middleware::from_fn_with_state(token, server::auth::require_token));
-        }
-        // The status page at `/` is public, like `/health` and `/metrics`, which tell the same.
-        // Outermost: the Host allow-list and the same-origin rule (a rebinding page could
-        // otherwise read the status and score models from a visitor's browser).
-        let app = server::scoring::public_routes(state.clone())
-            .merge(server::v2::public_routes(state.clone()))
-            .merge(server::ui::serve_routes(state))
-            .merge(scoring)
-            .layer(axum::middleware::from_fn_with_state(
-                Arc::new(args.http.allowed_hosts()),
-                server::origin::guard,
-            ));
+        let app = server::scoring_server(state, token, args.http.allowed_hosts());
         let shutdown = async move {
             server::shutdown_signal().await;
             manager.begin_drain();
@@ -117,23 +102,24 @@ pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()
             tracing::info!(pending, "test-loading versions left pending by an earlier run");
         }
         tracing::info!(data_dir = %global.data_dir.display(), "starting the registry server");
-        let mut app = server::registry_server(state);
-        if let Some(token) = token {
-            tracing::info!(reads = args.auth_reads, "writes require a bearer token");
-            let sessions = server::auth::Sessions::new(args.ui_session_ttl).map_err(anyhow::Error::msg)?;
-            let policy = server::auth::Policy { token, reads: args.auth_reads, sessions };
-            app = app.layer(axum::middleware::from_fn_with_state(policy, server::auth::guard));
-        }
-        // Outermost, before authentication: the Host allow-list and the same-origin rule.
-        app =
-            app.layer(axum::middleware::from_fn_with_state(Arc::new(args.http.allowed_hosts()), server::origin::guard));
+        let policy = match token {
+            Some(token) => Some(server::auth::Policy::new(
+                token,
+                args.auth_reads,
+                server::auth::Sessions::new(args.ui_session_ttl).map_err(anyhow::Error::msg)?,
+            )),
+            None => None,
+        };
+        let app = server::registry_app(state, policy, args.http.allowed_hosts());
         tracing::info!("listening on http://{local}");
         let shutdown = async {
             server::shutdown_signal().await;
             // Test loads still running stop now; their versions stay pending for the next start.
             crate::runtime::cancel_loads();
         };
-        server::serve(listener, app, args.http.limits(server::params::BODY_LIMIT), shutdown).await.context("serving HTTP")
+        server::serve(listener, app, args.http.limits(server::params::BODY_LIMIT), shutdown)
+            .await
+            .context("serving HTTP")
     })?;
     stop_runtime(runtime);
     Ok(())
