@@ -16,6 +16,14 @@ use crate::registry::{ModelVersion, RegisteredModel, Store, Tag};
 use crate::runtime::{init_runtime, payload, LoadedModel, RuntimeOptions};
 use crate::server::{self, ScoringState};
 
+/// `println!` that returns the write error instead of panicking: a reader that closes the pipe
+/// early (`regserve models list --json | head -1`) ends the command quietly (see `main`).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*)?
+    };
+}
+
 fn open_store(global: &GlobalArgs) -> Result<(Arc<Store>, ArtifactRoot)> {
     let db = global.db_path();
     let store = Store::open(&db)
@@ -184,8 +192,8 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
             if out.json {
                 print_json(&v)?;
             } else {
-                println!("Registered '{}' version {} ({}) from {}", v.name, v.version, v.current_stage, path.display());
-                print_versions(std::slice::from_ref(&v));
+                out!("Registered '{}' version {} ({}) from {}", v.name, v.version, v.current_stage, path.display());
+                print_versions(std::slice::from_ref(&v))?;
             }
         }
         ModelsCommand::List { out } => {
@@ -193,7 +201,7 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
             if out.json {
                 print_json(&models)?;
             } else {
-                print_models(&models);
+                print_models(&models)?;
             }
         }
         ModelsCommand::Show { name, out } => {
@@ -201,17 +209,17 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
             if out.json {
                 print_json(&serde_json::json!({"registered_model": m, "model_versions": versions}))?;
             } else {
-                println!("Name:         {}", m.name);
-                println!("Created:      {}", format_utc_ms(m.creation_timestamp));
-                println!("Last updated: {}", format_utc_ms(m.last_updated_timestamp));
+                out!("Name:         {}", m.name);
+                out!("Created:      {}", format_utc_ms(m.creation_timestamp));
+                out!("Last updated: {}", format_utc_ms(m.last_updated_timestamp));
                 if !m.tags.is_empty() {
-                    println!(
+                    out!(
                         "Tags:         {}",
                         m.tags.iter().map(|t| format!("{}={}", t.key, t.value)).collect::<Vec<_>>().join(", ")
                     );
                 }
                 if !m.aliases.is_empty() {
-                    println!(
+                    out!(
                         "Aliases:      {}",
                         m.aliases
                             .iter()
@@ -221,9 +229,9 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
                     );
                 }
                 if !m.description.is_empty() {
-                    println!("\n{}\n", m.description);
+                    out!("\n{}\n", m.description);
                 }
-                print_versions(&versions);
+                print_versions(&versions)?;
             }
         }
         ModelsCommand::Versions { name, out } => {
@@ -231,7 +239,7 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
             if out.json {
                 print_json(&versions)?;
             } else {
-                print_versions(&versions);
+                print_versions(&versions)?;
             }
         }
         ModelsCommand::Transition { name, version, stage, archive_existing, out } => {
@@ -239,30 +247,30 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
             if out.json {
                 print_json(&v)?;
             } else {
-                println!("'{}' version {} is now in {}", v.name, v.version, v.current_stage);
+                out!("'{}' version {} is now in {}", v.name, v.version, v.current_stage);
             }
         }
         ModelsCommand::Alias(AliasCommand::Set { name, alias, version }) => {
             client.set_alias(&name, &alias, version)?;
-            println!("'{name}@{alias}' → version {version}");
+            out!("'{name}@{alias}' → version {version}");
         }
         ModelsCommand::Alias(AliasCommand::Delete { name, alias }) => {
             client.delete_alias(&name, &alias)?;
-            println!("deleted alias '{name}@{alias}'");
+            out!("deleted alias '{name}@{alias}'");
         }
         ModelsCommand::Describe { name, description, version } => match version {
             Some(v) => {
                 client.describe_version(&name, v, &description)?;
-                println!("updated the description of '{name}' version {v}");
+                out!("updated the description of '{name}' version {v}");
             }
             None => {
                 client.describe_model(&name, &description)?;
-                println!("updated the description of '{name}'");
+                out!("updated the description of '{name}'");
             }
         },
         ModelsCommand::Rename { name, new_name } => {
             client.rename_model(&name, &new_name)?;
-            println!("renamed '{name}' to '{new_name}'");
+            out!("renamed '{name}' to '{new_name}'");
         }
         ModelsCommand::Tag { name, tag, version, delete } => match (delete, tag, version) {
             (Some(key), _, Some(v)) => client.delete_version_tag(&name, v, &key)?,
@@ -288,7 +296,7 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
                 Some(v) => client.delete_version(&name, v)?,
                 None => client.delete_model(&name)?,
             }
-            println!("deleted {what}");
+            out!("deleted {what}");
         }
     }
     Ok(())
@@ -300,7 +308,7 @@ fn confirm(prompt: &str) -> Result<bool> {
         // Read an answer from a pipe if one is there; no answer means no.
         eprint!("{prompt}");
     } else {
-        print!("{prompt}");
+        write!(std::io::stdout(), "{prompt}")?;
         std::io::stdout().flush()?;
     }
     let mut line = String::new();
@@ -309,32 +317,34 @@ fn confirm(prompt: &str) -> Result<bool> {
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    out!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
-fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
+fn print_table(headers: &[&str], rows: Vec<Vec<String>>) -> Result<()> {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
     }
-    let line = |cells: Vec<String>| {
+    let line = |cells: Vec<String>| -> Result<()> {
         let s: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", s.join("  ").trim_end());
+        out!("{}", s.join("  ").trim_end());
+        Ok(())
     };
-    line(headers.iter().map(|h| h.to_string()).collect());
-    line(widths.iter().map(|w| "-".repeat(*w)).collect());
+    line(headers.iter().map(|h| h.to_string()).collect())?;
+    line(widths.iter().map(|w| "-".repeat(*w)).collect())?;
     for r in rows {
-        line(r);
+        line(r)?;
     }
+    Ok(())
 }
 
-fn print_models(models: &[RegisteredModel]) {
+fn print_models(models: &[RegisteredModel]) -> Result<()> {
     if models.is_empty() {
-        println!("No registered models.");
-        return;
+        out!("No registered models.");
+        return Ok(());
     }
     let rows = models
         .iter()
@@ -350,13 +360,13 @@ fn print_models(models: &[RegisteredModel]) {
             ]
         })
         .collect();
-    print_table(&["NAME", "LATEST VERSIONS", "ALIASES", "LAST UPDATED"], rows);
+    print_table(&["NAME", "LATEST VERSIONS", "ALIASES", "LAST UPDATED"], rows)
 }
 
-fn print_versions(versions: &[ModelVersion]) {
+fn print_versions(versions: &[ModelVersion]) -> Result<()> {
     if versions.is_empty() {
-        println!("No versions.");
-        return;
+        out!("No versions.");
+        return Ok(());
     }
     let rows = versions
         .iter()
@@ -371,5 +381,5 @@ fn print_versions(versions: &[ModelVersion]) {
             ]
         })
         .collect();
-    print_table(&["VERSION", "STAGE", "STATUS", "ALIASES", "CREATED", "SOURCE"], rows);
+    print_table(&["VERSION", "STAGE", "STATUS", "ALIASES", "CREATED", "SOURCE"], rows)
 }
