@@ -30,6 +30,7 @@ fn open_store(global: &GlobalArgs) -> Result<(Arc<Store>, ArtifactRoot)> {
         .with_context(|| format!("opening the registry at {} (--data-dir / REGSERVE_DATA_DIR)", db.display()))?;
     let artifacts = ArtifactRoot::new(global.artifact_root())
         .with_context(|| format!("opening the artifact root under {} (--data-dir)", global.data_dir.display()))?;
+    sweep_leftovers(&store, &artifacts);
     Ok((Arc::new(store), artifacts))
 }
 
@@ -136,8 +137,20 @@ pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()
 /// The registry `models` and `predict` talk to: `--registry-uri`, else MLFLOW_REGISTRY_URI,
 /// else MLFLOW_TRACKING_URI, else the `--data-dir` store.
 fn open_client(global: &GlobalArgs) -> Result<RegistryClient> {
-    RegistryClient::open(global.registry_uri.as_deref(), &global.data_dir)
-        .context("choosing the registry (--registry-uri, MLFLOW_REGISTRY_URI, MLFLOW_TRACKING_URI, --data-dir)")
+    let client = RegistryClient::open(global.registry_uri.as_deref(), &global.data_dir)
+        .context("choosing the registry (--registry-uri, MLFLOW_REGISTRY_URI, MLFLOW_TRACKING_URI, --data-dir)")?;
+    if let RegistryClient::Embedded { store, artifacts } = &client {
+        sweep_leftovers(store, artifacts);
+    }
+    Ok(client)
+}
+
+/// Remove what an interrupted upload or registration left behind, once older than
+/// [`LEFTOVER_AGE`](crate::registration::sweep::LEFTOVER_AGE): whenever the embedded store is
+/// opened (`models`, `predict`, and `regserve server`'s start).
+fn sweep_leftovers(store: &Store, artifacts: &ArtifactRoot) {
+    use crate::registration::sweep;
+    sweep::sweep_leftovers(store, artifacts, sweep::LEFTOVER_AGE);
 }
 
 /// `regserve predict`: score one payload with a registered model, print the answer.
