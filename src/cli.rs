@@ -56,6 +56,7 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
             model_cache_versions: args.model_cache_versions,
             model_cache_threads: args.model_cache_threads,
             model_cache_idle: args.model_cache_idle,
+            download_cache_bytes: args.cache_max_size,
             pinned: match args.pinned_versions {
                 PinnedVersions::InService => PinnedPolicy::InService,
                 PinnedVersions::Any => PinnedPolicy::Any,

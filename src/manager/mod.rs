@@ -24,6 +24,7 @@ pub mod client;
 pub mod remote;
 pub mod source;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -57,6 +58,10 @@ pub struct ManagerOptions {
     pub model_cache_idle: Duration,
     /// Which versions [`ModelManager::pinned`] serves.
     pub pinned: PinnedPolicy,
+    /// Disk budget of a remote registry's download cache (`--cache-max-size`): past it, the
+    /// least recently used versions not in service and not being loaded are removed after each
+    /// load. `None`: unbounded.
+    pub download_cache_bytes: Option<u64>,
 }
 
 impl Default for ManagerOptions {
@@ -70,6 +75,7 @@ impl Default for ManagerOptions {
             model_cache_threads: 64,
             model_cache_idle: Duration::from_secs(600),
             pinned: PinnedPolicy::InService,
+            download_cache_bytes: None,
         }
     }
 }
@@ -323,6 +329,49 @@ struct Inner {
     /// [`PINNED_FAILURE_TTL`], they are refused without loading (a version that loops until
     /// its deadline must not keep cores busy at every request).
     failed_pins: moka::future::Cache<CacheKey, LoadError>,
+    /// Versions whose files are being fetched or loaded now (with a count of the loads): their
+    /// downloads are never trimmed.
+    loading: Mutex<HashMap<CacheKey, (ModelVersion, usize)>>,
+}
+
+impl Inner {
+    /// Keep the download cache within `--cache-max-size`: keep the versions in service and
+    /// those being loaded.
+    async fn trim_downloads(&self) {
+        let Some(max_bytes) = self.options.download_cache_bytes else { return };
+        let mut keep: Vec<ModelVersion> =
+            self.slots.iter().filter_map(|s| s.active()).map(|a| a.version.clone()).collect();
+        keep.extend(self.loading.lock().unwrap_or_else(|p| p.into_inner()).values().map(|(v, _)| v.clone()));
+        let source = self.source.clone();
+        let _ = tokio::task::spawn_blocking(move || source.trim_downloads(&keep, max_bytes)).await;
+    }
+}
+
+/// Counts a version as being loaded while alive (see `Inner::loading`).
+struct Loading<'a> {
+    inner: &'a Inner,
+    key: CacheKey,
+}
+
+impl<'a> Loading<'a> {
+    fn start(inner: &'a Inner, version: &ModelVersion) -> Loading<'a> {
+        let key = CacheKey::of(version);
+        let mut loading = inner.loading.lock().unwrap_or_else(|p| p.into_inner());
+        loading.entry(key.clone()).or_insert_with(|| (version.clone(), 0)).1 += 1;
+        Loading { inner, key }
+    }
+}
+
+impl Drop for Loading<'_> {
+    fn drop(&mut self) {
+        let mut loading = self.inner.loading.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = loading.get_mut(&self.key) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                loading.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// How long a pinned version that failed to load is refused without trying again.
@@ -369,6 +418,7 @@ impl ModelManager {
             cache,
             pinned_loads,
             failed_pins,
+            loading: Mutex::new(HashMap::new()),
         });
         for slot in &inner.slots {
             tokio::spawn(watch(Arc::downgrade(&inner), slot.clone()));
@@ -456,6 +506,7 @@ impl ModelManager {
         };
         // Apply evictions now rather than at some later cache access.
         self.inner.cache.run_pending_tasks().await;
+        self.inner.trim_downloads().await;
         Ok(model)
     }
 }
@@ -547,6 +598,7 @@ pub fn source_public_reason(e: &SourceError) -> String {
 
 /// Load a version, or take it from the cache (concurrent callers share one load).
 async fn load_cached(inner: &Inner, version: &ModelVersion) -> Result<Arc<LoadedModel>, LoadError> {
+    let _loading = Loading::start(inner, version);
     let key = CacheKey::of(version);
     let source = inner.source.clone();
     let (runtime, ort_lib) = (inner.options.runtime.clone(), inner.options.ort_lib.clone());
@@ -719,6 +771,8 @@ async fn check_once(inner: &Inner, slot: &Slot) -> Result<(), LoadError> {
     let number = version.version;
     let name = version.name.clone();
     slot.active.store(Some(Arc::new(Active { version, model, loaded_at })));
+    // The new version is in service now: its files are kept, the previous one's may go.
+    inner.trim_downloads().await;
     tracing::info!(uri = %slot.uri, version = number, ?previous, load_seconds, "model version in service");
     let m = metrics::metrics();
     let labels = metrics::Metrics::model(&name);
