@@ -98,7 +98,7 @@ impl ArtifactCache {
             }
         }
         let mut total: u64 = entries.iter().map(|e| e.1).sum();
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.sort_by_key(|e| e.0);
         let mut removed = Vec::new();
         for (_, bytes, dir) in entries {
             if total <= max_bytes {
@@ -487,10 +487,10 @@ mod tests {
         // Within budget: nothing goes.
         assert!(cache.trim(3000, &[]).is_empty());
         // Version 1 is the oldest but in service: version 2, the oldest idle one, goes.
-        assert_eq!(cache.trim(2500, std::slice::from_ref(&v1)), [v2.clone()]);
+        assert_eq!(cache.trim(2500, std::slice::from_ref(&v1)), std::slice::from_ref(&v2));
         assert!(v1.is_dir() && !v2.exists() && v3.is_dir());
         // A budget smaller than one version: everything idle goes, the kept one never.
-        assert_eq!(cache.trim(500, std::slice::from_ref(&v1)), [v3.clone()]);
+        assert_eq!(cache.trim(500, std::slice::from_ref(&v1)), std::slice::from_ref(&v3));
         assert!(v1.is_dir());
         // A lookup counts as a use: of two idle versions, the one just looked up stays.
         let (v4, v5) = (download(4), download(5));
