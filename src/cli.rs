@@ -16,12 +16,21 @@ use crate::registry::{ModelVersion, RegisteredModel, Store, Tag};
 use crate::runtime::{init_runtime, payload, LoadedModel, RuntimeOptions};
 use crate::server::{self, ScoringState};
 
+/// `println!` that returns the write error instead of panicking: a reader that closes the pipe
+/// early (`regserve models list --json | head -1`) ends the command quietly (see `main`).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*)?
+    };
+}
+
 fn open_store(global: &GlobalArgs) -> Result<(Arc<Store>, ArtifactRoot)> {
     let db = global.db_path();
     let store = Store::open(&db)
         .with_context(|| format!("opening the registry at {} (--data-dir / REGSERVE_DATA_DIR)", db.display()))?;
     let artifacts = ArtifactRoot::new(global.artifact_root())
         .with_context(|| format!("opening the artifact root under {} (--data-dir)", global.data_dir.display()))?;
+    sweep_leftovers(&store, &artifacts);
     Ok((Arc::new(store), artifacts))
 }
 
@@ -47,6 +56,7 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
             model_cache_versions: args.model_cache_versions,
             model_cache_threads: args.model_cache_threads,
             model_cache_idle: args.model_cache_idle,
+            download_cache_bytes: args.cache_max_size,
             pinned: match args.pinned_versions {
                 PinnedVersions::InService => PinnedPolicy::InService,
                 PinnedVersions::Any => PinnedPolicy::Any,
@@ -55,22 +65,7 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         tracing::info!(registry = %source.describe(), models = ?args.models.iter().map(|m| m.to_string()).collect::<Vec<_>>(), sessions = options.runtime.sessions, "starting");
         let manager = ModelManager::start(args.models.clone(), default, source, options);
         let state = ScoringState { manager: manager.clone(), max_body_size: args.max_body_size };
-        let mut scoring = server::scoring::scoring_routes(state.clone()).merge(server::v2::model_routes(state.clone()));
-        if let Some(token) = token {
-            tracing::info!("scoring requires a bearer token");
-            scoring = scoring.layer(axum::middleware::from_fn_with_state(token, server::auth::require_token));
-        }
-        // The status page at `/` is public, like `/health` and `/metrics`, which tell the same.
-        // Outermost: the Host allow-list and the same-origin rule (a rebinding page could
-        // otherwise read the status and score models from a visitor's browser).
-        let app = server::scoring::public_routes(state.clone())
-            .merge(server::v2::public_routes(state.clone()))
-            .merge(server::ui::serve_routes(state))
-            .merge(scoring)
-            .layer(axum::middleware::from_fn_with_state(
-                Arc::new(args.http.allowed_hosts()),
-                server::origin::guard,
-            ));
+        let app = server::scoring_server(state, token, args.http.allowed_hosts());
         let shutdown = async move {
             server::shutdown_signal().await;
             manager.begin_drain();
@@ -117,16 +112,15 @@ pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()
             tracing::info!(pending, "test-loading versions left pending by an earlier run");
         }
         tracing::info!(data_dir = %global.data_dir.display(), "starting the registry server");
-        let mut app = server::registry_server(state);
-        if let Some(token) = token {
-            tracing::info!(reads = args.auth_reads, "writes require a bearer token");
-            let sessions = server::auth::Sessions::new(args.ui_session_ttl).map_err(anyhow::Error::msg)?;
-            let policy = server::auth::Policy { token, reads: args.auth_reads, sessions };
-            app = app.layer(axum::middleware::from_fn_with_state(policy, server::auth::guard));
-        }
-        // Outermost, before authentication: the Host allow-list and the same-origin rule.
-        app =
-            app.layer(axum::middleware::from_fn_with_state(Arc::new(args.http.allowed_hosts()), server::origin::guard));
+        let policy = match token {
+            Some(token) => Some(server::auth::Policy::new(
+                token,
+                args.auth_reads,
+                server::auth::Sessions::new(args.ui_session_ttl).map_err(anyhow::Error::msg)?,
+            )),
+            None => None,
+        };
+        let app = server::registry_app(state, policy, args.http.allowed_hosts());
         tracing::info!("listening on http://{local}");
         let shutdown = async {
             server::shutdown_signal().await;
@@ -144,8 +138,20 @@ pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()
 /// The registry `models` and `predict` talk to: `--registry-uri`, else MLFLOW_REGISTRY_URI,
 /// else MLFLOW_TRACKING_URI, else the `--data-dir` store.
 fn open_client(global: &GlobalArgs) -> Result<RegistryClient> {
-    RegistryClient::open(global.registry_uri.as_deref(), &global.data_dir)
-        .context("choosing the registry (--registry-uri, MLFLOW_REGISTRY_URI, MLFLOW_TRACKING_URI, --data-dir)")
+    let client = RegistryClient::open(global.registry_uri.as_deref(), &global.data_dir)
+        .context("choosing the registry (--registry-uri, MLFLOW_REGISTRY_URI, MLFLOW_TRACKING_URI, --data-dir)")?;
+    if let RegistryClient::Embedded { store, artifacts } = &client {
+        sweep_leftovers(store, artifacts);
+    }
+    Ok(client)
+}
+
+/// Remove what an interrupted upload or registration left behind, once older than
+/// [`LEFTOVER_AGE`](crate::registration::sweep::LEFTOVER_AGE): whenever the embedded store is
+/// opened (`models`, `predict`, and `regserve server`'s start).
+fn sweep_leftovers(store: &Store, artifacts: &ArtifactRoot) {
+    use crate::registration::sweep;
+    sweep::sweep_leftovers(store, artifacts, sweep::LEFTOVER_AGE);
 }
 
 /// `regserve predict`: score one payload with a registered model, print the answer.
@@ -200,8 +206,8 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
             if out.json {
                 print_json(&v)?;
             } else {
-                println!("Registered '{}' version {} ({}) from {}", v.name, v.version, v.current_stage, path.display());
-                print_versions(std::slice::from_ref(&v));
+                out!("Registered '{}' version {} ({}) from {}", v.name, v.version, v.current_stage, path.display());
+                print_versions(std::slice::from_ref(&v))?;
             }
         }
         ModelsCommand::List { out } => {
@@ -209,7 +215,7 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
             if out.json {
                 print_json(&models)?;
             } else {
-                print_models(&models);
+                print_models(&models)?;
             }
         }
         ModelsCommand::Show { name, out } => {
@@ -217,17 +223,17 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
             if out.json {
                 print_json(&serde_json::json!({"registered_model": m, "model_versions": versions}))?;
             } else {
-                println!("Name:         {}", m.name);
-                println!("Created:      {}", format_utc_ms(m.creation_timestamp));
-                println!("Last updated: {}", format_utc_ms(m.last_updated_timestamp));
+                out!("Name:         {}", m.name);
+                out!("Created:      {}", format_utc_ms(m.creation_timestamp));
+                out!("Last updated: {}", format_utc_ms(m.last_updated_timestamp));
                 if !m.tags.is_empty() {
-                    println!(
+                    out!(
                         "Tags:         {}",
                         m.tags.iter().map(|t| format!("{}={}", t.key, t.value)).collect::<Vec<_>>().join(", ")
                     );
                 }
                 if !m.aliases.is_empty() {
-                    println!(
+                    out!(
                         "Aliases:      {}",
                         m.aliases
                             .iter()
@@ -237,9 +243,9 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
                     );
                 }
                 if !m.description.is_empty() {
-                    println!("\n{}\n", m.description);
+                    out!("\n{}\n", m.description);
                 }
-                print_versions(&versions);
+                print_versions(&versions)?;
             }
         }
         ModelsCommand::Versions { name, out } => {
@@ -247,7 +253,7 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
             if out.json {
                 print_json(&versions)?;
             } else {
-                print_versions(&versions);
+                print_versions(&versions)?;
             }
         }
         ModelsCommand::Transition { name, version, stage, archive_existing, out } => {
@@ -255,30 +261,30 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
             if out.json {
                 print_json(&v)?;
             } else {
-                println!("'{}' version {} is now in {}", v.name, v.version, v.current_stage);
+                out!("'{}' version {} is now in {}", v.name, v.version, v.current_stage);
             }
         }
         ModelsCommand::Alias(AliasCommand::Set { name, alias, version }) => {
             client.set_alias(&name, &alias, version)?;
-            println!("'{name}@{alias}' → version {version}");
+            out!("'{name}@{alias}' → version {version}");
         }
         ModelsCommand::Alias(AliasCommand::Delete { name, alias }) => {
             client.delete_alias(&name, &alias)?;
-            println!("deleted alias '{name}@{alias}'");
+            out!("deleted alias '{name}@{alias}'");
         }
         ModelsCommand::Describe { name, description, version } => match version {
             Some(v) => {
                 client.describe_version(&name, v, &description)?;
-                println!("updated the description of '{name}' version {v}");
+                out!("updated the description of '{name}' version {v}");
             }
             None => {
                 client.describe_model(&name, &description)?;
-                println!("updated the description of '{name}'");
+                out!("updated the description of '{name}'");
             }
         },
         ModelsCommand::Rename { name, new_name } => {
             client.rename_model(&name, &new_name)?;
-            println!("renamed '{name}' to '{new_name}'");
+            out!("renamed '{name}' to '{new_name}'");
         }
         ModelsCommand::Tag { name, tag, version, delete } => match (delete, tag, version) {
             (Some(key), _, Some(v)) => client.delete_version_tag(&name, v, &key)?,
@@ -304,7 +310,7 @@ pub fn models(global: &GlobalArgs, cmd: ModelsCommand) -> Result<()> {
                 Some(v) => client.delete_version(&name, v)?,
                 None => client.delete_model(&name)?,
             }
-            println!("deleted {what}");
+            out!("deleted {what}");
         }
     }
     Ok(())
@@ -316,7 +322,7 @@ fn confirm(prompt: &str) -> Result<bool> {
         // Read an answer from a pipe if one is there; no answer means no.
         eprint!("{prompt}");
     } else {
-        print!("{prompt}");
+        write!(std::io::stdout(), "{prompt}")?;
         std::io::stdout().flush()?;
     }
     let mut line = String::new();
@@ -325,32 +331,34 @@ fn confirm(prompt: &str) -> Result<bool> {
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    out!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
-fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
+fn print_table(headers: &[&str], rows: Vec<Vec<String>>) -> Result<()> {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
     }
-    let line = |cells: Vec<String>| {
+    let line = |cells: Vec<String>| -> Result<()> {
         let s: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", s.join("  ").trim_end());
+        out!("{}", s.join("  ").trim_end());
+        Ok(())
     };
-    line(headers.iter().map(|h| h.to_string()).collect());
-    line(widths.iter().map(|w| "-".repeat(*w)).collect());
+    line(headers.iter().map(|h| h.to_string()).collect())?;
+    line(widths.iter().map(|w| "-".repeat(*w)).collect())?;
     for r in rows {
-        line(r);
+        line(r)?;
     }
+    Ok(())
 }
 
-fn print_models(models: &[RegisteredModel]) {
+fn print_models(models: &[RegisteredModel]) -> Result<()> {
     if models.is_empty() {
-        println!("No registered models.");
-        return;
+        out!("No registered models.");
+        return Ok(());
     }
     let rows = models
         .iter()
@@ -366,13 +374,13 @@ fn print_models(models: &[RegisteredModel]) {
             ]
         })
         .collect();
-    print_table(&["NAME", "LATEST VERSIONS", "ALIASES", "LAST UPDATED"], rows);
+    print_table(&["NAME", "LATEST VERSIONS", "ALIASES", "LAST UPDATED"], rows)
 }
 
-fn print_versions(versions: &[ModelVersion]) {
+fn print_versions(versions: &[ModelVersion]) -> Result<()> {
     if versions.is_empty() {
-        println!("No versions.");
-        return;
+        out!("No versions.");
+        return Ok(());
     }
     let rows = versions
         .iter()
@@ -387,5 +395,5 @@ fn print_versions(versions: &[ModelVersion]) {
             ]
         })
         .collect();
-    print_table(&["VERSION", "STAGE", "STATUS", "ALIASES", "CREATED", "SOURCE"], rows);
+    print_table(&["VERSION", "STAGE", "STATUS", "ALIASES", "CREATED", "SOURCE"], rows)
 }

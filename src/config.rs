@@ -119,6 +119,11 @@ pub struct ServeArgs {
     /// size × sessions; e.g. 2GiB).
     #[arg(long, env = "REGSERVE_MODEL_CACHE_SIZE", default_value = "2GiB", value_parser = parse_size_u64)]
     pub model_cache_size: u64,
+    /// Disk budget for the files downloaded from a remote registry (`<data-dir>/cache`, e.g.
+    /// 10GiB): past it, the least recently used versions are removed, never one in service or
+    /// being loaded. Unbounded when not set.
+    #[arg(long, env = "REGSERVE_CACHE_MAX_SIZE", value_parser = parse_size_u64)]
+    pub cache_max_size: Option<u64>,
     /// Most versions kept loaded in that cache (the versions in service count too).
     #[arg(long, env = "REGSERVE_MODEL_CACHE_VERSIONS", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
     pub model_cache_versions: u64,

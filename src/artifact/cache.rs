@@ -7,6 +7,11 @@
 //! one. Partial folders left by a crash are removed before the next download of that version.
 //! Within a process the fetcher serializes downloads of one version; between processes sharing
 //! a cache, the first complete folder renamed into place wins and the other is dropped.
+//!
+//! With a size budget (`serve --cache-max-size`), [`ArtifactCache::trim`] removes the least
+//! recently used complete folders past it (use = `entry.json`'s modification time, set when a
+//! folder is completed or found by [`ArtifactCache::lookup`]), never those the caller keeps
+//! (the versions in service or being loaded).
 
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -73,7 +78,52 @@ impl ArtifactCache {
     /// The path to load from a complete folder whose files came from `download_uri`; `None`
     /// when the folder is missing, incomplete, damaged, or holds other files.
     pub fn lookup(&self, entry_dir: &Path, download_uri: &str) -> Option<PathBuf> {
-        complete_path(entry_dir, download_uri)
+        let path = complete_path(entry_dir, download_uri)?;
+        mark_used(entry_dir);
+        Some(path)
+    }
+
+    /// Remove complete version folders, least recently used first, until the cache holds at most
+    /// `max_bytes` of files; folders in `keep` are never removed (the cache may then stay over
+    /// its budget). Partial downloads are not counted. Returns the folders removed. Blocking.
+    pub fn trim(&self, max_bytes: u64, keep: &[PathBuf]) -> Vec<PathBuf> {
+        let mut entries: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
+        for registry in subdirs(&self.root) {
+            for model in subdirs(&registry) {
+                for dir in subdirs(&model) {
+                    let used = std::fs::metadata(dir.join(ENTRY_FILE)).and_then(|m| m.modified());
+                    let (Ok(used), Some(entry)) = (used, read_entry(&dir)) else { continue };
+                    entries.push((used, entry.bytes(), dir));
+                }
+            }
+        }
+        let mut total: u64 = entries.iter().map(|e| e.1).sum();
+        entries.sort_by_key(|e| e.0);
+        let mut removed = Vec::new();
+        for (_, bytes, dir) in entries {
+            if total <= max_bytes {
+                break;
+            }
+            if keep.contains(&dir) {
+                continue;
+            }
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {
+                    total -= bytes;
+                    removed.push(dir);
+                }
+                Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "could not remove a cached version"),
+            }
+        }
+        if !removed.is_empty() {
+            tracing::info!(
+                removed = removed.len(),
+                cached_bytes = total,
+                max_bytes,
+                "removed least recently used downloads past --cache-max-size"
+            );
+        }
+        removed
     }
 
     /// Start a download of the version whose folder is `entry_dir`: remove partial folders a
@@ -215,6 +265,22 @@ fn remove_abandoned_partials(parent: &Path, version: &str) {
             }
         }
     }
+}
+
+/// Record that a complete folder was just used (for [`ArtifactCache::trim`]).
+fn mark_used(entry_dir: &Path) {
+    if let Ok(f) = std::fs::File::options().write(true).open(entry_dir.join(ENTRY_FILE)) {
+        let _ = f.set_modified(SystemTime::now());
+    }
+}
+
+/// The folders in `dir`, not hidden (no partial downloads), not links.
+fn subdirs(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else { return vec![] };
+    rd.flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()) && !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .collect()
 }
 
 fn sync_path(path: &Path) {
@@ -401,5 +467,35 @@ mod tests {
         std::fs::write(partial.files_dir().join("model.onnx"), b"good").unwrap();
         let path = partial.commit(&entry("u", &[("model.onnx", 4)], "model.onnx")).unwrap();
         assert_eq!(std::fs::read(path).unwrap(), b"good");
+    }
+
+    #[test]
+    fn over_budget_the_least_recently_used_kept_out_version_goes_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = ArtifactCache::new(tmp.path());
+        let download = |version: u64| {
+            let dir = cache.entry_dir("http://h:1", "iris", version);
+            let partial = cache.begin(&dir).unwrap();
+            std::fs::write(partial.files_dir().join("model.onnx"), vec![0u8; 1000]).unwrap();
+            let uri = format!("u{version}");
+            partial.commit(&entry(&uri, &[("model.onnx", 1000)], "model.onnx")).unwrap();
+            let past = SystemTime::now() - Duration::from_secs(100 - version);
+            std::fs::File::options().write(true).open(dir.join(ENTRY_FILE)).unwrap().set_modified(past).unwrap();
+            dir
+        };
+        let (v1, v2, v3) = (download(1), download(2), download(3));
+        // Within budget: nothing goes.
+        assert!(cache.trim(3000, &[]).is_empty());
+        // Version 1 is the oldest but in service: version 2, the oldest idle one, goes.
+        assert_eq!(cache.trim(2500, std::slice::from_ref(&v1)), std::slice::from_ref(&v2));
+        assert!(v1.is_dir() && !v2.exists() && v3.is_dir());
+        // A budget smaller than one version: everything idle goes, the kept one never.
+        assert_eq!(cache.trim(500, std::slice::from_ref(&v1)), std::slice::from_ref(&v3));
+        assert!(v1.is_dir());
+        // A lookup counts as a use: of two idle versions, the one just looked up stays.
+        let (v4, v5) = (download(4), download(5));
+        assert!(cache.lookup(&v4, "u4").is_some());
+        assert_eq!(cache.trim(2000, std::slice::from_ref(&v1)), [v5]);
+        assert!(v4.is_dir());
     }
 }

@@ -40,6 +40,10 @@ pub const SCHEME: &str = "mlflow-artifacts:";
 /// removes them, and the artifact proxy does not write there.
 pub const REGISTERED_PREFIX: &str = "registry";
 
+/// Marks the hidden temporary file an artifact-proxy upload is written to before its rename:
+/// `.<name>.upload-<uuid>` (swept when old, see `registration::sweep`).
+pub const UPLOAD_MARK: &str = ".upload-";
+
 /// The scheme of `uri` in lower case, and what follows its `:` — `None` for a path (no `:`, a
 /// leading `/`, or a one-letter "scheme" such as `C:`). Schemes are case-insensitive (RFC
 /// 3986): every scheme comparison goes through here, so `FILE://` is `file://`.

@@ -24,6 +24,7 @@ pub mod client;
 pub mod remote;
 pub mod source;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -34,7 +35,7 @@ use serde::Serialize;
 
 use crate::metrics;
 use crate::registry::{ModelVersion, RegistryError, VersionStatus};
-use crate::runtime::{LoadedModel, RuntimeOptions};
+use crate::runtime::{LoadedModel, RuntimeError, RuntimeOptions};
 use crate::uri::ModelUri;
 pub use remote::{source_from_uri, RemoteSource};
 pub use source::{EmbeddedSource, ModelSource, SourceError};
@@ -57,6 +58,10 @@ pub struct ManagerOptions {
     pub model_cache_idle: Duration,
     /// Which versions [`ModelManager::pinned`] serves.
     pub pinned: PinnedPolicy,
+    /// Disk budget of a remote registry's download cache (`--cache-max-size`): past it, the
+    /// least recently used versions not in service and not being loaded are removed after each
+    /// load. `None`: unbounded.
+    pub download_cache_bytes: Option<u64>,
 }
 
 impl Default for ManagerOptions {
@@ -70,6 +75,7 @@ impl Default for ManagerOptions {
             model_cache_threads: 64,
             model_cache_idle: Duration::from_secs(600),
             pinned: PinnedPolicy::InService,
+            download_cache_bytes: None,
         }
     }
 }
@@ -256,7 +262,7 @@ pub struct Slot {
 /// A version whose load failed: not loaded again before `retry_at`.
 struct Failed {
     key: CacheKey,
-    error: CheckError,
+    error: LoadError,
     attempts: u32,
     retry_at: Instant,
 }
@@ -322,7 +328,50 @@ struct Inner {
     /// Pinned versions whose load failed recently, with the public reason: asked again within
     /// [`PINNED_FAILURE_TTL`], they are refused without loading (a version that loops until
     /// its deadline must not keep cores busy at every request).
-    failed_pins: moka::future::Cache<CacheKey, String>,
+    failed_pins: moka::future::Cache<CacheKey, LoadError>,
+    /// Versions whose files are being fetched or loaded now (with a count of the loads): their
+    /// downloads are never trimmed.
+    loading: Mutex<HashMap<CacheKey, (ModelVersion, usize)>>,
+}
+
+impl Inner {
+    /// Keep the download cache within `--cache-max-size`: keep the versions in service and
+    /// those being loaded.
+    async fn trim_downloads(&self) {
+        let Some(max_bytes) = self.options.download_cache_bytes else { return };
+        let mut keep: Vec<ModelVersion> =
+            self.slots.iter().filter_map(|s| s.active()).map(|a| a.version.clone()).collect();
+        keep.extend(self.loading.lock().unwrap_or_else(|p| p.into_inner()).values().map(|(v, _)| v.clone()));
+        let source = self.source.clone();
+        let _ = tokio::task::spawn_blocking(move || source.trim_downloads(&keep, max_bytes)).await;
+    }
+}
+
+/// Counts a version as being loaded while alive (see `Inner::loading`).
+struct Loading<'a> {
+    inner: &'a Inner,
+    key: CacheKey,
+}
+
+impl<'a> Loading<'a> {
+    fn start(inner: &'a Inner, version: &ModelVersion) -> Loading<'a> {
+        let key = CacheKey::of(version);
+        let mut loading = inner.loading.lock().unwrap_or_else(|p| p.into_inner());
+        loading.entry(key.clone()).or_insert_with(|| (version.clone(), 0)).1 += 1;
+        Loading { inner, key }
+    }
+}
+
+impl Drop for Loading<'_> {
+    fn drop(&mut self) {
+        let mut loading = self.inner.loading.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = loading.get_mut(&self.key) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                loading.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// How long a pinned version that failed to load is refused without trying again.
@@ -369,6 +418,7 @@ impl ModelManager {
             cache,
             pinned_loads,
             failed_pins,
+            loading: Mutex::new(HashMap::new()),
         });
         for slot in &inner.slots {
             tokio::spawn(watch(Arc::downgrade(&inner), slot.clone()));
@@ -447,15 +497,16 @@ impl ModelManager {
         let model = match load_cached(&self.inner, &v).await {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(model = name, version, error = %e.detail, "pinned version failed to load");
-                if e.model_failed {
-                    self.inner.failed_pins.insert(key, e.public.clone()).await;
+                tracing::warn!(model = name, version, error = %e, "pinned version failed to load");
+                if e.model_failed() {
+                    self.inner.failed_pins.insert(key, e.clone()).await;
                 }
-                return Err(PinError::Load(e.public));
+                return Err(PinError::Load(e));
             }
         };
         // Apply evictions now rather than at some later cache access.
         self.inner.cache.run_pending_tasks().await;
+        self.inner.trim_downloads().await;
         Ok(model)
     }
 }
@@ -471,25 +522,57 @@ pub enum PinError {
     NotReady { name: String, version: u64, status: &'static str },
     #[error(transparent)]
     Source(SourceError),
-    #[error("{0}")]
-    Load(String),
+    /// Shows the public reason only (it goes to the client).
+    #[error("{}", .0.public())]
+    Load(LoadError),
     #[error("the server is shutting down")]
     ShuttingDown,
 }
 
-/// Why a check or load failed: in full (log, in-process status) and as a short reason for
-/// unauthenticated readers.
-#[derive(Debug, Clone)]
-pub struct CheckError {
-    pub detail: String,
-    pub public: String,
-    /// The model itself failed to load (not the registry or the download): retried with backoff.
-    pub model_failed: bool,
+/// Why a version could not be checked or loaded. `Display` is the full story (the log, the
+/// in-process status); [`LoadError::public`] is the short reason for unauthenticated readers
+/// (`/health`, the status page, a pinned request's error). Cheap to clone (the moka cache shares
+/// one error among the callers of one load).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    /// The registry could not say which version it is, or its files could not be fetched.
+    #[error("{error}")]
+    Source { error: Arc<SourceError>, public: String },
+    /// The selected version is not READY (still pending, or its registration failed).
+    #[error("{detail}")]
+    NotReady { detail: String, public: String },
+    /// The model itself failed to load: invalid, no ONNX Runtime, over its deadline, stopped.
+    #[error("version {version} failed to load: {error}")]
+    Model { name: String, version: u64, error: Arc<RuntimeError> },
+    /// The load task failed (a panic).
+    #[error("model load task failed: {0}")]
+    Task(String),
 }
 
-impl CheckError {
-    fn source(e: &SourceError) -> CheckError {
-        CheckError { detail: e.to_string(), public: source_public_reason(e), model_failed: false }
+impl LoadError {
+    fn source(e: SourceError) -> LoadError {
+        LoadError::Source { public: source_public_reason(&e), error: Arc::new(e) }
+    }
+
+    /// The short reason, without paths, URLs or library messages.
+    pub fn public(&self) -> String {
+        match self {
+            LoadError::Source { public, .. } | LoadError::NotReady { public, .. } => public.clone(),
+            LoadError::Model { name, version, error } => {
+                format!("version {version} of '{name}' failed to load: {}", error.public_reason())
+            }
+            LoadError::Task(_) => "internal error".into(),
+        }
+    }
+
+    /// The model itself failed (not the registry, the download or a shutdown): such a version
+    /// is retried with backoff rather than at once.
+    pub fn model_failed(&self) -> bool {
+        match self {
+            LoadError::Model { error, .. } => !matches!(error.as_ref(), RuntimeError::Cancelled),
+            LoadError::Task(_) => true,
+            LoadError::Source { .. } | LoadError::NotReady { .. } => false,
+        }
     }
 }
 
@@ -514,7 +597,8 @@ pub fn source_public_reason(e: &SourceError) -> String {
 }
 
 /// Load a version, or take it from the cache (concurrent callers share one load).
-async fn load_cached(inner: &Inner, version: &ModelVersion) -> Result<Arc<LoadedModel>, CheckError> {
+async fn load_cached(inner: &Inner, version: &ModelVersion) -> Result<Arc<LoadedModel>, LoadError> {
+    let _loading = Loading::start(inner, version);
     let key = CacheKey::of(version);
     let source = inner.source.clone();
     let (runtime, ort_lib) = (inner.options.runtime.clone(), inner.options.ort_lib.clone());
@@ -523,34 +607,29 @@ async fn load_cached(inner: &Inner, version: &ModelVersion) -> Result<Arc<Loaded
     inner
         .cache
         .try_get_with(key, async move {
-            let path = source.fetch(&v).await.map_err(|e| {
-                let mut e = CheckError::source(&e);
-                e.public = format!("version {} of '{}': {}", v.version, v.name, e.public);
-                e
+            let path = source.fetch(&v).await.map_err(|e| LoadError::Source {
+                public: format!("version {} of '{}': {}", v.version, v.name, source_public_reason(&e)),
+                error: Arc::new(e),
             })?;
             let batch_sizes = metrics::metrics().batch_size.get_or_create(&labels).clone();
             let loaded = tokio::task::spawn_blocking(move || {
                 LoadedModel::load_observed(&path, &runtime, ort_lib.as_deref(), Some(batch_sizes))
             })
             .await
-            .map_err(|e| CheckError {
-                detail: format!("model load task failed: {e}"),
-                public: "internal error".into(),
-                model_failed: true,
-            })?;
+            .map_err(|e| LoadError::Task(e.to_string()))?;
             let outcome = if loaded.is_ok() { "success" } else { "failure" };
             metrics::metrics()
                 .loads
                 .get_or_create(&metrics::LoadLabels { model: v.name.clone(), outcome: outcome.into() })
                 .inc();
-            loaded.map(Arc::new).map_err(|e| CheckError {
-                detail: format!("version {} failed to load: {e}", v.version),
-                public: format!("version {} of '{}' failed to load: {}", v.version, v.name, e.public_reason()),
-                model_failed: !matches!(e, crate::runtime::RuntimeError::Cancelled),
+            loaded.map(Arc::new).map_err(|e| LoadError::Model {
+                name: v.name.clone(),
+                version: v.version,
+                error: Arc::new(e),
             })
         })
         .await
-        .map_err(|e: Arc<CheckError>| e.as_ref().clone())
+        .map_err(|e: Arc<LoadError>| e.as_ref().clone())
 }
 
 /// Apply the cache's evictions (idle versions, bounds) regularly: the cache does this work
@@ -587,11 +666,11 @@ async fn watch(inner: Weak<Inner>, slot: Arc<Slot>) {
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
-                tracing::warn!(uri = %slot.uri, error = %e.detail, "model check failed; keeping the current version");
-                *slot.public_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.public);
+                tracing::warn!(uri = %slot.uri, error = %e, "model check failed; keeping the current version");
+                *slot.public_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.public());
                 slot.update_status(|s| {
                     s.last_check_ms = Some(ms(now));
-                    s.last_error = Some(e.detail);
+                    s.last_error = Some(e.to_string());
                 });
             }
         }
@@ -626,8 +705,8 @@ async fn watch(inner: Weak<Inner>, slot: Arc<Slot>) {
     }
 }
 
-async fn check_once(inner: &Inner, slot: &Slot) -> Result<(), CheckError> {
-    let version = inner.source.resolve(&slot.uri).await.map_err(|e| CheckError::source(&e))?;
+async fn check_once(inner: &Inner, slot: &Slot) -> Result<(), LoadError> {
+    let version = inner.source.resolve(&slot.uri).await.map_err(LoadError::source)?;
     let current = slot.active();
     // Only READY versions are ever loaded: one still being registered is waited for, a failed
     // one is reported (remote registries resolve by stage without looking at the status).
@@ -638,10 +717,9 @@ async fn check_once(inner: &Inner, slot: &Slot) -> Result<(), CheckError> {
             let why =
                 if version.status_message.is_empty() { String::new() } else { format!(": {}", version.status_message) };
             let what = format!("version {} of '{}' is {}", version.version, version.name, status.as_str());
-            return Err(CheckError {
+            return Err(LoadError::NotReady {
                 detail: format!("{what}{why}; not loading it"),
                 public: format!("{what}; not loading it"),
-                model_failed: false,
             });
         }
     }
@@ -660,7 +738,7 @@ async fn check_once(inner: &Inner, slot: &Slot) -> Result<(), CheckError> {
     let model = match load_cached(inner, &version).await {
         Ok(m) => m,
         Err(e) => {
-            if e.model_failed {
+            if e.model_failed() {
                 let mut failed = slot.failed.lock().unwrap_or_else(|p| p.into_inner());
                 let attempts = match failed.as_ref() {
                     Some(f) if f.key == key => f.attempts.saturating_add(1),
@@ -693,6 +771,8 @@ async fn check_once(inner: &Inner, slot: &Slot) -> Result<(), CheckError> {
     let number = version.version;
     let name = version.name.clone();
     slot.active.store(Some(Arc::new(Active { version, model, loaded_at })));
+    // The new version is in service now: its files are kept, the previous one's may go.
+    inner.trim_downloads().await;
     tracing::info!(uri = %slot.uri, version = number, ?previous, load_seconds, "model version in service");
     let m = metrics::metrics();
     let labels = metrics::Metrics::model(&name);

@@ -65,6 +65,11 @@ impl ModelSource for RemoteSource {
         self.registry.base_url().as_str().trim_end_matches('/').to_string()
     }
 
+    fn trim_downloads(&self, keep: &[ModelVersion], max_bytes: u64) {
+        let keep: Vec<PathBuf> = keep.iter().map(|v| self.fetcher.cache_dir(&v.name, v.version)).collect();
+        self.fetcher.cache().trim(max_bytes, &keep);
+    }
+
     fn public_description(&self) -> String {
         let mut url = self.registry.base_url().clone();
         let _ = url.set_username("");

@@ -38,6 +38,9 @@ pub trait ModelSource: Send + Sync + 'static {
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
+    /// For sources that keep downloads: remove the least recently used ones past `max_bytes`,
+    /// except the files of the versions in `keep` (in service or being loaded). Blocking.
+    fn trim_downloads(&self, _keep: &[ModelVersion], _max_bytes: u64) {}
 }
 
 /// The embedded SQLite registry and its artifact root, in this process.

@@ -12,6 +12,8 @@
 //!   the version PENDING, test-load it, READY or FAILED_REGISTRATION; resume pending ones at
 //!   start.
 //!
+//! [`sweep`] removes what an interrupted registration or upload left behind.
+//!
 //! Layering: above `registry`, `artifact` and `runtime`; below `server` and `cli`, which call
 //! it. It does not import `server`: the REST flow gets what it needs in a [`rest_create::Registrar`]
 //! and answers with its own error, which the server maps.
@@ -19,6 +21,7 @@
 pub mod embedded;
 pub mod remote;
 pub mod rest_create;
+pub mod sweep;
 
 use std::path::Path;
 use std::time::Duration;

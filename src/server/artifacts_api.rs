@@ -26,10 +26,9 @@ use super::body_budget::BodyCharge;
 use super::error::ApiError;
 use super::params::Params;
 use super::state::{blocking, RegistryState};
+use crate::artifact::UPLOAD_MARK;
 use crate::registry::RegistryError;
 
-/// Marks temporary upload files (hidden from listings).
-const UPLOAD_MARK: &str = ".upload-";
 /// Download chunk size.
 const CHUNK: usize = 64 * 1024;
 

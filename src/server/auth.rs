@@ -155,6 +155,17 @@ pub struct Policy {
     pub reads: bool,
     /// The UI's logins.
     pub sessions: Sessions,
+    /// Where a refused request goes instead of a 401: `Some(redirect)` for a page of the web UI
+    /// (its login page), `None` for the API. Filled by whoever puts the UI in the router
+    /// ([`crate::server::registry_app`]), so authentication does not depend on the UI.
+    pub page_redirect: fn(&Request) -> Option<Response>,
+}
+
+impl Policy {
+    /// A policy without pages: every refused request gets 401.
+    pub fn new(token: Token, reads: bool, sessions: Sessions) -> Policy {
+        Policy { token, reads, sessions, page_redirect: |_| None }
+    }
 }
 
 /// Paths that stay open whatever the policy: liveness, readiness, version, metrics, and the
@@ -190,10 +201,7 @@ pub async fn guard(State(policy): State<Policy>, mut request: Request, next: Nex
     let authenticated = policy.token.accepts(request.headers().get(header::AUTHORIZATION))
         || (!is_api(path) && policy.sessions.accepts_request(request.headers()));
     if needs_token && !authenticated {
-        if super::ui::is_page(path) {
-            return super::ui::login_redirect(&request);
-        }
-        return unauthorized();
+        return (policy.page_redirect)(&request).unwrap_or_else(unauthorized);
     }
     request.extensions_mut().insert(Access { policy, authenticated });
     next.run(request).await

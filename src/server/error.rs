@@ -8,8 +8,9 @@ use axum::Json;
 use serde_json::json;
 
 use crate::artifact::FetchError;
+use crate::manager::{LoadError, SourceError};
 use crate::registry::RegistryError;
-use crate::runtime::{ScoringError, ScoringErrorKind};
+use crate::runtime::{RuntimeError, ScoringError, ScoringErrorKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -24,6 +25,10 @@ pub enum ApiError {
     /// The artifact proxy: escapes are 400 INVALID_PARAMETER_VALUE, missing files 404.
     #[error(transparent)]
     Artifact(#[from] FetchError),
+    /// A version the request asked for could not be loaded (a pinned version): see [`load_status`].
+    /// Shows the public reason only.
+    #[error("{}", .0.public())]
+    Load(#[from] LoadError),
     /// A failure that is not the caller's (a panicked task, ...): logged, answered with 500.
     #[error("{0}")]
     Internal(String),
@@ -63,8 +68,41 @@ impl ApiError {
                 FetchError::NotFound(_) => (StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST"),
                 FetchError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
             },
+            ApiError::Load(e) => load_status(e),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
         }
+    }
+}
+
+/// The status of a version that could not be loaded for a request:
+/// - 404: the registry has no such version, or it is not READY;
+/// - 424 (Failed Dependency, as TEI answers a backend failure): the version's model cannot be
+///   loaded — not a valid model, its files unreadable or missing, an artifact scheme this
+///   server cannot fetch. Asking again will not help until the registry changes, so no
+///   `Retry-After`;
+/// - 503 with `Retry-After`: it may work later — the registry or the download failed, the load
+///   ran over `--load-timeout`, was stopped by a shutdown, or ONNX Runtime is not available;
+/// - 500: the load task itself failed (a bug).
+fn load_status(e: &LoadError) -> (StatusCode, &'static str) {
+    const UNAVAILABLE: (StatusCode, &str) = (StatusCode::SERVICE_UNAVAILABLE, "TEMPORARILY_UNAVAILABLE");
+    const CANNOT_LOAD: (StatusCode, &str) = (StatusCode::FAILED_DEPENDENCY, "INVALID_STATE");
+    match e {
+        LoadError::Source { error, .. } => match error.as_ref() {
+            SourceError::Registry(RegistryError::NotFound(_)) => (StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST"),
+            SourceError::Fetch(
+                FetchError::NotFound(_) | FetchError::UnsupportedScheme { .. } | FetchError::PathEscapes(_),
+            ) => CANNOT_LOAD,
+            SourceError::Registry(_) | SourceError::Fetch(_) | SourceError::Join(_) => UNAVAILABLE,
+        },
+        LoadError::NotReady { .. } => (StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST"),
+        LoadError::Model { error, .. } => match error.as_ref() {
+            RuntimeError::InvalidModel { .. } | RuntimeError::Ort(_) | RuntimeError::Io { .. } => CANNOT_LOAD,
+            RuntimeError::Timeout(_)
+            | RuntimeError::Cancelled
+            | RuntimeError::LibraryNotFound(_)
+            | RuntimeError::LibraryLoad(_) => UNAVAILABLE,
+        },
+        LoadError::Task(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
     }
 }
 
@@ -92,5 +130,35 @@ impl IntoResponse for ApiError {
             resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod load_tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn model(error: RuntimeError) -> ApiError {
+        ApiError::Load(LoadError::Model { name: "iris".into(), version: 3, error: Arc::new(error) })
+    }
+
+    #[test]
+    fn a_version_that_cannot_load_is_424_and_one_that_may_load_later_is_503() {
+        let invalid = model(RuntimeError::InvalidModel { path: "/secret/model.onnx".into(), reason: "bad".into() });
+        assert_eq!(invalid.classify().0, StatusCode::FAILED_DEPENDENCY);
+        // The client sees the public reason, never the path.
+        assert_eq!(
+            invalid.to_string(),
+            "version 3 of 'iris' failed to load: it is not a valid model, or cannot score its input example"
+        );
+        let slow = model(RuntimeError::Timeout(std::time::Duration::from_secs(2)));
+        assert_eq!(slow.classify().0, StatusCode::SERVICE_UNAVAILABLE);
+        let gone = ApiError::Load(LoadError::Source {
+            error: Arc::new(SourceError::Registry(RegistryError::NotFound("no version 9".into()))),
+            public: "no version 9".into(),
+        });
+        assert_eq!(gone.classify().0, StatusCode::NOT_FOUND);
+        assert_eq!(ApiError::Load(LoadError::Task("panic".into())).classify().0, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

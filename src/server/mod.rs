@@ -3,9 +3,10 @@
 //! - [`scoring`]: `/ping`, `/health`, `/version`, `/metrics`, `/invocations`, `/models/{name}/invocations`
 //! - [`v2`]: the Open Inference Protocol under `/v2`
 //! - [`registry_api`], [`tracking_api`], [`artifacts_api`]: the MLflow-compatible registry
-//!   server (`regserve server`), put together by [`registry_server`]
+//!   server (`regserve server`), put together by [`registry_server`]; [`registry_app`] and
+//!   [`scoring_server`] are the whole apps of `regserve server` and `regserve serve` (auth, origin)
 //! - [`ui`]: the web UI — the registry's pages on `regserve server`, a status page on `serve`
-//! - [`auth`]: the bearer token and the UI's sessions; [`origin`]: what a browser page may make
+//! - [`auth`]: the bearer token and the UI's sessions (it knows no UI: the login redirect is handed in); [`origin`]: what a browser page may make
 //!   the server do (`Host` allow-list, same-origin state changes, JSON content type)
 
 pub mod artifacts_api;
@@ -22,6 +23,8 @@ pub mod state;
 pub mod tracking_api;
 pub mod ui;
 pub mod v2;
+
+use std::sync::Arc;
 
 use axum::Router;
 
@@ -50,6 +53,39 @@ pub fn registry_server(state: RegistryState) -> Router {
         .route("/version", get(|| async { env!("CARGO_PKG_VERSION") }))
         .merge(ui::registry_routes())
         .with_state(state)
+}
+
+/// `regserve server`'s whole app: [`registry_server`] behind authentication when there is a
+/// token (`policy`; refused UI pages redirect to the UI's login), all behind the `Host`
+/// allow-list and the same-origin rule ([`origin::guard`], outermost).
+pub fn registry_app(state: RegistryState, policy: Option<auth::Policy>, hosts: origin::AllowedHosts) -> Router {
+    let mut app = registry_server(state);
+    if let Some(policy) = policy {
+        tracing::info!(reads = policy.reads, "writes require a bearer token");
+        let policy = auth::Policy { page_redirect: ui::page_redirect, ..policy };
+        app = app.layer(axum::middleware::from_fn_with_state(policy, auth::guard));
+    }
+    // Outermost, before authentication: the Host allow-list and the same-origin rule.
+    app.layer(axum::middleware::from_fn_with_state(Arc::new(hosts), origin::guard))
+}
+
+/// `regserve serve`'s whole app: scoring ([`scoring`], [`v2`]) behind the bearer token when
+/// there is one; the public routes (`/ping`, `/health`, `/metrics`, the status page, ...) outside
+/// it; everything behind the `Host` allow-list and the same-origin rule (outermost).
+pub fn scoring_server(state: ScoringState, token: Option<auth::Token>, hosts: origin::AllowedHosts) -> Router {
+    let mut scoring = scoring::scoring_routes(state.clone()).merge(v2::model_routes(state.clone()));
+    if let Some(token) = token {
+        tracing::info!("scoring requires a bearer token");
+        scoring = scoring.layer(axum::middleware::from_fn_with_state(token, auth::require_token));
+    }
+    // The status page at `/` is public, like `/health` and `/metrics`, which tell the same.
+    // Outermost: the Host allow-list and the same-origin rule (a rebinding page could
+    // otherwise read the status and score models from a visitor's browser).
+    scoring::public_routes(state.clone())
+        .merge(v2::public_routes(state.clone()))
+        .merge(ui::serve_routes(state))
+        .merge(scoring)
+        .layer(axum::middleware::from_fn_with_state(Arc::new(hosts), origin::guard))
 }
 
 pub use http::{serve, HttpLimits};

@@ -80,6 +80,8 @@ fn pin_error(e: PinError) -> V2Error {
         PinError::NotServed(name) => V2Error(ApiError::NotFound(format!("Model '{name}' is not served here"))),
         e @ (PinError::NotInService { .. } | PinError::NotReady { .. }) => V2Error(ApiError::NotFound(e.to_string())),
         PinError::Source(SourceError::Registry(r @ RegistryError::NotFound(_))) => V2Error(r.into()),
+        // Status by cause: see `error::load_status`.
+        PinError::Load(e) => V2Error(e.into()),
         other => V2Error(ScoringError::unavailable(other.to_string()).into()),
     }
 }

@@ -85,6 +85,12 @@ pub fn is_page(path: &str) -> bool {
     matches!(path, "/" | "/models" | "/login" | "/logout") || path.starts_with("/models/")
 }
 
+/// The login redirect for a request to a UI page, `None` elsewhere: the
+/// [`super::auth::Policy::page_redirect`] of `regserve server`.
+pub fn page_redirect(request: &Request) -> Option<Response> {
+    is_page(request.uri().path()).then(|| login_redirect(request))
+}
+
 /// Where the guard sends a request that needs the token it lacks: the login page, which then
 /// returns to the page the user was reading (for a refused form post, the page holding the form).
 pub fn login_redirect(request: &Request) -> Response {
