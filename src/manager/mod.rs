@@ -20,7 +20,6 @@
 //! The registry client behind the `models` and `predict` commands (embedded or remote) is in
 //! [`client`]; registering and deleting versions is [`crate::registration`].
 
-pub mod client;
 pub mod remote;
 pub mod source;
 

@@ -5,7 +5,7 @@
 //!
 //! This is only the choice. Opening it needs the serving sources and the MLflow client, which
 //! sit above the registry, so it is done by their callers (`manager::remote::open_source` for
-//! `serve`, `manager::client::RegistryClient::open` for the CLI), which wrap [`UnsupportedUri`]
+//! `serve`, `cli::client::RegistryClient::open` for the CLI), which wrap [`UnsupportedUri`]
 //! in their own error.
 
 use std::path::{Path, PathBuf};

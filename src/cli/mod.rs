@@ -1,14 +1,16 @@
 //! The commands behind `main`: `serve`, `server`, `models ...` and `predict`. Human-readable tables by
 //! default, `--json` for scripts.
 
+pub mod client;
+
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
+use self::client::RegistryClient;
 use crate::artifact::ArtifactRoot;
 use crate::config::{AliasCommand, GlobalArgs, InputFormat, ModelsCommand, PinnedVersions, PredictArgs, ServeArgs};
-use crate::manager::client::RegistryClient;
 use crate::manager::{ManagerOptions, ModelManager, PinnedPolicy};
 use crate::registration::Registration;
 use crate::registry::types::format_utc_ms;

@@ -13,9 +13,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::remote::{BackendError, RemoteSource};
-use super::source::{ModelSource, SourceError};
 use crate::artifact::{ArtifactRoot, FetchError};
+use crate::manager::remote::{BackendError, RemoteSource};
+use crate::manager::source::{ModelSource, SourceError};
 use crate::mlflow::{name_filter, redact_url, HttpSettings, RestRegistry};
 use crate::registration::{self, RegisterError, Registration};
 use crate::registry::location::{is_mlflow_database, registry_location, RegistryLocation};
