@@ -1,6 +1,7 @@
 //! regserve: an MLflow-compatible Model Registry and an ONNX model-serving daemon in one binary.
 //!
-//! Dependencies point one way: `server / cli → manager / registration → runtime / registry / artifact → uri`.
+//! Dependencies point one way: a module imports only modules listed before it here (and
+//! [`metrics`], a leaf anyone may record into). The README's Architecture section has the map.
 //!
 //! - [`uri`]: `models:/` URIs
 //! - [`registry`]: the data model, the embedded SQLite store, search filters
@@ -12,9 +13,9 @@
 //!   REST flows, owned-file cleanup); above registry, artifact and runtime, below server and cli
 //! - [`manager`]: served models, watching the registry, hot swap
 //! - [`server`]: HTTP routes and the error → status mapping
-//! - [`metrics`]: Prometheus metrics (a leaf: anything may record into it)
 //! - [`config`]: command line and environment
-//! - [`cli`]: the `models` and `predict` commands
+//! - [`cli`]: the commands (`serve`, `server`, `models`, `predict`) and the CLI's registry client
+//! - [`metrics`]: Prometheus metrics (a leaf: anything may record into it)
 #![forbid(unsafe_code)]
 
 pub mod artifact;

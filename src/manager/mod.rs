@@ -17,8 +17,8 @@
 //! as a short reason without paths, URLs or library messages for `/health` and the status
 //! page ([`Slot::public_status`]).
 //!
-//! The registry client behind the `models` and `predict` commands (embedded or remote) is in
-//! [`client`]; registering and deleting versions is [`crate::registration`].
+//! This module is serving only: the `models` and `predict` commands' registry client is
+//! `cli::client`, and registering and deleting versions is `registration`.
 
 pub mod remote;
 pub mod source;

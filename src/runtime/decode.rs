@@ -441,6 +441,65 @@ impl<'de> Visitor<'de> for NamesVisitor {
     }
 }
 
+/// The visits of a tensor element that is not a list, each handed to `self.leaf` as the
+/// `Value` the tree path would have built (a dictionary as an empty one: only its kind is told).
+macro_rules! leaf_visits {
+    () => {
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            self.leaf(Value::Object(serde_json::Map::new()))
+        }
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
+            self.leaf(Value::Bool(v))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+            self.leaf(Value::from(v))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+            self.leaf(Value::from(v))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+            self.leaf(Value::from(v))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+            self.leaf(Value::String(v.to_string()))
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+            self.leaf(Value::Null)
+        }
+    };
+}
+
+/// `$list` reads a JSON list of items, each handed with its index to `$item { st, i }` over
+/// the same `$state` (one seed per item, so nothing per item is kept).
+macro_rules! list_seed {
+    ($list:ident, $state:ident, $item:ident, $expecting:literal) => {
+        struct $list<'a, 's, 'c>(&'a mut $state<'s, 'c>);
+
+        impl<'de> DeserializeSeed<'de> for $list<'_, '_, '_> {
+            type Value = ();
+            fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+                d.deserialize_seq(self)
+            }
+        }
+
+        impl<'de> Visitor<'de> for $list<'_, '_, '_> {
+            type Value = ();
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str($expecting)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+                let st = self.0;
+                let mut i = 0;
+                while seq.next_element_seed($item { st: &mut *st, i })?.is_some() {
+                    i += 1;
+                }
+                Ok(())
+            }
+        }
+    };
+}
+
 /// A table and where each payload column goes in it.
 type Layout<'s> = (Table<'s>, Vec<Option<usize>>);
 
@@ -458,29 +517,7 @@ struct RowsState<'s, 'c> {
     stash: &'c Stash,
 }
 
-struct RowsSeed<'a, 's, 'c>(&'a mut RowsState<'s, 'c>);
-
-impl<'de> DeserializeSeed<'de> for RowsSeed<'_, '_, '_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for RowsSeed<'_, '_, '_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a list of rows")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let st = self.0;
-        let mut i = 0;
-        while seq.next_element_seed(RowSeed { st: &mut *st, i })?.is_some() {
-            i += 1;
-        }
-        Ok(())
-    }
-}
+list_seed!(RowsSeed, RowsState, RowSeed, "a list of rows");
 
 struct RowSeed<'a, 's, 'c> {
     st: &'a mut RowsState<'s, 'c>,
@@ -692,29 +729,7 @@ struct RecordsState<'s, 'c> {
     stash: &'c Stash,
 }
 
-struct RecordsSeed<'a, 's, 'c>(&'a mut RecordsState<'s, 'c>);
-
-impl<'de> DeserializeSeed<'de> for RecordsSeed<'_, '_, '_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for RecordsSeed<'_, '_, '_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a list of row dictionaries")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let st = self.0;
-        let mut i = 0;
-        while seq.next_element_seed(RecordSeed { st: &mut *st, i })?.is_some() {
-            i += 1;
-        }
-        Ok(())
-    }
-}
+list_seed!(RecordsSeed, RecordsState, RecordSeed, "a list of row dictionaries");
 
 struct RecordSeed<'a, 's, 'c> {
     st: &'a mut RecordsState<'s, 'c>,
@@ -1009,28 +1024,7 @@ impl<'de> Visitor<'de> for Flatten<'_> {
         }
         Ok(())
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        self.leaf(Value::Object(serde_json::Map::new()))
-    }
-    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
-        self.leaf(Value::Bool(v))
-    }
-    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
-        self.leaf(Value::from(v))
-    }
-    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
-        self.leaf(Value::from(v))
-    }
-    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
-        self.leaf(Value::from(v))
-    }
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
-        self.leaf(Value::String(v.to_string()))
-    }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
-        self.leaf(Value::Null)
-    }
+    leaf_visits!();
 }
 
 /// One input tensor from a nested JSON list, checked against the model's shape: the streaming
@@ -1421,28 +1415,7 @@ impl<'de> Visitor<'de> for PushFlat<'_> {
         while seq.next_element_seed(self)?.is_some() {}
         Ok(())
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        self.leaf(Value::Object(serde_json::Map::new()))
-    }
-    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
-        self.leaf(Value::Bool(v))
-    }
-    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
-        self.leaf(Value::from(v))
-    }
-    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
-        self.leaf(Value::from(v))
-    }
-    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
-        self.leaf(Value::from(v))
-    }
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
-        self.leaf(Value::String(v.to_string()))
-    }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
-        self.leaf(Value::Null)
-    }
+    leaf_visits!();
 }
 
 // ------------------------------------------------------------------------ CSV
