@@ -820,21 +820,27 @@ enum Place {
     Done,
 }
 
+/// Each output's name as a JSON key with its colon (`"label":`), escaped once for all the
+/// records that repeat it.
+fn record_keys(outputs: &[OutputTensor]) -> Vec<Vec<u8>> {
+    outputs
+        .iter()
+        .map(|o| {
+            let mut k = Vec::with_capacity(o.name.len() + 3);
+            write_str(&mut k, &o.name);
+            k.push(b':');
+            k
+        })
+        .collect()
+}
+
 /// About this many bytes of text per chunk.
 const CHUNK: usize = 64 << 10;
 
 impl PredictionChunks {
     pub fn new(outputs: Vec<OutputTensor>, style: Style, rows: usize) -> PredictionChunks {
         let records = style == Style::Records && outputs.iter().all(|o| o.shape.first() == Some(&rows));
-        let keys = outputs
-            .iter()
-            .map(|o| {
-                let mut k = Vec::with_capacity(o.name.len() + 3);
-                write_str(&mut k, &o.name);
-                k.push(b':');
-                k
-            })
-            .collect();
+        let keys = record_keys(&outputs);
         PredictionChunks { outputs, keys, rows, records, at: Place::Start }
     }
 
@@ -946,15 +952,7 @@ pub fn write_prediction_value(buf: &mut Vec<u8>, outputs: &[OutputTensor], style
     let per_row = outputs.iter().all(|o| o.shape.first() == Some(&rows));
     if style == Style::Records && per_row {
         // Each record repeats the output names: escape them once.
-        let keys: Vec<Vec<u8>> = outputs
-            .iter()
-            .map(|o| {
-                let mut k = Vec::with_capacity(o.name.len() + 3);
-                write_str(&mut k, &o.name);
-                k.push(b':');
-                k
-            })
-            .collect();
+        let keys = record_keys(outputs);
         buf.push(b'[');
         for r in 0..rows {
             if r > 0 {
