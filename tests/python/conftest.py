@@ -164,3 +164,70 @@ def assert_predicts_like(pyfunc_model, onnx_model, X):
             np.testing.assert_allclose(actual, expected, atol=1e-5, rtol=0)
         else:
             np.testing.assert_array_equal(actual, expected)
+
+
+# --- Conformance: the same call against a real `mlflow server` and against regserve ------------
+#
+# Tests of MLflow conformance (issue 12) assert what a real `mlflow server` (the one in this
+# virtualenv, started here on a free port with its own SQLite store and artifact folder) answers,
+# side by side with regserve: the reference is recorded live, not hand-copied.
+
+
+@pytest.fixture(scope="session")
+def mlflow_ref(tmp_path_factory):
+    """A real `mlflow server` (SQL store, artifact proxy), shared by the session."""
+    from test_follow import MlflowServer
+
+    srv = MlflowServer(tmp_path_factory.mktemp("mlflow-reference"))
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+class Pair:
+    """Send one REST call to the reference `mlflow server` and to regserve; compare the answers.
+
+    `call(method, path, json=..., params=..., headers=...)` returns `(ref, ours)`, two
+    `requests.Response`s. `path` is relative to the server root, e.g.
+    "/api/2.0/mlflow/model-versions/search".
+    """
+
+    def __init__(self, ref_url, our_url):
+        self.ref_url, self.our_url = ref_url, our_url
+
+    def call(self, method, path, **kw):
+        kw.setdefault("timeout", 60)
+        ref = requests.request(method, self.ref_url + path, **kw)
+        ours = requests.request(method, self.our_url + path, **kw)
+        return ref, ours
+
+    def same_status(self, method, path, **kw):
+        """The call on both; assert the same status and error_code; return (ref, ours)."""
+        ref, ours = self.call(method, path, **kw)
+        assert ours.status_code == ref.status_code, (path, ref.status_code, ref.text, ours.status_code, ours.text)
+        if ref.status_code >= 400:
+            assert error_code(ours) == error_code(ref), (path, ref.text, ours.text)
+        return ref, ours
+
+    def clients(self):
+        """(reference MlflowClient, regserve MlflowClient)."""
+        from mlflow import MlflowClient
+
+        return (
+            MlflowClient(tracking_uri=self.ref_url, registry_uri=self.ref_url),
+            MlflowClient(tracking_uri=self.our_url, registry_uri=self.our_url),
+        )
+
+
+def error_code(resp):
+    try:
+        return resp.json().get("error_code")
+    except ValueError:
+        return None
+
+
+@pytest.fixture(scope="session")
+def pair(mlflow_ref, server):
+    return Pair(mlflow_ref.url, server.url)
