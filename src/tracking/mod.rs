@@ -1,7 +1,8 @@
 //! The tracking store: the part of MLflow's tracking data model that the MLflow client needs to
 //! log and register models — experiments, runs (params, metrics, tags, model outputs) and
 //! MLflow 3 logged models — in the registry's SQLite database (schema in
-//! `migrations/0002_tracking.sql`), serialized the way `mlflow server` answers.
+//! `migrations/0002_tracking.sql`, metrics as of `0003_metric_datasets.sql`), serialized the way
+//! `mlflow server` answers. Metric values and histories are in [`metrics`].
 //!
 //! Searches (runs, logged models, experiments) load the candidate rows and filter, order and
 //! page them in [`search`], a small subset of MLflow's search grammar that differs from the
