@@ -233,6 +233,17 @@ async fn log_batch(State(st): State<RegistryState>, p: Params) -> Reply {
         .enumerate()
         .map(|(i, m)| metric_of(m, &format!("metrics[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
+    // MLflow names the entry without a key ("... 'params[0].key'").
+    for list in ["params", "tags"] {
+        for (i, entry) in p.objects(list)?.iter().enumerate() {
+            if entry.opt_str("key")?.is_none_or(|k| k.is_empty()) {
+                return Err(RegistryError::InvalidParameter(format!(
+                    "Missing value for required parameter '{list}[{i}].key'. See the API docs for more information about request parameters."
+                ))
+                .into());
+            }
+        }
+    }
     let params = p.tags("params")?;
     let tags = p.tags("tags")?;
     blocking(move || Ok(st.tracking.log_batch(&id, &metrics, &params, &tags)?)).await?;

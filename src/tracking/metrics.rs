@@ -354,6 +354,41 @@ mod tests {
     }
 
     #[test]
+    fn a_version_2_database_keeps_its_metrics() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.db");
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(include_str!("../../migrations/0001_init.sql")).unwrap();
+            conn.execute_batch(include_str!("../../migrations/0002_tracking.sql")).unwrap();
+            conn.execute_batch(
+                "PRAGMA user_version = 2; \
+                 INSERT INTO runs (run_uuid, experiment_id, start_time, artifact_uri) VALUES ('r1', 0, 1, 'x'); \
+                 INSERT INTO metrics (run_uuid, key, value, timestamp, step) VALUES ('r1', 'acc', 0.5, 10, 0), \
+                 ('r1', 'acc', 0.75, 11, 1);",
+            )
+            .unwrap();
+        }
+        let t = TrackingStore::new(Arc::new(Store::open(&path).unwrap()));
+        let values = |t: &TrackingStore| {
+            let page = t.metric_history_page("r1", "acc", 10, None).unwrap();
+            page.items.iter().map(|m| shown(m.value)).collect::<Vec<_>>()
+        };
+        assert_eq!(values(&t), ["0.5", "0.75"]);
+        // A NaN beside a real 0 at the same timestamp and step: two values, as in MLflow.
+        t.log_batch("r1", &[metric("acc", 0.0, 12, 2), metric("acc", f64::NAN, 12, 2)], &[], &[]).unwrap();
+        assert_eq!(values(&t), ["0.5", "0.75", "0", "NaN"]);
+    }
+
+    fn shown(v: f64) -> String {
+        if v.is_nan() {
+            "NaN".into()
+        } else {
+            v.to_string()
+        }
+    }
+
+    #[test]
     fn ntile_sampling_keeps_first_and_last() {
         assert_eq!(sample_indices(3, 5), vec![0, 1, 2]);
         assert_eq!(sample_indices(0, 5), Vec::<usize>::new());

@@ -252,6 +252,23 @@ def test_log_batch_refuses_what_mlflow_refuses_and_stores_nothing(pair, metrics)
     assert our_c.get_run(our_runs[0]).data.metrics == ref_c.get_run(ref_runs[0]).data.metrics == {}
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"params": [{"key": "a", "value": "1"}, {"value": "1"}]},
+        {"tags": [{"key": ""}]},
+        {"metrics": [{"key": "m", "value": 1, "timestamp": 1}], "params": [{"key": f"p{i}"} for i in range(101)]},
+    ],
+    ids=["param-without-key", "tag-without-key", "101-params"],
+)
+def test_log_batch_params_and_tags_checked_like_mlflow(pair, body):
+    (ref_c, our_c), _, (ref_runs, our_runs) = new_runs(pair)
+    ref = requests.post(pair.ref_url + API + "/runs/log-batch", json={"run_id": ref_runs[0], **body}, timeout=60)
+    ours = requests.post(pair.our_url + API + "/runs/log-batch", json={"run_id": our_runs[0], **body}, timeout=60)
+    assert_same_error(ref, ours)
+    assert our_c.get_run(our_runs[0]).data.params == ref_c.get_run(ref_runs[0]).data.params == {}
+
+
 def test_the_metric_value_forms_the_client_sends_are_accepted(pair):
     """MLflow's client sends NaN and ±Infinity as the strings protobuf's JSON uses."""
     (ref_c, our_c), _, (ref_runs, our_runs) = new_runs(pair)
