@@ -87,12 +87,12 @@ pub fn validate(m: &Metric, path: &str) -> Result<()> {
             "Names may only contain alphanumerics, underscores (_), dashes (-), periods (.), spaces ( ), colon(:) and slashes (/).".into(),
         ));
     }
-    if m.key.starts_with('/') || m.key.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+    let norm = normpath(&m.key);
+    if norm != m.key || norm == "." || norm.starts_with("..") || norm.starts_with('/') {
         return Err(invalid(
             "name",
             &shown(),
-            "Names may be treated as files in certain cases, and must not resolve to other names when treated as such."
-                .into(),
+            format!("Names may be treated as files in certain cases, and must not resolve to other names when treated as such. This name would resolve to '{norm}'"),
         ));
     }
     if m.timestamp < 0 {
@@ -108,6 +108,32 @@ pub fn validate(m: &Metric, path: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Python's `posixpath.normpath`, which MLflow's name check compares a metric name with.
+fn normpath(path: &str) -> String {
+    let slashes = match path {
+        p if p.starts_with("//") && !p.starts_with("///") => 2,
+        p if p.starts_with('/') => 1,
+        _ => 0,
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." if slashes == 0 && parts.last().is_none_or(|p| *p == "..") => parts.push(".."),
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    let out = format!("{}{}", "/".repeat(slashes), parts.join("/"));
+    if out.is_empty() {
+        ".".into()
+    } else {
+        out
+    }
 }
 
 /// MLflow's limits on one `log-batch` (`_validate_batch_log_limits`), with its messages.
@@ -385,6 +411,23 @@ mod tests {
             "NaN".into()
         } else {
             v.to_string()
+        }
+    }
+
+    #[test]
+    fn normpath_as_python() {
+        for (p, want) in [
+            ("a/b", "a/b"),
+            ("a//b/", "a/b"),
+            ("./a", "a"),
+            ("a/../..", ".."),
+            ("/../a", "/a"),
+            ("//a", "//a"),
+            ("///a", "/a"),
+            ("..", ".."),
+            ("a/..", "."),
+        ] {
+            assert_eq!(normpath(p), want, "{p}");
         }
     }
 

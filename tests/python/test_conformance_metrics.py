@@ -222,6 +222,10 @@ LOG_METRIC_CASES = [
     {"key": "a", "value": 1, "timestamp": "x"},
     {"key": "a", "value": 1, "timestamp": -5},
     {"key": "a", "value": 1, "timestamp": 1, "step": "x"},
+    {"key": "a;b", "value": 1, "timestamp": 1},
+    {"key": "a/../b", "value": 1, "timestamp": 1},
+    {"key": "/abs", "value": 1, "timestamp": 1},
+    {"key": "k" * 251, "value": 1, "timestamp": 1},
 ]
 
 
