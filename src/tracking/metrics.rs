@@ -338,13 +338,16 @@ impl TrackingStore {
             for run in run_ids {
                 let n: i64 = count.query_row(params![run, key, lo, hi], |r| r.get(0))?;
                 let picks = sample_indices(n as usize, k);
+                // Walk the index; only the picked rows are decoded.
                 let mut next = picks.iter().copied().peekable();
-                for (i, m) in rows.query_map(params![run, key, lo, hi], from_row)?.enumerate() {
-                    let Some(&want) = next.peek() else { break };
+                let mut walk = rows.query(params![run, key, lo, hi])?;
+                let mut i = 0;
+                while let (Some(&want), Some(row)) = (next.peek(), walk.next()?) {
                     if i == want {
                         next.next();
-                        out.push(Metric { run_id: Some(run.clone()), ..m? });
+                        out.push(Metric { run_id: Some(run.clone()), ..from_row(row)? });
                     }
+                    i += 1;
                 }
             }
             Ok(out)
