@@ -415,3 +415,42 @@ def test_get_history_bulk_interval_samples_like_mlflow(pair, extra, prefix):
 def test_get_history_bulk_interval_errors_like_mlflow(pair, params):
     ref, ours = pair.call("GET", AJAX + "/metrics/get-history-bulk-interval", params=params)
     assert_same_error(ref, ours)
+
+
+# ---------------------------------------------------------------- deliberate differences, shown
+
+
+def test_a_nan_metric_of_a_logged_model_stays_nan(pair):
+    """MLflow's SQL store keeps NaN in the run's history but answers 0.0 on the logged model;
+    regserve keeps the user's NaN in both (docs/mlflow-compatibility.md)."""
+    clients, (ref_exp, our_exp), (ref_runs, our_runs) = new_runs(pair)
+    got = []
+    for client, exp, run in zip(clients, (ref_exp, our_exp), (ref_runs[0], our_runs[0])):
+        model = client.create_logged_model(exp, source_run_id=run, name="nan-model")
+        client.log_metric(run, "loss", float("nan"), timestamp=5, step=0, model_id=model.model_id)
+        history = client.get_metric_history(run, "loss")
+        got.append((shown(history[0].value), [m.value for m in client.get_logged_model(model.model_id).metrics]))
+    (ref_run_value, ref_model_values), (our_run_value, our_model_values) = got
+    assert ref_run_value == our_run_value == "NaN"
+    assert ref_model_values == [0.0]
+    assert len(our_model_values) == 1 and math.isnan(our_model_values[0])
+
+
+def test_a_batch_with_a_mistyped_value_is_refused_whole(pair):
+    """MLflow 3.17 answers 200, stores the mistyped value as 0 and drops the rest of the batch;
+    regserve answers 400 naming the field and stores nothing."""
+    (ref_c, our_c), _, (ref_runs, our_runs) = new_runs(pair)
+    body = {"metrics": [{"key": "b", "value": "abc", "timestamp": 1}, {"key": "c", "value": 1, "timestamp": 1}]}
+    ref = requests.post(pair.ref_url + API + "/runs/log-batch", json={"run_id": ref_runs[0], **body}, timeout=60)
+    ours = requests.post(pair.our_url + API + "/runs/log-batch", json={"run_id": our_runs[0], **body}, timeout=60)
+    assert ref.status_code == 200 and ref_c.get_run(ref_runs[0]).data.metrics == {"b": 0.0}
+    assert ours.status_code == 400 and ours.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert "'value'" in ours.json()["message"] and our_c.get_run(our_runs[0]).data.metrics == {}
+
+
+def test_the_history_of_an_unknown_run_is_a_404(pair):
+    """MLflow answers an empty history; regserve says the run does not exist, as runs/get does."""
+    params = {"run_id": uuid.uuid4().hex, "metric_key": "loss"}
+    ref, ours = pair.call("GET", API + "/metrics/get-history", params=params)
+    assert (ref.status_code, ref.json()) == (200, {})
+    assert (ours.status_code, ours.json()["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")
