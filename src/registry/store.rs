@@ -20,8 +20,11 @@ use crate::uri::{ModelUri, Selector};
 type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] =
-    &[include_str!("../../migrations/0001_init.sql"), include_str!("../../migrations/0002_tracking.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_init.sql"),
+    include_str!("../../migrations/0002_tracking.sql"),
+    include_str!("../../migrations/0003_metric_datasets.sql"),
+];
 
 /// A handle on the embedded registry database. Cheap to share behind an `Arc`.
 pub struct Store {

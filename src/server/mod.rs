@@ -42,9 +42,10 @@ pub fn registry_server(state: RegistryState) -> Router {
     let mlflow =
         registry_api::routes().merge(tracking_api::routes()).layer(axum::middleware::from_fn(origin::require_json));
     let artifacts = artifacts_api::routes();
+    let ajax = mlflow.clone().merge(tracking_api::ajax_routes());
     Router::new()
-        .nest("/api/2.0/mlflow", mlflow.clone())
-        .nest("/ajax-api/2.0/mlflow", mlflow)
+        .nest("/api/2.0/mlflow", mlflow)
+        .nest("/ajax-api/2.0/mlflow", ajax)
         .nest("/api/2.0/mlflow-artifacts", artifacts.clone())
         .nest("/ajax-api/2.0/mlflow-artifacts", artifacts)
         .route("/api/3.0/mlflow/server-info", get(tracking_api::server_info))

@@ -5,7 +5,8 @@
 //!   `set-experiment-tag` (POST)
 //! - `runs/`: `create`, `update`, `delete`, `restore`, `log-batch`, `log-parameter`,
 //!   `log-metric`, `set-tag`, `delete-tag`, `search`, `outputs` (POST), `get` (GET);
-//!   `metrics/get-history` (GET)
+//!   `metrics/get-history`, `metrics/get-history-bulk-interval` (GET), and
+//!   `metrics/get-history-bulk` (GET, under `/ajax-api` only, as MLflow serves it)
 //! - `logged-models`: create (POST), `{id}` get (GET) and finalize (PATCH), `{id}/tags` set
 //!   (PATCH), `{id}/tags/{key}` delete (DELETE), `search` (POST)
 //! - `/api/3.0/mlflow/server-info` (GET)
@@ -21,6 +22,7 @@ use super::reply::{empty, one, JsonReply, Reply};
 use super::state::{blocking, RegistryState};
 use crate::registration::rest_create::is_this_server;
 use crate::registry::{RegistryError, Tag};
+use crate::tracking::metrics::{BULK_MAX_RESULTS, BULK_MAX_RUNS, HISTORY_PAGE_MAX, SAMPLE_MAX_RESULTS};
 use crate::tracking::{Metric, ModelOutput, NewLoggedModel, NewRun, Paged, ViewType};
 
 pub fn routes() -> Router<RegistryState> {
@@ -43,11 +45,17 @@ pub fn routes() -> Router<RegistryState> {
         .route("/runs/search", post(search_runs))
         .route("/runs/outputs", post(log_outputs))
         .route("/metrics/get-history", get(metric_history))
+        .route("/metrics/get-history-bulk-interval", get(metric_history_sampled))
         .route("/logged-models", post(create_logged_model))
         .route("/logged-models/search", post(search_logged_models))
         .route("/logged-models/{model_id}", get(get_logged_model).patch(finalize_logged_model))
         .route("/logged-models/{model_id}/tags", patch(set_logged_model_tags))
         .route("/logged-models/{model_id}/tags/{key}", axum::routing::delete(delete_logged_model_tag))
+}
+
+/// Routes MLflow serves under `/ajax-api/2.0/mlflow` only (for its web UI).
+pub fn ajax_routes() -> Router<RegistryState> {
+    Router::new().route("/metrics/get-history-bulk", get(metric_history_bulk))
 }
 
 /// `GET /api/3.0/mlflow/server-info`, as `mlflow server` 3.17 answers with its SQL store.
@@ -81,27 +89,37 @@ fn run_id(p: &Params) -> Result<String, RegistryError> {
     }
 }
 
-fn metric_of(p: &Params) -> Result<Metric, RegistryError> {
-    let value = p.opt_f64("value")?.ok_or_else(|| {
-        RegistryError::InvalidParameter(
-            "Missing value for required parameter 'value'. See the API docs for more information about request parameters."
-                .into(),
-        )
-    })?;
-    if value.is_nan() {
-        return Err(RegistryError::InvalidParameter(format!(
-            "Metric '{}' has the value NaN, which regserve does not store.",
-            p.str_or_empty("key")?
-        )));
+/// A metric of `runs/log-metric` (`path` "") or of `runs/log-batch` (`path` "metrics[i]"):
+/// `key`, `value` and `timestamp` are required, as MLflow's handlers check them; the value may
+/// be a number or a string such as "NaN" or "Infinity" (how MLflow's client sends those).
+fn metric_of(p: &Params, path: &str) -> Result<Metric, RegistryError> {
+    for field in ["key", "value", "timestamp"] {
+        let missing = match p.0.get(field) {
+            None | Some(Value::Null) => true,
+            Some(Value::String(s)) => s.is_empty(),
+            Some(_) => false,
+        };
+        if missing {
+            let at = if path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
+            return Err(RegistryError::InvalidParameter(format!(
+                "Missing value for required parameter '{at}'. See the API docs for more information about request parameters."
+            )));
+        }
     }
-    Ok(Metric {
+    // Present (checked above), so the accessors answer a value or a type error.
+    let empty = || RegistryError::InvalidParameter(format!("An empty metric value or timestamp at '{path}'."));
+    let m = Metric {
         key: p.required_str("key")?,
-        value,
-        timestamp: p.opt_i64("timestamp")?.unwrap_or_else(crate::registry::store::now_ms),
+        value: p.opt_f64("value")?.ok_or_else(empty)?,
+        timestamp: p.opt_i64("timestamp")?.ok_or_else(empty)?,
         step: p.opt_i64("step")?.unwrap_or(0),
         model_id: p.opt_str("model_id")?.filter(|s| !s.is_empty()),
         run_id: None,
-    })
+        dataset_name: p.opt_str("dataset_name")?.filter(|s| !s.is_empty()),
+        dataset_digest: p.opt_str("dataset_digest")?.filter(|s| !s.is_empty()),
+    };
+    crate::tracking::metrics::validate(&m, path)?;
+    Ok(m)
 }
 
 // -------------------------------------------------------------------- experiments
@@ -209,7 +227,23 @@ async fn restore_run(State(st): State<RegistryState>, p: Params) -> Reply {
 
 async fn log_batch(State(st): State<RegistryState>, p: Params) -> Reply {
     let id = run_id(&p)?;
-    let metrics = p.objects("metrics")?.iter().map(metric_of).collect::<Result<Vec<_>, _>>()?;
+    let metrics = p
+        .objects("metrics")?
+        .iter()
+        .enumerate()
+        .map(|(i, m)| metric_of(m, &format!("metrics[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    // MLflow names the entry without a key ("... 'params[0].key'").
+    for list in ["params", "tags"] {
+        for (i, entry) in p.objects(list)?.iter().enumerate() {
+            if entry.opt_str("key")?.is_none_or(|k| k.is_empty()) {
+                return Err(RegistryError::InvalidParameter(format!(
+                    "Missing value for required parameter '{list}[{i}].key'. See the API docs for more information about request parameters."
+                ))
+                .into());
+            }
+        }
+    }
     let params = p.tags("params")?;
     let tags = p.tags("tags")?;
     blocking(move || Ok(st.tracking.log_batch(&id, &metrics, &params, &tags)?)).await?;
@@ -225,7 +259,7 @@ async fn log_parameter(State(st): State<RegistryState>, p: Params) -> Reply {
 
 async fn log_metric(State(st): State<RegistryState>, p: Params) -> Reply {
     let id = run_id(&p)?;
-    let metric = metric_of(&p)?;
+    let metric = metric_of(&p, "")?;
     blocking(move || Ok(st.tracking.log_batch(&id, &[metric], &[], &[])?)).await?;
     empty()
 }
@@ -269,14 +303,94 @@ async fn log_outputs(State(st): State<RegistryState>, p: Params) -> Reply {
     empty()
 }
 
+/// `metrics/get-history`: one page (at most [`HISTORY_PAGE_MAX`] values, also the page size when
+/// `max_results` is not given) and `next_page_token` while there is more.
 async fn metric_history(State(st): State<RegistryState>, p: Params) -> Reply {
     let id = run_id(&p)?;
     let key = p.required_str("metric_key")?;
-    let metrics = blocking(move || Ok(st.tracking.metric_history(&id, &key)?)).await?;
-    if metrics.is_empty() {
-        return empty();
+    let max_results = match p.opt_i64("max_results")? {
+        None => HISTORY_PAGE_MAX,
+        Some(n) if n >= 1 => n.min(HISTORY_PAGE_MAX as i64) as usize,
+        Some(n) => {
+            return Err(RegistryError::InvalidParameter(format!(
+                "Invalid value {n} for parameter 'max_results' supplied. It must be a positive integer."
+            ))
+            .into())
+        }
+    };
+    let token = p.opt_str("page_token")?;
+    let page = blocking(move || Ok(st.tracking.metric_history_page(&id, &key, max_results, token.as_deref())?)).await?;
+    paged_reply("metrics", page)
+}
+
+/// `metrics/get-history-bulk` (the UI's, under `/ajax-api` only): `run_id` repeated (1 to 100),
+/// `metric_key`, `max_results` (at most 25000 values in all, the default).
+async fn metric_history_bulk(State(st): State<RegistryState>, p: Params) -> Reply {
+    let run_ids = p.str_list("run_id")?;
+    if run_ids.is_empty() {
+        return Err(invalid("GetMetricHistoryBulk request must specify at least one run_id.".into()));
     }
+    if run_ids.len() > BULK_MAX_RUNS {
+        return Err(invalid(format!(
+            "GetMetricHistoryBulk request cannot specify more than {BULK_MAX_RUNS} run_ids. Received {} run_ids.",
+            run_ids.len()
+        )));
+    }
+    let key = p
+        .opt_str("metric_key")?
+        .ok_or_else(|| invalid("GetMetricHistoryBulk request must specify a metric_key.".into()))?;
+    let max_results = match p.opt_i64("max_results")? {
+        None => BULK_MAX_RESULTS,
+        Some(n) if n >= 0 => n.min(BULK_MAX_RESULTS as i64) as usize,
+        Some(n) => {
+            return Err(invalid(format!(
+                "Invalid value {n} for parameter 'max_results' supplied. It must be zero or a positive integer."
+            )))
+        }
+    };
+    let metrics = blocking(move || Ok(st.tracking.metric_history_bulk(&run_ids, &key, max_results)?)).await?;
     one("metrics", &metrics)
+}
+
+/// `metrics/get-history-bulk-interval`: `run_ids` repeated (1 to 100), `metric_key`,
+/// `start_step` and `end_step` (both or neither), `max_results` per run (1 to 2500, default
+/// 2500); an even sample of each run's values, as the MLflow UI's charts read them.
+async fn metric_history_sampled(State(st): State<RegistryState>, p: Params) -> Reply {
+    const HINT: &str = " See the API docs for more information about request parameters.";
+    let run_ids = p.str_list("run_ids")?;
+    if run_ids.is_empty() {
+        return Err(invalid(format!("Missing value for required parameter 'run_ids'.{HINT}")));
+    }
+    if run_ids.len() > BULK_MAX_RUNS {
+        return Err(invalid(format!(
+            "GetMetricHistoryBulkInterval request must specify at most {BULK_MAX_RUNS} run_ids. Received {} run_ids.{HINT}",
+            run_ids.len()
+        )));
+    }
+    let key = p.required_str("metric_key")?;
+    let start = p.opt_i64("start_step")?;
+    let end = p.opt_i64("end_step")?;
+    let max_results = match p.opt_i64("max_results")? {
+        None => SAMPLE_MAX_RESULTS,
+        Some(n) if (1..=SAMPLE_MAX_RESULTS as i64).contains(&n) => n as usize,
+        Some(_) => return Err(invalid(format!("max_results must be between 1 and {SAMPLE_MAX_RESULTS}.{HINT}"))),
+    };
+    let steps = match (start, end) {
+        (None, None) => None,
+        (Some(s), Some(e)) if s > e => {
+            return Err(invalid(format!(
+                "end_step must be greater than start_step. Found start_step={s} and end_step={e}."
+            )))
+        }
+        (Some(s), Some(e)) => Some((s, e)),
+        _ => return Err(invalid("If either start step or end step are specified, both must be specified.".into())),
+    };
+    let metrics = blocking(move || Ok(st.tracking.metric_history_sampled(&run_ids, &key, max_results, steps)?)).await?;
+    JsonReply::new().list("metrics", &metrics)?.finish()
+}
+
+fn invalid(message: String) -> super::error::ApiError {
+    RegistryError::InvalidParameter(message).into()
 }
 
 // -------------------------------------------------------------------- logged models

@@ -1,7 +1,8 @@
 //! The tracking store: the part of MLflow's tracking data model that the MLflow client needs to
 //! log and register models — experiments, runs (params, metrics, tags, model outputs) and
 //! MLflow 3 logged models — in the registry's SQLite database (schema in
-//! `migrations/0002_tracking.sql`), serialized the way `mlflow server` answers.
+//! `migrations/0002_tracking.sql`, metrics as of `0003_metric_datasets.sql`), serialized the way
+//! `mlflow server` answers. Metric values and histories are in [`metrics`].
 //!
 //! Searches (runs, logged models, experiments) load the candidate rows and filter, order and
 //! page them in [`search`], a small subset of MLflow's search grammar that differs from the
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
 
+pub mod metrics;
 mod search;
 
 use search::{experiment_field, logged_model_field, page, run_field, Kind, OrderBy, SearchFilter};
@@ -55,17 +57,26 @@ pub struct RunInfo {
     pub run_id: String,
 }
 
+/// One logged metric value. `value` may be NaN (answered as `"NaN"`, as MLflow does); ±Infinity
+/// is stored as ±`f64::MAX` (see [`metrics`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Metric {
     pub key: String,
+    #[serde(serialize_with = "metrics::serialize_value")]
     pub value: f64,
     pub timestamp: i64,
     pub step: i64,
     /// Set on a logged model's metrics only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model_id: Option<String>,
+    /// Set on a logged model's metrics and in the bulk histories.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
+    /// The dataset a logged model's metric was computed on (MLflow 3), shown on its metrics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dataset_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dataset_digest: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -381,13 +392,12 @@ impl TrackingStore {
     /// Log metrics, params and tags to a run in one transaction. A param already logged with
     /// another value is refused, as MLflow does.
     pub fn log_batch(&self, run_id: &str, metrics: &[Metric], params: &[Tag], tags: &[Tag]) -> Result<()> {
+        for (i, m) in metrics.iter().enumerate() {
+            metrics::validate(m, &if metrics.len() == 1 { String::new() } else { format!("metrics[{i}]") })?;
+        }
         validate_tags(tags)?;
         validate_tags(params)?;
-        if metrics.len() + params.len() + tags.len() > 2000 {
-            return Err(RegistryError::InvalidParameter(
-                "A batch logging request can contain at most 1000 metrics, 100 params and 100 tags.".into(),
-            ));
-        }
+        metrics::validate_batch_limits(metrics.len(), params.len(), tags.len())?;
         self.db.write_tx(|tx| {
             let run = load_run_info(tx, run_id)?;
             ensure_active(&run)?;
@@ -416,23 +426,7 @@ impl TrackingStore {
                 }
             }
             for m in metrics {
-                if m.key.is_empty() {
-                    return Err(RegistryError::InvalidParameter(
-                        "Metric keys cannot be empty.".into(),
-                    ));
-                }
-                tx.execute(
-                    "INSERT OR REPLACE INTO metrics (run_uuid, key, value, timestamp, step, model_id) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![
-                        run_id,
-                        m.key,
-                        m.value,
-                        m.timestamp,
-                        m.step,
-                        m.model_id.as_deref().unwrap_or("")
-                    ],
-                )?;
+                metrics::insert(tx, run_id, m)?;
             }
             for t in tags {
                 upsert_run_tag(tx, run_id, &t.key, &t.value)?;
@@ -456,19 +450,6 @@ impl TrackingStore {
                 return Err(RegistryError::NotFound(format!("No tag with name: {key} in run with id {run_id}")));
             }
             Ok(())
-        })
-    }
-
-    /// Every logged value of one metric, oldest step first.
-    pub fn metric_history(&self, run_id: &str, key: &str) -> Result<Vec<Metric>> {
-        self.db.read_tx(|tx| {
-            load_run_info(tx, run_id)?;
-            let mut stmt = tx.prepare(
-                "SELECT key, value, timestamp, step FROM metrics WHERE run_uuid = ?1 AND key = ?2 \
-                 ORDER BY step, timestamp, value",
-            )?;
-            let rows = stmt.query_map(params![run_id, key], metric_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
         })
     }
 
@@ -700,10 +681,6 @@ fn key_values(tx: &Transaction<'_>, sql: &str, id: &dyn rusqlite::ToSql) -> Resu
     Ok(rows)
 }
 
-fn metric_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Metric> {
-    Ok(Metric { key: r.get(0)?, value: r.get(1)?, timestamp: r.get(2)?, step: r.get(3)?, model_id: None, run_id: None })
-}
-
 fn load_run_info(tx: &Transaction<'_>, run_id: &str) -> Result<RunInfo> {
     tx.query_row(
         "SELECT run_uuid, experiment_id, run_name, user_id, status, start_time, end_time, artifact_uri, \
@@ -748,14 +725,16 @@ fn upsert_run_tag(tx: &Transaction<'_>, run_id: &str, key: &str, value: &str) ->
 
 fn load_run(tx: &Transaction<'_>, run_id: &str) -> Result<Run> {
     let info = load_run_info(tx, run_id)?;
-    // The current value per key: highest step, then timestamp, then value (MLflow's rule).
+    // The current value per key: highest step, then timestamp, then value (MLflow's rule; NaN
+    // is stored as 0 and wins a tie with a real 0).
     let mut stmt = tx.prepare_cached(
-        "SELECT key, value, timestamp, step FROM metrics m WHERE run_uuid = ?1 AND NOT EXISTS ( \
+        "SELECT key, value, timestamp, step, is_nan FROM metrics m WHERE run_uuid = ?1 AND NOT EXISTS ( \
            SELECT 1 FROM metrics n WHERE n.run_uuid = m.run_uuid AND n.key = m.key AND \
            (n.step > m.step OR (n.step = m.step AND (n.timestamp > m.timestamp OR \
-           (n.timestamp = m.timestamp AND n.value > m.value))))) ORDER BY key",
+           (n.timestamp = m.timestamp AND (n.value > m.value OR \
+           (n.value = m.value AND n.is_nan > m.is_nan))))))) ORDER BY key",
     )?;
-    let metrics = stmt.query_map([run_id], metric_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let metrics = stmt.query_map([run_id], metrics::from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
     let params = key_values(tx, "SELECT key, value FROM run_params WHERE run_uuid = ?1 ORDER BY key", &run_id)?;
     let tags = key_values(tx, "SELECT key, value FROM run_tags WHERE run_uuid = ?1 ORDER BY rowid", &run_id)?;
     let mut stmt =
@@ -808,14 +787,16 @@ fn load_logged_model(tx: &Transaction<'_>, model_id: &str) -> Result<LoggedModel
     let params =
         key_values(tx, "SELECT key, value FROM logged_model_params WHERE model_id = ?1 ORDER BY key", &model_id)?;
     let mut stmt = tx.prepare_cached(
-        "SELECT key, value, timestamp, step, run_uuid FROM metrics WHERE model_id = ?1 \
-         ORDER BY key, step, timestamp",
+        "SELECT key, value, timestamp, step, is_nan, run_uuid, dataset_name, dataset_digest FROM metrics \
+         WHERE model_id = ?1 ORDER BY key, step, timestamp",
     )?;
     let metrics = stmt
         .query_map([model_id], |r| {
-            let mut m = metric_from_row(r)?;
+            let mut m = metrics::from_row(r)?;
             m.model_id = Some(model_id.to_string());
-            m.run_id = Some(r.get(4)?);
+            m.run_id = Some(r.get(5)?);
+            m.dataset_name = r.get(6)?;
+            m.dataset_digest = r.get(7)?;
             Ok(m)
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -904,13 +885,15 @@ mod tests {
             step,
             model_id: None,
             run_id: None,
+            dataset_name: None,
+            dataset_digest: None,
         };
         t.log_batch(&id, &[m(0.5, 0), m(0.9, 1), m(0.7, 0)], &[tag("alpha", "1")], &[]).unwrap();
         assert!(matches!(t.log_batch(&id, &[], &[tag("alpha", "2")], &[]), Err(RegistryError::InvalidParameter(_))));
         let got = t.get_run(&id).unwrap();
         assert_eq!(got.data.metrics.len(), 1);
         assert_eq!(got.data.metrics[0].value, 0.9);
-        assert_eq!(t.metric_history(&id, "acc").unwrap().len(), 3);
+        assert_eq!(t.metric_history_page(&id, "acc", 10, None).unwrap().items.len(), 3);
         for (filter, n) in [
             ("", 1),
             ("metrics.acc > 0.8", 1),

@@ -119,6 +119,10 @@ impl Val {
         }
     }
 
+    fn is_nan(&self) -> bool {
+        matches!(self, Val::Num(n) if n.is_nan())
+    }
+
     fn text(&self) -> String {
         match self {
             Val::Str(s) => s.clone(),
@@ -481,6 +485,9 @@ impl OrderBy {
     pub(super) fn compare(&self, a: &dyn Fn(&Field) -> Option<Val>, b: &dyn Fn(&Field) -> Option<Val>) -> Ordering {
         for (field, asc) in &self.keys {
             let ord = match (a(field), b(field)) {
+                // A NaN metric sorts after every number and before a missing value, in either
+                // direction (MLflow orders by `is_nan`, then presence, then the value).
+                (Some(x), Some(y)) if x.is_nan() || y.is_nan() => x.is_nan().cmp(&y.is_nan()),
                 (Some(x), Some(y)) => {
                     let o = x.cmp(&y).unwrap_or(Ordering::Equal);
                     if *asc {
