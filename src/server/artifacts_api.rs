@@ -2,7 +2,8 @@
 //! `/ajax-api/2.0/mlflow-artifacts`), how the MLflow client uploads and downloads model files:
 //!
 //! - `GET /artifacts?path=P` — list a folder: `{"files": [{"path", "is_dir", "file_size"}]}`
-//! - `GET /artifacts/<path>` — download a file (streamed)
+//! - `GET /artifacts/<path>` — download a file (streamed, as an attachment with MLflow's headers:
+//!   see [`download`](super::download))
 //! - `PUT /artifacts/<path>` — upload a file: streamed to a temporary file in the same folder,
 //!   synced, then renamed into place, so a partial upload is never visible under its name
 //!
@@ -12,25 +13,23 @@
 
 use std::path::{Path, PathBuf};
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Extension, State};
-use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::body_budget::BodyCharge;
+use super::download::send_file;
 use super::error::ApiError;
 use super::params::Params;
 use super::state::{blocking, RegistryState};
 use crate::artifact::UPLOAD_MARK;
 use crate::registry::RegistryError;
-
-/// Download chunk size.
-const CHUNK: usize = 64 * 1024;
 
 pub fn routes() -> Router<RegistryState> {
     Router::new()
@@ -60,6 +59,15 @@ fn refuse_hidden(raw: &str) -> Result<(), ApiError> {
     let rel = decoded(raw);
     if rel.split('/').any(|c| c.starts_with('.') && c != "." && c != "..") {
         return Err(ApiError::Registry(RegistryError::NotFound(format!("No such artifact: '{rel}'"))));
+    }
+    Ok(())
+}
+
+/// Names with control characters (a line break, ...) are refused at upload: MLflow stores them
+/// percent-escaped under another name (`a%0ab`), regserve says no rather than rename.
+pub(super) fn refuse_control(rel: &str) -> Result<(), ApiError> {
+    if rel.chars().any(char::is_control) {
+        return Err(invalid(format!("Invalid path {rel:?}: artifact names may not hold control characters")));
     }
     Ok(())
 }
@@ -111,45 +119,11 @@ async fn list(State(st): State<RegistryState>, p: Params) -> Result<Json<Value>,
     Ok(Json(json!({ "files": files })))
 }
 
-fn content_type(path: &Path) -> &'static str {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    match ext {
-        "json" | "yaml" | "yml" | "txt" | "md" | "csv" | "py" | "log" | "toml" | "cfg" => "text/plain",
-        _ if name == "MLmodel" => "text/plain",
-        _ => "application/octet-stream",
-    }
-}
-
 async fn download(State(st): State<RegistryState>, uri: Uri) -> Result<Response, ApiError> {
     let raw = raw_path(&uri).to_string();
     refuse_hidden(&raw)?;
     let path = st.artifacts.path_of(&raw)?;
-    let meta = tokio::fs::metadata(&path)
-        .await
-        .map_err(|_| ApiError::Registry(RegistryError::NotFound(format!("No such artifact: '{}'", decoded(&raw)))))?;
-    if meta.is_dir() {
-        return Err(invalid(format!("Artifact path refers to a directory, not a file: '{}'", decoded(&raw))));
-    }
-    let file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|e| ApiError::Internal(format!("opening {}: {e}", path.display())))?;
-    let stream = futures_util::stream::unfold(Some(file), |state| async move {
-        let mut file = state?;
-        let mut buf = vec![0u8; CHUNK];
-        match file.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok::<Bytes, std::io::Error>(Bytes::from(buf)), Some(file)))
-            }
-            Err(e) => Some((Err(e), None)),
-        }
-    });
-    let mut resp = Body::from_stream(stream).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(&path)));
-    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(meta.len()));
-    Ok(resp)
+    send_file(&path, &decoded(&raw)).await
 }
 
 /// The segments of an artifact path, without empty and `.` ones (`a//./b/` → `[a, b]`).
@@ -241,6 +215,7 @@ async fn upload(
     if rel.trim_matches('/').is_empty() || raw.ends_with('/') {
         return Err(invalid(format!("Invalid path '{rel}': name a file to upload")));
     }
+    refuse_control(&rel)?;
     check_writable(&st, &rel).await?;
     if tokio::fs::metadata(&dest).await.is_ok_and(|m| m.is_dir()) {
         return Err(invalid(format!("Invalid path '{rel}': it is a directory")));

@@ -12,6 +12,7 @@
 pub mod artifacts_api;
 pub mod auth;
 pub mod body_budget;
+pub mod download;
 pub mod error;
 pub mod http;
 pub mod origin;
