@@ -373,3 +373,14 @@ def test_upload_artifact_is_bounded_and_atomic(pair):
     # A name with a line break is refused rather than stored.
     r = requests.post(pair.our_url + UPLOAD, params={"run_uuid": run_id, "path": "a\r\nb.txt"}, data=b"x", timeout=30)
     assert r.status_code == 400 and error_code(r) == "INVALID_PARAMETER_VALUE", r.text
+
+
+def test_upload_artifact_from_another_site_is_refused(pair):
+    """The upload takes any body (a cross-site page can POST text/plain without a preflight):
+    the same-origin rule refuses it, and nothing is written."""
+    run_id, _ = new_run(pair.our_url)
+    r = requests.post(pair.our_url + UPLOAD, params={"run_uuid": run_id, "path": "evil.html"}, data=b"<script>",
+                      headers={"Origin": "http://evil.example", "Content-Type": "text/plain"}, timeout=30)
+    assert r.status_code == 403, r.text
+    r = requests.get(pair.our_url + "/get-artifact", params={"run_id": run_id, "path": "evil.html"}, timeout=30)
+    assert r.status_code == 404 and error_code(r) == "RESOURCE_DOES_NOT_EXIST", r.text
