@@ -4,6 +4,7 @@ the UI (item 9): `artifacts/list`, `get-artifact`, `model-versions/get-artifact`
 `upload-artifact`, `logged-models/{id}/artifacts/{directories,files}`.
 """
 
+import pathlib
 import urllib.parse
 
 import pytest
@@ -384,3 +385,25 @@ def test_upload_artifact_from_another_site_is_refused(pair):
     assert r.status_code == 403, r.text
     r = requests.get(pair.our_url + "/get-artifact", params={"run_id": run_id, "path": "evil.html"}, timeout=30)
     assert r.status_code == 404 and error_code(r) == "RESOURCE_DOES_NOT_EXIST", r.text
+
+
+def test_links_leading_out_of_the_root_are_refused_everywhere(pair, server):
+    """A link in a run's folder that leads out of the artifact root (put there behind the
+    server's back) is never followed: not listed, not read, not written through."""
+    run_id, base = new_run(pair.our_url)
+    folder = server.data_dir / "artifacts" / base
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "etc").symlink_to("/etc")
+    (folder / "passwd").symlink_to("/etc/passwd")
+    (folder / "real.txt").write_bytes(b"ok")
+    r = requests.get(pair.our_url + "/api/2.0/mlflow/artifacts/list", params={"run_id": run_id}, timeout=30)
+    assert [f["path"] for f in files_of(r)] == ["real.txt"], r.text
+    for path in ("etc", "etc/passwd", "passwd"):
+        r = requests.get(pair.our_url + "/api/2.0/mlflow/artifacts/list", params={"run_id": run_id, "path": path},
+                         timeout=30)
+        assert r.status_code == 400 and "root:" not in r.text, (path, r.text)
+        r = requests.get(pair.our_url + "/get-artifact", params={"run_id": run_id, "path": path}, timeout=30)
+        assert r.status_code == 400 and "root:" not in r.text, (path, r.text)
+    r = requests.post(pair.our_url + UPLOAD, params={"run_uuid": run_id, "path": "etc/evil"}, data=b"x", timeout=30)
+    assert r.status_code == 400, r.text
+    assert not pathlib.Path("/etc/evil").exists()
