@@ -63,8 +63,8 @@ fn invalid_path() -> ApiError {
 }
 
 /// MLflow's `validate_path_is_safe`: percent-decoded until it stops changing (at most 10
-/// rounds), then refused with "Invalid path" when it holds `#`, a `..` segment, or is absolute
-/// (`/x`, `C:\x`, `C:/x`, `\\host`). Returns the decoded path.
+/// rounds), then refused with "Invalid path" when it holds `#`, a `..` segment, is absolute
+/// (`/x`, `C:\x`, `C:/x`, `\\host`) or a `file:` URI. Returns the decoded path.
 pub fn safe_path(path: &str) -> Result<String, ApiError> {
     let mut cur = path.to_string();
     for round in 0.. {
@@ -80,7 +80,11 @@ pub fn safe_path(path: &str) -> Result<String, ApiError> {
     let bytes = cur.as_bytes();
     let windows_drive =
         bytes.len() >= 3 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' && matches!(bytes[2], b'/' | b'\\');
+    // MLflow turns `file:` URIs into local paths, which are absolute (refused) or a relative
+    // path spelled oddly; regserve refuses them all.
+    let file_uri = crate::artifact::scheme_of(&cur).is_some_and(|(scheme, _)| scheme == "file");
     if cur.contains('#')
+        || file_uri
         || cur.split('/').any(|s| s == "..")
         || cur.starts_with('/')
         || cur.starts_with('\\')
@@ -286,9 +290,19 @@ mod tests {
 
     #[test]
     fn paths_are_checked_as_mlflow_checks_them() {
-        for bad in
-            ["../x", "a/../../x", "/etc/passwd", "a#b", "%2e%2e/x", "%252e%252e/x", "C:\\x", "c:/x", "\\\\host\\x"]
-        {
+        for bad in [
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            "a#b",
+            "%2e%2e/x",
+            "%252e%252e/x",
+            "C:\\x",
+            "c:/x",
+            "\\\\host\\x",
+            "file:///etc/passwd",
+            "FILE:x",
+        ] {
             assert!(safe_path(bad).is_err(), "{bad}");
         }
         assert_eq!(safe_path("sub/MLmodel").unwrap(), "sub/MLmodel");

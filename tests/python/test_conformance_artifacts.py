@@ -196,6 +196,7 @@ GET_CASES = [
     {"path": "a#b"},
     {"path": "/etc/passwd"},
     {"path": "%2e%2e/%2e%2e/x"},
+    {"path": "file:///etc/passwd"},
 ]
 
 
