@@ -2,7 +2,8 @@
 //! `/ajax-api/2.0/mlflow-artifacts`), how the MLflow client uploads and downloads model files:
 //!
 //! - `GET /artifacts?path=P` — list a folder: `{"files": [{"path", "is_dir", "file_size"}]}`
-//! - `GET /artifacts/<path>` — download a file (streamed)
+//! - `GET /artifacts/<path>` — download a file (streamed, as an attachment with MLflow's headers:
+//!   see [`download`](super::download))
 //! - `PUT /artifacts/<path>` — upload a file: streamed to a temporary file in the same folder,
 //!   synced, then renamed into place, so a partial upload is never visible under its name
 //!
@@ -12,25 +13,23 @@
 
 use std::path::{Path, PathBuf};
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Extension, State};
-use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use http_body_util::BodyExt;
-use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::body_budget::BodyCharge;
+use super::download::send_file;
 use super::error::ApiError;
 use super::params::Params;
+use super::reply::{JsonReply, Reply};
 use super::state::{blocking, RegistryState};
 use crate::artifact::UPLOAD_MARK;
 use crate::registry::RegistryError;
-
-/// Download chunk size.
-const CHUNK: usize = 64 * 1024;
 
 pub fn routes() -> Router<RegistryState> {
     Router::new()
@@ -46,17 +45,17 @@ fn raw_path(uri: &Uri) -> &str {
     uri.path().split_once("/artifacts/").map(|(_, rest)| rest).unwrap_or("")
 }
 
-fn invalid(message: String) -> ApiError {
+pub(super) fn invalid(message: String) -> ApiError {
     ApiError::Registry(RegistryError::InvalidParameter(message))
 }
 
-fn decoded(raw: &str) -> String {
+pub(super) fn decoded(raw: &str) -> String {
     percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned()
 }
 
 /// Names starting with '.' are the server's own (staging folders, uploads in progress): not
 /// listed, served or written through the proxy.
-fn refuse_hidden(raw: &str) -> Result<(), ApiError> {
+pub(super) fn refuse_hidden(raw: &str) -> Result<(), ApiError> {
     let rel = decoded(raw);
     if rel.split('/').any(|c| c.starts_with('.') && c != "." && c != "..") {
         return Err(ApiError::Registry(RegistryError::NotFound(format!("No such artifact: '{rel}'"))));
@@ -64,92 +63,82 @@ fn refuse_hidden(raw: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn list(State(st): State<RegistryState>, p: Params) -> Result<Json<Value>, ApiError> {
+/// Names with control characters (a line break, ...) are refused at upload: MLflow stores them
+/// percent-escaped under another name (`a%0ab`), regserve says no rather than rename.
+pub(super) fn refuse_control(rel: &str) -> Result<(), ApiError> {
+    if rel.chars().any(char::is_control) {
+        return Err(invalid(format!("Invalid path {rel:?}: artifact names may not hold control characters")));
+    }
+    Ok(())
+}
+
+/// One entry of a listing, as MLflow's `FileInfo` (`file_size` for files only).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub(super) struct FileInfo {
+    pub path: String,
+    pub is_dir: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_size: Option<u64>,
+}
+
+/// The most entries one folder scan reads: listing a folder costs time in proportion to its
+/// size, so a folder with more is refused (400) rather than read for every page.
+pub(super) const MAX_SCAN: usize = 100_000;
+
+/// One page of the folder `dir`: the first `limit` entries (by name, in code point order as
+/// MLflow sorts) whose names come after `after`, and whether more follow. Dot-files (uploads in
+/// progress, staging folders) are hidden and symlinks never followed. Memory is bounded by
+/// `limit`; a missing folder (or a file) lists as nothing, as in MLflow. Blocking.
+pub(super) fn scan_dir(dir: &Path, after: Option<&str>, limit: usize) -> Result<(Vec<FileInfo>, bool), ApiError> {
+    let mut page: std::collections::BinaryHeap<(String, bool, u64)> = std::collections::BinaryHeap::new();
+    let mut more = false;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok((Vec::new(), false));
+    };
+    for (seen, entry) in entries.flatten().enumerate() {
+        if seen >= MAX_SCAN {
+            return Err(invalid(format!(
+                "The folder holds more than {MAX_SCAN} entries; regserve lists folders of at most that many."
+            )));
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || after.is_some_and(|a| name.as_str() <= a) {
+            continue;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        if !(meta.is_dir() || meta.is_file()) {
+            continue;
+        }
+        page.push((name, meta.is_dir(), meta.len()));
+        if page.len() > limit {
+            page.pop();
+            more = true;
+        }
+    }
+    let files = page
+        .into_sorted_vec()
+        .into_iter()
+        .map(|(path, is_dir, len)| FileInfo { path, is_dir, file_size: (!is_dir).then_some(len) })
+        .collect();
+    Ok((files, more))
+}
+
+async fn list(State(st): State<RegistryState>, p: Params) -> Reply {
     let rel = p.str_or_empty("path")?;
     refuse_hidden(&rel)?;
     let dir = st.artifacts.path_of(&rel)?;
-    let files = blocking(move || {
-        let mut out = Vec::new();
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            // A missing folder (or a file) lists as nothing, as in MLflow.
-            return Ok(out);
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            // Hidden: staging folders, uploads in progress; symlinks are never followed.
-            if name.starts_with('.') {
-                continue;
-            }
-            let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
-                continue;
-            };
-            if meta.is_dir() {
-                out.push((name, json!({"is_dir": true})));
-            } else if meta.is_file() {
-                out.push((name, json!({"is_dir": false, "file_size": meta.len()})));
-            }
-        }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
-    })
-    .await?;
-    if files.is_empty() {
-        return Ok(Json(json!({})));
-    }
-    let files: Vec<Value> = files
-        .into_iter()
-        .map(|(name, mut v)| {
-            if let Value::Object(m) = &mut v {
-                let mut with_path = serde_json::Map::new();
-                with_path.insert("path".into(), Value::String(name));
-                with_path.extend(std::mem::take(m));
-                *m = with_path;
-            }
-            v
-        })
-        .collect();
-    Ok(Json(json!({ "files": files })))
-}
-
-fn content_type(path: &Path) -> &'static str {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    match ext {
-        "json" | "yaml" | "yml" | "txt" | "md" | "csv" | "py" | "log" | "toml" | "cfg" => "text/plain",
-        _ if name == "MLmodel" => "text/plain",
-        _ => "application/octet-stream",
-    }
+    // This listing has no page token (MLflow's proxy pages nothing): one answer, at most MAX_SCAN.
+    let (files, _) = blocking(move || scan_dir(&dir, None, MAX_SCAN)).await?;
+    JsonReply::new().list("files", &files)?.finish()
 }
 
 async fn download(State(st): State<RegistryState>, uri: Uri) -> Result<Response, ApiError> {
     let raw = raw_path(&uri).to_string();
     refuse_hidden(&raw)?;
     let path = st.artifacts.path_of(&raw)?;
-    let meta = tokio::fs::metadata(&path)
-        .await
-        .map_err(|_| ApiError::Registry(RegistryError::NotFound(format!("No such artifact: '{}'", decoded(&raw)))))?;
-    if meta.is_dir() {
-        return Err(invalid(format!("Artifact path refers to a directory, not a file: '{}'", decoded(&raw))));
-    }
-    let file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|e| ApiError::Internal(format!("opening {}: {e}", path.display())))?;
-    let stream = futures_util::stream::unfold(Some(file), |state| async move {
-        let mut file = state?;
-        let mut buf = vec![0u8; CHUNK];
-        match file.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok::<Bytes, std::io::Error>(Bytes::from(buf)), Some(file)))
-            }
-            Err(e) => Some((Err(e), None)),
-        }
-    });
-    let mut resp = Body::from_stream(stream).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(&path)));
-    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(meta.len()));
-    Ok(resp)
+    send_file(&path, &decoded(&raw)).await
 }
 
 /// The segments of an artifact path, without empty and `.` ones (`a//./b/` → `[a, b]`).
@@ -184,7 +173,7 @@ fn model_folder(artifact_uri: &str) -> Option<Vec<String>> {
 /// does not say whose it is: every `models/m-<id>` pair in the path names a candidate, each is
 /// looked up in the tracking store, and the upload is refused when a finalized one's folder
 /// holds the path.
-async fn check_writable(st: &RegistryState, rel: &str) -> Result<(), ApiError> {
+pub(super) async fn check_writable(st: &RegistryState, rel: &str) -> Result<(), ApiError> {
     let parts = segments(rel);
     if matches!(parts.first(), Some(&crate::artifact::REGISTERED_PREFIX) | Some(&".staging")) {
         return Err(invalid(format!(
@@ -230,18 +219,43 @@ async fn upload(
     uri: Uri,
     body: Body,
 ) -> Result<Response, ApiError> {
-    // Written to disk frame by frame: only the frame in hand counts against the body budget.
+    let raw = raw_path(&uri).to_string();
+    store_file(&st, &raw, body, charge, UploadRules::default()).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// What an upload must satisfy beyond a safe path.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct UploadRules {
+    /// At most this many bytes (MLflow's `upload-artifact`: 10 MB); the proxy's PUT has none.
+    pub max_bytes: Option<u64>,
+    /// An empty body is refused ("Request must specify data.", as `upload-artifact`).
+    pub refuse_empty: bool,
+}
+
+/// Write `body` to the artifact at `raw` (relative to the artifact root, percent-encoded as in a
+/// request path): streamed to a temporary file in the same folder (only the frame in hand counts
+/// against the body budget), synced, then renamed into place, so a partial or refused upload is
+/// never visible under its name. Refuses hidden names, control characters, folders and the
+/// read-only places ([`check_writable`]). Returns the bytes written.
+pub(super) async fn store_file(
+    st: &RegistryState,
+    raw: &str,
+    body: Body,
+    charge: Option<Extension<BodyCharge>>,
+    rules: UploadRules,
+) -> Result<u64, ApiError> {
     if let Some(Extension(charge)) = &charge {
         charge.streaming();
     }
-    let raw = raw_path(&uri).to_string();
-    refuse_hidden(&raw)?;
-    let dest = st.artifacts.path_of(&raw)?;
-    let rel = decoded(&raw);
+    refuse_hidden(raw)?;
+    let dest = st.artifacts.path_of(raw)?;
+    let rel = decoded(raw);
     if rel.trim_matches('/').is_empty() || raw.ends_with('/') {
         return Err(invalid(format!("Invalid path '{rel}': name a file to upload")));
     }
-    check_writable(&st, &rel).await?;
+    refuse_control(&rel)?;
+    check_writable(st, &rel).await?;
     if tokio::fs::metadata(&dest).await.is_ok_and(|m| m.is_dir()) {
         return Err(invalid(format!("Invalid path '{rel}': it is a directory")));
     }
@@ -250,16 +264,16 @@ async fn upload(
         .await
         .map_err(|e| ApiError::Internal(format!("creating {}: {e}", parent.display())))?;
     // The folder may have been swapped for a link between the check and now: check again.
-    st.artifacts.path_of(&raw)?;
+    st.artifacts.path_of(raw)?;
     let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = parent.join(format!(".{name}{UPLOAD_MARK}{}", uuid::Uuid::new_v4().simple()));
-    match write_body(&tmp, body).await {
-        Ok(()) => {}
+    let written = match write_body(&tmp, body, rules).await {
+        Ok(n) => n,
         Err(e) => {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(e);
         }
-    }
+    };
     if let Err(e) = tokio::fs::rename(&tmp, &dest).await {
         let _ = tokio::fs::remove_file(&tmp).await;
         return Err(ApiError::Internal(format!("moving the upload to {}: {e}", dest.display())));
@@ -267,22 +281,35 @@ async fn upload(
     if let Ok(dir) = tokio::fs::File::open(&parent).await {
         let _ = dir.sync_all().await;
     }
-    Ok(StatusCode::OK.into_response())
+    Ok(written)
 }
 
-async fn write_body(tmp: &PathBuf, body: Body) -> Result<(), ApiError> {
+/// MLflow's message for an `upload-artifact` body over its limit.
+pub(super) fn too_large(max: u64) -> ApiError {
+    invalid(format!("Artifact size is too large. Max size is {}MB.", max >> 20))
+}
+
+async fn write_body(tmp: &PathBuf, body: Body, rules: UploadRules) -> Result<u64, ApiError> {
     let io_err = |e: std::io::Error| ApiError::Internal(format!("writing {}: {e}", tmp.display()));
     let mut file = tokio::fs::File::create(tmp).await.map_err(io_err)?;
     let mut body = body;
+    let mut written: u64 = 0;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| invalid(format!("The upload was interrupted: {e}")))?;
         if let Ok(data) = frame.into_data() {
+            written += data.len() as u64;
+            if let Some(max) = rules.max_bytes.filter(|max| written > *max) {
+                return Err(too_large(max));
+            }
             file.write_all(&data).await.map_err(io_err)?;
         }
     }
+    if written == 0 && rules.refuse_empty {
+        return Err(invalid("Request must specify data.".into()));
+    }
     file.flush().await.map_err(io_err)?;
     file.sync_all().await.map_err(io_err)?;
-    Ok(())
+    Ok(written)
 }
 
 #[cfg(test)]

@@ -186,7 +186,10 @@ pub struct Access {
 
 /// The MLflow REST API and artifact proxy, where only `Authorization: Bearer` counts.
 fn is_api(path: &str) -> bool {
-    path.starts_with("/api/") || path.starts_with("/ajax-api/")
+    // MLflow mounts two artifact downloads of its API at the root.
+    path.starts_with("/api/")
+        || path.starts_with("/ajax-api/")
+        || matches!(path, "/get-artifact" | "/model-versions/get-artifact")
 }
 
 /// Middleware for `regserve server`: writes (any method but GET/HEAD) need the token, reads
@@ -229,6 +232,19 @@ fn unauthorized() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_root_artifact_downloads_are_api_where_the_ui_cookie_does_not_count() {
+        for api in [
+            "/api/2.0/mlflow/runs/get",
+            "/ajax-api/2.0/mlflow/upload-artifact",
+            "/get-artifact",
+            "/model-versions/get-artifact",
+        ] {
+            assert!(is_api(api), "{api}");
+        }
+        assert!(!is_api("/models/iris"));
+    }
 
     #[test]
     fn accepts_only_the_exact_bearer_token_and_never_prints_it() {

@@ -2,16 +2,18 @@
 //!
 //! - [`scoring`]: `/ping`, `/health`, `/version`, `/metrics`, `/invocations`, `/models/{name}/invocations`
 //! - [`v2`]: the Open Inference Protocol under `/v2`
-//! - [`registry_api`], [`tracking_api`], [`artifacts_api`]: the MLflow-compatible registry
+//! - [`registry_api`], [`tracking_api`], [`artifacts_api`], [`artifact_views`]: the MLflow-compatible registry
 //!   server (`regserve server`), put together by [`registry_server`]; [`registry_app`] and
 //!   [`scoring_server`] are the whole apps of `regserve server` and `regserve serve` (auth, origin)
 //! - [`ui`]: the web UI — the registry's pages on `regserve server`, a status page on `serve`
 //! - [`auth`]: the bearer token and the UI's sessions (it knows no UI: the login redirect is handed in); [`origin`]: what a browser page may make
 //!   the server do (`Host` allow-list, same-origin state changes, JSON content type)
 
+pub mod artifact_views;
 pub mod artifacts_api;
 pub mod auth;
 pub mod body_budget;
+pub mod download;
 pub mod error;
 pub mod http;
 pub mod origin;
@@ -39,8 +41,10 @@ pub use state::RegistryState;
 /// ([`origin::require_json`]).
 pub fn registry_server(state: RegistryState) -> Router {
     use axum::routing::get;
-    let mlflow =
-        registry_api::routes().merge(tracking_api::routes()).layer(axum::middleware::from_fn(origin::require_json));
+    let mlflow = registry_api::routes()
+        .merge(tracking_api::routes())
+        .merge(artifact_views::routes())
+        .layer(axum::middleware::from_fn(origin::require_json));
     let artifacts = artifacts_api::routes();
     let ajax = mlflow.clone().merge(tracking_api::ajax_routes());
     Router::new()
@@ -52,6 +56,7 @@ pub fn registry_server(state: RegistryState) -> Router {
         .route("/ajax-api/3.0/mlflow/server-info", get(tracking_api::server_info))
         .route("/health", get(|| async { "OK" }))
         .route("/version", get(|| async { env!("CARGO_PKG_VERSION") }))
+        .merge(artifact_views::ui_routes())
         .merge(ui::registry_routes())
         .with_state(state)
 }
