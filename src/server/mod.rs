@@ -7,7 +7,8 @@
 //!   [`scoring_server`] are the whole apps of `regserve server` and `regserve serve` (auth, origin)
 //! - [`ui`]: the web UI — the registry's pages on `regserve server`, a status page on `serve`
 //! - [`auth`]: the bearer token and the UI's sessions (it knows no UI: the login redirect is handed in); [`origin`]: what a browser page may make
-//!   the server do (`Host` allow-list, same-origin state changes, JSON content type)
+//!   the server do (`Host` allow-list, same-origin state changes, JSON content type);
+//!   [`workspace`]: the `X-MLFLOW-WORKSPACE` header (only the default workspace)
 
 pub mod artifacts_api;
 pub mod auth;
@@ -23,6 +24,7 @@ pub mod state;
 pub mod tracking_api;
 pub mod ui;
 pub mod v2;
+pub mod workspace;
 
 use std::sync::Arc;
 
@@ -52,6 +54,7 @@ pub fn registry_server(state: RegistryState) -> Router {
         .route("/health", get(|| async { "OK" }))
         .route("/version", get(|| async { env!("CARGO_PKG_VERSION") }))
         .merge(ui::registry_routes())
+        .layer(axum::middleware::from_fn(workspace::check_workspace))
         .with_state(state)
 }
 

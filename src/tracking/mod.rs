@@ -14,8 +14,10 @@ use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
 
 mod search;
+mod version_links;
 
 use search::{experiment_field, logged_model_field, page, run_field, Kind, OrderBy, SearchFilter};
+pub use version_links::MODEL_VERSIONS_TAG;
 
 use crate::registry::store::now_ms;
 use crate::registry::{RegistryError, Store, Tag};
