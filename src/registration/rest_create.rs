@@ -14,6 +14,11 @@
 //! else is created `READY` with a `status_message` saying it was not test-loaded. At start,
 //! [`resume_pending`] test-loads again the versions a stop left pending.
 //!
+//! As in MLflow, a prompt version (tagged `mlflow.prompt.is_prompt = true`) takes only a
+//! placeholder source and skips all of that: it is `READY` at once, with no files to load. A
+//! `model_id` (not for prompts) adds the version to the logged model's `mlflow.modelVersions`
+//! tag ([`crate::tracking::TrackingStore::link_model_version`]).
+//!
 //! The test load is [`super::test_load`]. This module knows no HTTP: the server hands it a
 //! [`Registrar`] (stores, artifact root, test-load limits) and maps [`CreateError`] to a status.
 
