@@ -166,5 +166,9 @@ mod load_tests {
         });
         assert_eq!(gone.classify().0, StatusCode::NOT_FOUND);
         assert_eq!(ApiError::Load(LoadError::Task("panic".into())).classify().0, StatusCode::INTERNAL_SERVER_ERROR);
+        // A prompt never becomes a model: 424, and the reason says so.
+        let prompt = ApiError::Load(LoadError::Prompt { name: "greet".into(), version: 1 });
+        assert_eq!(prompt.classify().0, StatusCode::FAILED_DEPENDENCY);
+        assert_eq!(prompt.to_string(), "version 1 of 'greet' is a prompt, not a model; regserve serves models only");
     }
 }

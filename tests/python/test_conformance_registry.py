@@ -228,11 +228,14 @@ def test_register_prompt_with_the_fluent_api(pair):
             loaded = mlflow.genai.load_prompt(f"prompts:/{name}@champion")
             versioned = mlflow.genai.load_prompt(f"prompts:/{name}/1")
             found = [p.name for p in mlflow.genai.search_prompts(filter_string=f"name = '{name}'")]
+            # The client links a new prompt to the active experiment (a tag) and can search by it.
+            in_default = mlflow.genai.search_prompts(filter_string=f"experiment_id = '0' AND name = '{name}'")
+            found.append(len(in_default))
         finally:
             mlflow.set_tracking_uri(pair.our_url)
             mlflow.set_registry_uri(pair.our_url)
         seen.append((prompt_view(loaded), prompt_view(versioned), found))
-    assert seen[0][2] == [name]
+    assert seen[0][2] == [name, 1]
     assert seen[1] == seen[0]
 
 
@@ -341,3 +344,29 @@ def test_the_default_workspace_is_accepted(pair):
 def test_server_info_ignores_the_workspace_header(pair):
     ref, ours = pair.same_status("GET", "/api/3.0/mlflow/server-info", headers={"X-MLFLOW-WORKSPACE": "team-a"})
     assert ref.status_code == 200
+
+
+def test_the_client_with_a_workspace_set(pair):
+    """`mlflow.set_workspace(...)`: the 3.17 client asks `server-info` first and, as regserve says
+    `workspaces_enabled: false` as MLflow does, refuses any workspace itself, with one message."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking._workspace.fluent import set_workspace
+
+    name = unique("ws-client")
+    # Both servers up and answering server-info (what the client asks first) before the test.
+    pair.same_status("GET", "/api/3.0/mlflow/server-info")
+    for workspace in ("default", "team-a"):
+        errors = []
+        try:
+            set_workspace(workspace)
+            for client in pair.clients():
+                with pytest.raises(MlflowException) as err:
+                    client.create_registered_model(name)
+                errors.append((err.value.error_code, err.value.message))
+        finally:
+            set_workspace(None)
+        assert errors[0][0] == "FEATURE_DISABLED" and "does not support workspaces" in errors[0][1], errors
+        assert errors[1] == errors[0]
+    # Nothing was created on either server.
+    for client in pair.clients():
+        assert client.search_registered_models(filter_string=f"name = '{name}'") == []
