@@ -104,10 +104,15 @@ impl RegistryClient {
 
     // ------------------------------------------------------------------ registered models
 
-    /// Every registered model, by name.
+    /// Every registered model, by name; prompts (MLflow's prompt registry) are not models and
+    /// are left out, as the MLflow client and a remote registry's listing leave them out.
     pub fn list_models(&self) -> Result<Vec<RegisteredModel>> {
         match self {
-            RegistryClient::Embedded { store, .. } => Ok(store.list_registered_models()?),
+            RegistryClient::Embedded { store, .. } => Ok(store
+                .list_registered_models()?
+                .into_iter()
+                .filter(|m| !crate::registry::is_prompt(&m.tags))
+                .collect()),
             RegistryClient::Remote { source, runtime } => {
                 let mut models = Self::remote(runtime, source.registry().list_registered_models())?;
                 models.sort_by(|a, b| a.name.cmp(&b.name));

@@ -261,6 +261,18 @@ def test_prompt_version_over_rest_matches(pair):
     assert ref.status_code == 400 and error_code(ours) == "INVALID_PARAMETER_VALUE"
 
 
+def test_models_list_leaves_prompts_out(pair, server):
+    _, our_client = pair.clients()
+    prompt, model = unique("listed-prompt"), unique("listed-model")
+    our_client.register_prompt(name=prompt, template="Hello {{name}}")
+    our_client.create_registered_model(model)
+    for extra in ([], ["--registry-uri", server.url]):
+        out = server.cli("models", "list", "--json", *extra)
+        assert out.returncode == 0, out.stderr
+        names = [m["name"] for m in json.loads(out.stdout)]
+        assert model in names and prompt not in names, (extra, names)
+
+
 def wait_health(url, want, timeout=60):
     deadline = time.monotonic() + timeout
     last = None
