@@ -273,6 +273,18 @@ def test_models_list_leaves_prompts_out(pair, server):
         assert model in names and prompt not in names, (extra, names)
 
 
+def test_predict_refuses_a_prompt(pair, server, tmp_path):
+    _, our_client = pair.clients()
+    name = unique("no-predict")
+    our_client.register_prompt(name=name, template="Hello {{name}}")
+    payload = tmp_path / "in.json"
+    payload.write_text(json.dumps({"inputs": [[1.0]]}))
+    for extra in ([], ["--registry-uri", server.url]):
+        out = server.cli("predict", "-m", f"models:/{name}/1", "--input", str(payload), *extra)
+        assert out.returncode != 0
+        assert f"version 1 of '{name}' is a prompt, not a model" in out.stderr, (extra, out.stderr)
+
+
 def wait_health(url, want, timeout=60):
     deadline = time.monotonic() + timeout
     last = None
