@@ -35,9 +35,20 @@ pub enum ClientError {
     Register(#[from] RegisterError),
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// `predict` asked for a prompt version (MLflow's prompt registry): nothing to load.
+    #[error("version {version} of '{name}' is a prompt, not a model; regserve serves models only")]
+    Prompt { name: String, version: u64 },
 }
 
 type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// A version to load, unless it is a prompt.
+fn not_a_prompt(version: ModelVersion) -> Result<ModelVersion> {
+    if version.is_prompt() {
+        return Err(ClientError::Prompt { name: version.name, version: version.version });
+    }
+    Ok(version)
+}
 
 /// The registry the CLI talks to.
 pub enum RegistryClient {
@@ -104,10 +115,15 @@ impl RegistryClient {
 
     // ------------------------------------------------------------------ registered models
 
-    /// Every registered model, by name.
+    /// Every registered model, by name; prompts (MLflow's prompt registry) are not models and
+    /// are left out, as the MLflow client and a remote registry's listing leave them out.
     pub fn list_models(&self) -> Result<Vec<RegisteredModel>> {
         match self {
-            RegistryClient::Embedded { store, .. } => Ok(store.list_registered_models()?),
+            RegistryClient::Embedded { store, .. } => Ok(store
+                .list_registered_models()?
+                .into_iter()
+                .filter(|m| !crate::registry::is_prompt(&m.tags))
+                .collect()),
             RegistryClient::Remote { source, runtime } => {
                 let mut models = Self::remote(runtime, source.registry().list_registered_models())?;
                 models.sort_by(|a, b| a.name.cmp(&b.name));
@@ -293,7 +309,7 @@ impl RegistryClient {
     pub fn fetch(&self, uri: &ModelUri) -> Result<(ModelVersion, PathBuf)> {
         match self {
             RegistryClient::Embedded { store, artifacts } => {
-                let version = store.resolve(uri)?;
+                let version = not_a_prompt(store.resolve(uri)?)?;
                 let location = version.download_location();
                 let path = artifacts.local_path(location).map_err(SourceError::from)?;
                 if !path.exists() {
@@ -303,7 +319,7 @@ impl RegistryClient {
                 Ok((version, path))
             }
             RegistryClient::Remote { source, runtime } => runtime.block_on(async {
-                let version = source.resolve(uri).await?;
+                let version = not_a_prompt(source.resolve(uri).await?)?;
                 let path = source.fetch(&version).await?;
                 Ok((version, path))
             }),

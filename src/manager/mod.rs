@@ -481,6 +481,9 @@ impl ModelManager {
         }
         let uri = ModelUri::new(name, crate::uri::Selector::Version(version));
         let v = self.inner.source.resolve(&uri).await.map_err(PinError::Source)?;
+        if v.is_prompt() {
+            return Err(PinError::Load(LoadError::Prompt { name: v.name, version: v.version }));
+        }
         if v.status != VersionStatus::Ready {
             return Err(PinError::NotReady { name: name.to_string(), version, status: v.status.as_str() });
         }
@@ -540,6 +543,9 @@ pub enum LoadError {
     /// The selected version is not READY (still pending, or its registration failed).
     #[error("{detail}")]
     NotReady { detail: String, public: String },
+    /// The selected version is a prompt of MLflow's prompt registry: a template, no model.
+    #[error("version {version} of '{name}' is a prompt, not a model; regserve serves models only")]
+    Prompt { name: String, version: u64 },
     /// The model itself failed to load: invalid, no ONNX Runtime, over its deadline, stopped.
     #[error("version {version} failed to load: {error}")]
     Model { name: String, version: u64, error: Arc<RuntimeError> },
@@ -561,6 +567,7 @@ impl LoadError {
                 format!("version {version} of '{name}' failed to load: {}", error.public_reason())
             }
             LoadError::Task(_) => "internal error".into(),
+            LoadError::Prompt { .. } => self.to_string(),
         }
     }
 
@@ -570,7 +577,7 @@ impl LoadError {
         match self {
             LoadError::Model { error, .. } => !matches!(error.as_ref(), RuntimeError::Cancelled),
             LoadError::Task(_) => true,
-            LoadError::Source { .. } | LoadError::NotReady { .. } => false,
+            LoadError::Source { .. } | LoadError::NotReady { .. } | LoadError::Prompt { .. } => false,
         }
     }
 }
@@ -706,6 +713,9 @@ async fn watch(inner: Weak<Inner>, slot: Arc<Slot>) {
 
 async fn check_once(inner: &Inner, slot: &Slot) -> Result<(), LoadError> {
     let version = inner.source.resolve(&slot.uri).await.map_err(LoadError::source)?;
+    if version.is_prompt() {
+        return Err(LoadError::Prompt { name: version.name, version: version.version });
+    }
     let current = slot.active();
     // Only READY versions are ever loaded: one still being registered is waited for, a failed
     // one is reported (remote registries resolve by stage without looking at the status).

@@ -14,6 +14,11 @@
 //! else is created `READY` with a `status_message` saying it was not test-loaded. At start,
 //! [`resume_pending`] test-loads again the versions a stop left pending.
 //!
+//! As in MLflow, a prompt version (tagged `mlflow.prompt.is_prompt = true`) takes only a
+//! placeholder source and skips all of that: it is `READY` at once, with no files to load. A
+//! `model_id` (not for prompts) adds the version to the logged model's `mlflow.modelVersions`
+//! tag ([`crate::tracking::TrackingStore::link_model_version`]).
+//!
 //! The test load is [`super::test_load`]. This module knows no HTTP: the server hands it a
 //! [`Registrar`] (stores, artifact root, test-load limits) and maps [`CreateError`] to a status.
 
@@ -88,6 +93,10 @@ pub struct ResolvedSource {
     /// What the version records as `source`.
     pub source: String,
     pub run_id: String,
+    /// The logged model the version is made from (MLflow 3), or empty. It gets the
+    /// `mlflow.modelVersions` tag; the version does not record it (MLflow's SQL store does not
+    /// either, and its REST answers have no `model_id`).
+    pub model_id: String,
     /// Where the files are (`get-download-uri` answers it).
     pub storage_location: String,
     /// Local files holding an ONNX model to test-load; `None` when not test-loaded.
@@ -183,6 +192,7 @@ pub fn resolve_source(
     let unresolved = |why: String| ResolvedSource {
         source: source.to_string(),
         run_id: run_id.to_string(),
+        model_id: model_id.to_string(),
         storage_location: source.to_string(),
         local: None,
         not_loaded: Some(why),
@@ -202,6 +212,7 @@ pub fn resolve_source(
             ResolvedSource {
                 source: source.to_string(),
                 run_id: if run_id.is_empty() { lm.info.source_run_id.clone() } else { run_id.to_string() },
+                model_id: model_id.to_string(),
                 storage_location: lm.info.artifact_uri,
                 local: None,
                 not_loaded: None,
@@ -212,9 +223,17 @@ pub fn resolve_source(
                 .parse()
                 .map_err(|e: crate::uri::UriError| invalid(format!("Invalid model version source: '{source}'. {e}")))?;
             let from = st.store.resolve(&uri)?;
+            // MLflow (`_resolve_registered_model_source_lineage`): a run_id or model_id given
+            // with the copy must be the source version's (which never has a model_id).
+            if (!run_id.is_empty() && run_id != from.run_id) || (!model_id.is_empty() && model_id != from.model_id) {
+                return Err(invalid(format!(
+                    "Invalid model version source: '{source}'. The run_id and model_id request parameters must match the referenced model version."
+                )));
+            }
             ResolvedSource {
                 source: format!("models:/{}/{}", from.name, from.version),
-                run_id: if run_id.is_empty() { from.run_id.clone() } else { run_id.to_string() },
+                run_id: from.run_id.clone(),
+                model_id: from.model_id.clone(),
                 storage_location: from.download_location().to_string(),
                 local: None,
                 not_loaded: None,
@@ -251,6 +270,7 @@ pub fn resolve_source(
                 ResolvedSource {
                     source: source.to_string(),
                     run_id: run_id.to_string(),
+                    model_id: String::new(),
                     storage_location: logged.map(|lm| lm.info.artifact_uri).unwrap_or(in_run),
                     local: None,
                     not_loaded: None,
@@ -279,6 +299,7 @@ pub fn resolve_source(
         ResolvedSource {
             source: source.to_string(),
             run_id: run_id.to_string(),
+            model_id: model_id.to_string(),
             storage_location: source.to_string(),
             local: None,
             not_loaded: None,
@@ -384,12 +405,41 @@ pub struct CreateVersion {
     pub host: Option<String>,
 }
 
+/// The placeholder sources of prompt versions (MLflow's `_PROMPT_SOURCE_PLACEHOLDERS`: the
+/// client's and the store's), the only sources a prompt version may have.
+const PROMPT_SOURCES: [&str; 2] = ["dummy-source", "prompt-template"];
+
+/// A prompt version (`mlflow.genai.register_prompt`), resolved as `mlflow server` does
+/// (`handlers._create_model_version`): a placeholder source, no lineage checks, no files, and
+/// so no test load.
+fn prompt_source(req: &CreateVersion) -> Result<ResolvedSource, RegistryError> {
+    if !PROMPT_SOURCES.contains(&req.source.as_str()) {
+        return Err(invalid(format!(
+            "Invalid prompt source: '{}'. Prompt sources must use an MLflow placeholder.",
+            req.source
+        )));
+    }
+    Ok(ResolvedSource {
+        source: req.source.clone(),
+        run_id: req.run_id.clone(),
+        model_id: req.model_id.clone(),
+        storage_location: req.source.clone(),
+        local: None,
+        not_loaded: None,
+    })
+}
+
 /// Create a version: resolve its source, insert it, test-load it when it is an ONNX model
 /// under the artifact root. Answers once the test load settled or `load_wait` passed.
 pub async fn create_version(st: &Registrar, req: CreateVersion) -> Result<ModelVersion, CreateError> {
     let st2 = st.clone();
     let (mv, local) = blocking(move || {
-        let r = resolve_source(&st2, &req.source, &req.run_id, &req.model_id, req.host.as_deref())?;
+        let prompt = crate::registry::is_prompt(&req.tags);
+        let r = if prompt {
+            prompt_source(&req)?
+        } else {
+            resolve_source(&st2, &req.source, &req.run_id, &req.model_id, req.host.as_deref())?
+        };
         let test_load = r.local.is_some();
         let mv = st2.store.create_model_version(&NewVersion {
             name: req.name.clone(),
@@ -402,6 +452,17 @@ pub async fn create_version(st: &Registrar, req: CreateVersion) -> Result<ModelV
             status: Some(if test_load { VersionStatus::PendingRegistration } else { VersionStatus::Ready }),
             ..Default::default()
         })?;
+        if !prompt && !r.model_id.is_empty() {
+            // As `mlflow server` does: the logged model lists the versions made from it.
+            match st2.tracking.link_model_version(&r.model_id, &mv.name, mv.version) {
+                Ok(()) => {}
+                // The logged model was deleted meanwhile: the version stands without the link.
+                Err(RegistryError::NotFound(e)) => {
+                    tracing::warn!(error = %e, "not linking the new version to its logged model")
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let mv = match &r.not_loaded {
             Some(why) => st2.store.set_version_status(
                 &mv.name,

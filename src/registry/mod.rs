@@ -19,6 +19,16 @@ pub use search as filter;
 pub use store::{NewVersion, Page, Store};
 pub use types::{Alias, ModelVersion, RegisteredModel, Stage, Tag, VersionStatus};
 
+/// The tag MLflow marks prompts (registered models) and prompt versions with; the prompt
+/// registry of MLflow 3 (`mlflow.genai.register_prompt`) rides on registered models with it.
+pub const IS_PROMPT_TAG_KEY: &str = "mlflow.prompt.is_prompt";
+
+/// Do these tags make a prompt? As MLflow's `ModelVersion._is_prompt` reads them: the last
+/// value of the tag wins, and only `true` (in any case) counts.
+pub fn is_prompt(tags: &[Tag]) -> bool {
+    tags.iter().rev().find(|t| t.key == IS_PROMPT_TAG_KEY).is_some_and(|t| t.value.eq_ignore_ascii_case("true"))
+}
+
 /// What can go wrong in the registry, classified the way MLflow reports it.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {

@@ -76,6 +76,11 @@ pub struct ModelVersion {
 }
 
 impl ModelVersion {
+    /// A prompt version (MLflow's prompt registry), not a model: nothing to serve.
+    pub fn is_prompt(&self) -> bool {
+        super::is_prompt(&self.tags)
+    }
+
     /// Where the version's files are: its storage location, else its source — what
     /// `model-versions/get-download-uri` answers.
     pub fn download_location(&self) -> &str {

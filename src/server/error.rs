@@ -29,6 +29,10 @@ pub enum ApiError {
     /// Shows the public reason only.
     #[error("{}", .0.public())]
     Load(#[from] LoadError),
+    /// An `X-MLFLOW-WORKSPACE` other than the default workspace (see [`super::workspace`]):
+    /// 400 with MLflow's code `FEATURE_DISABLED` (MLflow answers it with a 500).
+    #[error("{0}")]
+    WorkspaceDisabled(String),
     /// A failure that is not the caller's (a panicked task, ...): logged, answered with 500.
     #[error("{0}")]
     Internal(String),
@@ -69,6 +73,7 @@ impl ApiError {
                 FetchError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
             },
             ApiError::Load(e) => load_status(e),
+            ApiError::WorkspaceDisabled(_) => (StatusCode::BAD_REQUEST, "FEATURE_DISABLED"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
         }
     }
@@ -78,8 +83,8 @@ impl ApiError {
 /// - 404: the registry has no such version, or it is not READY;
 /// - 424 (Failed Dependency, as TEI answers a backend failure): the version's model cannot be
 ///   loaded — not a valid model, its files unreadable or missing, an artifact scheme this
-///   server cannot fetch. Asking again will not help until the registry changes, so no
-///   `Retry-After`;
+///   server cannot fetch, or it is a prompt (a template, not a model). Asking again will not
+///   help until the registry changes, so no `Retry-After`;
 /// - 503 with `Retry-After`: it may work later — the registry or the download failed, the load
 ///   ran over `--load-timeout`, was stopped by a shutdown, or ONNX Runtime is not available;
 /// - 500: the load task itself failed (a bug).
@@ -102,6 +107,7 @@ fn load_status(e: &LoadError) -> (StatusCode, &'static str) {
             | RuntimeError::LibraryNotFound(_)
             | RuntimeError::LibraryLoad(_) => UNAVAILABLE,
         },
+        LoadError::Prompt { .. } => CANNOT_LOAD,
         LoadError::Task(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
     }
 }
@@ -160,5 +166,9 @@ mod load_tests {
         });
         assert_eq!(gone.classify().0, StatusCode::NOT_FOUND);
         assert_eq!(ApiError::Load(LoadError::Task("panic".into())).classify().0, StatusCode::INTERNAL_SERVER_ERROR);
+        // A prompt never becomes a model: 424, and the reason says so.
+        let prompt = ApiError::Load(LoadError::Prompt { name: "greet".into(), version: 1 });
+        assert_eq!(prompt.classify().0, StatusCode::FAILED_DEPENDENCY);
+        assert_eq!(prompt.to_string(), "version 1 of 'greet' is a prompt, not a model; regserve serves models only");
     }
 }

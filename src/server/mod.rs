@@ -7,7 +7,8 @@
 //!   [`scoring_server`] are the whole apps of `regserve server` and `regserve serve` (auth, origin)
 //! - [`ui`]: the web UI — the registry's pages on `regserve server`, a status page on `serve`
 //! - [`auth`]: the bearer token and the UI's sessions (it knows no UI: the login redirect is handed in); [`origin`]: what a browser page may make
-//!   the server do (`Host` allow-list, same-origin state changes, JSON content type)
+//!   the server do (`Host` allow-list, same-origin state changes, JSON content type);
+//!   [`workspace`]: the `X-MLFLOW-WORKSPACE` header (only the default workspace)
 
 pub mod artifact_views;
 pub mod artifacts_api;
@@ -25,6 +26,7 @@ pub mod state;
 pub mod tracking_api;
 pub mod ui;
 pub mod v2;
+pub mod workspace;
 
 use std::sync::Arc;
 
@@ -58,6 +60,7 @@ pub fn registry_server(state: RegistryState) -> Router {
         .route("/version", get(|| async { env!("CARGO_PKG_VERSION") }))
         .merge(artifact_views::ui_routes())
         .merge(ui::registry_routes())
+        .layer(axum::middleware::from_fn(workspace::check_workspace))
         .with_state(state)
 }
 

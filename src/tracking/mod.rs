@@ -16,8 +16,10 @@ use serde::Serialize;
 
 pub mod metrics;
 mod search;
+mod version_links;
 
 use search::{experiment_field, logged_model_field, page, run_field, Kind, OrderBy, SearchFilter};
+pub use version_links::MODEL_VERSIONS_TAG;
 
 use crate::registry::store::now_ms;
 use crate::registry::{RegistryError, Store, Tag};

@@ -45,7 +45,7 @@ use sql::clause_sql;
 use token::fingerprint;
 
 /// Tag MLflow uses to tell prompts from models; absent means "not a prompt".
-const IS_PROMPT_TAG_KEY: &str = "mlflow.prompt.is_prompt";
+use super::IS_PROMPT_TAG_KEY;
 
 /// Version of the page-token payload layout.
 const TOKEN_VERSION: u64 = 1;

@@ -132,6 +132,11 @@ pub(super) fn parse_order_entry(target: Target, entry: &str) -> Result<KeyCol, F
 
 /// Resolves `order_by` into sort columns, adding MLflow's defaults and
 /// tie-breakers so that the order is total.
+///
+/// Without any `order_by`, model versions come newest first, as MLflow's
+/// `SqlAlchemyStore.search_model_versions` orders them: `last_updated_timestamp DESC,
+/// name ASC, version_number DESC`; registered models by name (MLflow's
+/// `_parse_search_registered_models_order_by`).
 pub(super) fn resolve_order_by(target: Target, order_by: &[String]) -> Result<Vec<KeyCol>, FilterError> {
     let mut keys: Vec<KeyCol> = Vec::new();
     for entry in order_by.iter().filter(|e| !e.trim().is_empty()) {
@@ -140,6 +145,9 @@ pub(super) fn resolve_order_by(target: Target, order_by: &[String]) -> Result<Ve
             return Err(FilterError::OrderBy(format!("Invalid order_by {order_by:?}: duplicate key '{}'", col.key)));
         }
         keys.push(col);
+    }
+    if keys.is_empty() && target == Target::ModelVersions {
+        keys.extend(key_col(target, "last_updated_timestamp", false));
     }
     let mut ensure = |name: &str, asc: bool| {
         if let Some(col) = key_col(target, name, asc) {

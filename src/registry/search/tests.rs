@@ -566,7 +566,8 @@ fn order_by_parsing_and_defaults() {
         "rm.creation_timestamp DESC, rm.name DESC, rm.id ASC"
     );
     assert_eq!(order_sql(rm, &["", "  "]), "rm.name ASC, rm.id ASC");
-    assert_eq!(order_sql(mv, &[]), "rm.name ASC, mv.version DESC");
+    assert_eq!(order_sql(mv, &[]), "mv.last_updated_timestamp DESC, rm.name ASC, mv.version DESC");
+    assert_eq!(order_sql(mv, &["", " "]), "mv.last_updated_timestamp DESC, rm.name ASC, mv.version DESC");
     assert_eq!(order_sql(mv, &["version_number DESC"]), "mv.version DESC, rm.name ASC");
     assert_eq!(order_sql(mv, &["version_number"]), "mv.version ASC, rm.name ASC");
     assert_eq!(
@@ -630,7 +631,12 @@ fn order_by_executes_in_requested_order() {
             .unwrap()
             .0
     };
-    assert_eq!(run(&[]), strings(&["Beta/3", "Beta/2", "Beta/1", "alpha/4", "alpha/3", "alpha/2", "alpha/1"]));
+    // MLflow's default: newest first (here version * 10), then name, then highest version.
+    assert_eq!(run(&[]), strings(&["alpha/4", "Beta/3", "alpha/3", "Beta/2", "alpha/2", "Beta/1", "alpha/1"]));
+    assert_eq!(
+        run(&["name", "version_number DESC"]),
+        strings(&["Beta/3", "Beta/2", "Beta/1", "alpha/4", "alpha/3", "alpha/2", "alpha/1"])
+    );
     assert_eq!(
         run(&["version_number DESC"]),
         strings(&["alpha/4", "Beta/3", "alpha/3", "Beta/2", "alpha/2", "Beta/1", "alpha/1"])
@@ -1123,7 +1129,8 @@ fn keyset_scan_versions_default_order_with_filter() {
             target: Target::ModelVersions,
             order_by: &[],
             filter: "name LIKE 'model%' AND version_number >= 1",
-            cmp: |a, b| by_name(a, b).then_with(|| b.version.cmp(&a.version)),
+            // MLflow's default: newest first, then name, then highest version.
+            cmp: |a, b| b.updated.cmp(&a.updated).then_with(|| by_name(a, b)).then_with(|| b.version.cmp(&a.version)),
             matches: |i| i.name.starts_with("model"),
             make: mv_make,
             initial: mv_initial(),
