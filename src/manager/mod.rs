@@ -9,10 +9,10 @@
 //! swaps back without reloading. The Open Inference Protocol's `versions/{v}` serves the version
 //! in service, or — only with [`PinnedPolicy::Any`] — any READY version of a served model,
 //! loaded through that cache (a few loads at a time). A version whose load failed is not loaded
-//! again at every check, nor logged again: it backs off up to minutes (up to an hour when its
-//! files are not an ONNX model, which trying again cannot change). A source that can tell when the registry changes
-//! (the embedded SQLite file, through `notify`) wakes the watchers at once; polling stays as
-//! the fallback.
+//! again at every check, nor logged again until it is: it backs off up to minutes (up to an hour
+//! when its files are not an ONNX model: only rewriting them could change that). A source that
+//! can tell when the registry changes (the embedded SQLite file, through `notify`) wakes the
+//! watchers at once; polling stays as the fallback.
 //!
 //! Errors are kept twice: in full for the log and in-process callers ([`Slot::status`]), and
 //! as a short reason without paths, URLs or library messages for `/health` and the status
