@@ -94,10 +94,12 @@ fn a_model_that_does_not_load_leaves_no_version_and_no_files() {
     assert!(!out.status.success());
     assert!(!reg.run(&["models", "show", "other"]).status.success());
 
-    // An MLflow model without an onnx flavor is refused with the flavors it has.
+    // An MLflow model without an onnx flavor is refused with the flavors it has and the fix.
     std::fs::write(broken.path().join("MLmodel"), "flavors:\n  sklearn:\n    pickled_model: model.pkl\n").unwrap();
     let out = reg.run(&["models", "register", broken.path().to_str().unwrap(), "--name", "iris"]);
-    assert!(stderr(&out).contains("no 'onnx' flavor") && stderr(&out).contains("sklearn"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("not an ONNX model (MLmodel flavors: sklearn)"), "{err}");
+    assert!(err.contains("skl2onnx") && err.contains("mlflow.onnx.log_model"), "{err}");
 
     // The next good registration gets the next number.
     assert_eq!(reg.register("iris-v2", "iris", &[])["version"], "2");

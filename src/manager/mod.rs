@@ -9,9 +9,10 @@
 //! swaps back without reloading. The Open Inference Protocol's `versions/{v}` serves the version
 //! in service, or — only with [`PinnedPolicy::Any`] — any READY version of a served model,
 //! loaded through that cache (a few loads at a time). A version whose load failed is not loaded
-//! again at every check: it backs off up to minutes. A source that can tell when the registry changes
-//! (the embedded SQLite file, through `notify`) wakes the watchers at once; polling stays as
-//! the fallback.
+//! again at every check, nor logged again until it is: it backs off up to minutes (up to an hour
+//! when its files are not an ONNX model: only rewriting them could change that). A source that
+//! can tell when the registry changes (the embedded SQLite file, through `notify`) wakes the
+//! watchers at once; polling stays as the fallback.
 //!
 //! Errors are kept twice: in full for the log and in-process callers ([`Slot::status`]), and
 //! as a short reason without paths, URLs or library messages for `/health` and the status
@@ -271,6 +272,17 @@ struct Failed {
 /// core at every check).
 fn load_backoff(attempts: u32) -> Duration {
     (Duration::from_secs(5) * (1u32 << attempts.saturating_sub(1).min(6))).min(Duration::from_secs(300))
+}
+
+/// How long a version whose files are not servable (not an ONNX model, see
+/// [`LoadError::unservable`]) waits before the next try: 1 min, 2, 4, ... up to 1 hour.
+/// Its files decide the failure, so trying them again only helps if they were rewritten: a
+/// remote registry's versions are read from `serve`'s download cache, which never refreshes a
+/// version, but on the embedded store a version registered from a run's artifact folder
+/// (`runs:/…`) is read in place, and that folder stays writable through `regserve server`'s
+/// artifact proxy, as in MLflow. A URI that moves to another version is loaded at once.
+fn unservable_backoff(attempts: u32) -> Duration {
+    (Duration::from_secs(60) * (1u32 << attempts.saturating_sub(1).min(6))).min(Duration::from_secs(3600))
 }
 
 impl Slot {
@@ -571,6 +583,13 @@ impl LoadError {
         }
     }
 
+    /// The version's files are not something regserve serves (an MLflow model of another
+    /// flavor): trying them again gives the same answer unless they are rewritten, so the
+    /// version is retried rarely ([`unservable_backoff`]).
+    pub fn unservable(&self) -> bool {
+        matches!(self, LoadError::Model { error, .. } if matches!(error.as_ref(), RuntimeError::NotOnnx { .. }))
+    }
+
     /// The model itself failed (not the registry, the download or a shutdown): such a version
     /// is retried with backoff rather than at once.
     pub fn model_failed(&self) -> bool {
@@ -670,9 +689,19 @@ async fn watch(inner: Weak<Inner>, slot: Arc<Slot>) {
                     s.last_error = None;
                 });
             }
-            Err(e) => {
+            Err(failure) => {
                 failures = failures.saturating_add(1);
-                tracing::warn!(uri = %slot.uri, error = %e, "model check failed; keeping the current version");
+                let e = match failure {
+                    CheckFailure::Fresh(e) => {
+                        tracing::warn!(uri = %slot.uri, error = %e, "model check failed; keeping the current version");
+                        e
+                    }
+                    // Logged when it happened; `/health` keeps showing it.
+                    CheckFailure::Remembered(e) => {
+                        tracing::debug!(uri = %slot.uri, error = %e, "version still waiting to be tried again");
+                        e
+                    }
+                };
                 *slot.public_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.public());
                 slot.update_status(|s| {
                     s.last_check_ms = Some(ms(now));
@@ -711,7 +740,22 @@ async fn watch(inner: Weak<Inner>, slot: Arc<Slot>) {
     }
 }
 
-async fn check_once(inner: &Inner, slot: &Slot) -> Result<(), LoadError> {
+/// Why a check did not put a version in service.
+enum CheckFailure {
+    /// Found at this check: logged.
+    Fresh(LoadError),
+    /// The version failed to load before and is not tried again yet: the remembered error,
+    /// not logged again (a version that cannot load must not log at every poll).
+    Remembered(LoadError),
+}
+
+impl From<LoadError> for CheckFailure {
+    fn from(e: LoadError) -> Self {
+        CheckFailure::Fresh(e)
+    }
+}
+
+async fn check_once(inner: &Inner, slot: &Slot) -> Result<(), CheckFailure> {
     let version = inner.source.resolve(&slot.uri).await.map_err(LoadError::source)?;
     if version.is_prompt() {
         return Err(LoadError::Prompt { name: version.name, version: version.version });
@@ -729,7 +773,8 @@ async fn check_once(inner: &Inner, slot: &Slot) -> Result<(), LoadError> {
             return Err(LoadError::NotReady {
                 detail: format!("{what}{why}; not loading it"),
                 public: format!("{what}; not loading it"),
-            });
+            }
+            .into());
         }
     }
     let key = CacheKey::of(&version);
@@ -741,7 +786,7 @@ async fn check_once(inner: &Inner, slot: &Slot) -> Result<(), LoadError> {
     // The same version failed to load recently: say so again without loading it.
     if let Some(f) = slot.failed.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
         if f.key == key && Instant::now() < f.retry_at {
-            return Err(f.error.clone());
+            return Err(CheckFailure::Remembered(f.error.clone()));
         }
     }
     let model = match load_cached(inner, &version).await {
@@ -753,11 +798,11 @@ async fn check_once(inner: &Inner, slot: &Slot) -> Result<(), LoadError> {
                     Some(f) if f.key == key => f.attempts.saturating_add(1),
                     _ => 1,
                 };
-                let wait = load_backoff(attempts);
-                tracing::info!(uri = %slot.uri, version = version.version, attempts, retry_in = ?wait, "not loading this version again before the retry time");
+                let wait = if e.unservable() { unservable_backoff(attempts) } else { load_backoff(attempts) };
+                tracing::info!(uri = %slot.uri, version = version.version, attempts, retry_in = ?wait, "not loading this version again before the retry time, unless the URI moves to another version");
                 *failed = Some(Failed { key, error: e.clone(), attempts, retry_at: Instant::now() + wait });
             }
-            return Err(e);
+            return Err(e.into());
         }
     };
     *slot.failed.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -823,6 +868,29 @@ mod tests {
     fn failed_loads_back_off_up_to_five_minutes() {
         let waits: Vec<u64> = (1..=9).map(|n| load_backoff(n).as_secs()).collect();
         assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+    }
+
+    #[test]
+    fn unservable_versions_back_off_up_to_an_hour() {
+        let waits: Vec<u64> = (1..=9).map(|n| unservable_backoff(n).as_secs() / 60).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        let not_onnx = LoadError::Model {
+            name: "m".into(),
+            version: 1,
+            error: Arc::new(RuntimeError::NotOnnx { path: "/x/MLmodel".into(), flavors: vec!["sklearn".into()] }),
+        };
+        assert!(not_onnx.unservable() && not_onnx.model_failed());
+        let public = not_onnx.public();
+        assert!(
+            public.contains("skl2onnx") && public.contains("mlflow.onnx.log_model") && !public.contains("/x"),
+            "{public}"
+        );
+        let timeout = LoadError::Model {
+            name: "m".into(),
+            version: 1,
+            error: Arc::new(RuntimeError::Timeout(Duration::from_secs(1))),
+        };
+        assert!(!timeout.unservable() && timeout.model_failed());
     }
 
     #[test]

@@ -384,11 +384,7 @@ fn onnx_model_in(path: &Path) -> Result<Option<String>, String> {
     if has_onnx_file {
         return Ok(None);
     }
-    Ok(Some(if mlmodel.exists() {
-        format!("not an ONNX model (MLmodel flavors: {})", flavors.join(", "))
-    } else {
-        "not an ONNX model (no MLmodel with an onnx flavor and no .onnx file)".to_string()
-    }))
+    Ok(Some(crate::runtime::mlmodel::not_onnx_model(mlmodel.exists().then_some(flavors.as_slice()))))
 }
 
 /// What `model-versions/create` asked for.

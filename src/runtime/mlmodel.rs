@@ -177,6 +177,58 @@ pub fn parse_mlmodel<T: DeserializeOwned>(text: &str) -> Result<T, MlmodelError>
     serde_yaml::from_str(text).map_err(|e| MlmodelError::Syntax(e.to_string()))
 }
 
+/// Where a user finds the recipes that turn a model of another flavor into an ONNX one.
+pub const BRING_YOUR_MODEL: &str = "recipes: \"Bring your model\" in regserve's README";
+
+/// The converter to ONNX for an MLflow flavor, named as a user calls it.
+fn converter(flavor: &str) -> Option<&'static str> {
+    Some(match flavor {
+        "sklearn" => "skl2onnx (`skl2onnx.to_onnx(model, X[:1])`)",
+        "xgboost" => "onnxmltools (`onnxmltools.convert_xgboost`)",
+        "lightgbm" => "onnxmltools (`onnxmltools.convert_lightgbm`)",
+        "spark" => "onnxmltools (`onnxmltools.convert_sparkml`)",
+        "catboost" => "CatBoost itself (`model.save_model(path, format=\"onnx\")`)",
+        "pytorch" => "`torch.onnx.export`",
+        "tensorflow" | "keras" => "tf2onnx (`tf2onnx.convert.from_keras`)",
+        "paddle" => "paddle2onnx",
+        "transformers" | "sentence_transformers" => "Hugging Face Optimum (`optimum-cli export onnx`)",
+        _ => return None,
+    })
+}
+
+/// What regserve says of a model that is not ONNX: the flavors it has (`None`: there is no
+/// `MLmodel` and no `.onnx` file), that only ONNX is served, and what to do — convert it with
+/// its flavor's converter and log the result with `mlflow.onnx.log_model`. The one place this
+/// message is made: loading ([`ModelFiles::locate`], so `serve`, `predict`, `models register`)
+/// and REST registration (a version's `status_message`) both say it. Bounded: at most 8
+/// flavor names of at most 40 characters each (they come from the model's file).
+pub fn not_onnx_model(flavors: Option<&[String]>) -> String {
+    const SHOWN: usize = 8;
+    const NAME_CHARS: usize = 40;
+    let cut = |name: &String| match name.char_indices().nth(NAME_CHARS) {
+        Some((i, _)) => format!("{}…", &name[..i]),
+        None => name.clone(),
+    };
+    let what = match flavors {
+        None => "no MLmodel with an onnx flavor and no .onnx file".to_string(),
+        Some([]) => "its MLmodel names no flavor".to_string(),
+        Some(names) => {
+            let mut shown: Vec<String> = names.iter().take(SHOWN).map(cut).collect();
+            if names.len() > SHOWN {
+                shown.push(format!("and {} more", names.len() - SHOWN));
+            }
+            format!("MLmodel flavors: {}", shown.join(", "))
+        }
+    };
+    let convert = match flavors.unwrap_or_default().iter().find_map(|f| converter(f)) {
+        Some(c) => format!("convert it with {c}"),
+        None => "convert it to ONNX with its framework's converter".to_string(),
+    };
+    format!(
+        "not an ONNX model ({what}); regserve serves ONNX models only: {convert}, then log the ONNX model with `mlflow.onnx.log_model(onnx_model, name=..., registered_model_name=...)` ({BRING_YOUR_MODEL})"
+    )
+}
+
 /// The files of a model, located.
 #[derive(Debug, Clone)]
 pub struct ModelFiles {
@@ -250,14 +302,9 @@ impl ModelFiles {
     fn from_mlmodel(root: &Path, mlmodel: &Path) -> Result<ModelFiles, RuntimeError> {
         let text = read_mlmodel(mlmodel)?;
         let raw: RawMlModel = parse_mlmodel(&text).map_err(|e| invalid(mlmodel, e.to_string()))?;
-        let onnx_flavor = raw.flavors.get("onnx").ok_or_else(|| {
-            let present: Vec<&str> = raw.flavors.keys().map(String::as_str).collect();
-            invalid(
-                mlmodel,
-                format!(
-                    "MLmodel has no 'onnx' flavor (flavors present: {present:?}); regserve serves ONNX models only"
-                ),
-            )
+        let onnx_flavor = raw.flavors.get("onnx").ok_or_else(|| RuntimeError::NotOnnx {
+            path: mlmodel.display().to_string(),
+            flavors: raw.flavors.keys().cloned().collect(),
         })?;
         let data = onnx_flavor
             .get("data")
@@ -314,11 +361,39 @@ mod tests {
         assert_eq!(f.signature.unwrap().column_names().unwrap(), vec!["a"]);
 
         std::fs::write(dir.path().join("MLmodel"), "flavors:\n  sklearn:\n    pickled_model: model.pkl\n").unwrap();
-        let e = ModelFiles::locate(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("no 'onnx' flavor") && e.contains("sklearn"), "{e}");
+        let e = ModelFiles::locate(dir.path()).unwrap_err();
+        assert!(matches!(&e, RuntimeError::NotOnnx { flavors, .. } if flavors == &["sklearn"]), "{e:?}");
+        let e = e.to_string();
+        assert!(e.contains("not an ONNX model (MLmodel flavors: sklearn)") && e.contains("skl2onnx"), "{e}");
 
         std::fs::write(dir.path().join("MLmodel"), "flavors:\n  onnx:\n    data: ../model.onnx\n").unwrap();
         assert!(ModelFiles::locate(dir.path()).unwrap_err().to_string().contains("leaves the model directory"));
+    }
+
+    /// The message names the converter of the model's flavor, how to log the result, and
+    /// where the recipes are; it stays short whatever the file holds.
+    #[test]
+    fn not_onnx_says_what_to_do() {
+        let say = |flavors: &[&str]| not_onnx_model(Some(&flavors.iter().map(|f| f.to_string()).collect::<Vec<_>>()));
+        for (flavor, converter) in [
+            ("sklearn", "skl2onnx"),
+            ("xgboost", "onnxmltools.convert_xgboost"),
+            ("lightgbm", "onnxmltools.convert_lightgbm"),
+            ("pytorch", "torch.onnx.export"),
+            ("keras", "tf2onnx"),
+        ] {
+            let m = say(&["python_function", flavor]);
+            assert!(m.starts_with(&format!("not an ONNX model (MLmodel flavors: python_function, {flavor})")), "{m}");
+            assert!(m.contains(converter) && m.contains("mlflow.onnx.log_model"), "{m}");
+            assert!(m.contains("\"Bring your model\""), "{m}");
+        }
+        let custom = say(&["python_function"]);
+        assert!(custom.contains("its framework's converter"), "{custom}");
+        assert!(not_onnx_model(None).contains("no MLmodel with an onnx flavor and no .onnx file"));
+        let long_name = "f".repeat(10_000);
+        let many: Vec<String> = (0..1000).map(|i| format!("{long_name}{i}")).collect();
+        let m = not_onnx_model(Some(&many));
+        assert!(m.len() < 1000 && m.contains("and 992 more"), "{} chars", m.len());
     }
 
     /// An MLmodel as MLflow writes it (block style, the signature as JSON in a string, an

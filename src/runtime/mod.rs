@@ -30,6 +30,11 @@ pub enum RuntimeError {
     LibraryLoad(String),
     #[error("invalid model at {path}: {reason}")]
     InvalidModel { path: String, reason: String },
+    /// An MLflow model of another flavor (sklearn, xgboost, pytorch, ...): the message says
+    /// how to convert it ([`mlmodel::not_onnx_model`]). Its files decide this, not the machine
+    /// or the moment, so retrying the same files cannot help.
+    #[error("model at {path} is {}", mlmodel::not_onnx_model(Some(flavors.as_slice())))]
+    NotOnnx { path: String, flavors: Vec<String> },
     #[error("ONNX Runtime error: {0}")]
     Ort(String),
     #[error("I/O error reading {path}: {source}")]
@@ -50,6 +55,9 @@ impl RuntimeError {
         match self {
             RuntimeError::LibraryNotFound(_) | RuntimeError::LibraryLoad(_) => "ONNX Runtime is not available".into(),
             RuntimeError::InvalidModel { .. } => "it is not a valid model, or cannot score its input example".into(),
+            RuntimeError::NotOnnx { flavors, .. } => {
+                format!("it is {}", mlmodel::not_onnx_model(Some(flavors.as_slice())))
+            }
             RuntimeError::Ort(_) => "ONNX Runtime could not load it".into(),
             RuntimeError::Io { .. } => "its files could not be read".into(),
             RuntimeError::Timeout(_) | RuntimeError::Cancelled => self.to_string(),

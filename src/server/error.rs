@@ -101,7 +101,10 @@ fn load_status(e: &LoadError) -> (StatusCode, &'static str) {
         },
         LoadError::NotReady { .. } => (StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST"),
         LoadError::Model { error, .. } => match error.as_ref() {
-            RuntimeError::InvalidModel { .. } | RuntimeError::Ort(_) | RuntimeError::Io { .. } => CANNOT_LOAD,
+            RuntimeError::InvalidModel { .. }
+            | RuntimeError::NotOnnx { .. }
+            | RuntimeError::Ort(_)
+            | RuntimeError::Io { .. } => CANNOT_LOAD,
             RuntimeError::Timeout(_)
             | RuntimeError::Cancelled
             | RuntimeError::LibraryNotFound(_)
