@@ -673,6 +673,7 @@ async fn housekeeping(inner: Weak<Inner>) {
 
 /// Follow one URI: load the version it selects, and again whenever that changes.
 async fn watch(inner: Weak<Inner>, slot: Arc<Slot>) {
+    let mut last_logged: Option<String> = None;
     let mut failures: u32 = 0;
     let mut changes = inner.upgrade().and_then(|i| i.source.changes());
     loop {
@@ -684,6 +685,7 @@ async fn watch(inner: Weak<Inner>, slot: Arc<Slot>) {
         match outcome {
             Ok(()) => {
                 failures = 0;
+                last_logged = None;
                 slot.update_status(|s| {
                     s.last_check_ms = Some(ms(now));
                     s.last_error = None;
@@ -692,8 +694,15 @@ async fn watch(inner: Weak<Inner>, slot: Arc<Slot>) {
             Err(failure) => {
                 failures = failures.saturating_add(1);
                 let e = match failure {
+                    // The same failure as at the last check (a prompt, a FAILED_REGISTRATION
+                    // version, a registry that is still down): logged once, not at every check.
+                    CheckFailure::Fresh(e) if last_logged.as_deref() == Some(e.to_string().as_str()) => {
+                        tracing::debug!(uri = %slot.uri, error = %e, "model check failed again");
+                        e
+                    }
                     CheckFailure::Fresh(e) => {
                         tracing::warn!(uri = %slot.uri, error = %e, "model check failed; keeping the current version");
+                        last_logged = Some(e.to_string());
                         e
                     }
                     // Logged when it happened; `/health` keeps showing it.
@@ -758,7 +767,7 @@ impl From<LoadError> for CheckFailure {
 async fn check_once(inner: &Inner, slot: &Slot) -> Result<(), CheckFailure> {
     let version = inner.source.resolve(&slot.uri).await.map_err(LoadError::source)?;
     if version.is_prompt() {
-        return Err(LoadError::Prompt { name: version.name, version: version.version });
+        return Err(LoadError::Prompt { name: version.name, version: version.version }.into());
     }
     let current = slot.active();
     // Only READY versions are ever loaded: one still being registered is waited for, a failed
