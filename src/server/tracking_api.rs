@@ -2,12 +2,13 @@
 //! (mounted under `/api/2.0/mlflow` and `/ajax-api/2.0/mlflow`):
 //!
 //! - `experiments/`: `get`, `get-by-name` (GET), `create`, `search` (POST; GET too),
-//!   `set-experiment-tag` (POST)
+//!   `delete`, `restore`, `update` (rename), `set-experiment-tag`, `delete-experiment-tag` (POST)
 //! - `runs/`: `create`, `update`, `delete`, `restore`, `log-batch`, `log-parameter`,
 //!   `log-metric`, `set-tag`, `delete-tag`, `search`, `outputs` (POST), `get` (GET);
 //!   `metrics/get-history` (GET)
-//! - `logged-models`: create (POST), `{id}` get (GET) and finalize (PATCH), `{id}/tags` set
-//!   (PATCH), `{id}/tags/{key}` delete (DELETE), `search` (POST)
+//! - `logged-models`: create (POST), `{id}` get (GET), finalize (PATCH) and delete (DELETE),
+//!   `{id}/params` (POST), `{id}/tags` set (PATCH), `{id}/tags/{key}` delete (DELETE), `search`
+//!   (POST)
 //! - `/api/3.0/mlflow/server-info` (GET)
 
 use axum::extract::{Path, State};
@@ -30,6 +31,10 @@ pub fn routes() -> Router<RegistryState> {
         .route("/experiments/create", post(create_experiment))
         .route("/experiments/search", post(search_experiments).get(search_experiments))
         .route("/experiments/set-experiment-tag", post(set_experiment_tag))
+        .route("/experiments/delete-experiment-tag", post(delete_experiment_tag))
+        .route("/experiments/delete", post(delete_experiment))
+        .route("/experiments/restore", post(restore_experiment))
+        .route("/experiments/update", post(update_experiment))
         .route("/runs/create", post(create_run))
         .route("/runs/get", get(get_run))
         .route("/runs/update", post(update_run))
@@ -45,7 +50,11 @@ pub fn routes() -> Router<RegistryState> {
         .route("/metrics/get-history", get(metric_history))
         .route("/logged-models", post(create_logged_model))
         .route("/logged-models/search", post(search_logged_models))
-        .route("/logged-models/{model_id}", get(get_logged_model).patch(finalize_logged_model))
+        .route(
+            "/logged-models/{model_id}",
+            get(get_logged_model).patch(finalize_logged_model).delete(delete_logged_model),
+        )
+        .route("/logged-models/{model_id}/params", post(log_logged_model_params))
         .route("/logged-models/{model_id}/tags", patch(set_logged_model_tags))
         .route("/logged-models/{model_id}/tags/{key}", axum::routing::delete(delete_logged_model_tag))
 }
@@ -78,6 +87,14 @@ fn run_id(p: &Params) -> Result<String, RegistryError> {
                     .into(),
             )
         }),
+    }
+}
+
+/// A `ViewType` by name (`"DELETED_ONLY"`) or by its protobuf number (`2`), as MLflow reads it.
+fn view_type(p: &Params, key: &str) -> Result<ViewType, RegistryError> {
+    match p.0.get(key) {
+        Some(Value::Number(n)) => ViewType::parse(Some(&n.to_string())),
+        _ => ViewType::parse(p.opt_str(key)?.as_deref()),
     }
 }
 
@@ -146,7 +163,7 @@ async fn create_experiment(State(st): State<RegistryState>, headers: HeaderMap, 
 }
 
 async fn search_experiments(State(st): State<RegistryState>, p: Params) -> Reply {
-    let view = ViewType::parse(p.opt_str("view_type")?.as_deref())?;
+    let view = view_type(&p, "view_type")?;
     let filter = p.str_or_empty("filter")?;
     let max_results = p.max_results(1000, 50_000)?;
     let order_by = p.str_list("order_by")?;
@@ -163,6 +180,32 @@ async fn set_experiment_tag(State(st): State<RegistryState>, p: Params) -> Reply
     let key = p.required_str("key")?;
     let value = p.str_or_empty("value")?;
     blocking(move || Ok(st.tracking.set_experiment_tag(&id, &key, &value)?)).await?;
+    empty()
+}
+
+async fn delete_experiment_tag(State(st): State<RegistryState>, p: Params) -> Reply {
+    let id = p.required_str("experiment_id")?;
+    let key = p.required_str("key")?;
+    blocking(move || Ok(st.tracking.delete_experiment_tag(&id, &key)?)).await?;
+    empty()
+}
+
+async fn delete_experiment(State(st): State<RegistryState>, p: Params) -> Reply {
+    let id = p.required_str("experiment_id")?;
+    blocking(move || Ok(st.tracking.set_experiment_lifecycle(&id, true)?)).await?;
+    empty()
+}
+
+async fn restore_experiment(State(st): State<RegistryState>, p: Params) -> Reply {
+    let id = p.required_str("experiment_id")?;
+    blocking(move || Ok(st.tracking.set_experiment_lifecycle(&id, false)?)).await?;
+    empty()
+}
+
+async fn update_experiment(State(st): State<RegistryState>, p: Params) -> Reply {
+    let id = p.required_str("experiment_id")?;
+    let new_name = p.required_str("new_name")?;
+    blocking(move || Ok(st.tracking.rename_experiment(&id, &new_name)?)).await?;
     empty()
 }
 
@@ -247,7 +290,7 @@ async fn delete_run_tag(State(st): State<RegistryState>, p: Params) -> Reply {
 async fn search_runs(State(st): State<RegistryState>, p: Params) -> Reply {
     let experiment_ids = p.str_list("experiment_ids")?;
     let filter = p.str_or_empty("filter")?;
-    let view = ViewType::parse(p.opt_str("run_view_type")?.as_deref())?;
+    let view = view_type(&p, "run_view_type")?;
     let max_results = p.max_results(1000, 50_000)?;
     let order_by = p.str_list("order_by")?;
     let token = p.opt_str("page_token")?;
@@ -294,9 +337,24 @@ async fn create_logged_model(State(st): State<RegistryState>, p: Params) -> Repl
     one("model", &lm)
 }
 
-async fn get_logged_model(State(st): State<RegistryState>, Path(id): Path<String>) -> Reply {
-    let lm = blocking(move || Ok(st.tracking.get_logged_model(&id)?)).await?;
+/// `?allow_deleted=true` shows a deleted model; any other value does not (MLflow reads it so).
+async fn get_logged_model(State(st): State<RegistryState>, Path(id): Path<String>, p: Params) -> Reply {
+    let allow_deleted = p.opt_str("allow_deleted")?.is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let lm = blocking(move || Ok(st.tracking.get_logged_model_visible(&id, allow_deleted)?)).await?;
     one("model", &lm)
+}
+
+async fn delete_logged_model(State(st): State<RegistryState>, Path(id): Path<String>) -> Reply {
+    blocking(move || Ok(st.tracking.delete_logged_model(&id)?)).await?;
+    empty()
+}
+
+/// MLflow requires `model_id` in the body too, and logs to the model of the path.
+async fn log_logged_model_params(State(st): State<RegistryState>, Path(id): Path<String>, p: Params) -> Reply {
+    p.required_str("model_id")?;
+    let params = p.tags("params")?;
+    blocking(move || Ok(st.tracking.log_logged_model_params(&id, &params)?)).await?;
+    empty()
 }
 
 async fn finalize_logged_model(State(st): State<RegistryState>, Path(id): Path<String>, p: Params) -> Reply {
