@@ -135,29 +135,79 @@ async fn get_experiment_by_name(State(st): State<RegistryState>, p: Params) -> R
     one("experiment", &e)
 }
 
-async fn create_experiment(State(st): State<RegistryState>, headers: HeaderMap, p: Params) -> Reply {
-    let name = p.required_str("name")?;
-    let location = p.opt_str("artifact_location")?.map(|l| crate::artifact::normalize_scheme(&l).into_owned());
-    if let Some(l) = location.as_deref().filter(|l| !l.is_empty()) {
-        // Its runs' and models' files must be where the artifact proxy can serve them: under
-        // this server's artifact root, named without a host or with this server's.
-        let Some(rest) = l.strip_prefix(crate::artifact::SCHEME) else {
-            return Err(RegistryError::InvalidParameter(format!(
-                "Invalid artifact_location '{l}': regserve keeps artifacts under its artifact root; use an mlflow-artifacts:/ URI or leave it out."
-            ))
-            .into());
-        };
-        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-        if let Some(netloc) = rest.strip_prefix("//").map(|r| r.split('/').next().unwrap_or_default()) {
-            if !netloc.is_empty() && !is_this_server(netloc, "http", host) {
-                return Err(RegistryError::InvalidParameter(format!(
-                    "Invalid artifact_location '{l}': it names the host '{netloc}', which is not this server; use mlflow-artifacts:/<path>."
-                ))
-                .into());
-            }
-        }
+/// Object stores an experiment's artifacts may live in, besides this server's artifact root:
+/// stored as given (as MLflow stores them) for the object-storage support to come; until then
+/// nothing here reads or writes them (a version made from them is "not test-loaded", `serve`
+/// and the CLI's uploads say they cannot fetch or upload there).
+const OBJECT_STORE_SCHEMES: [&str; 3] = ["s3", "gs", "wasbs"];
+/// MLflow's `MLFLOW_ARTIFACT_LOCATION_MAX_LENGTH` default.
+const MAX_ARTIFACT_LOCATION: usize = 2048;
+
+/// An experiment's `artifact_location`: MLflow's checks first, with its messages (fragments,
+/// `runs:/`, length), then regserve's: this server's artifact root (`mlflow-artifacts:/...`,
+/// with no host or this server's) or an object store (`s3://bucket/...`, `gs://`, `wasbs://`);
+/// no query string, no `..`. Local paths and `file:` are refused: the server would read the
+/// files a client named, and MLflow resolves relative ones against the server's own folder.
+fn check_artifact_location(l: &str, host: Option<&str>) -> Result<(), RegistryError> {
+    let invalid = |why: String| Err(RegistryError::InvalidParameter(why));
+    let not_here = |why: &str| invalid(format!("Invalid artifact_location '{l}': {why}"));
+    if l.contains('#') {
+        return invalid("'artifact_location' URL can't include fragments or params.".into());
     }
+    if l.starts_with("runs:") {
+        return invalid(format!("Artifact location cannot be a runs:/ URI. Given: '{l}'"));
+    }
+    if l.chars().count() > MAX_ARTIFACT_LOCATION {
+        return invalid(format!(
+            "Invalid artifact path length. The length of the artifact path cannot be greater than {MAX_ARTIFACT_LOCATION} characters."
+        ));
+    }
+    if l.contains('?') {
+        return not_here("regserve keeps artifact locations without a query string.");
+    }
+    let decoded = percent_encoding::percent_decode_str(l).decode_utf8_lossy();
+    if decoded.split(['/', '\\']).any(|segment| segment == "..") {
+        return not_here("'..' is not allowed in an artifact location.");
+    }
+    const USE: &str = "leave it out (the experiment's files then go under mlflow-artifacts:/<id>) or use mlflow-artifacts:/<path>, s3://<bucket>/<path>, gs://<bucket>/<path> or wasbs://<container>@<account>.blob.core.windows.net/<path>";
+    match crate::artifact::scheme_of(l) {
+        None => not_here(&format!("regserve does not keep artifacts in server-local paths; {USE}.")),
+        Some((scheme, _)) if scheme == "file" => {
+            not_here(&format!("regserve does not keep artifacts in server-local paths; {USE}."))
+        }
+        Some(_) if l.starts_with(crate::artifact::SCHEME) => {
+            // Its runs' and models' files must be where the artifact proxy can serve them: under
+            // this server's artifact root, named without a host or with this server's.
+            let rest = &l[crate::artifact::SCHEME.len()..];
+            if let Some(netloc) = rest.strip_prefix("//").map(|r| r.split('/').next().unwrap_or_default()) {
+                if !netloc.is_empty() && !is_this_server(netloc, "http", host) {
+                    return not_here(&format!(
+                        "it names the host '{netloc}', which is not this server; use mlflow-artifacts:/<path>."
+                    ));
+                }
+            }
+            Ok(())
+        }
+        Some((scheme, rest)) if OBJECT_STORE_SCHEMES.contains(&scheme.as_str()) => {
+            let bucket = rest.strip_prefix("//").map(|r| r.split('/').next().unwrap_or_default()).unwrap_or_default();
+            if bucket.is_empty() {
+                return not_here(&format!("name the bucket or container: {scheme}://<bucket>/<path>."));
+            }
+            Ok(())
+        }
+        Some((scheme, _)) => not_here(&format!("regserve does not keep artifacts in '{scheme}:' locations; {USE}.")),
+    }
+}
+
+async fn create_experiment(State(st): State<RegistryState>, headers: HeaderMap, p: Params) -> Reply {
+    // Every parameter's type first, in MLflow's order, so errors match its; then the location.
+    let name = p.required_str("name")?;
+    let location = p.opt_str("artifact_location")?;
     let tags = p.tags("tags")?;
+    let location = location.filter(|l| !l.is_empty()).map(|l| crate::artifact::normalize_scheme(&l).into_owned());
+    if let Some(l) = location.as_deref() {
+        check_artifact_location(l, headers.get(header::HOST).and_then(|v| v.to_str().ok()))?;
+    }
     let id = blocking(move || Ok(st.tracking.create_experiment(&name, location.as_deref(), &tags)?)).await?;
     one("experiment_id", &id)
 }
@@ -393,4 +443,41 @@ async fn search_logged_models(State(st): State<RegistryState>, p: Params) -> Rep
     })
     .await?;
     paged_reply("models", page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_artifact_location;
+
+    #[test]
+    fn artifact_locations() {
+        for ok in [
+            "s3://bucket/p",
+            "gs://b/p/",
+            "wasbs://c@acct.blob.core.windows.net/p",
+            "mlflow-artifacts:/x/y",
+            "mlflow-artifacts://127.0.0.1:5000/x",
+        ] {
+            assert!(check_artifact_location(ok, Some("127.0.0.1:5000")).is_ok(), "{ok}");
+        }
+        for bad in [
+            "file:///etc",
+            "/etc",
+            "rel",
+            "C:/x",
+            "runs:/r/m",
+            "s3:/nobucket",
+            "s3:///p",
+            "s3://b/p?x=1",
+            "s3://b/p#f",
+            "s3://b/%2e%2e/x",
+            "mlflow-artifacts:/a/../b",
+            "mlflow-artifacts://elsewhere/x",
+            "http://127.0.0.1:5000/x",
+            "hdfs://h/p",
+        ] {
+            assert!(check_artifact_location(bad, Some("127.0.0.1:5000")).is_err(), "{bad}");
+        }
+        assert!(check_artifact_location(&format!("s3://b/{}", "a".repeat(2048)), None).is_err());
+    }
 }

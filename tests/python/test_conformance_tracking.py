@@ -335,3 +335,104 @@ def test_the_mlflow_client_deletes_logged_models(pair):
         # What the client's store sends for a deleted model (`?allow_deleted=true`).
         assert client._tracking_client.store.get_logged_model(lm.model_id, allow_deleted=True).model_id == lm.model_id
         assert client.search_logged_models(experiment_ids=[eid]) == []
+
+
+# -------------------------------------------------------------------- artifact locations
+
+
+def strip_ids(uri, *ids):
+    for i in ids:
+        uri = uri.replace(i, "<id>")
+    return uri
+
+
+@pytest.mark.parametrize("location", [
+    "s3://bucket/path", "s3://bucket/path/", "S3://bucket/upper", "gs://bucket/p",
+    "wasbs://container@account.blob.core.windows.net/p", "mlflow-artifacts:/custom/place",
+])
+def test_artifact_locations_stored_as_given(pair, location):
+    """Object stores and places under the artifact root: stored as MLflow stores them, and the
+    runs and logged models under them get MLflow's artifact URIs."""
+    ids = create_experiment(pair, unique("exp-loc"), artifact_location=location)
+    ref, ours = get_experiment(pair, ids)
+    assert ours.json()["experiment"]["artifact_location"].lower() == ref.json()["experiment"]["artifact_location"].lower()
+    ref, ours = each(pair, "POST", API + "/runs/create", ids, lambda i: {"json": {"experiment_id": i}})
+    r, o = ref.json()["run"]["info"], ours.json()["run"]["info"]
+    assert strip_ids(o["artifact_uri"], o["run_id"]) == strip_ids(r["artifact_uri"], r["run_id"])
+    ref, ours = each(pair, "POST", API + "/logged-models", ids, lambda i: {"json": {"experiment_id": i}})
+    r, o = ref.json()["model"]["info"], ours.json()["model"]["info"]
+    assert strip_ids(o["artifact_uri"], o["model_id"]) == strip_ids(r["artifact_uri"], r["model_id"])
+
+
+@pytest.mark.parametrize("location", [
+    "runs:/0123/model", "http://example.com/x", "https://example.com/x", "mlflow-artifacts://elsewhere:5000/x",
+    "ftp://host/x", "sftp://host/x", "hdfs://host/x", "s3://bucket/p#fragment", "s3://bucket/" + "a" * 2050,
+])
+def test_artifact_locations_mlflow_refuses(pair, location):
+    ref, ours = pair.same_status("POST", API + "/experiments/create",
+                                 json={"name": unique("exp-bad-loc"), "artifact_location": location})
+    assert ref.status_code == 400, ref.text
+    if location.startswith("runs:") or "#" in location:
+        assert ours.json()["message"] == ref.json()["message"]
+
+
+@pytest.mark.parametrize("location", [
+    "file:///tmp/x", "/tmp/abs", "relative/path", "dbfs:/x", "foo://x/y", "s3://bucket/p?versionId=1",
+    "s3://bucket/../other", "s3:/no-bucket",
+])
+def test_artifact_locations_regserve_refuses(pair, location):
+    """Deliberate differences (docs/mlflow-compatibility.md): MLflow stores these; regserve
+    answers 400 naming what it accepts."""
+    ref, ours = pair.call("POST", API + "/experiments/create",
+                          json={"name": unique("exp-strict-loc"), "artifact_location": location})
+    assert ref.status_code == 200, ref.text
+    assert (ours.status_code, ours.json()["error_code"]) == (400, "INVALID_PARAMETER_VALUE"), ours.text
+    assert "Invalid artifact_location" in ours.json()["message"]
+
+
+def test_create_experiment_checks_parameter_types_before_the_location(pair):
+    for payload in [
+        {"name": 5, "artifact_location": "runs:/x"},
+        {"name": "", "artifact_location": 7},
+        {"name": unique("t"), "artifact_location": 7, "tags": 5},
+        {"name": unique("t"), "artifact_location": "runs:/x", "tags": "not-a-list"},
+        {"name": unique("t"), "artifact_location": "file:///x", "tags": "not-a-list"},
+    ]:
+        ref, ours = pair.same_status("POST", API + "/experiments/create", json=payload)
+        assert ref.status_code == 400
+        assert ours.json()["message"] == ref.json()["message"], payload
+
+
+def test_an_object_store_experiment_on_regserve(pair, server, tmp_path):
+    """Until object storage lands (issue 13), an s3:// experiment's model is registered as a
+    version that is "not test-loaded" (nothing reads s3 here), and `regserve models register`
+    refuses to upload there with a clear error instead of writing local files."""
+    import os
+    import subprocess
+
+    from conftest import MODELS, child_env
+
+    ids = create_experiment(pair, unique("exp-s3"), artifact_location="s3://bucket/regserve")
+    mids = create_logged_model(pair, ids, name="model")
+    name = unique("s3-model")
+    pair.same_status("POST", API + "/registered-models/create", json={"name": name})
+    ref, ours = call_raw(pair, "POST", "/model-versions/create", mids,
+                         json=lambda m: {"name": name, "source": f"models:/{m}", "model_id": m})
+    same(ref, ours)
+    v = ours.json()["model_version"]
+    assert v["status"] == ref.json()["model_version"]["status"] == "READY"
+    assert v["status_message"].startswith("not test-loaded: ")
+    ref, ours = pair.same_status("GET", API + "/model-versions/get-download-uri", params={"name": name, "version": "1"})
+    assert strip_ids(ours.json()["artifact_uri"], mids[1]) == strip_ids(ref.json()["artifact_uri"], mids[0])
+    assert ours.json()["artifact_uri"].startswith("s3://bucket/regserve/models/")
+
+    env = child_env(MLFLOW_EXPERIMENT_ID=ids[1])
+    done = subprocess.run(
+        [server.binary, "--data-dir", str(tmp_path), "models", "register", str(MODELS / "iris-v1"),
+         "--name", unique("cli-s3"), "--registry-uri", server.url],
+        capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL, env=env,
+    )
+    assert done.returncode != 0, done.stdout
+    assert "cannot upload to" in done.stderr and "s3://bucket/regserve/models/" in done.stderr, done.stderr
+    assert not any(p.name == "bucket" for p in (server.data_dir).rglob("bucket")), "nothing written locally"
+    assert os.path.isdir(server.data_dir)
