@@ -22,7 +22,9 @@ use super::reply::{empty, one, JsonReply, Reply};
 use super::state::{blocking, RegistryState};
 use crate::registration::rest_create::is_this_server;
 use crate::registry::{RegistryError, Tag};
-use crate::tracking::{Metric, ModelOutput, NewLoggedModel, NewRun, Paged, ViewType};
+use crate::tracking::{
+    DatasetCriterion, LoggedModelOrder, Metric, ModelOutput, NewLoggedModel, NewRun, Paged, ViewType,
+};
 
 pub fn routes() -> Router<RegistryState> {
     Router::new()
@@ -118,6 +120,8 @@ fn metric_of(p: &Params) -> Result<Metric, RegistryError> {
         step: p.opt_i64("step")?.unwrap_or(0),
         model_id: p.opt_str("model_id")?.filter(|s| !s.is_empty()),
         run_id: None,
+        dataset_name: None,
+        dataset_digest: None,
     })
 }
 
@@ -424,22 +428,50 @@ async fn delete_logged_model_tag(State(st): State<RegistryState>, Path((id, key)
     empty()
 }
 
+/// `datasets` and the datasets of `order_by` entries as MLflow's handler passes them on: a
+/// criterion without a digest matches metrics logged without one.
 async fn search_logged_models(State(st): State<RegistryState>, p: Params) -> Reply {
     let experiment_ids = p.str_list("experiment_ids")?;
     let filter = p.str_or_empty("filter")?;
+    let datasets = p
+        .objects("datasets")?
+        .iter()
+        .map(|d| {
+            let name = d.0.get("dataset_name").and_then(Value::as_str).filter(|n| !n.is_empty());
+            let Some(name) = name else {
+                return Err(RegistryError::InvalidParameter(
+                    "`dataset_name` in the `datasets` clause must be specified.".into(),
+                ));
+            };
+            Ok(DatasetCriterion {
+                dataset_name: name.to_string(),
+                dataset_digest: d.opt_str("dataset_digest")?.filter(|s| !s.is_empty()),
+            })
+        })
+        .collect::<Result<Vec<_>, RegistryError>>()?;
     let max_results = p.max_results(100, 1000)?;
     let order_by = p
         .objects("order_by")?
         .iter()
         .map(|o| {
-            let field = o.required_str("field_name")?;
-            let asc = o.opt_bool("ascending")?.unwrap_or(true);
-            Ok(format!("{field} {}", if asc { "ASC" } else { "DESC" }))
+            Ok(LoggedModelOrder {
+                field_name: o.required_str("field_name")?,
+                ascending: o.opt_bool("ascending")?.unwrap_or(true),
+                dataset_name: o.opt_str("dataset_name")?.filter(|s| !s.is_empty()),
+                dataset_digest: o.opt_str("dataset_digest")?.filter(|s| !s.is_empty()),
+            })
         })
         .collect::<Result<Vec<_>, RegistryError>>()?;
     let token = p.opt_str("page_token")?;
     let page = blocking(move || {
-        Ok(st.tracking.search_logged_models(&experiment_ids, &filter, max_results, &order_by, token.as_deref())?)
+        Ok(st.tracking.search_logged_models(
+            &experiment_ids,
+            &filter,
+            &datasets,
+            max_results,
+            &order_by,
+            token.as_deref(),
+        )?)
     })
     .await?;
     paged_reply("models", page)

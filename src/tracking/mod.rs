@@ -15,7 +15,8 @@ use serde::Serialize;
 
 mod search;
 
-use search::{experiment_field, logged_model_field, page, run_field, Kind, OrderBy, SearchFilter};
+use search::{experiment_field, logged_model_matches, page, run_field, Kind, ModelOrder, OrderBy, SearchFilter};
+pub use search::{DatasetCriterion, LoggedModelOrder};
 
 use crate::registry::store::now_ms;
 use crate::registry::{RegistryError, Store, Tag};
@@ -66,6 +67,11 @@ pub struct Metric {
     pub model_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
+    /// The dataset a logged model's metric was computed on (MLflow 3), shown on its metrics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dataset_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dataset_digest: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -734,16 +740,22 @@ impl TrackingStore {
         })
     }
 
+    /// `logged-models/search`, as MLflow's SQL store answers it: a metric comparison holds when
+    /// any logged value of the metric satisfies it, on one of `datasets` when some are given;
+    /// `datasets` alone keeps the models with a metric on one of them; ordering by a metric
+    /// uses its latest value (by timestamp, then step), on the entry's dataset when it names
+    /// one. Deleted models are left out.
     pub fn search_logged_models(
         &self,
         experiment_ids: &[String],
         filter: &str,
+        datasets: &[DatasetCriterion],
         max_results: usize,
-        order_by: &[String],
+        order_by: &[LoggedModelOrder],
         page_token: Option<&str>,
     ) -> Result<Paged<LoggedModel>> {
         let filter = SearchFilter::parse(filter, Kind::LoggedModel)?;
-        let order = OrderBy::parse(order_by, Kind::LoggedModel)?;
+        let order = ModelOrder::parse(order_by)?;
         let exp_nums = experiment_ids.iter().map(|e| parse_experiment_id(e)).collect::<Result<Vec<_>>>()?;
         let models = self.db.read_tx(|tx| {
             let mut out = Vec::new();
@@ -759,8 +771,8 @@ impl TrackingStore {
             Ok(out)
         })?;
         let mut hits: Vec<LoggedModel> =
-            models.into_iter().filter(|m| filter.matches(&|f| logged_model_field(m, f))).collect();
-        hits.sort_by(|a, b| order.compare(&|f| logged_model_field(a, f), &|f| logged_model_field(b, f)));
+            models.into_iter().filter(|m| logged_model_matches(&filter, m, datasets)).collect();
+        hits.sort_by(|a, b| order.compare(a, b));
         page(hits, max_results, page_token)
     }
 }
@@ -847,7 +859,16 @@ fn key_values(tx: &Transaction<'_>, sql: &str, id: &dyn rusqlite::ToSql) -> Resu
 }
 
 fn metric_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Metric> {
-    Ok(Metric { key: r.get(0)?, value: r.get(1)?, timestamp: r.get(2)?, step: r.get(3)?, model_id: None, run_id: None })
+    Ok(Metric {
+        key: r.get(0)?,
+        value: r.get(1)?,
+        timestamp: r.get(2)?,
+        step: r.get(3)?,
+        model_id: None,
+        run_id: None,
+        dataset_name: None,
+        dataset_digest: None,
+    })
 }
 
 fn load_run_info(tx: &Transaction<'_>, run_id: &str) -> Result<RunInfo> {
@@ -1056,6 +1077,8 @@ mod tests {
             step,
             model_id: None,
             run_id: None,
+            dataset_name: None,
+            dataset_digest: None,
         };
         t.log_batch(&id, &[m(0.5, 0), m(0.9, 1), m(0.7, 0)], &[tag("alpha", "1")], &[]).unwrap();
         assert!(matches!(t.log_batch(&id, &[], &[tag("alpha", "2")], &[]), Err(RegistryError::InvalidParameter(_))));
@@ -1104,7 +1127,7 @@ mod tests {
         assert_eq!(t.get_run(&run.info.run_id).unwrap().outputs.model_outputs.len(), 1);
         let found = t.logged_models_of_run(&run.info.run_id, "model").unwrap();
         assert_eq!(found.len(), 1);
-        let p = t.search_logged_models(&["0".into()], "name = 'model'", 10, &[], None).unwrap();
+        let p = t.search_logged_models(&["0".into()], "name = 'model'", &[], 10, &[], None).unwrap();
         assert_eq!(p.items.len(), 1);
         assert!(matches!(t.get_logged_model("m-nope"), Err(RegistryError::NotFound(_))));
     }
@@ -1170,8 +1193,88 @@ mod tests {
         assert_eq!(t.get_logged_model_visible(&id, true).unwrap().info.model_id, id);
         // Internal readers (the artifact proxy, registration) still see it.
         assert_eq!(t.get_logged_model(&id).unwrap().info.model_id, id);
-        assert!(t.search_logged_models(&["0".into()], "", 10, &[], None).unwrap().items.is_empty());
+        assert!(t.search_logged_models(&["0".into()], "", &[], 10, &[], None).unwrap().items.is_empty());
         assert!(matches!(t.delete_logged_model("m-nope"), Err(RegistryError::NotFound(_))));
+    }
+
+    /// The scenario recorded against `mlflow server` 3.17.2 (see
+    /// tests/python/test_conformance_tracking.py::test_logged_model_search_by_datasets).
+    #[test]
+    fn logged_model_search_by_datasets() {
+        use super::search::{logged_model_matches, ModelOrder, SearchFilter};
+        let metric = |key: &str, value: f64, step: i64, timestamp: i64, ds: Option<(&str, &str)>| Metric {
+            key: key.into(),
+            value,
+            timestamp,
+            step,
+            model_id: None,
+            run_id: Some("r".into()),
+            dataset_name: ds.map(|d| d.0.into()),
+            dataset_digest: ds.map(|d| d.1.into()),
+        };
+        let model = |name: &str, created: i64, metrics: Vec<Metric>| LoggedModel {
+            info: LoggedModelInfo {
+                model_id: format!("m-{name}"),
+                experiment_id: "0".into(),
+                name: name.into(),
+                creation_timestamp_ms: created,
+                last_updated_timestamp_ms: created,
+                artifact_uri: String::new(),
+                status: "LOGGED_MODEL_READY".into(),
+                model_type: String::new(),
+                source_run_id: String::new(),
+                tags: vec![],
+            },
+            data: LoggedModelData { params: vec![], metrics },
+        };
+        let (train, test) = (Some(("train", "d1")), Some(("test", "d2")));
+        let models = [
+            model("A", 1, vec![metric("acc", 0.9, 0, 100, train), metric("acc", 0.2, 1, 200, train)]),
+            model("B", 2, vec![metric("acc", 0.5, 0, 100, test)]),
+            model("C", 3, vec![metric("acc", 0.1, 5, 50, test)]),
+            model("D", 4, vec![metric("loss", 1.0, 0, 100, None)]),
+        ];
+        let ds = |name: &str, digest: Option<&str>| DatasetCriterion {
+            dataset_name: name.into(),
+            dataset_digest: digest.map(str::to_string),
+        };
+        let search = |filter: &str, datasets: &[DatasetCriterion]| -> Vec<&str> {
+            let f = SearchFilter::parse(filter, Kind::LoggedModel).unwrap();
+            models.iter().filter(|m| logged_model_matches(&f, m, datasets)).map(|m| m.info.name.as_str()).collect()
+        };
+        assert_eq!(search("", &[]), ["A", "B", "C", "D"]);
+        assert_eq!(search("metrics.acc > 0.8", &[]), ["A"]); // any value, not only the latest
+        assert_eq!(search("metrics.acc < 0.3", &[]), ["A", "C"]);
+        assert!(search("", &[ds("train", None)]).is_empty()); // no digest: values logged without one
+        assert_eq!(search("", &[ds("train", Some("d1"))]), ["A"]);
+        assert_eq!(search("", &[ds("train", Some("d1")), ds("test", Some("d2"))]), ["A", "B", "C"]);
+        assert_eq!(search("metrics.acc < 0.5", &[ds("train", Some("d1"))]), ["A"]);
+        assert_eq!(search("metrics.acc > 0.4", &[ds("test", Some("d2"))]), ["B"]);
+        assert!(search("metrics.loss = 1", &[ds("train", Some("d1"))]).is_empty());
+        assert!(search("name = 'A'", &[ds("test", Some("d2"))]).is_empty());
+
+        let order = |field: &str, ascending: bool, name: Option<&str>, digest: Option<&str>| -> Vec<&str> {
+            let o = ModelOrder::parse(&[LoggedModelOrder {
+                field_name: field.into(),
+                ascending,
+                dataset_name: name.map(str::to_string),
+                dataset_digest: digest.map(str::to_string),
+            }])
+            .unwrap();
+            let mut sorted: Vec<&LoggedModel> = models.iter().collect();
+            sorted.sort_by(|a, b| o.compare(a, b));
+            sorted.iter().map(|m| m.info.name.as_str()).collect()
+        };
+        assert_eq!(order("metrics.acc", true, None, None), ["C", "A", "B", "D"]);
+        assert_eq!(order("metrics.acc", false, None, None), ["B", "A", "C", "D"]);
+        assert_eq!(order("metrics.acc", true, Some("test"), None), ["C", "B", "D", "A"]);
+        assert_eq!(order("metrics.acc", true, Some("train"), Some("d1")), ["A", "D", "C", "B"]);
+        assert_eq!(order("metrics.acc", true, None, Some("d2")), ["C", "B", "D", "A"]);
+        assert_eq!(order("name", false, None, None), ["D", "C", "B", "A"]);
+        let bad = LoggedModelOrder { field_name: "params.x".into(), ..Default::default() };
+        assert!(
+            matches!(ModelOrder::parse(&[bad]), Err(RegistryError::InvalidParameter(m)) if m.contains("Only metrics"))
+        );
     }
 
     #[test]
