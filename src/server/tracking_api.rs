@@ -431,7 +431,18 @@ async fn delete_logged_model_tag(State(st): State<RegistryState>, Path((id, key)
 /// `datasets` and the datasets of `order_by` entries as MLflow's handler passes them on: a
 /// criterion without a digest matches metrics logged without one.
 async fn search_logged_models(State(st): State<RegistryState>, p: Params) -> Reply {
-    let experiment_ids = p.str_list("experiment_ids")?;
+    let experiment_ids = match p.0.get("experiment_ids") {
+        None | Some(Value::Null) => {
+            return Err(RegistryError::InvalidParameter(
+                "Missing value for required parameter 'experiment_ids'. See the API docs for more information about request parameters."
+                    .into(),
+            )
+            .into())
+        }
+        Some(Value::Array(_)) => p.str_list("experiment_ids")?,
+        // Not a list (MLflow's schema wants one): `objects` answers MLflow's type error.
+        Some(_) => p.objects("experiment_ids").map(|_| Vec::new())?,
+    };
     let filter = p.str_or_empty("filter")?;
     let datasets = p
         .objects("datasets")?

@@ -483,6 +483,12 @@ def test_logged_model_search_checks_datasets_and_order_by(pair):
         ref, ours = search(**kw)
         assert ref.status_code == 400
         assert ours.json()["message"] == ref.json()["message"], kw
+    for payload in [{}, {"experiment_ids": "0"}, {"experiment_ids": None}]:
+        ref, ours = pair.same_status("POST", API + "/logged-models/search", json=payload)
+        assert ref.status_code == 400
+        assert ours.json()["message"] == ref.json()["message"], payload
+    ref, ours = pair.same_status("POST", API + "/logged-models/search", json={"experiment_ids": []})
+    assert ref.json() == ours.json() == {}
 
 
 def test_a_datasets_criterion_is_never_ignored(pair):
