@@ -92,14 +92,6 @@ fn run_id(p: &Params) -> Result<String, RegistryError> {
     }
 }
 
-/// A `ViewType` by name (`"DELETED_ONLY"`) or by its protobuf number (`2`), as MLflow reads it.
-fn view_type(p: &Params, key: &str) -> Result<ViewType, RegistryError> {
-    match p.0.get(key) {
-        Some(Value::Number(n)) => ViewType::parse(Some(&n.to_string())),
-        _ => ViewType::parse(p.opt_str(key)?.as_deref()),
-    }
-}
-
 fn metric_of(p: &Params) -> Result<Metric, RegistryError> {
     let value = p.opt_f64("value")?.ok_or_else(|| {
         RegistryError::InvalidParameter(
@@ -214,6 +206,14 @@ async fn create_experiment(State(st): State<RegistryState>, headers: HeaderMap, 
     }
     let id = blocking(move || Ok(st.tracking.create_experiment(&name, location.as_deref(), &tags)?)).await?;
     one("experiment_id", &id)
+}
+
+/// A `ViewType` by name (`"DELETED_ONLY"`) or by its protobuf number (`2`), as MLflow reads it.
+fn view_type(p: &Params, key: &str) -> Result<ViewType, RegistryError> {
+    match p.0.get(key) {
+        Some(Value::Number(n)) => ViewType::parse(Some(&n.to_string())),
+        _ => ViewType::parse(p.opt_str(key)?.as_deref()),
+    }
 }
 
 async fn search_experiments(State(st): State<RegistryState>, p: Params) -> Reply {
