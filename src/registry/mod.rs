@@ -41,6 +41,10 @@ pub enum RegistryError {
     /// 400 `INVALID_PARAMETER_VALUE`
     #[error("{0}")]
     InvalidParameter(String),
+    /// 400 `INVALID_STATE`: the entity is in a state that forbids the request (renaming a
+    /// deleted experiment). MLflow answers these with 500, which its own client retries.
+    #[error("{0}")]
+    InvalidState(String),
     /// The store itself failed (disk, corruption, lock timeout).
     #[error("registry store error: {0}")]
     Store(#[from] rusqlite::Error),
@@ -72,6 +76,7 @@ impl RegistryError {
             RegistryError::NotFound(_) => "RESOURCE_DOES_NOT_EXIST",
             RegistryError::AlreadyExists(_) => "RESOURCE_ALREADY_EXISTS",
             RegistryError::InvalidParameter(_) => "INVALID_PARAMETER_VALUE",
+            RegistryError::InvalidState(_) => "INVALID_STATE",
             RegistryError::Store(_) | RegistryError::Io(_) => "INTERNAL_ERROR",
             RegistryError::Unavailable(_) => "TEMPORARILY_UNAVAILABLE",
         }

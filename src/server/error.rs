@@ -57,9 +57,9 @@ impl ApiError {
             },
             ApiError::Registry(e) => match e {
                 RegistryError::NotFound(_) => (StatusCode::NOT_FOUND, e.error_code()),
-                RegistryError::AlreadyExists(_) | RegistryError::InvalidParameter(_) => {
-                    (StatusCode::BAD_REQUEST, e.error_code())
-                }
+                RegistryError::AlreadyExists(_)
+                | RegistryError::InvalidParameter(_)
+                | RegistryError::InvalidState(_) => (StatusCode::BAD_REQUEST, e.error_code()),
                 RegistryError::Store(_) | RegistryError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
                 RegistryError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, e.error_code()),
             },

@@ -2,13 +2,14 @@
 //! (mounted under `/api/2.0/mlflow` and `/ajax-api/2.0/mlflow`):
 //!
 //! - `experiments/`: `get`, `get-by-name` (GET), `create`, `search` (POST; GET too),
-//!   `set-experiment-tag` (POST)
+//!   `delete`, `restore`, `update` (rename), `set-experiment-tag`, `delete-experiment-tag` (POST)
 //! - `runs/`: `create`, `update`, `delete`, `restore`, `log-batch`, `log-parameter`,
 //!   `log-metric`, `set-tag`, `delete-tag`, `search`, `outputs` (POST), `get` (GET);
 //!   `metrics/get-history`, `metrics/get-history-bulk-interval` (GET), and
 //!   `metrics/get-history-bulk` (GET, under `/ajax-api` only, as MLflow serves it)
-//! - `logged-models`: create (POST), `{id}` get (GET) and finalize (PATCH), `{id}/tags` set
-//!   (PATCH), `{id}/tags/{key}` delete (DELETE), `search` (POST)
+//! - `logged-models`: create (POST), `{id}` get (GET), finalize (PATCH) and delete (DELETE),
+//!   `{id}/params` (POST), `{id}/tags` set (PATCH), `{id}/tags/{key}` delete (DELETE), `search`
+//!   (POST)
 //! - `/api/3.0/mlflow/server-info` (GET)
 
 use axum::extract::{Path, State};
@@ -23,7 +24,9 @@ use super::state::{blocking, RegistryState};
 use crate::registration::rest_create::is_this_server;
 use crate::registry::{RegistryError, Tag};
 use crate::tracking::metrics::{BULK_MAX_RESULTS, BULK_MAX_RUNS, HISTORY_PAGE_MAX, SAMPLE_MAX_RESULTS};
-use crate::tracking::{Metric, ModelOutput, NewLoggedModel, NewRun, Paged, ViewType};
+use crate::tracking::{
+    DatasetCriterion, LoggedModelOrder, Metric, ModelOutput, NewLoggedModel, NewRun, Paged, ViewType,
+};
 
 pub fn routes() -> Router<RegistryState> {
     Router::new()
@@ -32,6 +35,10 @@ pub fn routes() -> Router<RegistryState> {
         .route("/experiments/create", post(create_experiment))
         .route("/experiments/search", post(search_experiments).get(search_experiments))
         .route("/experiments/set-experiment-tag", post(set_experiment_tag))
+        .route("/experiments/delete-experiment-tag", post(delete_experiment_tag))
+        .route("/experiments/delete", post(delete_experiment))
+        .route("/experiments/restore", post(restore_experiment))
+        .route("/experiments/update", post(update_experiment))
         .route("/runs/create", post(create_run))
         .route("/runs/get", get(get_run))
         .route("/runs/update", post(update_run))
@@ -48,7 +55,11 @@ pub fn routes() -> Router<RegistryState> {
         .route("/metrics/get-history-bulk-interval", get(metric_history_sampled))
         .route("/logged-models", post(create_logged_model))
         .route("/logged-models/search", post(search_logged_models))
-        .route("/logged-models/{model_id}", get(get_logged_model).patch(finalize_logged_model))
+        .route(
+            "/logged-models/{model_id}",
+            get(get_logged_model).patch(finalize_logged_model).delete(delete_logged_model),
+        )
+        .route("/logged-models/{model_id}/params", post(log_logged_model_params))
         .route("/logged-models/{model_id}/tags", patch(set_logged_model_tags))
         .route("/logged-models/{model_id}/tags/{key}", axum::routing::delete(delete_logged_model_tag))
 }
@@ -136,35 +147,93 @@ async fn get_experiment_by_name(State(st): State<RegistryState>, p: Params) -> R
     one("experiment", &e)
 }
 
-async fn create_experiment(State(st): State<RegistryState>, headers: HeaderMap, p: Params) -> Reply {
-    let name = p.required_str("name")?;
-    let location = p.opt_str("artifact_location")?.map(|l| crate::artifact::normalize_scheme(&l).into_owned());
-    if let Some(l) = location.as_deref().filter(|l| !l.is_empty()) {
-        // Its runs' and models' files must be where the artifact proxy can serve them: under
-        // this server's artifact root, named without a host or with this server's.
-        let Some(rest) = l.strip_prefix(crate::artifact::SCHEME) else {
-            return Err(RegistryError::InvalidParameter(format!(
-                "Invalid artifact_location '{l}': regserve keeps artifacts under its artifact root; use an mlflow-artifacts:/ URI or leave it out."
-            ))
-            .into());
-        };
-        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-        if let Some(netloc) = rest.strip_prefix("//").map(|r| r.split('/').next().unwrap_or_default()) {
-            if !netloc.is_empty() && !is_this_server(netloc, "http", host) {
-                return Err(RegistryError::InvalidParameter(format!(
-                    "Invalid artifact_location '{l}': it names the host '{netloc}', which is not this server; use mlflow-artifacts:/<path>."
-                ))
-                .into());
-            }
-        }
+/// Object stores an experiment's artifacts may live in, besides this server's artifact root:
+/// stored as given (as MLflow stores them) for the object-storage support to come; until then
+/// nothing here reads or writes them (a version made from them is "not test-loaded", `serve`
+/// and the CLI's uploads say they cannot fetch or upload there).
+const OBJECT_STORE_SCHEMES: [&str; 3] = ["s3", "gs", "wasbs"];
+/// MLflow's `MLFLOW_ARTIFACT_LOCATION_MAX_LENGTH` default.
+const MAX_ARTIFACT_LOCATION: usize = 2048;
+
+/// An experiment's `artifact_location`: MLflow's checks first, with its messages (fragments,
+/// `runs:/`, length), then regserve's: this server's artifact root (`mlflow-artifacts:/...`,
+/// with no host or this server's) or an object store (`s3://bucket/...`, `gs://`, `wasbs://`);
+/// no query string, no `..`. Local paths and `file:` are refused: the server would read the
+/// files a client named, and MLflow resolves relative ones against the server's own folder.
+fn check_artifact_location(l: &str, host: Option<&str>) -> Result<(), RegistryError> {
+    let invalid = |why: String| Err(RegistryError::InvalidParameter(why));
+    let not_here = |why: &str| invalid(format!("Invalid artifact_location '{l}': {why}"));
+    if l.contains('#') {
+        return invalid("'artifact_location' URL can't include fragments or params.".into());
     }
+    if l.starts_with("runs:") {
+        return invalid(format!("Artifact location cannot be a runs:/ URI. Given: '{l}'"));
+    }
+    if l.chars().count() > MAX_ARTIFACT_LOCATION {
+        return invalid(format!(
+            "Invalid artifact path length. The length of the artifact path cannot be greater than {MAX_ARTIFACT_LOCATION} characters."
+        ));
+    }
+    if l.contains('?') {
+        return not_here("regserve keeps artifact locations without a query string.");
+    }
+    let decoded = percent_encoding::percent_decode_str(l).decode_utf8_lossy();
+    if decoded.split(['/', '\\']).any(|segment| segment == "..") {
+        return not_here("'..' is not allowed in an artifact location.");
+    }
+    const USE: &str = "leave it out (the experiment's files then go under mlflow-artifacts:/<id>) or use mlflow-artifacts:/<path>, s3://<bucket>/<path>, gs://<bucket>/<path> or wasbs://<container>@<account>.blob.core.windows.net/<path>";
+    match crate::artifact::scheme_of(l) {
+        None => not_here(&format!("regserve does not keep artifacts in server-local paths; {USE}.")),
+        Some((scheme, _)) if scheme == "file" => {
+            not_here(&format!("regserve does not keep artifacts in server-local paths; {USE}."))
+        }
+        Some(_) if l.starts_with(crate::artifact::SCHEME) => {
+            // Its runs' and models' files must be where the artifact proxy can serve them: under
+            // this server's artifact root, named without a host or with this server's.
+            let rest = &l[crate::artifact::SCHEME.len()..];
+            if let Some(netloc) = rest.strip_prefix("//").map(|r| r.split('/').next().unwrap_or_default()) {
+                if !netloc.is_empty() && !is_this_server(netloc, "http", host) {
+                    return not_here(&format!(
+                        "it names the host '{netloc}', which is not this server; use mlflow-artifacts:/<path>."
+                    ));
+                }
+            }
+            Ok(())
+        }
+        Some((scheme, rest)) if OBJECT_STORE_SCHEMES.contains(&scheme.as_str()) => {
+            let bucket = rest.strip_prefix("//").map(|r| r.split('/').next().unwrap_or_default()).unwrap_or_default();
+            if bucket.is_empty() {
+                return not_here(&format!("name the bucket or container: {scheme}://<bucket>/<path>."));
+            }
+            Ok(())
+        }
+        Some((scheme, _)) => not_here(&format!("regserve does not keep artifacts in '{scheme}:' locations; {USE}.")),
+    }
+}
+
+async fn create_experiment(State(st): State<RegistryState>, headers: HeaderMap, p: Params) -> Reply {
+    // Every parameter's type first, in MLflow's order, so errors match its; then the location.
+    let name = p.required_str("name")?;
+    let location = p.opt_str("artifact_location")?;
     let tags = p.tags("tags")?;
+    let location = location.filter(|l| !l.is_empty()).map(|l| crate::artifact::normalize_scheme(&l).into_owned());
+    if let Some(l) = location.as_deref() {
+        check_artifact_location(l, headers.get(header::HOST).and_then(|v| v.to_str().ok()))?;
+    }
     let id = blocking(move || Ok(st.tracking.create_experiment(&name, location.as_deref(), &tags)?)).await?;
     one("experiment_id", &id)
 }
 
+/// A `ViewType` by name (`"DELETED_ONLY"`) or by its protobuf number (`2`), as MLflow reads it.
+fn view_type(p: &Params, key: &str) -> Result<ViewType, RegistryError> {
+    match p.0.get(key) {
+        Some(Value::Number(n)) => ViewType::parse(Some(&n.to_string())),
+        _ => ViewType::parse(p.opt_str(key)?.as_deref()),
+    }
+}
+
 async fn search_experiments(State(st): State<RegistryState>, p: Params) -> Reply {
-    let view = ViewType::parse(p.opt_str("view_type")?.as_deref())?;
+    let view = view_type(&p, "view_type")?;
     let filter = p.str_or_empty("filter")?;
     let max_results = p.max_results(1000, 50_000)?;
     let order_by = p.str_list("order_by")?;
@@ -181,6 +250,32 @@ async fn set_experiment_tag(State(st): State<RegistryState>, p: Params) -> Reply
     let key = p.required_str("key")?;
     let value = p.str_or_empty("value")?;
     blocking(move || Ok(st.tracking.set_experiment_tag(&id, &key, &value)?)).await?;
+    empty()
+}
+
+async fn delete_experiment_tag(State(st): State<RegistryState>, p: Params) -> Reply {
+    let id = p.required_str("experiment_id")?;
+    let key = p.required_str("key")?;
+    blocking(move || Ok(st.tracking.delete_experiment_tag(&id, &key)?)).await?;
+    empty()
+}
+
+async fn delete_experiment(State(st): State<RegistryState>, p: Params) -> Reply {
+    let id = p.required_str("experiment_id")?;
+    blocking(move || Ok(st.tracking.set_experiment_lifecycle(&id, true)?)).await?;
+    empty()
+}
+
+async fn restore_experiment(State(st): State<RegistryState>, p: Params) -> Reply {
+    let id = p.required_str("experiment_id")?;
+    blocking(move || Ok(st.tracking.set_experiment_lifecycle(&id, false)?)).await?;
+    empty()
+}
+
+async fn update_experiment(State(st): State<RegistryState>, p: Params) -> Reply {
+    let id = p.required_str("experiment_id")?;
+    let new_name = p.required_str("new_name")?;
+    blocking(move || Ok(st.tracking.rename_experiment(&id, &new_name)?)).await?;
     empty()
 }
 
@@ -281,7 +376,7 @@ async fn delete_run_tag(State(st): State<RegistryState>, p: Params) -> Reply {
 async fn search_runs(State(st): State<RegistryState>, p: Params) -> Reply {
     let experiment_ids = p.str_list("experiment_ids")?;
     let filter = p.str_or_empty("filter")?;
-    let view = ViewType::parse(p.opt_str("run_view_type")?.as_deref())?;
+    let view = view_type(&p, "run_view_type")?;
     let max_results = p.max_results(1000, 50_000)?;
     let order_by = p.str_list("order_by")?;
     let token = p.opt_str("page_token")?;
@@ -408,9 +503,24 @@ async fn create_logged_model(State(st): State<RegistryState>, p: Params) -> Repl
     one("model", &lm)
 }
 
-async fn get_logged_model(State(st): State<RegistryState>, Path(id): Path<String>) -> Reply {
-    let lm = blocking(move || Ok(st.tracking.get_logged_model(&id)?)).await?;
+/// `?allow_deleted=true` shows a deleted model; any other value does not (MLflow reads it so).
+async fn get_logged_model(State(st): State<RegistryState>, Path(id): Path<String>, p: Params) -> Reply {
+    let allow_deleted = p.opt_str("allow_deleted")?.is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let lm = blocking(move || Ok(st.tracking.get_logged_model_visible(&id, allow_deleted)?)).await?;
     one("model", &lm)
+}
+
+async fn delete_logged_model(State(st): State<RegistryState>, Path(id): Path<String>) -> Reply {
+    blocking(move || Ok(st.tracking.delete_logged_model(&id)?)).await?;
+    empty()
+}
+
+/// MLflow requires `model_id` in the body too, and logs to the model of the path.
+async fn log_logged_model_params(State(st): State<RegistryState>, Path(id): Path<String>, p: Params) -> Reply {
+    p.required_str("model_id")?;
+    let params = p.tags("params")?;
+    blocking(move || Ok(st.tracking.log_logged_model_params(&id, &params)?)).await?;
+    empty()
 }
 
 async fn finalize_logged_model(State(st): State<RegistryState>, Path(id): Path<String>, p: Params) -> Reply {
@@ -430,23 +540,99 @@ async fn delete_logged_model_tag(State(st): State<RegistryState>, Path((id, key)
     empty()
 }
 
+/// `datasets` and the datasets of `order_by` entries as MLflow's handler passes them on: a
+/// criterion without a digest matches metrics logged without one.
 async fn search_logged_models(State(st): State<RegistryState>, p: Params) -> Reply {
-    let experiment_ids = p.str_list("experiment_ids")?;
+    let experiment_ids = match p.0.get("experiment_ids") {
+        None | Some(Value::Null) => {
+            return Err(RegistryError::InvalidParameter(
+                "Missing value for required parameter 'experiment_ids'. See the API docs for more information about request parameters."
+                    .into(),
+            )
+            .into())
+        }
+        Some(Value::Array(_)) => p.str_list("experiment_ids")?,
+        // Not a list (MLflow's schema wants one): `objects` answers MLflow's type error.
+        Some(_) => p.objects("experiment_ids").map(|_| Vec::new())?,
+    };
     let filter = p.str_or_empty("filter")?;
+    let datasets = p
+        .objects("datasets")?
+        .iter()
+        .map(|d| {
+            let name = d.0.get("dataset_name").and_then(Value::as_str).filter(|n| !n.is_empty());
+            let Some(name) = name else {
+                return Err(RegistryError::InvalidParameter(
+                    "`dataset_name` in the `datasets` clause must be specified.".into(),
+                ));
+            };
+            Ok(DatasetCriterion {
+                dataset_name: name.to_string(),
+                dataset_digest: d.opt_str("dataset_digest")?.filter(|s| !s.is_empty()),
+            })
+        })
+        .collect::<Result<Vec<_>, RegistryError>>()?;
     let max_results = p.max_results(100, 1000)?;
     let order_by = p
         .objects("order_by")?
         .iter()
         .map(|o| {
-            let field = o.required_str("field_name")?;
-            let asc = o.opt_bool("ascending")?.unwrap_or(true);
-            Ok(format!("{field} {}", if asc { "ASC" } else { "DESC" }))
+            Ok(LoggedModelOrder {
+                field_name: o.required_str("field_name")?,
+                ascending: o.opt_bool("ascending")?.unwrap_or(true),
+                dataset_name: o.opt_str("dataset_name")?.filter(|s| !s.is_empty()),
+                dataset_digest: o.opt_str("dataset_digest")?.filter(|s| !s.is_empty()),
+            })
         })
         .collect::<Result<Vec<_>, RegistryError>>()?;
     let token = p.opt_str("page_token")?;
     let page = blocking(move || {
-        Ok(st.tracking.search_logged_models(&experiment_ids, &filter, max_results, &order_by, token.as_deref())?)
+        Ok(st.tracking.search_logged_models(
+            &experiment_ids,
+            &filter,
+            &datasets,
+            max_results,
+            &order_by,
+            token.as_deref(),
+        )?)
     })
     .await?;
     paged_reply("models", page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_artifact_location;
+
+    #[test]
+    fn artifact_locations() {
+        for ok in [
+            "s3://bucket/p",
+            "gs://b/p/",
+            "wasbs://c@acct.blob.core.windows.net/p",
+            "mlflow-artifacts:/x/y",
+            "mlflow-artifacts://127.0.0.1:5000/x",
+        ] {
+            assert!(check_artifact_location(ok, Some("127.0.0.1:5000")).is_ok(), "{ok}");
+        }
+        for bad in [
+            "file:///etc",
+            "/etc",
+            "rel",
+            "C:/x",
+            "runs:/r/m",
+            "s3:/nobucket",
+            "s3:///p",
+            "s3://b/p?x=1",
+            "s3://b/p#f",
+            "s3://b/%2e%2e/x",
+            "mlflow-artifacts:/a/../b",
+            "mlflow-artifacts://elsewhere/x",
+            "http://127.0.0.1:5000/x",
+            "hdfs://h/p",
+        ] {
+            assert!(check_artifact_location(bad, Some("127.0.0.1:5000")).is_err(), "{bad}");
+        }
+        assert!(check_artifact_location(&format!("s3://b/{}", "a".repeat(2048)), None).is_err());
+    }
 }

@@ -18,8 +18,9 @@ pub mod metrics;
 mod search;
 mod version_links;
 
-use search::{experiment_field, logged_model_field, page, run_field, Kind, OrderBy, SearchFilter};
+use search::{experiment_field, logged_model_matches, page, run_field, Kind, ModelOrder, OrderBy, SearchFilter};
 pub use version_links::MODEL_VERSIONS_TAG;
+pub use search::{DatasetCriterion, LoggedModelOrder};
 
 use crate::registry::store::now_ms;
 use crate::registry::{RegistryError, Store, Tag};
@@ -224,11 +225,7 @@ impl TrackingStore {
 
     /// Create an experiment; its artifacts go under `mlflow-artifacts:/<id>` unless given.
     pub fn create_experiment(&self, name: &str, artifact_location: Option<&str>, tags: &[Tag]) -> Result<String> {
-        if name.trim().is_empty() {
-            return Err(RegistryError::InvalidParameter(
-                "Invalid experiment name: ''. Experiment name cannot be empty.".into(),
-            ));
-        }
+        validate_experiment_name(name)?;
         self.db.write_tx(|tx| {
             let now = now_ms();
             let inserted = tx.execute(
@@ -277,10 +274,72 @@ impl TrackingStore {
     pub fn set_experiment_tag(&self, id: &str, key: &str, value: &str) -> Result<()> {
         let num = parse_experiment_id(id)?;
         self.db.write_tx(|tx| {
-            load_experiment(tx, num, id)?;
+            ensure_experiment_active(&load_experiment(tx, num, id)?)?;
             tx.execute(
                 "INSERT OR REPLACE INTO experiment_tags (experiment_id, key, value) VALUES (?1, ?2, ?3)",
                 params![num, key, value],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Delete a tag of an active experiment (`experiments/delete-experiment-tag`).
+    pub fn delete_experiment_tag(&self, id: &str, key: &str) -> Result<()> {
+        let num = parse_experiment_id(id)?;
+        self.db.write_tx(|tx| {
+            ensure_experiment_active(&load_experiment(tx, num, id)?)?;
+            let n =
+                tx.execute("DELETE FROM experiment_tags WHERE experiment_id = ?1 AND key = ?2", params![num, key])?;
+            if n == 0 {
+                return Err(RegistryError::NotFound(format!("No tag with name: {key} in experiment with id {id}")));
+            }
+            Ok(())
+        })
+    }
+
+    /// MLflow's soft delete of an experiment (`deleted` = true) and its restore: the experiment
+    /// and every run in it change lifecycle stage; nothing is removed, and the name stays
+    /// taken. Deleting needs an active experiment, restoring a deleted one; otherwise the
+    /// experiment "does not exist" for the request, as in MLflow.
+    pub fn set_experiment_lifecycle(&self, id: &str, deleted: bool) -> Result<()> {
+        let num = parse_experiment_id(id)?;
+        let (from, to) = if deleted { ("active", "deleted") } else { ("deleted", "active") };
+        self.db.write_tx(|tx| {
+            let exp = load_experiment(tx, num, id)?;
+            if exp.lifecycle_stage != from {
+                return Err(experiment_not_found(&num.to_string()));
+            }
+            tx.execute(
+                "UPDATE experiments SET lifecycle_stage = ?2, last_update_time = ?3 WHERE experiment_id = ?1",
+                params![num, to, now_ms()],
+            )?;
+            tx.execute("UPDATE runs SET lifecycle_stage = ?2 WHERE experiment_id = ?1", params![num, to])?;
+            Ok(())
+        })
+    }
+
+    /// Rename an active experiment (`experiments/update`).
+    pub fn rename_experiment(&self, id: &str, new_name: &str) -> Result<()> {
+        validate_experiment_name(new_name)?;
+        let num = parse_experiment_id(id)?;
+        self.db.write_tx(|tx| {
+            let exp = load_experiment(tx, num, id)?;
+            if exp.lifecycle_stage != "active" {
+                return Err(RegistryError::InvalidState("Cannot rename a non-active experiment.".into()));
+            }
+            let taken: Option<i64> = tx
+                .query_row(
+                    "SELECT experiment_id FROM experiments WHERE name = ?1 AND experiment_id != ?2",
+                    params![new_name, num],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if taken.is_some() {
+                return Err(RegistryError::AlreadyExists(format!("Experiment(name={new_name}) already exists.")));
+            }
+            tx.execute(
+                "UPDATE experiments SET name = ?2, last_update_time = ?3 WHERE experiment_id = ?1",
+                params![num, new_name, now_ms()],
             )?;
             Ok(())
         })
@@ -323,12 +382,7 @@ impl TrackingStore {
             .unwrap_or_else(random_run_name);
         self.db.write_tx(|tx| {
             let exp = load_experiment(tx, exp_num, &new.experiment_id)?;
-            if exp.lifecycle_stage != "active" {
-                return Err(RegistryError::InvalidParameter(format!(
-                    "The experiment {} must be in the 'active' state. Current state is {}.",
-                    exp.experiment_id, exp.lifecycle_stage
-                )));
-            }
+            ensure_experiment_active(&exp)?;
             let artifact_uri = format!("{}/{run_id}/artifacts", exp.artifact_location.trim_end_matches('/'));
             tx.execute(
                 "INSERT INTO runs (run_uuid, experiment_id, run_name, user_id, status, start_time, artifact_uri) \
@@ -511,9 +565,9 @@ impl TrackingStore {
         let name = new.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(random_run_name);
         self.db.write_tx(|tx| {
             let exp = load_experiment(tx, exp_num, &new.experiment_id)?;
-            if !new.source_run_id.is_empty() {
-                load_run_info(tx, &new.source_run_id)?;
-            }
+            ensure_experiment_active(&exp)?;
+            // `source_run_id` is stored as given, as MLflow does: the run may live in another
+            // tracking server, and nothing here resolves it.
             let location = format!("{}/models/{model_id}/artifacts", exp.artifact_location.trim_end_matches('/'));
             let now = now_ms();
             tx.execute(
@@ -539,6 +593,66 @@ impl TrackingStore {
 
     pub fn get_logged_model(&self, model_id: &str) -> Result<LoggedModel> {
         self.db.read_tx(|tx| load_logged_model(tx, model_id))
+    }
+
+    /// A logged model as `GET logged-models/{id}` shows it: a deleted one only when
+    /// `allow_deleted`, as in MLflow. ([`Self::get_logged_model`] finds deleted ones too: the
+    /// artifact proxy and registration need them, since registered versions may use their files.)
+    pub fn get_logged_model_visible(&self, model_id: &str, allow_deleted: bool) -> Result<LoggedModel> {
+        self.db.read_tx(|tx| {
+            let lm = load_logged_model(tx, model_id)?;
+            if !allow_deleted && logged_model_lifecycle(tx, model_id)? == "deleted" {
+                return Err(logged_model_not_found(model_id));
+            }
+            Ok(lm)
+        })
+    }
+
+    /// MLflow's soft delete of a logged model (`DELETE logged-models/{id}`): hidden from `get`
+    /// and searches, its files and versions left as they are. Deleting it again is no error.
+    pub fn delete_logged_model(&self, model_id: &str) -> Result<()> {
+        self.db.write_tx(|tx| {
+            logged_model_exists(tx, model_id)?;
+            tx.execute(
+                "UPDATE logged_models SET lifecycle_stage = 'deleted', last_updated_timestamp = ?2 WHERE model_id = ?1",
+                params![model_id, now_ms()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Log params on a logged model (`POST logged-models/{id}/params`). A param already logged
+    /// with the same value is kept; another value is refused, as for runs.
+    pub fn log_logged_model_params(&self, model_id: &str, params: &[Tag]) -> Result<()> {
+        validate_tags(params)?;
+        self.db.write_tx(|tx| {
+            logged_model_exists(tx, model_id)?;
+            for p in params {
+                let old: Option<String> = tx
+                    .query_row(
+                        "SELECT value FROM logged_model_params WHERE model_id = ?1 AND key = ?2",
+                        params![model_id, p.key],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                match old {
+                    Some(v) if v == p.value => {}
+                    Some(v) => {
+                        return Err(RegistryError::InvalidParameter(format!(
+                            "Changing param values is not allowed. Param with key='{}' was already logged with value='{v}' for logged model ID='{model_id}'. Attempted logging new value '{}'.",
+                            p.key, p.value
+                        )))
+                    }
+                    None => {
+                        tx.execute(
+                            "INSERT INTO logged_model_params (model_id, key, value) VALUES (?1, ?2, ?3)",
+                            params![model_id, p.key, p.value],
+                        )?;
+                    }
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Set a logged model's status (`finalize`: PENDING → READY or UPLOAD_FAILED).
@@ -604,16 +718,22 @@ impl TrackingStore {
         })
     }
 
+    /// `logged-models/search`, as MLflow's SQL store answers it: a metric comparison holds when
+    /// any logged value of the metric satisfies it, on one of `datasets` when some are given;
+    /// `datasets` alone keeps the models with a metric on one of them; ordering by a metric
+    /// uses its latest value (by timestamp, then step), on the entry's dataset when it names
+    /// one. Deleted models are left out.
     pub fn search_logged_models(
         &self,
         experiment_ids: &[String],
         filter: &str,
+        datasets: &[DatasetCriterion],
         max_results: usize,
-        order_by: &[String],
+        order_by: &[LoggedModelOrder],
         page_token: Option<&str>,
     ) -> Result<Paged<LoggedModel>> {
         let filter = SearchFilter::parse(filter, Kind::LoggedModel)?;
-        let order = OrderBy::parse(order_by, Kind::LoggedModel)?;
+        let order = ModelOrder::parse(order_by)?;
         let exp_nums = experiment_ids.iter().map(|e| parse_experiment_id(e)).collect::<Result<Vec<_>>>()?;
         let models = self.db.read_tx(|tx| {
             let mut out = Vec::new();
@@ -629,17 +749,50 @@ impl TrackingStore {
             Ok(out)
         })?;
         let mut hits: Vec<LoggedModel> =
-            models.into_iter().filter(|m| filter.matches(&|f| logged_model_field(m, f))).collect();
-        hits.sort_by(|a, b| order.compare(&|f| logged_model_field(a, f), &|f| logged_model_field(b, f)));
+            models.into_iter().filter(|m| logged_model_matches(&filter, m, datasets)).collect();
+        hits.sort_by(|a, b| order.compare(a, b));
         page(hits, max_results, page_token)
     }
 }
 
 // -------------------------------------------------------------------- row helpers
 
+/// Experiment names MLflow's SQL store keeps: at most 500 characters. Blank names are refused
+/// (MLflow refuses only the empty one).
+const MAX_EXPERIMENT_NAME: usize = 500;
+
+fn validate_experiment_name(name: &str) -> Result<()> {
+    if name.trim().is_empty() {
+        return Err(RegistryError::InvalidParameter(format!(
+            "Invalid experiment name: '{name}'. Experiment name cannot be empty."
+        )));
+    }
+    if name.chars().count() > MAX_EXPERIMENT_NAME {
+        return Err(RegistryError::InvalidParameter(format!(
+            "'name' exceeds the maximum length of {MAX_EXPERIMENT_NAME} characters"
+        )));
+    }
+    Ok(())
+}
+
+fn experiment_not_found(shown: &str) -> RegistryError {
+    RegistryError::NotFound(format!("No Experiment with id={shown} exists"))
+}
+
+/// Writes into an experiment (tags, runs, logged models) need it active, as in MLflow.
+fn ensure_experiment_active(exp: &Experiment) -> Result<()> {
+    if exp.lifecycle_stage != "active" {
+        return Err(RegistryError::InvalidParameter(format!(
+            "The experiment {} must be in the 'active' state. Current state is {}.",
+            exp.experiment_id, exp.lifecycle_stage
+        )));
+    }
+    Ok(())
+}
+
 fn parse_experiment_id(id: &str) -> Result<i64> {
     id.trim().parse::<i64>().map_err(|_| {
-        RegistryError::InvalidParameter(format!("Invalid experiment ID: '{id}'. Experiment IDs are integers."))
+        RegistryError::InvalidParameter(format!("Invalid experiment ID '{id}'. Experiment ID must be a valid integer."))
     })
 }
 
@@ -661,7 +814,7 @@ fn load_experiment(tx: &Transaction<'_>, id: i64, shown: &str) -> Result<Experim
         )
         .optional()?;
     let (name, artifact_location, lifecycle_stage, creation_time, last_update_time) =
-        row.ok_or_else(|| RegistryError::NotFound(format!("No Experiment with id={shown} exists")))?;
+        row.ok_or_else(|| experiment_not_found(shown))?;
     let tags = key_values(tx, "SELECT key, value FROM experiment_tags WHERE experiment_id = ?1 ORDER BY key", &id)?;
     Ok(Experiment {
         experiment_id: id.to_string(),
@@ -760,6 +913,12 @@ fn logged_model_exists(tx: &Transaction<'_>, model_id: &str) -> Result<()> {
     let found: Option<i64> =
         tx.query_row("SELECT 1 FROM logged_models WHERE model_id = ?1", [model_id], |r| r.get(0)).optional()?;
     found.map(|_| ()).ok_or_else(|| logged_model_not_found(model_id))
+}
+
+fn logged_model_lifecycle(tx: &Transaction<'_>, model_id: &str) -> Result<String> {
+    tx.query_row("SELECT lifecycle_stage FROM logged_models WHERE model_id = ?1", [model_id], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| logged_model_not_found(model_id))
 }
 
 fn load_logged_model(tx: &Transaction<'_>, model_id: &str) -> Result<LoggedModel> {
@@ -937,9 +1096,154 @@ mod tests {
         assert_eq!(t.get_run(&run.info.run_id).unwrap().outputs.model_outputs.len(), 1);
         let found = t.logged_models_of_run(&run.info.run_id, "model").unwrap();
         assert_eq!(found.len(), 1);
-        let p = t.search_logged_models(&["0".into()], "name = 'model'", 10, &[], None).unwrap();
+        let p = t.search_logged_models(&["0".into()], "name = 'model'", &[], 10, &[], None).unwrap();
         assert_eq!(p.items.len(), 1);
         assert!(matches!(t.get_logged_model("m-nope"), Err(RegistryError::NotFound(_))));
+    }
+
+    #[test]
+    fn experiment_lifecycle_rename_and_tags() {
+        let t = store();
+        let id = t.create_experiment("exp", None, &[tag("a", "1"), tag("b", "2")]).unwrap();
+        let run = t.create_run(&NewRun { experiment_id: id.clone(), ..Default::default() }).unwrap().info.run_id;
+        t.set_experiment_lifecycle(&id, true).unwrap();
+        assert_eq!(t.get_experiment_by_name("exp").unwrap().lifecycle_stage, "deleted");
+        assert_eq!(t.get_run(&run).unwrap().info.lifecycle_stage, "deleted");
+        assert!(matches!(t.set_experiment_lifecycle(&id, true), Err(RegistryError::NotFound(_))));
+        let new_run = NewRun { experiment_id: id.clone(), ..Default::default() };
+        assert!(matches!(t.create_run(&new_run), Err(RegistryError::InvalidParameter(_))));
+        let new_model = NewLoggedModel { experiment_id: id.clone(), ..Default::default() };
+        assert!(matches!(t.create_logged_model(&new_model), Err(RegistryError::InvalidParameter(_))));
+        assert!(matches!(t.set_experiment_tag(&id, "c", "3"), Err(RegistryError::InvalidParameter(_))));
+        assert!(matches!(t.delete_experiment_tag(&id, "a"), Err(RegistryError::InvalidParameter(_))));
+        assert!(matches!(t.rename_experiment(&id, "other"), Err(RegistryError::InvalidState(_))));
+        assert!(matches!(t.create_experiment("exp", None, &[]), Err(RegistryError::AlreadyExists(_))));
+        let deleted = t.search_experiments(ViewType::DeletedOnly, "", 10, &[], None).unwrap();
+        assert_eq!(deleted.items.len(), 1);
+
+        t.set_experiment_lifecycle(&id, false).unwrap();
+        assert!(matches!(t.set_experiment_lifecycle(&id, false), Err(RegistryError::NotFound(_))));
+        assert_eq!(t.get_run(&run).unwrap().info.lifecycle_stage, "active");
+        t.rename_experiment(&id, "renamed").unwrap();
+        assert_eq!(t.get_experiment(&id).unwrap().name, "renamed");
+        assert!(matches!(t.rename_experiment(&id, "Default"), Err(RegistryError::AlreadyExists(_))));
+        t.rename_experiment(&id, "renamed").unwrap();
+        for bad in ["", "  ", &"x".repeat(501)] {
+            assert!(matches!(t.rename_experiment(&id, bad), Err(RegistryError::InvalidParameter(_))), "{bad}");
+        }
+        t.delete_experiment_tag(&id, "a").unwrap();
+        assert_eq!(t.get_experiment(&id).unwrap().tags, vec![tag("b", "2")]);
+        assert!(matches!(t.delete_experiment_tag(&id, "a"), Err(RegistryError::NotFound(_))));
+        assert!(matches!(t.set_experiment_lifecycle("99", true), Err(RegistryError::NotFound(_))));
+        assert!(matches!(t.set_experiment_lifecycle("x", true), Err(RegistryError::InvalidParameter(_))));
+    }
+
+    #[test]
+    fn logged_model_params_delete_and_unknown_source_run() {
+        let t = store();
+        let lm = t
+            .create_logged_model(&NewLoggedModel {
+                experiment_id: "0".into(),
+                source_run_id: "not-a-run-here".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        let id = lm.info.model_id;
+        assert_eq!(lm.info.source_run_id, "not-a-run-here");
+        t.log_logged_model_params(&id, &[tag("a", "1"), tag("b", "2")]).unwrap();
+        t.log_logged_model_params(&id, &[tag("a", "1")]).unwrap();
+        assert!(matches!(t.log_logged_model_params(&id, &[tag("a", "2")]), Err(RegistryError::InvalidParameter(_))));
+        assert!(matches!(t.log_logged_model_params("m-nope", &[tag("a", "1")]), Err(RegistryError::NotFound(_))));
+        assert_eq!(t.get_logged_model(&id).unwrap().data.params, vec![tag("a", "1"), tag("b", "2")]);
+
+        t.delete_logged_model(&id).unwrap();
+        t.delete_logged_model(&id).unwrap();
+        assert!(matches!(t.get_logged_model_visible(&id, false), Err(RegistryError::NotFound(_))));
+        assert_eq!(t.get_logged_model_visible(&id, true).unwrap().info.model_id, id);
+        // Internal readers (the artifact proxy, registration) still see it.
+        assert_eq!(t.get_logged_model(&id).unwrap().info.model_id, id);
+        assert!(t.search_logged_models(&["0".into()], "", &[], 10, &[], None).unwrap().items.is_empty());
+        assert!(matches!(t.delete_logged_model("m-nope"), Err(RegistryError::NotFound(_))));
+    }
+
+    /// The scenario recorded against `mlflow server` 3.17.2 (see
+    /// tests/python/test_conformance_tracking.py::test_logged_model_search_by_datasets).
+    #[test]
+    fn logged_model_search_by_datasets() {
+        use super::search::{logged_model_matches, ModelOrder, SearchFilter};
+        let metric = |key: &str, value: f64, step: i64, timestamp: i64, ds: Option<(&str, &str)>| Metric {
+            key: key.into(),
+            value,
+            timestamp,
+            step,
+            model_id: None,
+            run_id: Some("r".into()),
+            dataset_name: ds.map(|d| d.0.into()),
+            dataset_digest: ds.map(|d| d.1.into()),
+        };
+        let model = |name: &str, created: i64, metrics: Vec<Metric>| LoggedModel {
+            info: LoggedModelInfo {
+                model_id: format!("m-{name}"),
+                experiment_id: "0".into(),
+                name: name.into(),
+                creation_timestamp_ms: created,
+                last_updated_timestamp_ms: created,
+                artifact_uri: String::new(),
+                status: "LOGGED_MODEL_READY".into(),
+                model_type: String::new(),
+                source_run_id: String::new(),
+                tags: vec![],
+            },
+            data: LoggedModelData { params: vec![], metrics },
+        };
+        let (train, test) = (Some(("train", "d1")), Some(("test", "d2")));
+        let models = [
+            model("A", 1, vec![metric("acc", 0.9, 0, 100, train), metric("acc", 0.2, 1, 200, train)]),
+            model("B", 2, vec![metric("acc", 0.5, 0, 100, test)]),
+            model("C", 3, vec![metric("acc", 0.1, 5, 50, test)]),
+            model("D", 4, vec![metric("loss", 1.0, 0, 100, None)]),
+        ];
+        let ds = |name: &str, digest: Option<&str>| DatasetCriterion {
+            dataset_name: name.into(),
+            dataset_digest: digest.map(str::to_string),
+        };
+        let search = |filter: &str, datasets: &[DatasetCriterion]| -> Vec<&str> {
+            let f = SearchFilter::parse(filter, Kind::LoggedModel).unwrap();
+            models.iter().filter(|m| logged_model_matches(&f, m, datasets)).map(|m| m.info.name.as_str()).collect()
+        };
+        assert_eq!(search("", &[]), ["A", "B", "C", "D"]);
+        assert_eq!(search("metrics.acc > 0.8", &[]), ["A"]); // any value, not only the latest
+        assert_eq!(search("metrics.acc < 0.3", &[]), ["A", "C"]);
+        assert!(search("", &[ds("train", None)]).is_empty()); // no digest: values logged without one
+        assert_eq!(search("", &[ds("train", Some("d1"))]), ["A"]);
+        assert_eq!(search("", &[ds("train", Some("d1")), ds("test", Some("d2"))]), ["A", "B", "C"]);
+        assert_eq!(search("metrics.acc < 0.5", &[ds("train", Some("d1"))]), ["A"]);
+        assert_eq!(search("metrics.acc > 0.4", &[ds("test", Some("d2"))]), ["B"]);
+        assert!(search("metrics.loss = 1", &[ds("train", Some("d1"))]).is_empty());
+        assert!(search("name = 'A'", &[ds("test", Some("d2"))]).is_empty());
+
+        let order = |field: &str, ascending: bool, name: Option<&str>, digest: Option<&str>| -> Vec<&str> {
+            let o = ModelOrder::parse(&[LoggedModelOrder {
+                field_name: field.into(),
+                ascending,
+                dataset_name: name.map(str::to_string),
+                dataset_digest: digest.map(str::to_string),
+            }])
+            .unwrap();
+            let mut sorted: Vec<&LoggedModel> = models.iter().collect();
+            sorted.sort_by(|a, b| o.compare(a, b));
+            sorted.iter().map(|m| m.info.name.as_str()).collect()
+        };
+        assert_eq!(order("metrics.acc", true, None, None), ["C", "A", "B", "D"]);
+        assert_eq!(order("metrics.acc", false, None, None), ["B", "A", "C", "D"]);
+        assert_eq!(order("metrics.acc", true, Some("test"), None), ["C", "B", "D", "A"]);
+        assert_eq!(order("metrics.acc", true, Some("train"), Some("d1")), ["A", "D", "C", "B"]);
+        assert_eq!(order("metrics.acc", true, None, Some("d2")), ["C", "B", "D", "A"]);
+        assert_eq!(order("name", false, None, None), ["D", "C", "B", "A"]);
+        let bad = LoggedModelOrder { field_name: "params.x".into(), ..Default::default() };
+        assert!(
+            matches!(ModelOrder::parse(&[bad]), Err(RegistryError::InvalidParameter(m)) if m.contains("Only metrics"))
+        );
     }
 
     #[test]

@@ -22,7 +22,6 @@
 //! a step that changes behaviour on purpose.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
 
 use super::{Experiment, LoggedModel, Metric, Paged, Result, Run};
 use crate::registry::search::Comparator;
@@ -180,24 +179,28 @@ impl SearchFilter {
 
     pub(super) fn matches(&self, lookup: &dyn Fn(&Field) -> Option<Val>) -> bool {
         self.clauses.iter().all(|c| {
-            let Some(v) = lookup(&c.field) else {
-                // Entities without the field never match (MLflow's behaviour, `!=` included).
-                return false;
-            };
-            let first = &c.values[0];
-            match c.op {
-                Comparator::Eq => v.cmp(first) == Some(Ordering::Equal),
-                Comparator::Ne => v.cmp(first) != Some(Ordering::Equal),
-                Comparator::Lt => v.cmp(first) == Some(Ordering::Less),
-                Comparator::Le => matches!(v.cmp(first), Some(Ordering::Less | Ordering::Equal)),
-                Comparator::Gt => v.cmp(first) == Some(Ordering::Greater),
-                Comparator::Ge => matches!(v.cmp(first), Some(Ordering::Greater | Ordering::Equal)),
-                Comparator::Like => like(&v.text(), &first.text(), false),
-                Comparator::ILike => like(&v.text(), &first.text(), true),
-                Comparator::In => c.values.iter().any(|x| v.cmp(x) == Some(Ordering::Equal)),
-                Comparator::NotIn => !c.values.iter().any(|x| v.cmp(x) == Some(Ordering::Equal)),
-            }
+            // Entities without the field never match (MLflow's behaviour, `!=` included).
+            lookup(&c.field).is_some_and(|v| c.holds(&v))
         })
+    }
+}
+
+impl Clause {
+    /// Whether the field's value `v` satisfies this comparison.
+    fn holds(&self, v: &Val) -> bool {
+        let first = &self.values[0];
+        match self.op {
+            Comparator::Eq => v.cmp(first) == Some(Ordering::Equal),
+            Comparator::Ne => v.cmp(first) != Some(Ordering::Equal),
+            Comparator::Lt => v.cmp(first) == Some(Ordering::Less),
+            Comparator::Le => matches!(v.cmp(first), Some(Ordering::Less | Ordering::Equal)),
+            Comparator::Gt => v.cmp(first) == Some(Ordering::Greater),
+            Comparator::Ge => matches!(v.cmp(first), Some(Ordering::Greater | Ordering::Equal)),
+            Comparator::Like => like(&v.text(), &first.text(), false),
+            Comparator::ILike => like(&v.text(), &first.text(), true),
+            Comparator::In => self.values.iter().any(|x| v.cmp(x) == Some(Ordering::Equal)),
+            Comparator::NotIn => !self.values.iter().any(|x| v.cmp(x) == Some(Ordering::Equal)),
+        }
     }
 }
 
@@ -553,14 +556,8 @@ pub(super) fn logged_model_field(m: &LoggedModel, f: &Field) -> Option<Val> {
     match f.entity {
         Entity::Tag => find(&i.tags, &f.key),
         Entity::Param => find(&m.data.params, &f.key),
-        Entity::Metric => {
-            // The latest value per key.
-            let mut latest: BTreeMap<&str, &Metric> = BTreeMap::new();
-            for x in &m.data.metrics {
-                latest.insert(x.key.as_str(), x);
-            }
-            latest.get(f.key.as_str()).map(|x| Val::Num(x.value))
-        }
+        // A model has many values per metric: `logged_model_matches` and `latest_metric` decide.
+        Entity::Metric => None,
         Entity::Attribute => match f.key.as_str() {
             "model_id" => Some(Val::Str(i.model_id.clone())),
             "name" => Some(Val::Str(i.name.clone())),
@@ -573,4 +570,128 @@ pub(super) fn logged_model_field(m: &LoggedModel, f: &Field) -> Option<Val> {
             _ => None,
         },
     }
+}
+
+// -------------------------------------------------------------------- logged models: datasets
+
+/// One entry of the `datasets` criterion of `logged-models/search`: metrics computed on the
+/// dataset of this name and digest — without a digest, on a dataset logged without one (the
+/// SQL MLflow's handler and store run together).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetCriterion {
+    pub dataset_name: String,
+    pub dataset_digest: Option<String>,
+}
+
+impl DatasetCriterion {
+    fn admits(&self, m: &Metric) -> bool {
+        m.dataset_name.as_deref() == Some(self.dataset_name.as_str()) && m.dataset_digest == self.dataset_digest
+    }
+}
+
+/// One `order_by` entry of `logged-models/search`: an attribute or `metrics.<key>`; a metric
+/// entry's dataset name and digest, each when given, pick the values it orders by.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoggedModelOrder {
+    pub field_name: String,
+    pub ascending: bool,
+    pub dataset_name: Option<String>,
+    pub dataset_digest: Option<String>,
+}
+
+/// Whether a logged model passes `filter` and `datasets` (see `search_logged_models`): an
+/// attribute, param or tag clause compares the model's value; a metric clause holds when any
+/// value logged for the key (on one of `datasets`, when given) satisfies it; `datasets`
+/// without a metric clause needs one metric on one of them.
+pub(super) fn logged_model_matches(filter: &SearchFilter, m: &LoggedModel, datasets: &[DatasetCriterion]) -> bool {
+    let on_datasets = |x: &Metric| datasets.is_empty() || datasets.iter().any(|d| d.admits(x));
+    let mut has_metric_clause = false;
+    let all = filter.clauses.iter().all(|c| {
+        if c.field.entity == Entity::Metric {
+            has_metric_clause = true;
+            m.data
+                .metrics
+                .iter()
+                .filter(|x| x.key == c.field.key && on_datasets(x))
+                .any(|x| c.holds(&Val::Num(x.value)))
+        } else {
+            logged_model_field(m, &c.field).is_some_and(|v| c.holds(&v))
+        }
+    });
+    all && (datasets.is_empty() || has_metric_clause || m.data.metrics.iter().any(on_datasets))
+}
+
+/// A parsed `order_by` of `logged-models/search`, with MLflow's tie-breaks (newest first, then
+/// model id).
+#[derive(Debug, Clone)]
+pub(super) struct ModelOrder {
+    keys: Vec<(Field, bool, Option<String>, Option<String>)>,
+}
+
+impl ModelOrder {
+    pub(super) fn parse(order_by: &[LoggedModelOrder]) -> Result<ModelOrder> {
+        let mut keys = Vec::new();
+        for o in order_by {
+            let name = o.field_name.trim();
+            let invalid = || RegistryError::InvalidParameter(format!("Invalid order by field name: {name}"));
+            let mut lex = Lexer::new(name);
+            let field = lex.field(name, Kind::LoggedModel).map_err(|_| invalid())?;
+            if !lex.at_end() {
+                return Err(invalid());
+            }
+            if !matches!(field.entity, Entity::Attribute | Entity::Metric) {
+                return Err(RegistryError::InvalidParameter(format!(
+                    "Invalid order by field name: {name}. Only metrics are supported."
+                )));
+            }
+            keys.push((field, o.ascending, o.dataset_name.clone(), o.dataset_digest.clone()));
+        }
+        let attr = |k: &str| Field { entity: Entity::Attribute, key: k.to_string() };
+        keys.push((attr("creation_timestamp"), false, None, None));
+        keys.push((attr("model_id"), true, None, None));
+        Ok(ModelOrder { keys })
+    }
+
+    pub(super) fn compare(&self, a: &LoggedModel, b: &LoggedModel) -> Ordering {
+        for (field, asc, name, digest) in &self.keys {
+            let value = |m: &LoggedModel| match field.entity {
+                Entity::Metric => latest_metric(m, &field.key, name.as_deref(), digest.as_deref()).map(Val::Num),
+                _ => logged_model_field(m, field),
+            };
+            let ord = match (value(a), value(b)) {
+                (Some(x), Some(y)) => {
+                    let o = x.cmp(&y).unwrap_or(Ordering::Equal);
+                    if *asc {
+                        o
+                    } else {
+                        o.reverse()
+                    }
+                }
+                // Missing values sort last either way.
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (None, None) => Ordering::Equal,
+            };
+            if ord != Ordering::Equal {
+                return ord;
+            }
+        }
+        Ordering::Equal
+    }
+}
+
+/// A logged model's latest value of a metric as MLflow orders by it: the newest timestamp,
+/// then the highest step, then the first run id; only values on the dataset name and digest
+/// when given.
+fn latest_metric(m: &LoggedModel, key: &str, name: Option<&str>, digest: Option<&str>) -> Option<f64> {
+    m.data
+        .metrics
+        .iter()
+        .filter(|x| {
+            x.key == key
+                && name.is_none_or(|n| x.dataset_name.as_deref() == Some(n))
+                && digest.is_none_or(|d| x.dataset_digest.as_deref() == Some(d))
+        })
+        .max_by(|x, y| (x.timestamp, x.step).cmp(&(y.timestamp, y.step)).then_with(|| y.run_id.cmp(&x.run_id)))
+        .map(|x| x.value)
 }
