@@ -14,7 +14,7 @@ use std::path::{Component, Path, PathBuf};
 /// Failures to find or fetch artifacts.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("artifact URI scheme '{scheme}' is not supported (in '{uri}'); regserve reads s3://, gs://, wasbs:// and abfss://, mlflow-artifacts:/, http(s)://, runs:/, models:/, file:// and local paths")]
+    #[error("artifact URI scheme '{scheme}' is not supported (in '{uri}'); regserve reads mlflow-artifacts:/, file:// and local paths here, and also s3://, gs://, wasbs://, abfss://, http(s)://, runs:/ and models:/ when it downloads a remote registry's versions")]
     UnsupportedScheme { scheme: String, uri: String },
     #[error("invalid artifact path '{0}': it must stay inside the artifact root (no '..', no absolute paths, no links leading out)")]
     PathEscapes(String),

@@ -158,6 +158,9 @@ pub struct Bucket {
     secrets: Arc<Vec<String>>,
     /// Longest wait for the store's first answer and between two chunks of a body.
     timeout: Duration,
+    /// S3 only: no credentials were configured, so `object_store` asks the instance metadata
+    /// service; said in errors, since off EC2 that is rarely what was meant.
+    no_credentials: bool,
 }
 
 impl std::fmt::Debug for Bucket {
@@ -175,6 +178,18 @@ impl Bucket {
     /// download). Nothing is sent yet.
     pub fn open(uri: &BucketUri, env: Env<'_>, timeout: Duration) -> Result<Bucket, FetchError> {
         let mut secrets = Vec::new();
+        let no_credentials = uri.cloud == Cloud::S3
+            && [
+                "AWS_ACCESS_KEY_ID",
+                "AWS_PROFILE",
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "AWS_SKIP_SIGNATURE",
+            ]
+            .iter()
+            .all(|k| env(k).is_none_or(|v| v.is_empty()))
+            && matches!(shared_profile(env, None), Ok(None));
         // No overall request timeout (a large object takes as long as it takes); the idle
         // timeout is ours, per chunk. Retries are ours too (see `fetch`), so one policy applies.
         let options =
@@ -188,7 +203,7 @@ impl Bucket {
         secrets.retain(|s| s.len() >= 4);
         let secrets = Arc::new(secrets);
         match built {
-            Ok(store) => Ok(Bucket { uri: uri.clone(), store, secrets, timeout }),
+            Ok(store) => Ok(Bucket { uri: uri.clone(), store, secrets, timeout, no_credentials }),
             Err(e) => {
                 let redacted = redact(&e.to_string(), &secrets);
                 Err(store_error(
@@ -349,10 +364,16 @@ impl Bucket {
             }
             _ => (StoreErrorKind::Config, format!("{root}: the request failed")),
         };
-        let message = match kind {
+        let mut message = match kind {
             StoreErrorKind::Denied => format!("{what}: access denied: {detail}; {}", self.uri.credential_hint()),
             _ => format!("{what}: {detail}"),
         };
+        let mut public = public;
+        if self.no_credentials && matches!(kind, StoreErrorKind::Denied | StoreErrorKind::Unavailable) {
+            let note = " (no AWS credentials are set — AWS_ACCESS_KEY_ID, AWS_PROFILE, ~/.aws/credentials, web identity — so the EC2 instance metadata service was asked)";
+            message.push_str(note);
+            public.push_str(note);
+        }
         store_error(kind, message, public)
     }
 }
