@@ -796,6 +796,84 @@ mod tests {
         assert!(shared_profile(&none, None).unwrap().is_none());
     }
 
+    /// `object_store`'s in-memory store behind a bucket handle: listing, streaming and the checks.
+    #[tokio::test]
+    async fn lists_downloads_and_checks_objects() {
+        use object_store::memory::InMemory;
+        let store = Arc::new(InMemory::new());
+        for (key, body) in [
+            ("m/MLmodel", "flavors: {}"),
+            ("m/model.onnx", "onnx-bytes"),
+            ("m/sub/w.bin", "weights"),
+            ("mx/other", "x"),
+        ] {
+            store.put(&ObjectPath::from(key), bytes::Bytes::from(body).into()).await.unwrap();
+        }
+        let uri = BucketUri::parse("s3://bkt/m").unwrap().unwrap();
+        let bucket =
+            Bucket { uri, store, secrets: Arc::new(vec![]), timeout: Duration::from_secs(5), no_credentials: false };
+        let mut listed = bucket.list("m", 100).await.unwrap();
+        listed.sort_by(|a, b| a.rel.cmp(&b.rel));
+        let rels: Vec<&str> = listed.iter().map(|o| o.rel.as_str()).collect();
+        assert_eq!(rels, ["MLmodel", "model.onnx", "sub/w.bin"]); // not mx/other
+        assert!(matches!(bucket.list("m", 2).await, Err(FetchError::NotFound(m)) if m.contains("more than 2")));
+
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("w.bin");
+        let seen = std::sync::atomic::AtomicU64::new(0);
+        let count = |n: u64| {
+            seen.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        };
+        let w = listed[2].clone();
+        let done = bucket.download(&w, &target, &count).await.unwrap();
+        assert_eq!((done.bytes, seen.into_inner()), (7, 7));
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "weights");
+
+        let short = ObjectInfo { size: 99, ..w.clone() };
+        let err = bucket.download(&short, &target, &|_| {}).await.unwrap_err();
+        assert!(matches!(err, FetchError::Store { kind: StoreErrorKind::Mismatch, .. }), "{err:?}");
+        assert!(err.is_transient());
+        // Replaced since the listing: the If-Match on the listed ETag fails.
+        bucket.store.put(&ObjectPath::from("m/sub/w.bin"), bytes::Bytes::from("new").into()).await.unwrap();
+        let err = bucket.download(&w, &target, &|_| {}).await.unwrap_err();
+        assert!(matches!(err, FetchError::Store { kind: StoreErrorKind::Mismatch, .. }), "{err:?}");
+        let gone = ObjectInfo { key: "m/none".into(), ..w };
+        let err = bucket.download(&gone, &target, &|_| {}).await.unwrap_err();
+        assert!(
+            matches!(&err, FetchError::Store { kind: StoreErrorKind::NotFound, public, .. } if public.contains("s3://bkt")),
+            "{err:?}"
+        );
+        assert!(!err.is_transient());
+        assert_eq!(bucket.head("m/MLmodel").await.unwrap().size, 11);
+    }
+
+    /// GCS without an emulator that speaks the XML API (see the module doc): the configuration,
+    /// and a request to a closed port failing as "unavailable", naming the bucket only.
+    #[tokio::test]
+    async fn gcs_configuration_and_errors() {
+        let uri = BucketUri::parse("gs://gbkt/models/m").unwrap().unwrap();
+        let missing = |k: &str| (k == "GOOGLE_APPLICATION_CREDENTIALS").then(|| "/nonexistent/key.json".to_string());
+        match Bucket::open(&uri, &missing, Duration::from_secs(2)) {
+            Err(FetchError::Store { kind: StoreErrorKind::Config, public, message }) => {
+                assert!(public.contains("gs://gbkt") && public.contains("GOOGLE_APPLICATION_CREDENTIALS"), "{public}");
+                assert!(message.contains("/nonexistent/key.json"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let emulator = move |k: &str| (k == "STORAGE_EMULATOR_HOST").then(|| format!("127.0.0.1:{port}"));
+        let bucket = Bucket::open(&uri, &emulator, Duration::from_secs(2)).unwrap();
+        match bucket.list(&uri.prefix, 10).await {
+            Err(e @ FetchError::Store { kind: StoreErrorKind::Unavailable, .. }) => {
+                assert!(e.is_transient());
+                assert!(e.to_string().contains("gs://gbkt/models/m"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn opening_keeps_secrets_out_of_messages() {
         let uri = BucketUri::parse("s3://bkt/m").unwrap().unwrap();
