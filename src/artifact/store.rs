@@ -332,6 +332,41 @@ impl Bucket {
         self.store.put(&ObjectPath::from(key), bytes.into()).await.map(|_| ()).map_err(|e| self.error(&what, e))
     }
 
+    /// Stream the file at `source` to `key` (multipart uploads past a few MiB, never the whole
+    /// file in memory); returns the bytes sent. The object appears only when complete.
+    pub async fn put_file(&self, key: &str, source: &Path) -> Result<u64, FetchError> {
+        let what = format!("writing {}", self.uri.uri_of(key));
+        let io = |e: std::io::Error| FetchError::Io { path: source.display().to_string(), source: e };
+        let mut file = tokio::fs::File::open(source).await.map_err(io)?;
+        let mut writer = object_store::buffered::BufWriter::new(self.store.clone(), ObjectPath::from(key));
+        let sent = match tokio::io::copy(&mut file, &mut writer).await {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = writer.abort().await;
+                return Err(self.io_error(&what, e));
+            }
+        };
+        writer.shutdown().await.map_err(|e| self.io_error(&what, e))?;
+        Ok(sent)
+    }
+
+    /// An I/O error of a buffered upload (an `object_store` error inside, or the local file).
+    fn io_error(&self, what: &str, e: std::io::Error) -> FetchError {
+        match e.into_inner().map(|inner| inner.downcast::<object_store::Error>()) {
+            Some(Ok(store)) => self.error(what, *store),
+            Some(Err(other)) => store_error(
+                StoreErrorKind::Unavailable,
+                format!("{what}: {}", self.redact(&other.to_string())),
+                format!("{} could not be written", self.uri.root()),
+            ),
+            None => store_error(
+                StoreErrorKind::Unavailable,
+                format!("{what}: the upload failed"),
+                format!("{} could not be written", self.uri.root()),
+            ),
+        }
+    }
+
     fn timed_out(&self, what: &str) -> FetchError {
         store_error(
             StoreErrorKind::Unavailable,
@@ -845,6 +880,17 @@ mod tests {
         );
         assert!(!err.is_transient());
         assert_eq!(bucket.head("m/MLmodel").await.unwrap().size, 11);
+
+        // The write side: a file streamed up, then read back through the same handle.
+        let big = dir.path().join("big.bin");
+        let body: Vec<u8> = (0..12_000_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&big, &body).unwrap();
+        assert_eq!(bucket.put_file("m/big.bin", &big).await.unwrap(), body.len() as u64);
+        let info = bucket.head("m/big.bin").await.unwrap();
+        assert_eq!(info.size, body.len() as u64);
+        let back = dir.path().join("back.bin");
+        bucket.download(&info, &back, &|_| {}).await.unwrap();
+        assert!(std::fs::read(&back).unwrap() == body);
     }
 
     /// GCS without an emulator that speaks the XML API (see the module doc): the configuration,
