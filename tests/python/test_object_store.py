@@ -12,8 +12,9 @@ Servers, all started here on 127.0.0.1 from the packages the test setup installs
   connections, so the concurrent downloads are seen from outside;
 - Azurite (npm `azurite`, installed into tests/objectstore/node_modules with `npm ci`).
 
-GCS: `object_store` speaks GCS's XML API; no installable emulator here serves it (see the README),
-so gs:// is covered by the Rust unit tests of src/artifact/store.rs (URL and configuration).
+GCS: `object_store` lists with GCS's XML API (`GET /<bucket>?list-type=2`), which
+`gcp-storage-emulator` (PyPI) answers with 501, so gs:// is covered by the Rust unit tests of
+src/artifact/store.rs (URL, configuration, errors) only.
 """
 
 import os
