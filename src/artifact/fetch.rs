@@ -7,11 +7,15 @@
 //!   by file with `GET /api/2.0/mlflow-artifacts/artifacts/<path>/<file>`, through the tracking
 //!   server's artifact proxy
 //! - any other `http(s)://` URL: one `.onnx` file (plain HTTP cannot list a folder)
+//! - `s3://`, `gs://`, `wasbs://` / `abfss://`: listed and read straight from the bucket
+//!   ([`super::store`]) with the credentials of this process's environment, as MLflow's client
+//!   does when a server hands out bucket URIs (`--no-serve-artifacts`); files are fetched
+//!   [`DOWNLOAD_CONCURRENCY`] at a time, each checked against the listed size and ETag
 //! - `runs:/<run id>/<path>`: the run's `artifact_uri` (`runs/get`) joined with the path;
 //!   `models:/m-<id>`: the logged model's artifact location (`logged-models/<id>`);
 //!   `models:/<name>/<version>`: that version's download URI
 //!
-//! Anything else (s3, gs, abfss, wasbs, hdfs, dbfs, ...) is [`FetchError::UnsupportedScheme`].
+//! Anything else (hdfs, dbfs, ...) is [`FetchError::UnsupportedScheme`].
 //! Downloads land in the [`ArtifactCache`] (complete or not at all); every path a server names
 //! is checked before it touches disk; credentials go to the registry's own origin (scheme, host
 //! and port) only — an artifact proxy or file server on another host, wherever a version's URI
@@ -23,11 +27,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
 use super::cache::{relative_path, ArtifactCache, CacheEntry, CachedFile};
+use super::store::{Bucket, BucketUri, ObjectInfo};
 use super::{scheme_of, FetchError};
 use crate::mlflow::http::{api_error, append_segments, error_chain, with_retries, RetryPolicy, Step};
 use crate::mlflow::RestRegistry;
@@ -41,6 +47,8 @@ const MAX_FILES: usize = 20_000;
 const MAX_DEPTH: usize = 64;
 /// How often a long download reports its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// Files of one version downloaded at the same time from an object store.
+pub const DOWNLOAD_CONCURRENCY: usize = 4;
 
 /// Why a version's files could not be put on disk.
 #[derive(Debug, thiserror::Error)]
@@ -70,10 +78,12 @@ pub enum Location {
     Proxy { endpoint: Url, root: String },
     /// One file over plain HTTP(S).
     HttpFile(Url),
+    /// A folder or file in an object store (S3, GCS, Azure Blob).
+    Bucket(BucketUri),
 }
 
 /// A server-given relative path, checked ([`relative_path`]) and normalized to `a/b` form.
-fn clean_relative(rel: &str) -> Result<String, FetchError> {
+pub(crate) fn clean_relative(rel: &str) -> Result<String, FetchError> {
     let path = relative_path(rel)?;
     Ok(path.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>().join("/"))
 }
@@ -160,7 +170,10 @@ pub fn classify(uri: &str, registry: &Url) -> Result<Location, FetchError> {
                 None => Ok(Location::HttpFile(url)),
             }
         }
-        other => Err(FetchError::UnsupportedScheme { scheme: other.to_string(), uri: uri.to_string() }),
+        other => match BucketUri::parse(uri)? {
+            Some(bucket) => Ok(Location::Bucket(bucket)),
+            None => Err(FetchError::UnsupportedScheme { scheme: other.to_string(), uri: uri.to_string() }),
+        },
     }
 }
 
@@ -220,6 +233,7 @@ impl Progress {
     }
 
     fn add(&self, n: u64) {
+        crate::metrics::metrics().artifact_bytes.inc_by(n);
         let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
         let mut last = self.last_report.lock().unwrap_or_else(|p| p.into_inner());
         if last.elapsed() >= PROGRESS_EVERY {
@@ -299,7 +313,7 @@ impl ArtifactFetcher {
                     let v = self.registry.resolve(&model).await?;
                     self.registry.get_model_version_download_uri(&v.name, v.version).await?
                 }
-                remote @ (Location::Proxy { .. } | Location::HttpFile(_)) => {
+                remote @ (Location::Proxy { .. } | Location::HttpFile(_) | Location::Bucket(_)) => {
                     return self.fetch_cached(name, version, download_uri, &uri, remote).await;
                 }
             };
@@ -347,6 +361,7 @@ impl ArtifactFetcher {
                 self.download_tree(&endpoint, &root, resolved_uri, &files_dir, label).await?
             }
             Location::HttpFile(url) => self.download_single(url, &files_dir, label).await?,
+            Location::Bucket(bucket) => self.download_bucket(&bucket, &files_dir, label).await?,
             _ => {
                 return Err(
                     FetchError::NotFound(format!("'{resolved_uri}' is not a remote location; this is a bug")).into()
@@ -468,6 +483,63 @@ impl ArtifactFetcher {
         Ok((String::new(), cached, progress))
     }
 
+    /// Everything under an object-store prefix into `dest`, [`DOWNLOAD_CONCURRENCY`] files at
+    /// a time; a prefix that lists nothing is taken as one object (as MLflow's client does).
+    async fn download_bucket(
+        &self,
+        uri: &BucketUri,
+        dest: &Path,
+        label: String,
+    ) -> Result<(String, Vec<CachedFile>, Progress), DownloadError> {
+        let http = self.registry.http();
+        let bucket = Bucket::open(uri, &|k: &str| std::env::var(k).ok(), http.timeout())?;
+        let policy = http.retry_policy();
+        let mut objects = retrying(policy, || bucket.list(&uri.prefix, MAX_FILES)).await?;
+        let mut model_path = String::new();
+        if objects.is_empty() {
+            let name = uri.prefix.rsplit('/').next().unwrap_or_default().to_string();
+            if name.is_empty() {
+                return Err(FetchError::NotFound(format!("no files at '{}'", uri.uri_of(&uri.prefix))).into());
+            }
+            let mut object = retrying(policy, || bucket.head(&uri.prefix)).await.map_err(|e| match e {
+                FetchError::Store { kind: super::store::StoreErrorKind::NotFound, .. } => {
+                    FetchError::NotFound(format!("no files at '{}'", uri.uri_of(&uri.prefix)))
+                }
+                e => e,
+            })?;
+            object.rel = name.clone();
+            model_path = name;
+            objects.push(object);
+        }
+        let mut files = Vec::with_capacity(objects.len());
+        for object in &objects {
+            let rel = clean_relative(&object.rel)?;
+            if rel.is_empty() {
+                return Err(FetchError::PathEscapes(object.rel.clone()).into());
+            }
+            let target = dest.join(relative_path(&rel)?);
+            if let Some(parent) = target.parent() {
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .map_err(|source| FetchError::Io { path: parent.display().to_string(), source })?;
+            }
+            files.push((rel, target, object.clone()));
+        }
+        let progress = Progress::new(label, Some(objects.iter().map(|o| o.size).sum()));
+        let (bucket, progress_ref) = (&bucket, &progress);
+        let results: Vec<Result<CachedFile, FetchError>> =
+            futures_util::stream::iter(files.into_iter().map(|(rel, target, object)| async move {
+                let size = download_object(bucket, &object, &target, policy, progress_ref).await?;
+                Ok(CachedFile { path: rel, size })
+            }))
+            .buffer_unordered(DOWNLOAD_CONCURRENCY)
+            .collect()
+            .await;
+        let mut cached = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+        cached.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok((model_path, cached, progress))
+    }
+
     /// One `.onnx` file over plain HTTP(S).
     async fn download_single(
         &self,
@@ -560,6 +632,79 @@ impl ArtifactFetcher {
     }
 }
 
+/// Run an object-store operation, retrying transient failures with `policy`'s backoff.
+async fn retrying<T, F, Fut>(policy: &RetryPolicy, mut attempt: F) -> Result<T, FetchError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, FetchError>>,
+{
+    let mut retry = 0u32;
+    loop {
+        match attempt().await {
+            Err(e) if e.is_transient() && retry < policy.max_retries => {
+                let wait = policy.delay(retry, None);
+                tracing::warn!(error = %e, retry = retry + 1, of = policy.max_retries, wait_s = wait.as_secs_f64(), "object store: retrying");
+                tokio::time::sleep(wait).await;
+                retry += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// One object into `target`, retried; an ETag that is not the MD5 of the bytes fails the
+/// attempt, unless two complete downloads gave the same bytes (an SSE-KMS or SSE-C object,
+/// whose ETag is not its MD5: corruption in transit does not repeat itself).
+async fn download_object(
+    bucket: &Bucket,
+    object: &ObjectInfo,
+    target: &Path,
+    policy: &RetryPolicy,
+    progress: &Progress,
+) -> Result<u64, FetchError> {
+    let mut last_mismatch: Option<[u8; 16]> = None;
+    let last = &mut last_mismatch;
+    let mut retry = 0u32;
+    loop {
+        let counted = AtomicU64::new(0);
+        let on_bytes = |n: u64| {
+            counted.fetch_add(n, Ordering::Relaxed);
+            progress.add(n);
+        };
+        let outcome = bucket.download(object, target, &on_bytes).await;
+        let error = match outcome {
+            Ok(done) => match done.md5_mismatch {
+                None => return Ok(done.bytes),
+                Some(digest) if *last == Some(digest) => {
+                    tracing::debug!(object = %bucket.uri().uri_of(&object.key), "the ETag is not the MD5 of the object (SSE-KMS?); the same bytes came twice, so they are taken");
+                    return Ok(done.bytes);
+                }
+                Some(digest) => {
+                    *last = Some(digest);
+                    FetchError::Store {
+                        kind: super::store::StoreErrorKind::Mismatch,
+                        message: format!(
+                            "{}: the bytes do not match the ETag {}",
+                            bucket.uri().uri_of(&object.key),
+                            object.e_tag.as_deref().unwrap_or_default()
+                        ),
+                        public: format!("a download from {} did not match its checksum", bucket.uri().root()),
+                    }
+                }
+            },
+            Err(e) => e,
+        };
+        progress.undo(counted.load(Ordering::Relaxed));
+        if !error.is_transient() || retry >= policy.max_retries.max(1) {
+            return Err(error);
+        }
+        let wait = policy.delay(retry, None);
+        tracing::warn!(error = %error, retry = retry + 1, wait_s = wait.as_secs_f64(), "object store download: retrying");
+        tokio::time::sleep(wait).await;
+        retry += 1;
+    }
+}
+
 /// `<endpoint>/<root>/<rel>`, each segment percent-encoded.
 fn file_url(endpoint: &Url, root: &str, rel: &str) -> Url {
     let mut url = endpoint.clone();
@@ -638,15 +783,26 @@ mod tests {
     }
 
     #[test]
-    fn other_schemes_are_named_in_the_error() {
-        for (uri, scheme) in [
-            ("s3://bucket/m", "s3"),
-            ("gs://bucket/m", "gs"),
-            ("abfss://c@a.dfs.core.windows.net/m", "abfss"),
-            ("wasbs://c@a.blob.core.windows.net/m", "wasbs"),
-            ("hdfs://nn/m", "hdfs"),
-            ("dbfs:/databricks/m", "dbfs"),
+    fn object_store_uris() {
+        for (uri, bucket, prefix) in [
+            ("s3://bucket/1/m", "bucket", "1/m"),
+            ("gs://bucket/m/", "bucket", "m"),
+            ("abfss://c@a.dfs.core.windows.net/m", "c", "m"),
+            ("wasbs://c@a.blob.core.windows.net/m", "c", "m"),
         ] {
+            match c(uri) {
+                Ok(Location::Bucket(b)) => {
+                    assert_eq!((b.bucket.as_str(), b.prefix.as_str()), (bucket, prefix), "{uri}")
+                }
+                other => panic!("{uri}: {other:?}"),
+            }
+        }
+        assert!(matches!(c("s3://bucket/a/../../x"), Err(FetchError::PathEscapes(_))));
+    }
+
+    #[test]
+    fn other_schemes_are_named_in_the_error() {
+        for (uri, scheme) in [("hdfs://nn/m", "hdfs"), ("dbfs:/databricks/m", "dbfs")] {
             match c(uri) {
                 Err(FetchError::UnsupportedScheme { scheme: s, uri: u }) => {
                     assert_eq!((s.as_str(), u.as_str()), (scheme, uri));

@@ -7,13 +7,14 @@
 
 pub mod cache;
 pub mod fetch;
+pub mod store;
 
 use std::path::{Component, Path, PathBuf};
 
 /// Failures to find or fetch artifacts.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("artifact URI scheme '{scheme}' is not supported (in '{uri}'); regserve reads mlflow-artifacts:/, file:// and local paths")]
+    #[error("artifact URI scheme '{scheme}' is not supported (in '{uri}'); regserve reads mlflow-artifacts:/, file:// and local paths here, and also s3://, gs://, wasbs://, abfss://, http(s)://, runs:/ and models:/ when it downloads a remote registry's versions")]
     UnsupportedScheme { scheme: String, uri: String },
     #[error("invalid artifact path '{0}': it must stay inside the artifact root (no '..', no absolute paths, no links leading out)")]
     PathEscapes(String),
@@ -21,6 +22,21 @@ pub enum FetchError {
     NotFound(String),
     #[error("artifact I/O error at {path}: {source}")]
     Io { path: String, source: std::io::Error },
+    /// An object store (S3, GCS, Azure Blob) failed; `message` is for the log (secrets
+    /// blanked), `public` is short and names no path, URL or library message, only the bucket.
+    #[error("{message}")]
+    Store { kind: store::StoreErrorKind, message: String, public: String },
+}
+
+impl FetchError {
+    /// Whether trying again later may help (the store could not be reached, or the bytes did
+    /// not match).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            FetchError::Store { kind: store::StoreErrorKind::Unavailable | store::StoreErrorKind::Mismatch, .. }
+        )
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {

@@ -616,6 +616,10 @@ pub fn source_public_reason(e: &SourceError) -> String {
             "the registry could not be reached, or refused the request".into()
         }
         SourceError::Registry(_) => "the registry failed to answer".into(),
+        // Names the bucket and what to fix, never a key or a secret.
+        SourceError::Fetch(crate::artifact::FetchError::Store { public, .. }) => {
+            format!("the version's files could not be fetched: {public}")
+        }
         SourceError::Fetch(_) => "the version's files could not be fetched".into(),
         SourceError::Join(_) => "internal error".into(),
     }

@@ -71,6 +71,7 @@ impl ApiError {
                 }
                 FetchError::NotFound(_) => (StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST"),
                 FetchError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+                FetchError::Store { .. } => (StatusCode::SERVICE_UNAVAILABLE, "TEMPORARILY_UNAVAILABLE"),
             },
             ApiError::Load(e) => load_status(e),
             ApiError::WorkspaceDisabled(_) => (StatusCode::BAD_REQUEST, "FEATURE_DISABLED"),
