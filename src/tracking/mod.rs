@@ -19,8 +19,8 @@ mod search;
 mod version_links;
 
 use search::{experiment_field, logged_model_matches, page, run_field, Kind, ModelOrder, OrderBy, SearchFilter};
-pub use version_links::MODEL_VERSIONS_TAG;
 pub use search::{DatasetCriterion, LoggedModelOrder};
+pub use version_links::MODEL_VERSIONS_TAG;
 
 use crate::registry::store::now_ms;
 use crate::registry::{RegistryError, Store, Tag};
@@ -457,40 +457,14 @@ impl TrackingStore {
         self.db.write_tx(|tx| {
             let run = load_run_info(tx, run_id)?;
             ensure_active(&run)?;
-            for p in params {
-                let old: Option<String> = tx
-                    .query_row(
-                        "SELECT value FROM run_params WHERE run_uuid = ?1 AND key = ?2",
-                        params![run_id, p.key],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                match old {
-                    Some(v) if v == p.value => {}
-                    Some(v) => {
-                        return Err(RegistryError::InvalidParameter(format!(
-                            "Changing param values is not allowed. Param with key='{}' was already logged with value='{v}' for run ID='{run_id}'. Attempted logging new value '{}'.",
-                            p.key, p.value
-                        )))
-                    }
-                    None => {
-                        tx.execute(
-                            "INSERT INTO run_params (run_uuid, key, value) VALUES (?1, ?2, ?3)",
-                            params![run_id, p.key, p.value],
-                        )?;
-                    }
-                }
-            }
+            insert_params(tx, ParamOwner::Run(run_id), params)?;
             for m in metrics {
                 metrics::insert(tx, run_id, m)?;
             }
             for t in tags {
                 upsert_run_tag(tx, run_id, &t.key, &t.value)?;
                 if t.key == "mlflow.runName" {
-                    tx.execute(
-                        "UPDATE runs SET run_name = ?2 WHERE run_uuid = ?1",
-                        params![run_id, t.value],
-                    )?;
+                    tx.execute("UPDATE runs SET run_name = ?2 WHERE run_uuid = ?1", params![run_id, t.value])?;
                 }
             }
             Ok(())
@@ -627,30 +601,7 @@ impl TrackingStore {
         validate_tags(params)?;
         self.db.write_tx(|tx| {
             logged_model_exists(tx, model_id)?;
-            for p in params {
-                let old: Option<String> = tx
-                    .query_row(
-                        "SELECT value FROM logged_model_params WHERE model_id = ?1 AND key = ?2",
-                        params![model_id, p.key],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                match old {
-                    Some(v) if v == p.value => {}
-                    Some(v) => {
-                        return Err(RegistryError::InvalidParameter(format!(
-                            "Changing param values is not allowed. Param with key='{}' was already logged with value='{v}' for logged model ID='{model_id}'. Attempted logging new value '{}'.",
-                            p.key, p.value
-                        )))
-                    }
-                    None => {
-                        tx.execute(
-                            "INSERT INTO logged_model_params (model_id, key, value) VALUES (?1, ?2, ?3)",
-                            params![model_id, p.key, p.value],
-                        )?;
-                    }
-                }
-            }
+            insert_params(tx, ParamOwner::LoggedModel(model_id), params)?;
             Ok(())
         })
     }
@@ -966,6 +917,43 @@ fn load_logged_model(tx: &Transaction<'_>, model_id: &str) -> Result<LoggedModel
 
 const MAX_TAG_KEY: usize = 250;
 const MAX_TAG_VALUE: usize = 8000;
+
+/// Whose params are logged: a run's or a logged model's (each its own table).
+enum ParamOwner<'a> {
+    Run(&'a str),
+    LoggedModel(&'a str),
+}
+
+/// Insert params; one already logged with the same value is kept, with another value refused
+/// with MLflow's message (params never change).
+fn insert_params(tx: &Transaction<'_>, owner: ParamOwner<'_>, params: &[Tag]) -> Result<()> {
+    let (table, column, what, id) = match owner {
+        ParamOwner::Run(id) => ("run_params", "run_uuid", "run", id),
+        ParamOwner::LoggedModel(id) => ("logged_model_params", "model_id", "logged model", id),
+    };
+    for p in params {
+        let old: Option<String> = tx
+            .query_row(
+                &format!("SELECT value FROM {table} WHERE {column} = ?1 AND key = ?2"),
+                params![id, p.key],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match old {
+            Some(v) if v == p.value => {}
+            Some(v) => {
+                return Err(RegistryError::InvalidParameter(format!(
+                    "Changing param values is not allowed. Param with key='{}' was already logged with value='{v}' for {what} ID='{id}'. Attempted logging new value '{}'.",
+                    p.key, p.value
+                )))
+            }
+            None => {
+                tx.execute(&format!("INSERT INTO {table} ({column}, key, value) VALUES (?1, ?2, ?3)"), params![id, p.key, p.value])?;
+            }
+        }
+    }
+    Ok(())
+}
 
 fn validate_tags(tags: &[Tag]) -> Result<()> {
     for t in tags {

@@ -101,6 +101,26 @@ pub(super) struct Field {
     key: String,
 }
 
+/// One `order_by` key's comparison of two rows' values, as MLflow's SQL stores order them: a NaN
+/// metric sorts after every number and before a missing value, and missing values sort last,
+/// in either direction (MLflow orders by `is_nan`, then presence, then the value).
+fn compare_values(a: Option<Val>, b: Option<Val>, ascending: bool) -> Ordering {
+    match (a, b) {
+        (Some(x), Some(y)) if x.is_nan() || y.is_nan() => x.is_nan().cmp(&y.is_nan()),
+        (Some(x), Some(y)) => {
+            let o = x.cmp(&y).unwrap_or(Ordering::Equal);
+            if ascending {
+                o
+            } else {
+                o.reverse()
+            }
+        }
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    }
+}
+
 /// A field's value, for comparisons.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Val {
@@ -487,23 +507,7 @@ impl OrderBy {
 
     pub(super) fn compare(&self, a: &dyn Fn(&Field) -> Option<Val>, b: &dyn Fn(&Field) -> Option<Val>) -> Ordering {
         for (field, asc) in &self.keys {
-            let ord = match (a(field), b(field)) {
-                // A NaN metric sorts after every number and before a missing value, in either
-                // direction (MLflow orders by `is_nan`, then presence, then the value).
-                (Some(x), Some(y)) if x.is_nan() || y.is_nan() => x.is_nan().cmp(&y.is_nan()),
-                (Some(x), Some(y)) => {
-                    let o = x.cmp(&y).unwrap_or(Ordering::Equal);
-                    if *asc {
-                        o
-                    } else {
-                        o.reverse()
-                    }
-                }
-                // Missing values sort last either way.
-                (Some(_), None) => Ordering::Less,
-                (None, Some(_)) => Ordering::Greater,
-                (None, None) => Ordering::Equal,
-            };
+            let ord = compare_values(a(field), b(field), *asc);
             if ord != Ordering::Equal {
                 return ord;
             }
@@ -658,20 +662,7 @@ impl ModelOrder {
                 Entity::Metric => latest_metric(m, &field.key, name.as_deref(), digest.as_deref()).map(Val::Num),
                 _ => logged_model_field(m, field),
             };
-            let ord = match (value(a), value(b)) {
-                (Some(x), Some(y)) => {
-                    let o = x.cmp(&y).unwrap_or(Ordering::Equal);
-                    if *asc {
-                        o
-                    } else {
-                        o.reverse()
-                    }
-                }
-                // Missing values sort last either way.
-                (Some(_), None) => Ordering::Less,
-                (None, Some(_)) => Ordering::Greater,
-                (None, None) => Ordering::Equal,
-            };
+            let ord = compare_values(value(a), value(b), *asc);
             if ord != Ordering::Equal {
                 return ord;
             }

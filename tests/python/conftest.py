@@ -101,6 +101,27 @@ class RegserveServer:
                 self.proc.wait(timeout=10)
 
 
+@pytest.fixture(autouse=True)
+def mlflow_uris_kept():
+    """A test that points the MLflow client's global URIs at a server of its own
+    (`mlflow.set_tracking_uri` / `set_registry_uri`) does not leave them pointing there for the
+    tests after it, whose fluent calls would then reach a stopped server."""
+    import mlflow.tracking._model_registry.utils as registry_uris
+    import mlflow.tracking._tracking_service.utils as tracking_uris
+
+    saved = (tracking_uris._tracking_uri, registry_uris._registry_uri, {k: os.environ.get(k) for k in MLFLOW_URI_VARS})
+    yield
+    tracking, registry, env = saved
+    if tracking_uris._tracking_uri != tracking:
+        tracking_uris.set_tracking_uri(tracking)
+    registry_uris._registry_uri = registry
+    for k, v in env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture(scope="session")
 def regserve_bin():
     binary = os.environ.get("REGSERVE_BIN") or str(REPO / "target" / "debug" / "regserve")

@@ -111,10 +111,12 @@ def test_a_model_that_is_not_onnx_registers_as_in_mlflow_and_serve_says_what_to_
     try:
         for url in (pair.ref_url, pair.our_url):
             mlflow.set_tracking_uri(url)
+            mlflow.set_registry_uri(url)
             info = mlflow.sklearn.log_model(model, name="model", registered_model_name=name)
             versions[url] = info.registered_model_version
     finally:
         mlflow.set_tracking_uri(server.url)
+        mlflow.set_registry_uri(server.url)
     ref_client, our_client = pair.clients()
     ref_mv = ref_client.get_model_version(name, versions[pair.ref_url])
     our_mv = our_client.get_model_version(name, versions[pair.our_url])
