@@ -94,17 +94,8 @@ impl ArtifactRoot {
     /// The local path of a relative artifact path, refusing anything that would leave the
     /// root: `..`, absolute paths, percent-encoded variants of them, and symlinks leading out.
     pub fn path_of(&self, rel: &str) -> Result<PathBuf, FetchError> {
-        let decoded = percent_encoding::percent_decode_str(rel)
-            .decode_utf8()
-            .map_err(|_| FetchError::PathEscapes(rel.to_string()))?;
-        let rel_path = Path::new(decoded.as_ref());
-        if decoded.contains('\0')
-            || decoded.contains('\\')
-            || rel_path.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-        {
-            return Err(FetchError::PathEscapes(rel.to_string()));
-        }
-        let full = self.root.join(rel_path);
+        let decoded = decode_relative(rel)?;
+        let full = self.root.join(Path::new(&decoded));
         // Resolve links of whatever part exists and check it is still under the root.
         // Components only: with a trailing slash, `x/` names what the link `x` points to.
         let normalized: PathBuf = full.components().collect();
@@ -189,6 +180,48 @@ impl ArtifactRoot {
             Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => std::fs::remove_file(&path).map_err(io(&path)),
             Err(e) => Err(FetchError::Io { path: path.display().to_string(), source: e }),
         }
+    }
+}
+
+/// `rel` (a relative artifact path, percent-encoded as in a request path) decoded once and
+/// checked: no `..`, no absolute path, no `\\` or NUL — the rule of every artifact root.
+pub fn decode_relative(rel: &str) -> Result<String, FetchError> {
+    let decoded = percent_encoding::percent_decode_str(rel)
+        .decode_utf8()
+        .map_err(|_| FetchError::PathEscapes(rel.to_string()))?;
+    if decoded.contains('\0')
+        || decoded.contains('\\')
+        || Path::new(decoded.as_ref()).components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(FetchError::PathEscapes(rel.to_string()));
+    }
+    Ok(decoded.into_owned())
+}
+
+/// Where the registry server's artifact proxy keeps the files it serves and receives
+/// (`regserve server --artifacts-destination`): a local folder, or a bucket shared by several
+/// replicas. The server's handlers list, send and write through this one type (see
+/// `server::artifacts_api`), with the same path rules for both.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// The data dir's artifact root (the default).
+    Local(ArtifactRoot),
+    /// `s3://bucket/prefix`, `gs://…`, `wasbs://…`: artifact path `P` is the key `prefix/P`.
+    Bucket(store::Bucket),
+}
+
+impl Destination {
+    /// The object key of a relative artifact path (checked as [`ArtifactRoot::path_of`]
+    /// checks paths; a trailing `/` is dropped).
+    pub fn key_of(bucket: &store::Bucket, rel: &str) -> Result<String, FetchError> {
+        let decoded = decode_relative(rel)?;
+        let parts: Vec<&str> = decoded.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+        let prefix = bucket.uri().prefix.as_str();
+        Ok(match (prefix.is_empty(), parts.is_empty()) {
+            (true, _) => parts.join("/"),
+            (false, true) => prefix.to_string(),
+            (false, false) => format!("{prefix}/{}", parts.join("/")),
+        })
     }
 }
 

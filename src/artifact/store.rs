@@ -350,6 +350,62 @@ impl Bucket {
         Ok(sent)
     }
 
+    /// One folder of the bucket, not recursive: the entries (files and sub-folders) directly
+    /// under `prefix`, read in one listing of at most `max` entries (more is an error).
+    pub async fn list_dir(&self, prefix: &str, max: usize) -> Result<Vec<DirEntry>, FetchError> {
+        let base = prefix.trim_matches('/');
+        let path = if base.is_empty() { None } else { Some(ObjectPath::from(base)) };
+        let what = format!("listing {}", self.uri.uri_of(base));
+        let listed = match tokio::time::timeout(self.timeout, self.store.list_with_delimiter(path.as_ref())).await {
+            Ok(r) => r.map_err(|e| self.error(&what, e))?,
+            Err(_) => return Err(self.timed_out(&what)),
+        };
+        if listed.common_prefixes.len() + listed.objects.len() > max {
+            return Err(FetchError::NotFound(format!("'{}' holds more than {max} entries", self.uri.uri_of(base))));
+        }
+        let name = |p: &ObjectPath| p.filename().unwrap_or_default().to_string();
+        let dirs = listed.common_prefixes.iter().map(|p| DirEntry { name: name(p), is_dir: true, size: 0 });
+        let files = listed.objects.iter().map(|m| DirEntry { name: name(&m.location), is_dir: false, size: m.size });
+        Ok(dirs.chain(files).filter(|e| !e.name.is_empty()).collect())
+    }
+
+    /// Whether anything is stored below `prefix/` (a "folder").
+    pub async fn has_children(&self, prefix: &str) -> Result<bool, FetchError> {
+        let what = format!("listing {}", self.uri.uri_of(prefix));
+        let path = ObjectPath::from(prefix.trim_matches('/'));
+        let mut stream = self.store.list(Some(&path));
+        match tokio::time::timeout(self.timeout, stream.next()).await {
+            Ok(Some(item)) => item.map(|_| true).map_err(|e| self.error(&what, e)),
+            Ok(None) => Ok(false),
+            Err(_) => Err(self.timed_out(&what)),
+        }
+    }
+
+    /// Open `key` for reading: its size and its bytes as a stream of chunks (never the whole
+    /// object in memory). `Ok(None)` when there is no such object.
+    pub async fn get_stream(&self, key: &str) -> Result<Option<(u64, ByteStream)>, FetchError> {
+        let what = format!("reading {}", self.uri.uri_of(key));
+        let got = match tokio::time::timeout(self.timeout, self.store.get(&ObjectPath::from(key))).await {
+            Ok(Err(object_store::Error::NotFound { .. })) => return Ok(None),
+            Ok(r) => r.map_err(|e| self.error(&what, e))?,
+            Err(_) => return Err(self.timed_out(&what)),
+        };
+        let size = got.meta.size;
+        let bucket = self.clone();
+        let stream = got
+            .into_stream()
+            .map(move |chunk| chunk.map_err(|e| std::io::Error::other(bucket.error(&what, e).to_string())));
+        Ok(Some((size, Box::pin(stream))))
+    }
+
+    /// Start a streamed upload to `key`: [`Upload::write`] the chunks, then [`Upload::finish`]
+    /// (the object appears only then) or [`Upload::abort`]. Past a few MiB it is a multipart
+    /// upload, so memory stays bounded by the part size whatever the object's size.
+    pub fn upload(&self, key: &str) -> Upload {
+        let writer = object_store::buffered::BufWriter::new(self.store.clone(), ObjectPath::from(key));
+        Upload { bucket: self.clone(), what: format!("writing {}", self.uri.uri_of(key)), writer }
+    }
+
     /// An I/O error of a buffered upload (an `object_store` error inside, or the local file).
     fn io_error(&self, what: &str, e: std::io::Error) -> FetchError {
         match e.into_inner().map(|inner| inner.downcast::<object_store::Error>()) {
@@ -410,6 +466,40 @@ impl Bucket {
             public.push_str(note);
         }
         store_error(kind, message, public)
+    }
+}
+
+/// A stream of an object's bytes.
+pub type ByteStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send>>;
+
+/// One entry of a folder listing ([`Bucket::list_dir`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: String,
+    pub is_dir: bool,
+    pub size: u64,
+}
+
+/// An upload in progress ([`Bucket::upload`]).
+pub struct Upload {
+    bucket: Bucket,
+    what: String,
+    writer: object_store::buffered::BufWriter,
+}
+
+impl Upload {
+    pub async fn write(&mut self, chunk: bytes::Bytes) -> Result<(), FetchError> {
+        self.writer.put(chunk).await.map_err(|e| self.bucket.error(&self.what, e))
+    }
+
+    /// Complete the upload: the object appears under its key.
+    pub async fn finish(mut self) -> Result<(), FetchError> {
+        self.writer.shutdown().await.map_err(|e| self.bucket.io_error(&self.what, e))
+    }
+
+    /// Give the upload up (parts sent so far are removed); nothing appears.
+    pub async fn abort(mut self) {
+        let _ = self.writer.abort().await;
     }
 }
 

@@ -19,8 +19,8 @@ mod search;
 mod version_links;
 
 use search::{experiment_field, logged_model_matches, page, run_field, Kind, ModelOrder, OrderBy, SearchFilter};
-pub use version_links::MODEL_VERSIONS_TAG;
 pub use search::{DatasetCriterion, LoggedModelOrder};
+pub use version_links::MODEL_VERSIONS_TAG;
 
 use crate::registry::store::now_ms;
 use crate::registry::{RegistryError, Store, Tag};
@@ -214,11 +214,20 @@ pub struct Paged<T> {
 #[derive(Clone)]
 pub struct TrackingStore {
     db: Arc<Store>,
+    /// Where new experiments' artifacts go: `<root>/<id>` (`regserve server
+    /// --default-artifact-root`, as MLflow's; `mlflow-artifacts:` unless set).
+    default_root: Arc<str>,
 }
 
 impl TrackingStore {
     pub fn new(db: Arc<Store>) -> TrackingStore {
-        TrackingStore { db }
+        TrackingStore { db, default_root: ARTIFACT_SCHEME.into() }
+    }
+
+    /// New experiments get `<root>/<id>` as their artifact location (MLflow's
+    /// `append_to_uri_path(default_artifact_root, id)`).
+    pub fn with_default_root(self, root: &str) -> TrackingStore {
+        TrackingStore { default_root: root.trim_end_matches('/').into(), ..self }
     }
 
     // ---------------------------------------------------------------- experiments
@@ -239,7 +248,7 @@ impl TrackingStore {
             let id = tx.last_insert_rowid();
             let location = match artifact_location.filter(|l| !l.is_empty()) {
                 Some(l) => l.to_string(),
-                None => format!("{ARTIFACT_SCHEME}/{id}"),
+                None => format!("{}/{id}", self.default_root),
             };
             tx.execute(
                 "UPDATE experiments SET artifact_location = ?2 WHERE experiment_id = ?1",
