@@ -225,6 +225,80 @@ impl Destination {
     }
 }
 
+/// Most files a copy of a version from the destination ([`Destination::local_copy`]) takes.
+const MAX_COPY_FILES: usize = 20_000;
+
+/// Marks the folders [`Destination::local_copy`] downloads into: `.staging/copy-<id>`.
+pub const COPY_MARK: &str = "copy-";
+
+impl Destination {
+    /// The files of `location` on local disk, and whether they are a copy the caller removes
+    /// (with [`Destination::remove_copy`]). A local destination answers
+    /// [`ArtifactRoot::local_path`]. From a bucket, an `mlflow-artifacts:/` location's objects
+    /// are downloaded one after the other (each streamed to disk, checked against the listed
+    /// size) into `<local root>/.staging/copy-<id>/` (swept when left behind); a location
+    /// listing nothing is taken as one object (a bare `.onnx` file). A missing location is
+    /// `Ok` with a path that does not exist, as on disk.
+    pub async fn local_copy(&self, local: &ArtifactRoot, location: &str) -> Result<(PathBuf, bool), FetchError> {
+        let bucket = match self {
+            Destination::Bucket(bucket) if normalize_scheme(location).starts_with(SCHEME) => bucket,
+            _ => return Ok((local.local_path(location)?, false)),
+        };
+        let normalized = normalize_scheme(location);
+        let rest = &normalized[SCHEME.len()..];
+        let rel = match rest.strip_prefix("//") {
+            Some(with_host) => with_host.split_once('/').map(|(_, p)| p).unwrap_or(""),
+            None => rest.trim_start_matches('/'),
+        };
+        let key = Destination::key_of(bucket, rel)?;
+        let dir = local.root().join(".staging").join(format!("{COPY_MARK}{}", uuid::Uuid::new_v4().simple()));
+        let result = async {
+            tokio::fs::create_dir_all(&dir).await.map_err(io(&dir))?;
+            let mut objects = bucket.list(&key, MAX_COPY_FILES).await?;
+            let mut single = None;
+            if objects.is_empty() {
+                match bucket.head(&key).await {
+                    Ok(object) => {
+                        single = Some(dir.join(&object.rel));
+                        objects.push(object);
+                    }
+                    Err(FetchError::Store { kind: store::StoreErrorKind::NotFound, .. }) => {
+                        return Ok(dir.join("missing"));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            for object in &objects {
+                let target = dir.join(decode_relative(&object.rel.replace('%', "%25"))?);
+                if let Some(parent) = target.parent() {
+                    tokio::fs::create_dir_all(parent).await.map_err(io(parent))?;
+                }
+                bucket.download(object, &target, &|_| {}).await?;
+            }
+            Ok(single.unwrap_or_else(|| dir.clone()))
+        }
+        .await;
+        match result {
+            Ok(path) => Ok((path, true)),
+            Err(e) => {
+                let _ = tokio::fs::remove_dir_all(&dir).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Remove a copy made by [`Destination::local_copy`] (the `copy-<id>` folder holding `path`).
+    pub fn remove_copy(local: &ArtifactRoot, path: &Path) {
+        let staging = local.root().join(".staging");
+        let Ok(rest) = path.strip_prefix(&staging) else { return };
+        if let Some(Component::Normal(first)) = rest.components().next() {
+            if first.to_string_lossy().starts_with(COPY_MARK) {
+                let _ = std::fs::remove_dir_all(staging.join(first));
+            }
+        }
+    }
+}
+
 /// Copy a directory tree; symlinks are refused (they could point anywhere).
 fn copy_dir(src: &Path, dest: &Path) -> Result<(), FetchError> {
     for entry in std::fs::read_dir(src).map_err(io(src))? {

@@ -43,6 +43,7 @@ impl RegistryState {
     pub fn with_artifacts(mut self, destination: Destination, default_root: &str) -> Self {
         self.tracking = self.tracking.with_default_root(default_root);
         self.registrar.tracking = self.tracking.clone();
+        self.registrar.destination = destination.clone();
         self.destination = destination;
         self
     }
