@@ -7,7 +7,9 @@
   downloaded through the other;
 - `--no-serve-artifacts --default-artifact-root s3://…`: the proxy answers 503, experiments get
   s3:// locations, the MLflow client uploads to the bucket itself, and `regserve serve` follows
-  the version from the bucket.
+  the version from the bucket;
+- the remote `regserve models register` uploads straight to the bucket such a server (regserve's
+  or a real `mlflow server`'s) hands out.
 
 The S3 server is moto's (PyPI `moto[server]`), started here on 127.0.0.1 with IAM
 authentication on (see test_object_store.py's `Moto`).
@@ -24,8 +26,17 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from conftest import MODELS, REPO, RegserveServer
-from test_object_store import BUCKET, ROW, EnvPatch, Moto, Serve, iris_probabilities, iris_reference
+from conftest import MODELS, REPO, RegserveServer, child_env
+from test_object_store import (  # noqa: F401 (s3_mlflow: a fixture, over this module's `moto`)
+    BUCKET,
+    ROW,
+    EnvPatch,
+    Moto,
+    Serve,
+    iris_probabilities,
+    iris_reference,
+    s3_mlflow,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -187,7 +198,48 @@ def test_no_serve_artifacts_hands_out_the_bucket_and_serve_follows(regserve_bin,
         serve = Serve(regserve_bin, tmp_path / "serve", srv.url, "models:/nsa-iris@champion", s3_env(moto))
         serve.wait_version(1)
         np.testing.assert_allclose(iris_probabilities(serve), iris_reference("iris-v1"), atol=1e-5)
+
+        # The remote CLI registers the next version: its files go straight to the bucket.
+        done = register_with_cli(regserve_bin, tmp_path / "cli", srv.url, "nsa-iris", MODELS / "iris-v2",
+                                 dict(s3_env(moto), MLFLOW_EXPERIMENT_ID=exp_id))
+        assert done.returncode == 0, done.stderr
+        uri = client.get_model_version_download_uri("nsa-iris", "2")
+        assert uri.startswith(f"{root}/{exp_id}/models/"), uri
+        assert "MLmodel" in [k.rsplit("/", 1)[-1] for k in keys_under(moto, uri.split(f"s3://{BUCKET}/", 1)[1])]
+        assert not [p for p in (srv.data_dir / "artifacts").rglob("*") if p.is_file()]
+        client.set_registered_model_alias("nsa-iris", "champion", "2")
+        serve.wait_version(2, timeout=30)
+        np.testing.assert_allclose(iris_probabilities(serve), iris_reference("iris-v2"), atol=1e-5)
     finally:
         if serve:
             serve.stop()
         srv.stop()
+
+
+def register_with_cli(binary, data_dir, registry_url, name, model_dir, env):
+    child = {k: v for k, v in child_env(RUST_LOG="warn").items() if not k.startswith(("AWS_", "MLFLOW_S3_"))}
+    child.update(env)
+    return subprocess.run(
+        [binary, "--data-dir", str(data_dir), "models", "register", str(model_dir), "--name", name,
+         "--registry-uri", registry_url],
+        capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL, env=child,
+    )
+
+
+def test_the_remote_cli_uploads_to_the_bucket_an_mlflow_server_hands_out(regserve_bin, moto, s3_mlflow, tmp_path):
+    """`mlflow server --default-artifact-root s3://… --no-serve-artifacts`: `regserve models
+    register --registry-uri` uploads to the bucket as MLflow's client does, and MLflow's client
+    reads the version back from there."""
+    done = register_with_cli(regserve_bin, tmp_path / "cli", s3_mlflow.url, "cli-s3", MODELS / "iris-v1",
+                             s3_env(moto))
+    assert done.returncode == 0, done.stderr
+    client = MlflowClient(tracking_uri=s3_mlflow.url, registry_uri=s3_mlflow.url)
+    v = client.get_model_version("cli-s3", "1")
+    assert v.status == "READY", v
+    uri = client.get_model_version_download_uri("cli-s3", "1")
+    assert uri.startswith(f"s3://{BUCKET}/mlruns/"), uri
+    with EnvPatch(**s3_env(moto)):
+        got = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp_path / "dl"))
+    assert (open(os.path.join(got, "model.onnx"), "rb").read()
+            == open(MODELS / "iris-v1" / "model.onnx", "rb").read())
+    assert os.path.isfile(os.path.join(got, "MLmodel"))
