@@ -369,6 +369,72 @@ mod tests {
         assert_eq!(root.local_path("FILE:///srv/a%20b").unwrap(), PathBuf::from("/srv/a b"));
     }
 
+    /// The bucket destination: keys under the prefix with the local root's path rules, a
+    /// streamed upload, a folder listing, a streamed read, and copies for test loads.
+    #[tokio::test]
+    async fn a_bucket_destination_writes_lists_reads_and_copies() {
+        use futures_util::StreamExt;
+        let bucket = store::Bucket::in_memory("s3://bkt/pre/fix");
+        assert_eq!(Destination::key_of(&bucket, "a/b%20c").unwrap(), "pre/fix/a/b c");
+        assert_eq!(Destination::key_of(&bucket, "a//./b/").unwrap(), "pre/fix/a/b");
+        assert_eq!(Destination::key_of(&bucket, "").unwrap(), "pre/fix");
+        for bad in ["../x", "/etc/passwd", "%2e%2e/x", "a\\b", "x/../../y"] {
+            assert!(matches!(Destination::key_of(&bucket, bad), Err(FetchError::PathEscapes(_))), "{bad}");
+        }
+        for (rel, body) in [("m/MLmodel", "flavors: {onnx: {}}"), ("m/sub/w.bin", "weights"), ("one.onnx", "x")] {
+            let mut up = bucket.upload(&Destination::key_of(&bucket, rel).unwrap());
+            for chunk in body.as_bytes().chunks(3) {
+                up.write(bytes::Bytes::copy_from_slice(chunk)).await.unwrap();
+            }
+            up.finish().await.unwrap();
+        }
+        // An aborted upload leaves nothing.
+        let mut up = bucket.upload("pre/fix/m/partial");
+        up.write(bytes::Bytes::from_static(b"half")).await.unwrap();
+        up.abort().await;
+        let mut listed = bucket.list_dir("pre/fix/m", 10).await.unwrap();
+        listed.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(
+            listed,
+            [
+                store::DirEntry { name: "MLmodel".into(), is_dir: false, size: "flavors: {onnx: {}}".len() as u64 },
+                store::DirEntry { name: "sub".into(), is_dir: true, size: 0 }
+            ]
+        );
+        assert!(bucket.list_dir("pre/fix/m", 1).await.is_err());
+        assert!(bucket.has_children("pre/fix/m/sub").await.unwrap());
+        assert!(!bucket.has_children("pre/fix/m/MLmodel").await.unwrap());
+        let (size, mut stream) = bucket.get_stream("pre/fix/m/sub/w.bin").await.unwrap().unwrap();
+        let mut got = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!((size, got.as_slice()), (7, b"weights".as_slice()));
+        assert!(bucket.get_stream("pre/fix/m/none").await.unwrap().is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let local = ArtifactRoot::new(dir.path().join("root")).unwrap();
+        let dest = Destination::Bucket(bucket);
+        let (copy, owned) = dest.local_copy(&local, "mlflow-artifacts:/m").await.unwrap();
+        assert!(owned);
+        assert_eq!(std::fs::read_to_string(copy.join("sub/w.bin")).unwrap(), "weights");
+        Destination::remove_copy(&local, &copy);
+        assert!(!copy.exists());
+        let (single, _) = dest.local_copy(&local, "mlflow-artifacts://host:5000/one.onnx").await.unwrap();
+        assert_eq!(single.file_name().unwrap(), "one.onnx");
+        Destination::remove_copy(&local, &single);
+        assert!(!single.exists() && !single.parent().unwrap().exists());
+        let (missing, _) = dest.local_copy(&local, "mlflow-artifacts:/nothing").await.unwrap();
+        assert!(!missing.exists());
+        Destination::remove_copy(&local, &missing);
+        assert_eq!(local.root().join(".staging").read_dir().unwrap().count(), 0);
+        // Other schemes are not the destination's.
+        assert!(matches!(dest.local_copy(&local, "s3://other/x").await, Err(FetchError::UnsupportedScheme { .. })));
+        // A local destination is the local root.
+        let (path, owned) = Destination::Local(local.clone()).local_copy(&local, "mlflow-artifacts:/m").await.unwrap();
+        assert_eq!((path, owned), (local.root().join("m"), false));
+    }
+
     #[test]
     fn schemes_are_case_insensitive_and_paths_have_none() {
         assert_eq!(scheme_of("FILE:///etc"), Some(("file".to_string(), "///etc")));

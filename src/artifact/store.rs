@@ -215,6 +215,14 @@ impl Bucket {
         }
     }
 
+    /// A bucket over `object_store`'s in-memory store (tests).
+    #[cfg(test)]
+    pub(crate) fn in_memory(uri: &str) -> Bucket {
+        let uri = BucketUri::parse(uri).expect("a valid test URI").expect("a bucket URI");
+        let store = Arc::new(object_store::memory::InMemory::new());
+        Bucket { uri, store, secrets: Arc::new(vec![]), timeout: Duration::from_secs(5), no_credentials: false }
+    }
+
     pub fn uri(&self) -> &BucketUri {
         &self.uri
     }
