@@ -117,6 +117,13 @@ pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()
     let mut state =
         server::RegistryState::new(store, artifacts, global.ort_lib.clone()).with_artifacts(destination, &default_root);
     state.serve_artifacts = !args.no_serve_artifacts;
+    match state.tracking.adopt_default_root() {
+        Ok(true) => {
+            tracing::info!(location = %format!("{}/0", default_root.trim_end_matches('/')), "the Default experiment's artifacts go under --default-artifact-root")
+        }
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "could not move the Default experiment to --default-artifact-root"),
+    }
     state.registrar.load_timeout = global.load_timeout;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;

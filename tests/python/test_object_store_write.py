@@ -173,6 +173,7 @@ def test_no_serve_artifacts_hands_out_the_bucket_and_serve_follows(regserve_bin,
         client = MlflowClient(tracking_uri=srv.url, registry_uri=srv.url)
         exp_id = client.create_experiment("nsa")
         assert client.get_experiment(exp_id).artifact_location == f"{root}/{exp_id}"
+        assert client.get_experiment("0").artifact_location == f"{root}/0"  # as MLflow's Default
         model = onnx.load(str(MODELS / "iris-v1" / "model.onnx"))
         with EnvPatch(**s3_env(moto)):  # the MLflow client uploads to moto itself
             mlflow.set_tracking_uri(srv.url)
