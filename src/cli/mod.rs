@@ -97,14 +97,13 @@ pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()
     }
     let token = server::auth::Token::load(args.http.auth_token_file.as_deref()).map_err(anyhow::Error::msg)?;
     let (store, artifacts) = open_store(global)?;
-    if let Err(e) = init_runtime(global.ort_lib.as_deref()) {
-        tracing::warn!(error = %e, "ONNX Runtime is not available: new model versions will fail their test load");
-    }
     let default_root = args.default_artifact_root(artifacts.root());
     let destination = match args.artifacts_destination.as_deref().filter(|d| !d.trim().is_empty()) {
         None => crate::artifact::Destination::Local(artifacts.clone()),
         Some(uri) => {
-            let Some(parsed) = crate::artifact::store::BucketUri::parse(uri).map_err(anyhow::Error::msg)? else {
+            let Some(parsed) = crate::artifact::store::BucketUri::parse(uri)
+                .map_err(|e| anyhow::anyhow!("--artifacts-destination: {e}"))?
+            else {
                 bail!("--artifacts-destination takes a bucket (s3://, gs://, wasbs://, abfss://), not '{uri}'; local artifacts live in --data-dir ({})", artifacts.root().display());
             };
             let env = |k: &str| std::env::var(k).ok();
@@ -114,6 +113,9 @@ pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()
             crate::artifact::Destination::Bucket(bucket)
         }
     };
+    if let Err(e) = init_runtime(global.ort_lib.as_deref()) {
+        tracing::warn!(error = %e, "ONNX Runtime is not available: new model versions will fail their test load");
+    }
     let mut state =
         server::RegistryState::new(store, artifacts, global.ort_lib.clone()).with_artifacts(destination, &default_root);
     state.serve_artifacts = !args.no_serve_artifacts;
