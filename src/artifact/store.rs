@@ -408,9 +408,12 @@ impl Bucket {
 
     /// Start a streamed upload to `key`: [`Upload::write`] the chunks, then [`Upload::finish`]
     /// (the object appears only then) or [`Upload::abort`]. Past a few MiB it is a multipart
-    /// upload, so memory stays bounded by the part size whatever the object's size.
+    /// upload, so memory stays bounded whatever the object's size: [`UPLOAD_PART`] bytes
+    /// buffered, and at most [`UPLOAD_PARTS_IN_FLIGHT`] parts being sent.
     pub fn upload(&self, key: &str) -> Upload {
-        let writer = object_store::buffered::BufWriter::new(self.store.clone(), ObjectPath::from(key));
+        let writer =
+            object_store::buffered::BufWriter::with_capacity(self.store.clone(), ObjectPath::from(key), UPLOAD_PART)
+                .with_max_concurrency(UPLOAD_PARTS_IN_FLIGHT);
         Upload { bucket: self.clone(), what: format!("writing {}", self.uri.uri_of(key)), writer }
     }
 
@@ -476,6 +479,11 @@ impl Bucket {
         store_error(kind, message, public)
     }
 }
+
+/// The part size of a streamed upload ([`Bucket::upload`]; S3's smallest part is 5 MiB).
+pub const UPLOAD_PART: usize = 8 << 20;
+/// Parts of one streamed upload sent at once.
+pub const UPLOAD_PARTS_IN_FLIGHT: usize = 2;
 
 /// A stream of an object's bytes.
 pub type ByteStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send>>;
