@@ -399,10 +399,18 @@ impl Bucket {
             Err(_) => return Err(self.timed_out(&what)),
         };
         let size = got.meta.size;
-        let bucket = self.clone();
-        let stream = got
-            .into_stream()
-            .map(move |chunk| chunk.map_err(|e| std::io::Error::other(bucket.error(&what, e).to_string())));
+        // Each chunk within the timeout, as downloads (a stalled store ends the body with an
+        // error instead of holding the connection forever).
+        let state = (got.into_stream(), self.clone(), what);
+        let stream = futures_util::stream::unfold(Some(state), |state| async move {
+            let (mut inner, bucket, what) = state?;
+            match tokio::time::timeout(bucket.timeout, inner.next()).await {
+                Ok(None) => None,
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some((inner, bucket, what)))),
+                Ok(Some(Err(e))) => Some((Err(std::io::Error::other(bucket.error(&what, e).to_string())), None)),
+                Err(_) => Some((Err(std::io::Error::other(bucket.timed_out(&what).to_string())), None)),
+            }
+        });
         Ok(Some((size, Box::pin(stream))))
     }
 
