@@ -7,7 +7,14 @@
 //! - `PUT /artifacts/<path>` — upload a file: streamed to a temporary file in the same folder,
 //!   synced, then renamed into place, so a partial upload is never visible under its name
 //!
-//! Every path goes through [`ArtifactRoot::path_of`](crate::artifact::ArtifactRoot::path_of):
+//! The files live in the server's [`Destination`]: the data dir's artifact root, or a bucket
+//! (`--artifacts-destination`); [`list_folder`], [`send_artifact`] and [`store_file`] are the
+//! only places that tell the two apart, for this proxy and the tracking API's artifact endpoints
+//! alike. In a bucket, an upload is streamed up as a multipart upload that appears only when
+//! complete, a download is streamed down, and a listing is one delimited listing of the prefix.
+//!
+//! Every path goes through [`ArtifactRoot::path_of`](crate::artifact::ArtifactRoot::path_of) (for a bucket,
+//! [`Destination::key_of`], the same rules without links):
 //! `..`, absolute paths, their percent-encoded forms and symlinks leading out are refused with
 //! 400. The raw (still percent-encoded) request path is used, so it is decoded exactly once.
 
