@@ -83,9 +83,34 @@ pub struct ServerArgs {
     /// restart also ends every session).
     #[arg(long, env = "REGSERVE_UI_SESSION_TTL", default_value = "12h", value_parser = parse_duration)]
     pub ui_session_ttl: Duration,
+    /// Where the artifact proxy (`mlflow-artifacts:/`) keeps files: a bucket —
+    /// `s3://bucket/prefix`, `gs://…`, `wasbs://container@account.blob.core.windows.net/…` —
+    /// that several `regserve server` replicas can share (credentials from the environment,
+    /// as `regserve serve` reads them). Default: `<data-dir>/artifacts`.
+    #[arg(long, env = "REGSERVE_ARTIFACTS_DESTINATION")]
+    pub artifacts_destination: Option<String>,
+    /// Artifact location of new experiments: `<root>/<experiment id>` (MLflow's flag). With
+    /// an `s3://…` root the clients upload to the bucket themselves. Default:
+    /// `mlflow-artifacts:/` (the proxy), or with --no-serve-artifacts `file://<data-dir>/artifacts`.
+    #[arg(long, env = "REGSERVE_DEFAULT_ARTIFACT_ROOT")]
+    pub default_artifact_root: Option<String>,
+    /// Turn the artifact proxy off (MLflow's flag): its endpoints answer 503, and clients read
+    /// and write the experiments' locations (--default-artifact-root) directly.
+    #[arg(long, env = "REGSERVE_NO_SERVE_ARTIFACTS", conflicts_with = "artifacts_destination")]
+    pub no_serve_artifacts: bool,
 }
 
 impl ServerArgs {
+    /// The artifact location new experiments are placed under (MLflow's
+    /// `resolve_default_artifact_root`): the flag, else the proxy, else the local root.
+    pub fn default_artifact_root(&self, local_root: &std::path::Path) -> String {
+        match (&self.default_artifact_root, self.no_serve_artifacts) {
+            (Some(root), _) if !root.trim().is_empty() => root.trim().to_string(),
+            (_, false) => "mlflow-artifacts:/".to_string(),
+            (_, true) => format!("file://{}", local_root.display()),
+        }
+    }
+
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::new(self.host, self.port)
     }

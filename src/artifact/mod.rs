@@ -94,17 +94,8 @@ impl ArtifactRoot {
     /// The local path of a relative artifact path, refusing anything that would leave the
     /// root: `..`, absolute paths, percent-encoded variants of them, and symlinks leading out.
     pub fn path_of(&self, rel: &str) -> Result<PathBuf, FetchError> {
-        let decoded = percent_encoding::percent_decode_str(rel)
-            .decode_utf8()
-            .map_err(|_| FetchError::PathEscapes(rel.to_string()))?;
-        let rel_path = Path::new(decoded.as_ref());
-        if decoded.contains('\0')
-            || decoded.contains('\\')
-            || rel_path.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-        {
-            return Err(FetchError::PathEscapes(rel.to_string()));
-        }
-        let full = self.root.join(rel_path);
+        let decoded = decode_relative(rel)?;
+        let full = self.root.join(Path::new(&decoded));
         // Resolve links of whatever part exists and check it is still under the root.
         // Components only: with a trailing slash, `x/` names what the link `x` points to.
         let normalized: PathBuf = full.components().collect();
@@ -192,6 +183,122 @@ impl ArtifactRoot {
     }
 }
 
+/// `rel` (a relative artifact path, percent-encoded as in a request path) decoded once and
+/// checked: no `..`, no absolute path, no `\\` or NUL — the rule of every artifact root.
+pub fn decode_relative(rel: &str) -> Result<String, FetchError> {
+    let decoded = percent_encoding::percent_decode_str(rel)
+        .decode_utf8()
+        .map_err(|_| FetchError::PathEscapes(rel.to_string()))?;
+    if decoded.contains('\0')
+        || decoded.contains('\\')
+        || Path::new(decoded.as_ref()).components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(FetchError::PathEscapes(rel.to_string()));
+    }
+    Ok(decoded.into_owned())
+}
+
+/// Where the registry server's artifact proxy keeps the files it serves and receives
+/// (`regserve server --artifacts-destination`): a local folder, or a bucket shared by several
+/// replicas. The server's handlers list, send and write through this one type (see
+/// `server::artifacts_api`), with the same path rules for both.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// The data dir's artifact root (the default).
+    Local(ArtifactRoot),
+    /// `s3://bucket/prefix`, `gs://…`, `wasbs://…`: artifact path `P` is the key `prefix/P`.
+    Bucket(store::Bucket),
+}
+
+impl Destination {
+    /// The object key of a relative artifact path (checked as [`ArtifactRoot::path_of`]
+    /// checks paths; a trailing `/` is dropped).
+    pub fn key_of(bucket: &store::Bucket, rel: &str) -> Result<String, FetchError> {
+        let decoded = decode_relative(rel)?;
+        let parts: Vec<&str> = decoded.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+        let prefix = bucket.uri().prefix.as_str();
+        Ok(match (prefix.is_empty(), parts.is_empty()) {
+            (true, _) => parts.join("/"),
+            (false, true) => prefix.to_string(),
+            (false, false) => format!("{prefix}/{}", parts.join("/")),
+        })
+    }
+}
+
+/// Most files a copy of a version from the destination ([`Destination::local_copy`]) takes.
+const MAX_COPY_FILES: usize = 20_000;
+
+/// Marks the folders [`Destination::local_copy`] downloads into: `.staging/copy-<id>`.
+pub const COPY_MARK: &str = "copy-";
+
+impl Destination {
+    /// The files of `location` on local disk, and whether they are a copy the caller removes
+    /// (with [`Destination::remove_copy`]). A local destination answers
+    /// [`ArtifactRoot::local_path`]. From a bucket, an `mlflow-artifacts:/` location's objects
+    /// are downloaded one after the other (each streamed to disk, checked against the listed
+    /// size) into `<local root>/.staging/copy-<id>/` (swept when left behind); a location
+    /// listing nothing is taken as one object (a bare `.onnx` file). A missing location is
+    /// `Ok` with a path that does not exist, as on disk.
+    pub async fn local_copy(&self, local: &ArtifactRoot, location: &str) -> Result<(PathBuf, bool), FetchError> {
+        let bucket = match self {
+            Destination::Bucket(bucket) if normalize_scheme(location).starts_with(SCHEME) => bucket,
+            _ => return Ok((local.local_path(location)?, false)),
+        };
+        let normalized = normalize_scheme(location);
+        let rest = &normalized[SCHEME.len()..];
+        let rel = match rest.strip_prefix("//") {
+            Some(with_host) => with_host.split_once('/').map(|(_, p)| p).unwrap_or(""),
+            None => rest.trim_start_matches('/'),
+        };
+        let key = Destination::key_of(bucket, rel)?;
+        let dir = local.root().join(".staging").join(format!("{COPY_MARK}{}", uuid::Uuid::new_v4().simple()));
+        let result = async {
+            tokio::fs::create_dir_all(&dir).await.map_err(io(&dir))?;
+            let mut objects = bucket.list(&key, MAX_COPY_FILES).await?;
+            let mut single = None;
+            if objects.is_empty() {
+                match bucket.head(&key).await {
+                    Ok(object) => {
+                        single = Some(dir.join(&object.rel));
+                        objects.push(object);
+                    }
+                    Err(FetchError::Store { kind: store::StoreErrorKind::NotFound, .. }) => {
+                        return Ok(dir.join("missing"));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            for object in &objects {
+                let target = dir.join(decode_relative(&object.rel.replace('%', "%25"))?);
+                if let Some(parent) = target.parent() {
+                    tokio::fs::create_dir_all(parent).await.map_err(io(parent))?;
+                }
+                bucket.download(object, &target, &|_| {}).await?;
+            }
+            Ok(single.unwrap_or_else(|| dir.clone()))
+        }
+        .await;
+        match result {
+            Ok(path) => Ok((path, true)),
+            Err(e) => {
+                let _ = tokio::fs::remove_dir_all(&dir).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Remove a copy made by [`Destination::local_copy`] (the `copy-<id>` folder holding `path`).
+    pub fn remove_copy(local: &ArtifactRoot, path: &Path) {
+        let staging = local.root().join(".staging");
+        let Ok(rest) = path.strip_prefix(&staging) else { return };
+        if let Some(Component::Normal(first)) = rest.components().next() {
+            if first.to_string_lossy().starts_with(COPY_MARK) {
+                let _ = std::fs::remove_dir_all(staging.join(first));
+            }
+        }
+    }
+}
+
 /// Copy a directory tree; symlinks are refused (they could point anywhere).
 fn copy_dir(src: &Path, dest: &Path) -> Result<(), FetchError> {
     for entry in std::fs::read_dir(src).map_err(io(src))? {
@@ -260,6 +367,72 @@ mod tests {
         // Any case of a scheme is that scheme.
         assert_eq!(root.local_path(&uri.replace("mlflow-artifacts:", "MLflow-Artifacts:")).unwrap(), path);
         assert_eq!(root.local_path("FILE:///srv/a%20b").unwrap(), PathBuf::from("/srv/a b"));
+    }
+
+    /// The bucket destination: keys under the prefix with the local root's path rules, a
+    /// streamed upload, a folder listing, a streamed read, and copies for test loads.
+    #[tokio::test]
+    async fn a_bucket_destination_writes_lists_reads_and_copies() {
+        use futures_util::StreamExt;
+        let bucket = store::Bucket::in_memory("s3://bkt/pre/fix");
+        assert_eq!(Destination::key_of(&bucket, "a/b%20c").unwrap(), "pre/fix/a/b c");
+        assert_eq!(Destination::key_of(&bucket, "a//./b/").unwrap(), "pre/fix/a/b");
+        assert_eq!(Destination::key_of(&bucket, "").unwrap(), "pre/fix");
+        for bad in ["../x", "/etc/passwd", "%2e%2e/x", "a\\b", "x/../../y"] {
+            assert!(matches!(Destination::key_of(&bucket, bad), Err(FetchError::PathEscapes(_))), "{bad}");
+        }
+        for (rel, body) in [("m/MLmodel", "flavors: {onnx: {}}"), ("m/sub/w.bin", "weights"), ("one.onnx", "x")] {
+            let mut up = bucket.upload(&Destination::key_of(&bucket, rel).unwrap());
+            for chunk in body.as_bytes().chunks(3) {
+                up.write(bytes::Bytes::copy_from_slice(chunk)).await.unwrap();
+            }
+            up.finish().await.unwrap();
+        }
+        // An aborted upload leaves nothing.
+        let mut up = bucket.upload("pre/fix/m/partial");
+        up.write(bytes::Bytes::from_static(b"half")).await.unwrap();
+        up.abort().await;
+        let mut listed = bucket.list_dir("pre/fix/m", 10).await.unwrap();
+        listed.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(
+            listed,
+            [
+                store::DirEntry { name: "MLmodel".into(), is_dir: false, size: "flavors: {onnx: {}}".len() as u64 },
+                store::DirEntry { name: "sub".into(), is_dir: true, size: 0 }
+            ]
+        );
+        assert!(bucket.list_dir("pre/fix/m", 1).await.is_err());
+        assert!(bucket.has_children("pre/fix/m/sub").await.unwrap());
+        assert!(!bucket.has_children("pre/fix/m/MLmodel").await.unwrap());
+        let (size, mut stream) = bucket.get_stream("pre/fix/m/sub/w.bin").await.unwrap().unwrap();
+        let mut got = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!((size, got.as_slice()), (7, b"weights".as_slice()));
+        assert!(bucket.get_stream("pre/fix/m/none").await.unwrap().is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let local = ArtifactRoot::new(dir.path().join("root")).unwrap();
+        let dest = Destination::Bucket(bucket);
+        let (copy, owned) = dest.local_copy(&local, "mlflow-artifacts:/m").await.unwrap();
+        assert!(owned);
+        assert_eq!(std::fs::read_to_string(copy.join("sub/w.bin")).unwrap(), "weights");
+        Destination::remove_copy(&local, &copy);
+        assert!(!copy.exists());
+        let (single, _) = dest.local_copy(&local, "mlflow-artifacts://host:5000/one.onnx").await.unwrap();
+        assert_eq!(single.file_name().unwrap(), "one.onnx");
+        Destination::remove_copy(&local, &single);
+        assert!(!single.exists() && !single.parent().unwrap().exists());
+        let (missing, _) = dest.local_copy(&local, "mlflow-artifacts:/nothing").await.unwrap();
+        assert!(!missing.exists());
+        Destination::remove_copy(&local, &missing);
+        assert_eq!(local.root().join(".staging").read_dir().unwrap().count(), 0);
+        // Other schemes are not the destination's.
+        assert!(matches!(dest.local_copy(&local, "s3://other/x").await, Err(FetchError::UnsupportedScheme { .. })));
+        // A local destination is the local root.
+        let (path, owned) = Destination::Local(local.clone()).local_copy(&local, "mlflow-artifacts:/m").await.unwrap();
+        assert_eq!((path, owned), (local.root().join("m"), false));
     }
 
     #[test]

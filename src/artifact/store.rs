@@ -215,6 +215,14 @@ impl Bucket {
         }
     }
 
+    /// A bucket over `object_store`'s in-memory store (tests).
+    #[cfg(test)]
+    pub(crate) fn in_memory(uri: &str) -> Bucket {
+        let uri = BucketUri::parse(uri).expect("a valid test URI").expect("a bucket URI");
+        let store = Arc::new(object_store::memory::InMemory::new());
+        Bucket { uri, store, secrets: Arc::new(vec![]), timeout: Duration::from_secs(5), no_credentials: false }
+    }
+
     pub fn uri(&self) -> &BucketUri {
         &self.uri
     }
@@ -350,6 +358,73 @@ impl Bucket {
         Ok(sent)
     }
 
+    /// One folder of the bucket, not recursive: the entries (files and sub-folders) directly
+    /// under `prefix`, read in one listing of at most `max` entries (more is an error).
+    pub async fn list_dir(&self, prefix: &str, max: usize) -> Result<Vec<DirEntry>, FetchError> {
+        let base = prefix.trim_matches('/');
+        let path = if base.is_empty() { None } else { Some(ObjectPath::from(base)) };
+        let what = format!("listing {}", self.uri.uri_of(base));
+        let listed = match tokio::time::timeout(self.timeout, self.store.list_with_delimiter(path.as_ref())).await {
+            Ok(r) => r.map_err(|e| self.error(&what, e))?,
+            Err(_) => return Err(self.timed_out(&what)),
+        };
+        if listed.common_prefixes.len() + listed.objects.len() > max {
+            return Err(FetchError::NotFound(format!("'{}' holds more than {max} entries", self.uri.uri_of(base))));
+        }
+        let name = |p: &ObjectPath| p.filename().unwrap_or_default().to_string();
+        let dirs = listed.common_prefixes.iter().map(|p| DirEntry { name: name(p), is_dir: true, size: 0 });
+        let files = listed.objects.iter().map(|m| DirEntry { name: name(&m.location), is_dir: false, size: m.size });
+        Ok(dirs.chain(files).filter(|e| !e.name.is_empty()).collect())
+    }
+
+    /// Whether anything is stored below `prefix/` (a "folder").
+    pub async fn has_children(&self, prefix: &str) -> Result<bool, FetchError> {
+        let what = format!("listing {}", self.uri.uri_of(prefix));
+        let path = ObjectPath::from(prefix.trim_matches('/'));
+        let mut stream = self.store.list(Some(&path));
+        match tokio::time::timeout(self.timeout, stream.next()).await {
+            Ok(Some(item)) => item.map(|_| true).map_err(|e| self.error(&what, e)),
+            Ok(None) => Ok(false),
+            Err(_) => Err(self.timed_out(&what)),
+        }
+    }
+
+    /// Open `key` for reading: its size and its bytes as a stream of chunks (never the whole
+    /// object in memory). `Ok(None)` when there is no such object.
+    pub async fn get_stream(&self, key: &str) -> Result<Option<(u64, ByteStream)>, FetchError> {
+        let what = format!("reading {}", self.uri.uri_of(key));
+        let got = match tokio::time::timeout(self.timeout, self.store.get(&ObjectPath::from(key))).await {
+            Ok(Err(object_store::Error::NotFound { .. })) => return Ok(None),
+            Ok(r) => r.map_err(|e| self.error(&what, e))?,
+            Err(_) => return Err(self.timed_out(&what)),
+        };
+        let size = got.meta.size;
+        // Each chunk within the timeout, as downloads (a stalled store ends the body with an
+        // error instead of holding the connection forever).
+        let state = (got.into_stream(), self.clone(), what);
+        let stream = futures_util::stream::unfold(Some(state), |state| async move {
+            let (mut inner, bucket, what) = state?;
+            match tokio::time::timeout(bucket.timeout, inner.next()).await {
+                Ok(None) => None,
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some((inner, bucket, what)))),
+                Ok(Some(Err(e))) => Some((Err(std::io::Error::other(bucket.error(&what, e).to_string())), None)),
+                Err(_) => Some((Err(std::io::Error::other(bucket.timed_out(&what).to_string())), None)),
+            }
+        });
+        Ok(Some((size, Box::pin(stream))))
+    }
+
+    /// Start a streamed upload to `key`: [`Upload::write`] the chunks, then [`Upload::finish`]
+    /// (the object appears only then) or [`Upload::abort`]. Past a few MiB it is a multipart
+    /// upload, so memory stays bounded whatever the object's size: [`UPLOAD_PART`] bytes
+    /// buffered, and at most [`UPLOAD_PARTS_IN_FLIGHT`] parts being sent.
+    pub fn upload(&self, key: &str) -> Upload {
+        let writer =
+            object_store::buffered::BufWriter::with_capacity(self.store.clone(), ObjectPath::from(key), UPLOAD_PART)
+                .with_max_concurrency(UPLOAD_PARTS_IN_FLIGHT);
+        Upload { bucket: self.clone(), what: format!("writing {}", self.uri.uri_of(key)), writer }
+    }
+
     /// An I/O error of a buffered upload (an `object_store` error inside, or the local file).
     fn io_error(&self, what: &str, e: std::io::Error) -> FetchError {
         match e.into_inner().map(|inner| inner.downcast::<object_store::Error>()) {
@@ -410,6 +485,45 @@ impl Bucket {
             public.push_str(note);
         }
         store_error(kind, message, public)
+    }
+}
+
+/// The part size of a streamed upload ([`Bucket::upload`]; S3's smallest part is 5 MiB).
+pub const UPLOAD_PART: usize = 8 << 20;
+/// Parts of one streamed upload sent at once.
+pub const UPLOAD_PARTS_IN_FLIGHT: usize = 2;
+
+/// A stream of an object's bytes.
+pub type ByteStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send>>;
+
+/// One entry of a folder listing ([`Bucket::list_dir`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: String,
+    pub is_dir: bool,
+    pub size: u64,
+}
+
+/// An upload in progress ([`Bucket::upload`]).
+pub struct Upload {
+    bucket: Bucket,
+    what: String,
+    writer: object_store::buffered::BufWriter,
+}
+
+impl Upload {
+    pub async fn write(&mut self, chunk: bytes::Bytes) -> Result<(), FetchError> {
+        self.writer.put(chunk).await.map_err(|e| self.bucket.error(&self.what, e))
+    }
+
+    /// Complete the upload: the object appears under its key.
+    pub async fn finish(mut self) -> Result<(), FetchError> {
+        self.writer.shutdown().await.map_err(|e| self.bucket.io_error(&self.what, e))
+    }
+
+    /// Give the upload up (parts sent so far are removed); nothing appears.
+    pub async fn abort(mut self) {
+        let _ = self.writer.abort().await;
     }
 }
 

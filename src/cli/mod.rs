@@ -97,10 +97,35 @@ pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()
     }
     let token = server::auth::Token::load(args.http.auth_token_file.as_deref()).map_err(anyhow::Error::msg)?;
     let (store, artifacts) = open_store(global)?;
+    let default_root = args.default_artifact_root(artifacts.root());
+    let destination = match args.artifacts_destination.as_deref().filter(|d| !d.trim().is_empty()) {
+        None => crate::artifact::Destination::Local(artifacts.clone()),
+        Some(uri) => {
+            let Some(parsed) = crate::artifact::store::BucketUri::parse(uri)
+                .map_err(|e| anyhow::anyhow!("--artifacts-destination: {e}"))?
+            else {
+                bail!("--artifacts-destination takes a bucket (s3://, gs://, wasbs://, abfss://), not '{uri}'; local artifacts live in --data-dir ({})", artifacts.root().display());
+            };
+            let env = |k: &str| std::env::var(k).ok();
+            let bucket = crate::artifact::store::Bucket::open(&parsed, &env, DESTINATION_TIMEOUT)
+                .map_err(|e| anyhow::anyhow!("--artifacts-destination: {e}"))?;
+            tracing::info!(destination = %parsed.uri_of(&parsed.prefix), "the artifact proxy keeps files in a bucket");
+            crate::artifact::Destination::Bucket(bucket)
+        }
+    };
     if let Err(e) = init_runtime(global.ort_lib.as_deref()) {
         tracing::warn!(error = %e, "ONNX Runtime is not available: new model versions will fail their test load");
     }
-    let mut state = server::RegistryState::new(store, artifacts, global.ort_lib.clone());
+    let mut state =
+        server::RegistryState::new(store, artifacts, global.ort_lib.clone()).with_artifacts(destination, &default_root);
+    state.serve_artifacts = !args.no_serve_artifacts;
+    match state.tracking.adopt_default_root() {
+        Ok(true) => {
+            tracing::info!(location = %format!("{}/0", default_root.trim_end_matches('/')), "the Default experiment's artifacts go under --default-artifact-root")
+        }
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "could not move the Default experiment to --default-artifact-root"),
+    }
     state.registrar.load_timeout = global.load_timeout;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
@@ -151,6 +176,9 @@ fn open_client(global: &GlobalArgs) -> Result<RegistryClient> {
 /// Remove what an interrupted upload or registration left behind, once older than
 /// [`LEFTOVER_AGE`](crate::registration::sweep::LEFTOVER_AGE): whenever the embedded store is
 /// opened (`models`, `predict`, and `regserve server`'s start).
+/// How long the artifact proxy waits for the bucket's answer (and between two chunks).
+const DESTINATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn sweep_leftovers(store: &Store, artifacts: &ArtifactRoot) {
     use crate::registration::sweep;
     sweep::sweep_leftovers(store, artifacts, sweep::LEFTOVER_AGE);

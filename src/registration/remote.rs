@@ -214,9 +214,10 @@ async fn wait_until_ready(registry: &RestRegistry, mut version: ModelVersion) ->
 async fn upload_files(registry: &RestRegistry, logged: &LoggedModelRef, prepared: &PreparedUpload) -> Result<()> {
     let (endpoint, root) = match classify(&logged.artifact_uri, registry.base_url()) {
         Ok(Location::Proxy { endpoint, root }) => (endpoint, root),
+        Ok(Location::Bucket(uri)) => return upload_to_bucket(registry, &uri, logged, prepared).await,
         _ => {
             return Err(RegistryError::InvalidParameter(format!(
-                "the registry keeps logged model {} at '{}', which regserve cannot upload to: it uploads through the MLflow artifact proxy (mlflow-artifacts:/ locations; `mlflow server` serves artifacts by default, unless --no-serve-artifacts)",
+                "the registry keeps logged model {} at '{}', which regserve cannot upload to: it uploads through the MLflow artifact proxy (mlflow-artifacts:/ locations; `mlflow server` serves artifacts by default, unless --no-serve-artifacts) or straight to a bucket (s3://, gs://, wasbs://, abfss://)",
                 logged.model_id, logged.artifact_uri
             ))
             .into())
@@ -240,6 +241,33 @@ async fn upload_files(registry: &RestRegistry, logged: &LoggedModelRef, prepared
         let text = minimal_mlmodel(data, logged);
         let none: ProgressFn = Arc::new(|_| {});
         registry.upload_artifact(&url_of("MLmodel"), &Upload::Bytes(text.into()), &none).await?;
+    }
+    Ok(())
+}
+
+/// Upload every file (and the generated `MLmodel`) straight to the bucket of the logged
+/// model's location, as MLflow's client does when the server hands out an `s3://…` location
+/// (`--no-serve-artifacts`, or an `s3://` `--default-artifact-root`): credentials and endpoint
+/// from the environment (see `artifact::store`); each file streamed, multipart when large.
+async fn upload_to_bucket(
+    registry: &RestRegistry,
+    uri: &crate::artifact::store::BucketUri,
+    logged: &LoggedModelRef,
+    prepared: &PreparedUpload,
+) -> Result<()> {
+    use crate::artifact::store::Bucket;
+    let bucket = Bucket::open(uri, &|k: &str| std::env::var(k).ok(), registry.http().timeout())?;
+    let key_of = |rel: &str| if uri.prefix.is_empty() { rel.to_string() } else { format!("{}/{rel}", uri.prefix) };
+    for (rel, path) in &prepared.files {
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let progress = Progress::new(rel.clone(), size);
+        tracing::debug!(file = %rel, bytes = size, bucket = %uri.root(), "uploading");
+        bucket.put_file(&key_of(rel), path).await?;
+        progress.finish();
+    }
+    if let Some(data) = &prepared.mlmodel_for {
+        let text = minimal_mlmodel(data, logged);
+        bucket.put(&key_of("MLmodel"), text.into()).await?;
     }
     Ok(())
 }

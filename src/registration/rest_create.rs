@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use crate::artifact::ArtifactRoot;
+use crate::artifact::{ArtifactRoot, Destination};
 use crate::registry::{ModelVersion, NewVersion, RegistryError, Store, Tag, VersionStatus};
 use crate::runtime::RuntimeError;
 use crate::tracking::TrackingStore;
@@ -41,6 +41,9 @@ pub struct Registrar {
     pub store: Arc<Store>,
     pub tracking: TrackingStore,
     pub artifacts: ArtifactRoot,
+    /// Where `mlflow-artifacts:/` files are: `artifacts`, or a bucket
+    /// (`--artifacts-destination`), from which a version is copied to disk for its test load.
+    pub destination: Destination,
     /// `--ort-lib`; `None` searches the usual places (see `runtime::env`).
     pub ort_lib: Option<PathBuf>,
     /// Test loads running at once; each holds one ONNX Runtime session while it runs.
@@ -59,6 +62,7 @@ impl Registrar {
         Registrar {
             store,
             tracking,
+            destination: Destination::Local(artifacts.clone()),
             artifacts,
             ort_lib,
             test_loads: Arc::new(Semaphore::new(parallel.max(2))),
@@ -171,6 +175,19 @@ fn within(uri: &str, root: &str) -> bool {
             u == r || u.starts_with(&format!("{r}/"))
         }
         _ => false,
+    }
+}
+
+impl Registrar {
+    /// [`Destination::local_copy`] from blocking code (the store work runs on the blocking
+    /// pool); a local destination needs no runtime.
+    fn local_copy(&self, location: &str) -> Result<(PathBuf, bool), crate::artifact::FetchError> {
+        match (&self.destination, tokio::runtime::Handle::try_current()) {
+            (Destination::Bucket(_), Ok(handle)) => {
+                handle.block_on(self.destination.local_copy(&self.artifacts, location))
+            }
+            _ => Ok((self.artifacts.local_path(location)?, false)),
+        }
     }
 }
 
@@ -326,7 +343,15 @@ pub fn resolve_source(
     };
 
     // Locate the files under the artifact root and decide whether they are an ONNX model.
-    match st.artifacts.local_path(&resolved.storage_location) {
+    let located = st.local_copy(&resolved.storage_location);
+    let copied = match &located {
+        Ok((path, true)) => Some(path.clone()),
+        _ => None,
+    };
+    match located.map(|(path, _)| path) {
+        Err(crate::artifact::FetchError::Store { public, .. }) => {
+            resolved.not_loaded = Some(format!("its files could not be read: {public}"))
+        }
         Err(crate::artifact::FetchError::PathEscapes(p)) => {
             return Err(invalid(format!(
                 "Invalid model version source: '{source}': its files at '{p}' would be outside the artifact root."
@@ -342,6 +367,9 @@ pub fn resolve_source(
             Ok(None) => resolved.local = Some(path),
             Ok(Some(why)) => resolved.not_loaded = Some(why),
         },
+    }
+    if let (Some(path), None) = (copied, &resolved.local) {
+        Destination::remove_copy(&st.artifacts, &path);
     }
     Ok(resolved)
 }
@@ -491,9 +519,14 @@ pub fn spawn_test_load(st: Registrar, name: String, version: u64, path: PathBuf)
         let ort_lib = st.ort_lib.clone();
         let started = Instant::now();
         let load_timeout = st.load_timeout;
-        let outcome =
-            tokio::task::spawn_blocking(move || super::test_load(&path, load_timeout, ort_lib.as_deref()).map(|_| ()))
-                .await;
+        let artifacts = st.artifacts.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let loaded = super::test_load(&path, load_timeout, ort_lib.as_deref()).map(|_| ());
+            // A copy from the bucket destination is not needed any more.
+            Destination::remove_copy(&artifacts, &path);
+            loaded
+        })
+        .await;
         let (status, message) = match outcome {
             Ok(Ok(())) => (VersionStatus::Ready, String::new()),
             Ok(Err(RuntimeError::Cancelled)) => {
@@ -572,7 +605,7 @@ pub async fn resume_pending(st: &Registrar) -> Result<usize, CreateError> {
                 .await?;
             continue;
         }
-        match st.artifacts.local_path(location) {
+        match st.destination.local_copy(&st.artifacts, location).await.map(|(path, _)| path) {
             Ok(path) => {
                 let store = st.store.clone();
                 let (name, version) = (v.name.clone(), v.version);

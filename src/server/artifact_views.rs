@@ -24,9 +24,10 @@ use axum::routing::{get, post};
 use axum::Router;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, NON_ALPHANUMERIC};
 
-use super::artifacts_api::{invalid, refuse_hidden, scan_dir, store_file, too_large, FileInfo, UploadRules};
+use super::artifacts_api::{
+    invalid, list_folder, refuse_hidden, send_artifact, store_file, too_large, FileInfo, UploadRules,
+};
 use super::body_budget::BodyCharge;
-use super::download::send_file;
 use super::error::ApiError;
 use super::params::Params;
 use super::reply::{JsonReply, Reply};
@@ -141,9 +142,8 @@ async fn list_under(st: &RegistryState, root_uri: String, path: Option<String>, 
     let base = location_rel(&root_uri)?;
     let rel = join(&base, path.as_deref().unwrap_or(""));
     refuse_hidden(&rel)?;
-    let dir = st.artifacts.path_of(&rel)?;
     let after = after_of(token)?;
-    let (files, more) = blocking(move || scan_dir(&dir, after.as_deref(), PAGE)).await?;
+    let (files, more) = list_folder(st, &rel, after, PAGE).await?;
     let next = if more { files.last().map(|f| page_token(&f.path)) } else { None };
     let files: Vec<FileInfo> = files
         .into_iter()
@@ -213,8 +213,7 @@ async fn list_logged_model_artifacts(
 async fn send_under(st: &RegistryState, root_uri: &str, path: &str) -> Result<Response, ApiError> {
     let rel = join(&location_rel(root_uri)?, path);
     refuse_hidden(&rel)?;
-    let local = st.artifacts.path_of(&rel)?;
-    send_file(&local, &rel).await
+    send_artifact(st, &rel, &rel).await
 }
 
 fn required_path(p: &Params, key: &str) -> Result<String, ApiError> {

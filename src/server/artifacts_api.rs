@@ -7,7 +7,14 @@
 //! - `PUT /artifacts/<path>` — upload a file: streamed to a temporary file in the same folder,
 //!   synced, then renamed into place, so a partial upload is never visible under its name
 //!
-//! Every path goes through [`ArtifactRoot::path_of`](crate::artifact::ArtifactRoot::path_of):
+//! The files live in the server's [`Destination`]: the data dir's artifact root, or a bucket
+//! (`--artifacts-destination`); [`list_folder`], [`send_artifact`] and [`store_file`] are the
+//! only places that tell the two apart, for this proxy and the tracking API's artifact endpoints
+//! alike. In a bucket, an upload is streamed up as a multipart upload that appears only when
+//! complete, a download is streamed down, and a listing is one delimited listing of the prefix.
+//!
+//! Every path goes through [`ArtifactRoot::path_of`](crate::artifact::ArtifactRoot::path_of) (for a bucket,
+//! [`Destination::key_of`], the same rules without links):
 //! `..`, absolute paths, their percent-encoded forms and symlinks leading out are refused with
 //! 400. The raw (still percent-encoded) request path is used, so it is decoded exactly once.
 
@@ -23,12 +30,12 @@ use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 
 use super::body_budget::BodyCharge;
-use super::download::send_file;
+use super::download::{send_file, send_stream};
 use super::error::ApiError;
 use super::params::Params;
 use super::reply::{JsonReply, Reply};
 use super::state::{blocking, RegistryState};
-use crate::artifact::UPLOAD_MARK;
+use crate::artifact::{Destination, UPLOAD_MARK};
 use crate::registry::RegistryError;
 
 pub fn routes() -> Router<RegistryState> {
@@ -36,6 +43,22 @@ pub fn routes() -> Router<RegistryState> {
         .route("/artifacts", get(list))
         .route("/artifacts/", get(list))
         .route("/artifacts/{*path}", get(download).put(upload))
+}
+
+/// With `--no-serve-artifacts`: every proxy endpoint answers 503 with MLflow's message
+/// (`handlers.py` `_disable_unless_serve_artifacts`).
+pub fn disabled_routes() -> Router<RegistryState> {
+    async fn disabled(uri: Uri) -> Response {
+        let message = format!(
+            "Endpoint: {} disabled due to the mlflow server running with `--no-serve-artifacts`. To enable artifacts server functionality, run `mlflow server` with `--serve-artifacts`",
+            uri.path()
+        );
+        (StatusCode::SERVICE_UNAVAILABLE, message).into_response()
+    }
+    Router::new()
+        .route("/artifacts", get(disabled))
+        .route("/artifacts/", get(disabled))
+        .route("/artifacts/{*path}", get(disabled).put(disabled).delete(disabled))
 }
 
 /// The artifact path of a request, still percent-encoded. (Inside the nested router the URI
@@ -128,17 +151,65 @@ pub(super) fn scan_dir(dir: &Path, after: Option<&str>, limit: usize) -> Result<
 async fn list(State(st): State<RegistryState>, p: Params) -> Reply {
     let rel = p.str_or_empty("path")?;
     refuse_hidden(&rel)?;
-    let dir = st.artifacts.path_of(&rel)?;
     // This listing has no page token (MLflow's proxy pages nothing): one answer, at most MAX_SCAN.
-    let (files, _) = blocking(move || scan_dir(&dir, None, MAX_SCAN)).await?;
+    let (files, _) = list_folder(&st, &rel, None, MAX_SCAN).await?;
     JsonReply::new().list("files", &files)?.finish()
 }
 
 async fn download(State(st): State<RegistryState>, uri: Uri) -> Result<Response, ApiError> {
     let raw = raw_path(&uri).to_string();
     refuse_hidden(&raw)?;
-    let path = st.artifacts.path_of(&raw)?;
-    send_file(&path, &decoded(&raw)).await
+    send_artifact(&st, &raw, &decoded(&raw)).await
+}
+
+/// One page of the folder `rel` (relative to the artifact destination, checked here) — see
+/// [`scan_dir`] for the local folder; a bucket's folder is one delimited listing of its
+/// prefix, paged the same way.
+pub(super) async fn list_folder(
+    st: &RegistryState,
+    rel: &str,
+    after: Option<String>,
+    limit: usize,
+) -> Result<(Vec<FileInfo>, bool), ApiError> {
+    match &st.destination {
+        Destination::Local(root) => {
+            let dir = root.path_of(rel)?;
+            blocking(move || scan_dir(&dir, after.as_deref(), limit)).await
+        }
+        Destination::Bucket(bucket) => {
+            let key = Destination::key_of(bucket, rel)?;
+            let mut entries = bucket.list_dir(&key, MAX_SCAN).await?;
+            entries.retain(|e| !e.name.starts_with('.') && after.as_deref().is_none_or(|a| e.name.as_str() > a));
+            entries.sort_by(|a, b| a.name.cmp(&b.name));
+            let more = entries.len() > limit;
+            entries.truncate(limit);
+            let files = entries
+                .into_iter()
+                .map(|e| FileInfo { path: e.name, is_dir: e.is_dir, file_size: (!e.is_dir).then_some(e.size) })
+                .collect();
+            Ok((files, more))
+        }
+    }
+}
+
+/// Send the artifact `rel` (relative to the artifact destination, checked here) as MLflow
+/// sends it ([`send_file`]); `shown` is the path messages name.
+pub(super) async fn send_artifact(st: &RegistryState, rel: &str, shown: &str) -> Result<Response, ApiError> {
+    match &st.destination {
+        Destination::Local(root) => send_file(&root.path_of(rel)?, shown).await,
+        Destination::Bucket(bucket) => {
+            let key = Destination::key_of(bucket, rel)?;
+            let name = key.rsplit('/').next().unwrap_or_default().to_string();
+            let object = if key.is_empty() { None } else { bucket.get_stream(&key).await? };
+            match object {
+                Some((size, stream)) if !name.is_empty() && !rel.ends_with('/') => Ok(send_stream(stream, size, &name)),
+                _ if !key.is_empty() && bucket.has_children(&key).await? => {
+                    Err(invalid(format!("Artifact path refers to a directory, not a file: '{shown}'")))
+                }
+                _ => Err(ApiError::Registry(RegistryError::NotFound(format!("No such artifact: '{shown}'")))),
+            }
+        }
+    }
 }
 
 /// The segments of an artifact path, without empty and `.` ones (`a//./b/` → `[a, b]`).
@@ -249,13 +320,21 @@ pub(super) async fn store_file(
         charge.streaming();
     }
     refuse_hidden(raw)?;
-    let dest = st.artifacts.path_of(raw)?;
+    match &st.destination {
+        Destination::Local(root) => drop(root.path_of(raw)?),
+        Destination::Bucket(bucket) => drop(Destination::key_of(bucket, raw)?),
+    }
     let rel = decoded(raw);
     if rel.trim_matches('/').is_empty() || raw.ends_with('/') {
         return Err(invalid(format!("Invalid path '{rel}': name a file to upload")));
     }
     refuse_control(&rel)?;
     check_writable(st, &rel).await?;
+    let root = match &st.destination {
+        Destination::Local(root) => root,
+        Destination::Bucket(bucket) => return upload_to_bucket(bucket, raw, &rel, body, rules).await,
+    };
+    let dest = root.path_of(raw)?;
     if tokio::fs::metadata(&dest).await.is_ok_and(|m| m.is_dir()) {
         return Err(invalid(format!("Invalid path '{rel}': it is a directory")));
     }
@@ -264,7 +343,7 @@ pub(super) async fn store_file(
         .await
         .map_err(|e| ApiError::Internal(format!("creating {}: {e}", parent.display())))?;
     // The folder may have been swapped for a link between the check and now: check again.
-    st.artifacts.path_of(raw)?;
+    root.path_of(raw)?;
     let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = parent.join(format!(".{name}{UPLOAD_MARK}{}", uuid::Uuid::new_v4().simple()));
     let written = match write_body(&tmp, body, rules).await {
@@ -282,6 +361,52 @@ pub(super) async fn store_file(
         let _ = dir.sync_all().await;
     }
     Ok(written)
+}
+
+/// [`store_file`] into a bucket: the body streamed up chunk by chunk (multipart past a few
+/// MiB, so memory stays bounded by the part size); the object appears only when the whole body
+/// arrived, so a partial or refused upload is never visible (as the local rename).
+async fn upload_to_bucket(
+    bucket: &crate::artifact::store::Bucket,
+    raw: &str,
+    rel: &str,
+    body: Body,
+    rules: UploadRules,
+) -> Result<u64, ApiError> {
+    let key = Destination::key_of(bucket, raw)?;
+    if bucket.has_children(&key).await? {
+        return Err(invalid(format!("Invalid path '{rel}': it is a directory")));
+    }
+    let mut upload = bucket.upload(&key);
+    let mut body = body;
+    let mut written: u64 = 0;
+    let sent: Result<(), ApiError> = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| invalid(format!("The upload was interrupted: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                written += data.len() as u64;
+                if let Some(max) = rules.max_bytes.filter(|max| written > *max) {
+                    return Err(too_large(max));
+                }
+                upload.write(data).await?;
+            }
+        }
+        if written == 0 && rules.refuse_empty {
+            return Err(invalid("Request must specify data.".into()));
+        }
+        Ok(())
+    }
+    .await;
+    match sent {
+        Ok(()) => {
+            upload.finish().await?;
+            Ok(written)
+        }
+        Err(e) => {
+            upload.abort().await;
+            Err(e)
+        }
+    }
 }
 
 /// MLflow's message for an `upload-artifact` body over its limit.

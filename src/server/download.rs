@@ -162,6 +162,15 @@ pub async fn send_file(path: &Path, shown: &str) -> Result<Response, ApiError> {
     Ok(resp)
 }
 
+/// Send a stream of `size` bytes (an object from a bucket) as [`send_file`] sends a file: an
+/// attachment named `file_name`, with MLflow's headers.
+pub fn send_stream(stream: crate::artifact::store::ByteStream, size: u64, file_name: &str) -> Response {
+    let mut resp = Body::from_stream(stream).into_response();
+    attachment_headers(&mut resp, file_name);
+    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,7 +47,7 @@ pub fn registry_server(state: RegistryState) -> Router {
         .merge(tracking_api::routes())
         .merge(artifact_views::routes())
         .layer(axum::middleware::from_fn(origin::require_json));
-    let artifacts = artifacts_api::routes();
+    let artifacts = if state.serve_artifacts { artifacts_api::routes() } else { artifacts_api::disabled_routes() };
     let ajax = mlflow.clone().merge(tracking_api::ajax_routes());
     Router::new()
         .nest("/api/2.0/mlflow", mlflow)

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::error::ApiError;
-use crate::artifact::ArtifactRoot;
+use crate::artifact::{ArtifactRoot, Destination};
 use crate::registration::rest_create::Registrar;
 use crate::registry::Store;
 use crate::tracking::TrackingStore;
@@ -16,6 +16,11 @@ pub struct RegistryState {
     pub store: Arc<Store>,
     pub tracking: TrackingStore,
     pub artifacts: ArtifactRoot,
+    /// Where the artifact proxy reads and writes: `artifacts` (the default) or a bucket
+    /// (`--artifacts-destination`).
+    pub destination: Destination,
+    /// `false` with `--no-serve-artifacts`: the proxy's endpoints answer 503, as MLflow's.
+    pub serve_artifacts: bool,
     /// `model-versions/create` and its test loads (the same store and artifact root), with the
     /// test-load limits: `--load-timeout`, the wait before answering, loads at once.
     pub registrar: Registrar,
@@ -26,7 +31,21 @@ impl RegistryState {
     pub fn new(store: Arc<Store>, artifacts: ArtifactRoot, ort_lib: Option<PathBuf>) -> Self {
         let tracking = TrackingStore::new(store.clone());
         let registrar = Registrar::new(store.clone(), tracking.clone(), artifacts.clone(), ort_lib);
-        RegistryState { store, tracking, artifacts, registrar }
+        let destination = Destination::Local(artifacts.clone());
+        RegistryState { store, tracking, artifacts, destination, serve_artifacts: true, registrar }
+    }
+}
+
+impl RegistryState {
+    /// Keep the artifact proxy's files in `destination`, and give new experiments
+    /// `<default_root>/<id>` as their artifact location (`--artifacts-destination`,
+    /// `--default-artifact-root`).
+    pub fn with_artifacts(mut self, destination: Destination, default_root: &str) -> Self {
+        self.tracking = self.tracking.with_default_root(default_root);
+        self.registrar.tracking = self.tracking.clone();
+        self.registrar.destination = destination.clone();
+        self.destination = destination;
+        self
     }
 }
 

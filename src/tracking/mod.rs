@@ -214,11 +214,20 @@ pub struct Paged<T> {
 #[derive(Clone)]
 pub struct TrackingStore {
     db: Arc<Store>,
+    /// Where new experiments' artifacts go: `<root>/<id>` (`regserve server
+    /// --default-artifact-root`, as MLflow's; `mlflow-artifacts:` unless set).
+    default_root: Arc<str>,
 }
 
 impl TrackingStore {
     pub fn new(db: Arc<Store>) -> TrackingStore {
-        TrackingStore { db }
+        TrackingStore { db, default_root: ARTIFACT_SCHEME.into() }
+    }
+
+    /// New experiments get `<root>/<id>` as their artifact location (MLflow's
+    /// `append_to_uri_path(default_artifact_root, id)`).
+    pub fn with_default_root(self, root: &str) -> TrackingStore {
+        TrackingStore { default_root: root.trim_end_matches('/').into(), ..self }
     }
 
     // ---------------------------------------------------------------- experiments
@@ -239,7 +248,7 @@ impl TrackingStore {
             let id = tx.last_insert_rowid();
             let location = match artifact_location.filter(|l| !l.is_empty()) {
                 Some(l) => l.to_string(),
-                None => format!("{ARTIFACT_SCHEME}/{id}"),
+                None => format!("{}/{id}", self.default_root),
             };
             tx.execute(
                 "UPDATE experiments SET artifact_location = ?2 WHERE experiment_id = ?1",
@@ -252,6 +261,28 @@ impl TrackingStore {
                 )?;
             }
             Ok(id.to_string())
+        })
+    }
+
+    /// MLflow creates its Default experiment (0) at `<default artifact root>/0`; regserve's is
+    /// created with the data dir at `mlflow-artifacts:/0`. With another root, the Default
+    /// experiment moves there while it is still empty (no run, no logged model), so a fresh
+    /// server started with `--default-artifact-root` hands it out as MLflow's would. Returns
+    /// whether it moved.
+    pub fn adopt_default_root(&self) -> Result<bool> {
+        let builtin = format!("{ARTIFACT_SCHEME}/0");
+        let wanted = format!("{}/0", self.default_root);
+        if wanted == builtin {
+            return Ok(false);
+        }
+        self.db.write_tx(|tx| {
+            let moved = tx.execute(
+                "UPDATE experiments SET artifact_location = ?2 WHERE experiment_id = 0 AND artifact_location = ?1 \
+                 AND NOT EXISTS (SELECT 1 FROM runs WHERE experiment_id = 0) \
+                 AND NOT EXISTS (SELECT 1 FROM logged_models WHERE experiment_id = 0)",
+                params![builtin, wanted],
+            )?;
+            Ok(moved > 0)
         })
     }
 
@@ -998,10 +1029,28 @@ mod tests {
     }
 
     #[test]
+    fn another_default_root_places_new_and_empty_default_experiments() {
+        let t = store();
+        assert!(!t.adopt_default_root().unwrap());
+        let s3 = t.clone().with_default_root("s3://b/p/");
+        assert!(s3.adopt_default_root().unwrap());
+        assert_eq!(s3.get_experiment("0").unwrap().artifact_location, "s3://b/p/0");
+        let id = s3.create_experiment("e", None, &[]).unwrap();
+        assert_eq!(s3.get_experiment(&id).unwrap().artifact_location, format!("s3://b/p/{id}"));
+        // Once the Default experiment holds a run, it stays where it is.
+        let used = store();
+        used.create_run(&NewRun { experiment_id: "0".into(), ..Default::default() }).unwrap();
+        let used = used.with_default_root("gs://other");
+        assert!(!used.adopt_default_root().unwrap());
+        assert_eq!(used.get_experiment("0").unwrap().artifact_location, "mlflow-artifacts:/0");
+    }
+
+    #[test]
     fn default_experiment_and_create() {
         let t = store();
         let d = t.get_experiment("0").unwrap();
         assert_eq!((d.name.as_str(), d.artifact_location.as_str()), ("Default", "mlflow-artifacts:/0"));
+
         let id = t.create_experiment("exp", None, &[tag("a", "b")]).unwrap();
         assert_eq!(id, "1");
         let e = t.get_experiment_by_name("exp").unwrap();

@@ -6,6 +6,7 @@ waits until it answers, and stops it at the end of the session.
 """
 
 import os
+import shlex
 import pathlib
 import subprocess
 import threading
@@ -40,13 +41,19 @@ START_TIMEOUT_S = 30
 
 
 class RegserveServer:
-    def __init__(self, binary, data_dir):
+    """`regserve server` on a free port. `extra_args` are added to its command line; by default
+    those of $REGSERVE_TEST_SERVER_ARGS (empty unless set: test_object_store_write.py sets it to
+    re-run a suite with the artifacts in a bucket)."""
+
+    def __init__(self, binary, data_dir, extra_args=None, env=None):
         self.data_dir = pathlib.Path(data_dir)
         self.binary = binary
-        env = child_env()
+        if extra_args is None:
+            extra_args = shlex.split(os.environ.get("REGSERVE_TEST_SERVER_ARGS", ""))
+        env = child_env(**(env or {}))
         env.setdefault("RUST_LOG", "info")
         self.proc = subprocess.Popen(
-            [binary, "--data-dir", str(self.data_dir), "server", "--host", "127.0.0.1", "--port", "0"],
+            [binary, "--data-dir", str(self.data_dir), "server", "--host", "127.0.0.1", "--port", "0", *extra_args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -404,9 +404,10 @@ def test_create_experiment_checks_parameter_types_before_the_location(pair):
 
 
 def test_an_object_store_experiment_on_regserve(pair, server, tmp_path):
-    """Until object storage lands (issue 13), an s3:// experiment's model is registered as a
-    version that is "not test-loaded" (nothing reads s3 here), and `regserve models register`
-    refuses to upload there with a clear error instead of writing local files."""
+    """An s3:// experiment's model is registered as a version that is "not test-loaded" (the
+    server reads only its own artifact destination), and `regserve models register` uploads to
+    the bucket itself (here one that cannot be reached: a clear error naming the bucket, no
+    local files; test_object_store_write.py uploads to a real S3 server)."""
     import os
     import subprocess
 
@@ -426,14 +427,21 @@ def test_an_object_store_experiment_on_regserve(pair, server, tmp_path):
     assert strip_ids(ours.json()["artifact_uri"], mids[1]) == strip_ids(ref.json()["artifact_uri"], mids[0])
     assert ours.json()["artifact_uri"].startswith("s3://bucket/regserve/models/")
 
-    env = child_env(MLFLOW_EXPERIMENT_ID=ids[1])
+    # An endpoint nobody listens on: the upload fails at once (no instance-metadata wait).
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    env = child_env(MLFLOW_EXPERIMENT_ID=ids[1], MLFLOW_S3_ENDPOINT_URL=closed, AWS_ACCESS_KEY_ID="test-key-id",
+                    AWS_SECRET_ACCESS_KEY="not-a-real-secret", AWS_DEFAULT_REGION="us-east-1")
     done = subprocess.run(
         [server.binary, "--data-dir", str(tmp_path), "models", "register", str(MODELS / "iris-v1"),
          "--name", unique("cli-s3"), "--registry-uri", server.url],
         capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL, env=env,
     )
     assert done.returncode != 0, done.stdout
-    assert "cannot upload to" in done.stderr and "s3://bucket/regserve/models/" in done.stderr, done.stderr
+    assert "s3://bucket" in done.stderr and "not-a-real-secret" not in done.stderr, done.stderr
     assert not any(p.name == "bucket" for p in (server.data_dir).rglob("bucket")), "nothing written locally"
     assert os.path.isdir(server.data_dir)
 
