@@ -80,8 +80,20 @@ impl Store {
                 std::fs::create_dir_all(dir)?;
             }
         }
+        // Opening switches a fresh database to WAL and runs the migrations, and SQLite answers
+        // "database is locked" at once (without waiting on busy_timeout) to a second process
+        // doing the same at that moment: replicas started together take turns on a lock file
+        // beside the database (flock; released when the file closes, also when a process dies).
+        let lock_path = path.with_extension("db-migrate.lock");
+        // A folder this process cannot write to gets no lock (SQLite will say what it can do).
+        let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).ok();
+        if let Some(file) = &lock {
+            file.lock()?;
+        }
         let conn = Connection::open(path)?;
-        Self::init(conn, Some(path.to_path_buf()))
+        let store = Self::init(conn, Some(path.to_path_buf()));
+        drop(lock);
+        store
     }
 
     /// A private in-memory store, for tests.
@@ -909,6 +921,29 @@ mod tests {
         let good = NewVersion { stage: Some(Stage::Staging), alias: Some("candidate".into()), ..bad };
         let v = s.create_model_version(&NewVersion { alias: Some("candidate".into()), ..good }).unwrap();
         assert_eq!((v.version, v.current_stage, v.aliases.clone()), (1, Stage::Staging, vec!["candidate".to_string()]));
+    }
+
+    #[test]
+    fn processes_opening_a_fresh_database_together_all_succeed() {
+        // Two `regserve server`s started at the same moment on a fresh data dir: the WAL switch
+        // and the migrations of one must not make the other fail with "database is locked".
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("registry.db");
+            let start = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let handles: Vec<_> = (0..6)
+                .map(|_| {
+                    let (path, start) = (path.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        Store::open(&path).map(|_| ()).map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            for h in handles {
+                assert_eq!(h.join().unwrap(), Ok(()), "round {round}");
+            }
+        }
     }
 
     #[test]
