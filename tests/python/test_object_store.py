@@ -303,6 +303,18 @@ def weights_answer(serve):
     return np.array(predictions[0])
 
 
+def forget_s3_clients():
+    """Make the MLflow client read the credentials in the environment again. boto3's default
+    session keeps the credentials it first found in the environment, and MLflow caches one boto3
+    client per endpoint (`_cached_get_s3_client`): without this, a test's client would sign with
+    the keys of an earlier test's moto (each moto makes its own), which the new one refuses."""
+    import boto3
+    from mlflow.store.artifact.s3_artifact_repo import _cached_get_s3_client
+
+    boto3.DEFAULT_SESSION = None
+    _cached_get_s3_client.cache_clear()
+
+
 class EnvPatch:
     """Set variables in this process (the MLflow client reads them) and restore them."""
 
@@ -313,6 +325,7 @@ class EnvPatch:
         for k, v in self.env.items():
             self.saved[k] = os.environ.get(k)
             os.environ[k] = v
+        forget_s3_clients()
         return self
 
     def __exit__(self, *exc):
@@ -321,6 +334,7 @@ class EnvPatch:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        forget_s3_clients()
 
 
 def log_versions(mlflow_url, name, models, artifact_location=None, **save_args):
