@@ -447,3 +447,29 @@ async fn the_serve_status_page_shows_versions_and_requests() {
     let css = c.get(serve.url("/static/style.css")).send().await.unwrap();
     assert_eq!(css.status(), 200);
 }
+
+#[tokio::test]
+async fn the_model_list_leaves_prompts_out() {
+    // MLflow's prompt registry stores prompts as registered models tagged
+    // `mlflow.prompt.is_prompt = true`; the model list shows models only, as MLflow's UI does.
+    let reg = Registry::new();
+    let server = reg.spawn(&["server"]);
+    let mut b = Browser::new(&server);
+    for (name, tags) in [
+        ("a-model", json!([])),
+        ("b-prompt", json!([{"key": "mlflow.prompt.is_prompt", "value": "true"}])),
+        ("tagged-false", json!([{"key": "mlflow.prompt.is_prompt", "value": "false"}])),
+    ] {
+        let (status, v) =
+            api(&server, reqwest::Method::POST, "registered-models/create", Some(json!({"name": name, "tags": tags})))
+                .await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let list = b.get("/").await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    assert!(list.body.contains("a-model") && list.body.contains("tagged-false"), "{}", list.body);
+    assert!(!list.body.contains("b-prompt"), "{}", list.body);
+    // With a filter of the user's too.
+    let list = b.get("/?filter=name%20LIKE%20%27%25-%25%27").await;
+    assert!(list.body.contains("a-model") && !list.body.contains("b-prompt"), "{}", list.body);
+}

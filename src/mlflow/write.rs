@@ -40,9 +40,7 @@ pub struct LoggedModelRef {
     pub artifact_uri: String,
 }
 
-/// MLflow's `search_registered_models` adds this to every filter so prompts (stored as
-/// registered models with this tag) are not listed as models.
-pub const NOT_A_PROMPT: &str = "tag.`mlflow.prompt.is_prompt` != 'true'";
+pub use crate::registry::NOT_A_PROMPT;
 
 fn tags_json(tags: &[Tag]) -> Value {
     Value::Array(tags.iter().map(|t| json!({"key": t.key, "value": t.value})).collect())

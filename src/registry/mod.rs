@@ -23,6 +23,10 @@ pub use types::{Alias, ModelVersion, RegisteredModel, Stage, Tag, VersionStatus}
 /// registry of MLflow 3 (`mlflow.genai.register_prompt`) rides on registered models with it.
 pub const IS_PROMPT_TAG_KEY: &str = "mlflow.prompt.is_prompt";
 
+/// MLflow's `search_registered_models` adds this to every filter so prompts (stored as
+/// registered models with this tag) are not listed as models.
+pub const NOT_A_PROMPT: &str = "tag.`mlflow.prompt.is_prompt` != 'true'";
+
 /// Do these tags make a prompt? As MLflow's `ModelVersion._is_prompt` reads them: the last
 /// value of the tag wins, and only `true` (in any case) counts.
 pub fn is_prompt(tags: &[Tag]) -> bool {

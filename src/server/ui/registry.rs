@@ -37,6 +37,13 @@ pub struct ListQuery {
 pub async fn models_page(State(st): State<RegistryState>, ctx: Ctx, Query(q): Query<ListQuery>) -> Response {
     let per_page = q.per_page.parse::<usize>().unwrap_or(PAGE_SIZE).clamp(1, PAGE_SIZE_LIMIT);
     let (filter, token) = (q.filter.clone(), q.page_token.clone());
+    // Prompts are registered models too (MLflow's prompt registry); the model list leaves them
+    // out, as MLflow's client and UI do.
+    let filter = if filter.trim().is_empty() {
+        crate::registry::NOT_A_PROMPT.to_string()
+    } else {
+        format!("{filter} AND {}", crate::registry::NOT_A_PROMPT)
+    };
     let found = blocking(move || {
         let token = (!token.is_empty()).then_some(token.as_str());
         Ok(st.store.search_registered_models(&filter, per_page, &[], token)?)
