@@ -217,6 +217,23 @@ fn lenient_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D
     })
 }
 
+/// Told, as a version's files arrive, the bytes so far and the total when the listing gave
+/// one: the CLI draws its progress bar with it (`serve` has the log line and `/metrics`).
+#[derive(Clone)]
+pub struct ProgressHook(Arc<dyn Fn(u64, Option<u64>) + Send + Sync>);
+
+impl ProgressHook {
+    pub fn new(f: impl Fn(u64, Option<u64>) + Send + Sync + 'static) -> ProgressHook {
+        ProgressHook(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for ProgressHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressHook")
+    }
+}
+
 /// Bytes downloaded so far for one version, reported every few seconds.
 struct Progress {
     label: String,
@@ -224,17 +241,21 @@ struct Progress {
     done: AtomicU64,
     started: Instant,
     last_report: Mutex<Instant>,
+    hook: Option<ProgressHook>,
 }
 
 impl Progress {
-    fn new(label: String, total: Option<u64>) -> Progress {
+    fn new(label: String, total: Option<u64>, hook: Option<ProgressHook>) -> Progress {
         let now = Instant::now();
-        Progress { label, total, done: AtomicU64::new(0), started: now, last_report: Mutex::new(now) }
+        Progress { label, total, done: AtomicU64::new(0), started: now, last_report: Mutex::new(now), hook }
     }
 
     fn add(&self, n: u64) {
         crate::metrics::metrics().artifact_bytes.inc_by(n);
         let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
+        if let Some(hook) = &self.hook {
+            (hook.0)(done, self.total);
+        }
         let mut last = self.last_report.lock().unwrap_or_else(|p| p.into_inner());
         if last.elapsed() >= PROGRESS_EVERY {
             *last = Instant::now();
@@ -268,12 +289,19 @@ pub struct ArtifactFetcher {
     registry_id: String,
     /// One lock per version folder, held for a lookup-or-download.
     locks: Mutex<HashMap<PathBuf, Weak<tokio::sync::Mutex<()>>>>,
+    progress: Option<ProgressHook>,
 }
 
 impl ArtifactFetcher {
     pub fn new(registry: RestRegistry, cache: ArtifactCache) -> ArtifactFetcher {
         let registry_id = registry.base_url().as_str().to_string();
-        ArtifactFetcher { registry, cache, registry_id, locks: Mutex::new(HashMap::new()) }
+        ArtifactFetcher { registry, cache, registry_id, locks: Mutex::new(HashMap::new()), progress: None }
+    }
+
+    /// Tell `hook` how each download goes (the CLI's progress bar).
+    pub fn with_progress(mut self, hook: ProgressHook) -> ArtifactFetcher {
+        self.progress = Some(hook);
+        self
     }
 
     pub fn cache(&self) -> &ArtifactCache {
@@ -427,7 +455,7 @@ impl ArtifactFetcher {
             if file_name.is_empty() {
                 return Err(FetchError::NotFound(format!("no files at '{uri}'")).into());
             }
-            let progress = Progress::new(label, None);
+            let progress = Progress::new(label, None, self.progress.clone());
             let url = file_url(endpoint, root, "");
             let size = self.download_file(&url, &dest.join(file_name), None, &progress).await.map_err(|e| match e {
                 DownloadError::Fetch(FetchError::NotFound(_)) | DownloadError::Registry(RegistryError::NotFound(_)) => {
@@ -467,7 +495,7 @@ impl ArtifactFetcher {
             }
         }
         let total = files.iter().map(|(_, s)| *s).sum::<Option<u64>>();
-        let progress = Progress::new(label, total);
+        let progress = Progress::new(label, total, self.progress.clone());
         let mut cached = Vec::with_capacity(files.len());
         for (rel, size) in files {
             let target = dest.join(relative_path(&rel)?);
@@ -525,7 +553,7 @@ impl ArtifactFetcher {
             }
             files.push((rel, target, object.clone()));
         }
-        let progress = Progress::new(label, Some(objects.iter().map(|o| o.size).sum()));
+        let progress = Progress::new(label, Some(objects.iter().map(|o| o.size).sum()), self.progress.clone());
         let (bucket, progress_ref) = (&bucket, &progress);
         let results: Vec<Result<CachedFile, FetchError>> =
             futures_util::stream::iter(files.into_iter().map(|(rel, target, object)| async move {
@@ -555,7 +583,7 @@ impl ArtifactFetcher {
             .into());
         }
         let file_name = clean_relative(&file_name)?;
-        let progress = Progress::new(label, None);
+        let progress = Progress::new(label, None, self.progress.clone());
         let size = self.download_file(&url, &dest.join(&file_name), None, &progress).await?;
         let file = CachedFile { path: file_name.clone(), size };
         Ok((file_name, vec![file], progress))
@@ -714,6 +742,22 @@ fn file_url(endpoint: &Url, root: &str, rel: &str) -> Url {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_progress_hook_sees_every_byte_against_the_listed_total() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let hook = {
+            let seen = seen.clone();
+            ProgressHook::new(move |done, total| seen.lock().unwrap().push((done, total)))
+        };
+        let progress = Progress::new("m/1".into(), Some(15), Some(hook));
+        progress.add(10);
+        progress.add(5);
+        assert_eq!(*seen.lock().unwrap(), vec![(10, Some(15)), (15, Some(15))]);
+        // Without a hook (serve), only the log line and the counter.
+        Progress::new("m/1".into(), None, None).add(3);
+    }
+
     use super::*;
     use crate::uri::Selector;
 

@@ -89,7 +89,8 @@ impl RegistryClient {
                     .enable_all()
                     .build()
                     .map_err(|e| backend(RegistryError::Io(e)))?;
-                let source = Box::new(RemoteSource::new(registry, data_dir.join("cache")));
+                let source =
+                    Box::new(RemoteSource::new(registry, data_dir.join("cache")).with_progress(download_bar()));
                 Ok(RegistryClient::Remote { source, runtime: Box::new(runtime) })
             }
         }
@@ -342,4 +343,24 @@ impl RegistryClient {
             }
         }
     }
+}
+
+/// A progress bar on stderr for the CLI's downloads of a version's files (drawn only when
+/// stderr is a terminal; the periodic log line reports progress otherwise).
+fn download_bar() -> crate::artifact::fetch::ProgressHook {
+    let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "downloading {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    crate::artifact::fetch::ProgressHook::new(move |done, total| {
+        if let Some(total) = total {
+            bar.set_length(total);
+        }
+        bar.set_position(done);
+        if total.is_some_and(|t| done >= t) {
+            bar.finish_and_clear();
+        }
+    })
 }

@@ -41,6 +41,12 @@ impl RemoteSource {
         RemoteSource { registry, fetcher }
     }
 
+    /// Tell `hook` how each download goes (the CLI's progress bar).
+    pub fn with_progress(mut self, hook: crate::artifact::fetch::ProgressHook) -> RemoteSource {
+        self.fetcher = self.fetcher.with_progress(hook);
+        self
+    }
+
     pub fn registry(&self) -> &RestRegistry {
         &self.registry
     }
