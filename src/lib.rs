@@ -16,6 +16,7 @@
 //! - [`config`]: command line and environment
 //! - [`cli`]: the commands (`serve`, `server`, `models`, `predict`) and the CLI's registry client
 //! - [`metrics`]: Prometheus metrics (a leaf: anything may record into it)
+//! - [`wildcard`]: wildcard matching (a leaf, like `metrics`)
 #![forbid(unsafe_code)]
 
 pub mod artifact;
@@ -30,3 +31,4 @@ pub mod runtime;
 pub mod server;
 pub mod tracking;
 pub mod uri;
+pub mod wildcard;

@@ -123,26 +123,7 @@ fn split_host_port(s: &str) -> Option<(&str, Option<&str>)> {
 
 /// `*` matches any run of characters; everything else itself (both sides already lower case).
 fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), text.as_bytes());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    // Linear in practice: the classic backtrack-to-last-star matcher, O(|p|·|t|) at worst.
-    while ti < t.len() {
-        if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if pi < p.len() && p[pi] == t[ti] {
-            pi += 1;
-            ti += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == b'*')
+    crate::wildcard::matches(pattern.as_bytes(), text.as_bytes(), b'*', None)
 }
 
 /// Paths that answer whatever the `Host`: probes (they reveal nothing a probe should not see).

@@ -233,26 +233,7 @@ pub(super) fn like(text: &str, pattern: &str, case_insensitive: bool) -> bool {
             s.chars().collect()
         }
     };
-    let (t, p) = (fold(text), fold(pattern));
-    // Iterative wildcard match with backtracking on the last '%'.
-    let (mut ti, mut pi) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '_' || p[pi] == t[ti]) {
-            ti += 1;
-            pi += 1;
-        } else if pi < p.len() && p[pi] == '%' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '%')
+    crate::wildcard::matches(&fold(pattern), &fold(text), '%', Some('_'))
 }
 
 pub(super) struct Lexer<'a> {
