@@ -22,6 +22,7 @@
 pub mod artifact;
 pub mod cli;
 pub mod config;
+pub mod db;
 pub mod manager;
 pub mod metrics;
 pub mod mlflow;

@@ -57,15 +57,18 @@ fn dangling_links_out_of_the_artifact_root_are_refused() {
     }
 }
 
-fn registry_db() -> rusqlite::Connection {
-    let c = rusqlite::Connection::open_in_memory().unwrap();
-    c.execute_batch(include_str!("../migrations/0001_init.sql")).unwrap();
-    c.execute_batch(
-        "INSERT INTO registered_models (id, name, creation_timestamp, last_updated_timestamp) VALUES (1, 'a', 1, 1), (2, 'b', 2, 2);
-         INSERT INTO registered_model_tags VALUES (1, 'x', 'a'), (2, 'x', 'a');",
-    )
-    .unwrap();
-    c
+fn registry_db() -> regserve::registry::Store {
+    let store = regserve::registry::Store::open_in_memory().unwrap();
+    store
+        .database()
+        .write(|tx| {
+            tx.execute_batch(
+                "INSERT INTO registered_models (id, name, creation_timestamp, last_updated_timestamp) VALUES (1, 'a', 1, 1), (2, 'b', 2, 2);
+                 INSERT INTO registered_model_tags VALUES (1, 'x', 'a'), (2, 'x', 'a');",
+            )
+        })
+        .unwrap();
+    store
 }
 
 /// Filters the parser accepted but SQLite refused (an internal error instead of a bad filter):
@@ -98,10 +101,10 @@ fn filters_beyond_sqlite_limits_are_refused_cleanly() {
     ];
     for filter in &fits {
         let q = build(Target::RegisteredModels, filter, &[], None).unwrap();
-        let (_, token) = q.fetch_page(&c, "rm.name", 1, |r| r.get::<_, String>(0)).unwrap();
+        let (_, token) = c.database().read(|tx| q.fetch_page(tx, "rm.name", 1, |r| r.get::<String>(0))).unwrap();
         if let Some(token) = token {
             let q = build(Target::RegisteredModels, filter, &[], Some(&token)).unwrap();
-            q.fetch_page(&c, "rm.name", 1, |r| r.get::<_, String>(0)).unwrap();
+            c.database().read(|tx| q.fetch_page(tx, "rm.name", 1, |r| r.get::<String>(0))).unwrap();
         }
     }
 }

@@ -24,7 +24,6 @@ use regserve::runtime::payload::{parse_csv, parse_json, Format, Payload};
 use regserve::runtime::schema::{ColSpec, DType, ModelSchema, Signature, TensorInfo, ValueKind};
 use regserve::runtime::ScoringErrorKind;
 use regserve::uri::ModelUri;
-use rusqlite::Connection;
 use serde_json::{json, Value};
 
 fn runner(cases: u32) -> TestRunner {
@@ -299,21 +298,22 @@ fn v2_inputs_have_their_declared_shape() {
 
 // ------------------------------------------------------------------------------ filters
 
-fn registry_db() -> Connection {
-    let c = Connection::open_in_memory().unwrap();
-    c.execute_batch("PRAGMA foreign_keys = ON;").unwrap();
-    c.execute_batch(include_str!("../migrations/0001_init.sql")).unwrap();
-    c.execute_batch(include_str!("../migrations/0002_tracking.sql")).unwrap();
-    c.execute_batch(
-        "INSERT INTO registered_models (id, name, creation_timestamp, last_updated_timestamp)
+fn registry_db() -> regserve::registry::Store {
+    let store = regserve::registry::Store::open_in_memory().unwrap();
+    store
+        .database()
+        .write(|tx| {
+            tx.execute_batch(
+                "INSERT INTO registered_models (id, name, creation_timestamp, last_updated_timestamp)
              VALUES (1, 'iris', 1, 10), (2, 'a%b', 2, 5), (3, 'x*y?[z]', 3, 5);
          INSERT INTO registered_model_tags VALUES (1, 'team', 't1'), (2, 'mlflow.prompt.is_prompt', 'true');
          INSERT INTO model_versions (model_id, version, creation_timestamp, last_updated_timestamp, source, run_id)
              VALUES (1, 1, 1, 1, 's1', 'r1'), (1, 2, 2, 2, 's2', 'r2'), (3, 1, 3, 3, 's3', 'r3');
          INSERT INTO model_version_tags VALUES (1, 2, 'stage', 'prod');",
-    )
-    .unwrap();
-    c
+            )
+        })
+        .unwrap();
+    store
 }
 
 fn quoted() -> impl Strategy<Value = String> {
@@ -388,12 +388,13 @@ fn filters_build_or_fail_cleanly_and_accepted_sql_runs() {
         let target = if versions { Target::ModelVersions } else { Target::RegisteredModels };
         for token in [token.as_deref(), None] {
             let Ok(q) = build(target, &filter, &order_by, token) else { continue };
-            let page = q.fetch_page(&c, "rm.name", 1, |r| r.get::<_, String>(0));
+            let page = c.database().read(|tx| q.fetch_page(tx, "rm.name", 1, |r| r.get::<String>(0)));
             prop_assert!(page.is_ok(), "{:?} fails in SQLite: {:?}\n{}", filter, page.err(), q.search_sql("rm.name"));
             if let Some(next) = page.unwrap().1 {
                 let q2 = build(target, &filter, &order_by, Some(&next));
                 prop_assert!(q2.is_ok(), "our own token is refused: {:?}", q2.err());
-                let page2 = q2.unwrap().fetch_page(&c, "rm.name", 1, |r| r.get::<_, String>(0));
+                let page2 =
+                    c.database().read(|tx| q2.as_ref().unwrap().fetch_page(tx, "rm.name", 1, |r| r.get::<String>(0)));
                 prop_assert!(page2.is_ok(), "second page fails: {:?}", page2.err());
             }
         }

@@ -3,7 +3,7 @@
 //!
 //! - [`types`]: registered models, versions, tags and aliases in MLflow's JSON shape (the
 //!   [`Stage`] type lives with `models:/` URIs in [`crate::uri`] and is re-exported here)
-//! - [`store`]: the embedded store (SQLite, WAL, one transaction per write)
+//! - [`store`]: the registry store, on the database of [`crate::db`] (SQLite or PostgreSQL)
 //! - [`location`]: which registry (`--registry-uri`, MLflow's variables, `--data-dir`): embedded or remote
 //! - [`search`]: MLflow's search filter grammar, order_by and page tokens → SQL
 
@@ -51,7 +51,7 @@ pub enum RegistryError {
     InvalidState(String),
     /// The store itself failed (disk, corruption, lock timeout).
     #[error("registry store error: {0}")]
-    Store(#[from] rusqlite::Error),
+    Store(#[from] crate::db::Error),
     #[error("registry I/O error: {0}")]
     Io(#[from] std::io::Error),
     /// A remote registry (or its artifact server) could not be reached, or kept failing
@@ -59,6 +59,15 @@ pub enum RegistryError {
     /// `TEMPORARILY_UNAVAILABLE`.
     #[error("{0}")]
     Unavailable(String),
+}
+
+impl crate::db::StoreError for RegistryError {
+    fn db_error(&self) -> Option<&crate::db::Error> {
+        match self {
+            RegistryError::Store(e) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 impl From<crate::uri::InvalidStage> for RegistryError {
@@ -81,6 +90,7 @@ impl RegistryError {
             RegistryError::AlreadyExists(_) => "RESOURCE_ALREADY_EXISTS",
             RegistryError::InvalidParameter(_) => "INVALID_PARAMETER_VALUE",
             RegistryError::InvalidState(_) => "INVALID_STATE",
+            RegistryError::Store(e) if e.is_retryable() => "TEMPORARILY_UNAVAILABLE",
             RegistryError::Store(_) | RegistryError::Io(_) => "INTERNAL_ERROR",
             RegistryError::Unavailable(_) => "TEMPORARILY_UNAVAILABLE",
         }

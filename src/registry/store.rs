@@ -4,32 +4,27 @@
 //!
 //! The store is synchronous; async callers run it on the blocking pool.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::search::{self, Target};
 use super::{
     validate_description, validate_model_name, Alias, ModelVersion, RegisteredModel, RegistryError, Stage, Tag,
     VersionStatus,
 };
+use crate::db::{self, Database, DatabaseUri, PoolOptions, Row, Tx};
+use crate::params;
 use crate::uri::{ModelUri, Selector};
 
 type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
-/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[
-    include_str!("../../migrations/0001_init.sql"),
-    include_str!("../../migrations/0002_tracking.sql"),
-    include_str!("../../migrations/0003_metric_datasets.sql"),
-];
+/// The PostgreSQL channel every registry write that can change what a `models:/` URI
+/// resolves to notifies, with the model's name as payload (see [`Store::changes`]).
+pub const CHANGES_CHANNEL: &str = "regserve_registry";
 
-/// A handle on the embedded registry database. Cheap to share behind an `Arc`.
+/// A handle on the registry database. Cheap to share behind an `Arc`.
 pub struct Store {
-    conn: Mutex<Connection>,
-    path: Option<PathBuf>,
+    db: Database,
 }
 
 /// Fields of a model version to create.
@@ -73,85 +68,50 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 impl Store {
-    /// Open (creating if needed) the database at `path` and bring its schema up to date.
+    /// Open (creating if needed) the SQLite database at `path` and bring its schema up to date.
     pub fn open(path: &Path) -> Result<Store> {
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)?;
-            }
-        }
-        // Opening switches a fresh database to WAL and runs the migrations, and SQLite answers
-        // "database is locked" at once (without waiting on busy_timeout) to a second process
-        // doing the same at that moment: replicas started together take turns on a lock file
-        // beside the database (flock; released when the file closes, also when a process dies).
-        let lock_path = path.with_extension("db-migrate.lock");
-        // A folder this process cannot write to gets no lock (SQLite will say what it can do).
-        let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).ok();
-        if let Some(file) = &lock {
-            file.lock()?;
-        }
-        let conn = Connection::open(path)?;
-        let store = Self::init(conn, Some(path.to_path_buf()));
-        drop(lock);
-        store
+        Self::open_uri(&DatabaseUri::Sqlite(path.to_path_buf()), &PoolOptions::default())
     }
 
-    /// A private in-memory store, for tests.
+    /// Open the database `uri` names (SQLite or PostgreSQL) and bring its schema up to date.
+    pub fn open_uri(uri: &DatabaseUri, pool: &PoolOptions) -> Result<Store> {
+        Ok(Store { db: Database::open(uri, pool)? })
+    }
+
+    /// A private in-memory store, for tests. With `REGSERVE_TEST_POSTGRES` set (a server URI
+    /// whose user may create databases), a fresh PostgreSQL database instead, so the same tests
+    /// run against both backends.
     pub fn open_in_memory() -> Result<Store> {
-        Self::init(Connection::open_in_memory()?, None)
-    }
-
-    fn init(mut conn: Connection, path: Option<PathBuf>) -> Result<Store> {
-        conn.busy_timeout(Duration::from_secs(10))?;
-        if path.is_some() {
-            let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-            if !mode.eq_ignore_ascii_case("wal") {
-                tracing::warn!(mode, "SQLite did not switch to WAL mode");
+        match std::env::var("REGSERVE_TEST_POSTGRES").ok().filter(|u| !u.is_empty()) {
+            Some(server) if cfg!(test) || std::env::var_os("REGSERVE_TEST_POSTGRES_ANY").is_some() => {
+                Self::open_uri(&DatabaseUri::Postgres(db::postgres::fresh_database(&server)?), &PoolOptions::default())
             }
+            _ => Self::open_uri(&DatabaseUri::Memory, &PoolOptions::default()),
         }
-        // FULL: a write acknowledged to a client survives a power loss too (in WAL mode NORMAL can
-        // roll back the last commits, and with them acknowledged version numbers). Registry
-        // writes are rare; scoring never writes.
-        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let applied: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if applied as usize > MIGRATIONS.len() {
-            return Err(RegistryError::InvalidParameter(format!(
-                "the registry database has schema version {applied}, newer than this regserve knows ({}); upgrade regserve",
-                MIGRATIONS.len()
-            )));
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
-            tx.execute_batch(sql)?;
-            tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
-        }
-        tx.commit()?;
-        Ok(Store { conn: Mutex::new(conn), path })
     }
 
-    /// The database file, if not in memory.
+    /// The database file, if SQLite on disk.
     pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
+        self.db.sqlite_path()
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock leaves the connection usable (SQLite rolled back).
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    /// The database underneath.
+    pub fn database(&self) -> &Database {
+        &self.db
     }
 
-    /// Run `f` in one IMMEDIATE transaction; commit on Ok, roll back on Err.
-    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+    /// Registry changes as they commit, on PostgreSQL (`LISTEN`); `None` on SQLite, whose
+    /// followers poll.
+    pub fn changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<db::postgres::Notice>> {
+        self.db.postgres().map(|pg| pg.listen(CHANGES_CHANNEL))
     }
 
-    fn read<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-        f(&tx)
+    fn write<T>(&self, f: impl FnMut(&Tx<'_>) -> Result<T>) -> Result<T> {
+        self.db.write(f)
+    }
+
+    fn read<T>(&self, f: impl FnMut(&Tx<'_>) -> Result<T>) -> Result<T> {
+        self.db.read(f)
     }
 
     // ---------------------------------------------------------------- registered models
@@ -162,18 +122,19 @@ impl Store {
         validate_tags(tags)?;
         self.write(|tx| {
             let now = now_ms();
-            let inserted = tx.execute(
+            let id: Option<i64> = tx.query_opt(
                 "INSERT INTO registered_models (name, description, creation_timestamp, last_updated_timestamp) \
-                 VALUES (?1, ?2, ?3, ?3) ON CONFLICT(name) DO NOTHING",
+                 VALUES (?1, ?2, ?3, ?3) ON CONFLICT(name) DO NOTHING RETURNING id",
                 params![name, description, now],
+                |r| r.get(0),
             )?;
-            if inserted == 0 {
+            let Some(id) = id else {
                 return Err(RegistryError::AlreadyExists(format!("Registered Model (name={name}) already exists.")));
-            }
-            let id = tx.last_insert_rowid();
+            };
             for t in tags {
                 tx.execute(
-                    "INSERT OR REPLACE INTO registered_model_tags (model_id, key, value) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO registered_model_tags (model_id, key, value) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (model_id, key) DO UPDATE SET value = excluded.value",
                     params![id, t.key, t.value],
                 )?;
             }
@@ -215,6 +176,8 @@ impl Store {
                 params![id, new_name, now],
             )?;
             tx.execute("UPDATE model_versions SET last_updated_timestamp = ?2 WHERE model_id = ?1", params![id, now])?;
+            notify(tx, name)?;
+            notify(tx, new_name)?;
             load_model(tx, id)
         })
     }
@@ -224,9 +187,12 @@ impl Store {
     pub fn delete_registered_model(&self, name: &str) -> Result<Vec<String>> {
         self.write(|tx| {
             let id = model_id(tx, name)?;
-            let mut stmt = tx.prepare("SELECT storage_location FROM model_versions WHERE model_id = ?1")?;
-            let locations = stmt.query_map([id], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
-            tx.execute("DELETE FROM registered_models WHERE id = ?1", [id])?;
+            let locations =
+                tx.query_map("SELECT storage_location FROM model_versions WHERE model_id = ?1", params![id], |r| {
+                    r.get(0)
+                })?;
+            tx.execute("DELETE FROM registered_models WHERE id = ?1", params![id])?;
+            notify(tx, name)?;
             Ok(locations)
         })
     }
@@ -238,7 +204,7 @@ impl Store {
             let n = tx.execute(
                 "DELETE FROM registered_models WHERE name = ?1 \
                  AND NOT EXISTS (SELECT 1 FROM model_versions mv WHERE mv.model_id = registered_models.id)",
-                [name],
+                params![name],
             )?;
             Ok(n > 0)
         })
@@ -249,7 +215,8 @@ impl Store {
         self.write(|tx| {
             let id = model_id(tx, name)?;
             tx.execute(
-                "INSERT OR REPLACE INTO registered_model_tags (model_id, key, value) VALUES (?1, ?2, ?3)",
+                "INSERT INTO registered_model_tags (model_id, key, value) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (model_id, key) DO UPDATE SET value = excluded.value",
                 params![id, key, value],
             )?;
             touch_model(tx, id)
@@ -273,8 +240,8 @@ impl Store {
     /// Every registered model, by name (the CLI's `list`; the REST API uses [`Store::search_registered_models`]).
     pub fn list_registered_models(&self) -> Result<Vec<RegisteredModel>> {
         self.read(|tx| {
-            let mut stmt = tx.prepare("SELECT id FROM registered_models ORDER BY name")?;
-            let ids = stmt.query_map([], |r| r.get::<_, i64>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            let ids: Vec<i64> =
+                tx.query_map("SELECT id FROM registered_models ORDER BY name", params![], |r| r.get(0))?;
             ids.into_iter().map(|id| load_model(tx, id)).collect()
         })
     }
@@ -286,9 +253,9 @@ impl Store {
         order_by: &[String],
         page_token: Option<&str>,
     ) -> Result<Page<RegisteredModel>> {
-        let q = search::build(Target::RegisteredModels, filter_str, order_by, page_token)?;
+        let q = search::build_for(self.db.dialect(), Target::RegisteredModels, filter_str, order_by, page_token)?;
         self.read(|tx| {
-            let (ids, next_page_token) = q.fetch_page(tx, "rm.id", max_results, |r| r.get::<_, i64>(0))?;
+            let (ids, next_page_token) = q.fetch_page(tx, "rm.id", max_results, |r| r.get::<i64>(0))?;
             let items = ids.into_iter().map(|id| load_model(tx, id)).collect::<Result<Vec<_>>>()?;
             Ok(Page { items, next_page_token })
         })
@@ -302,9 +269,11 @@ impl Store {
             let id = model_id(tx, name)?;
             version_exists(tx, id, name, version)?;
             tx.execute(
-                "INSERT OR REPLACE INTO registered_model_aliases (model_id, alias, version) VALUES (?1, ?2, ?3)",
+                "INSERT INTO registered_model_aliases (model_id, alias, version) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (model_id, alias) DO UPDATE SET version = excluded.version",
                 params![id, alias, version as i64],
             )?;
+            notify(tx, name)?;
             touch_model(tx, id)
         })
     }
@@ -319,6 +288,7 @@ impl Store {
             if n == 0 {
                 return Err(alias_not_found(alias));
             }
+            notify(tx, name)?;
             touch_model(tx, id)
         })
     }
@@ -326,13 +296,11 @@ impl Store {
     pub fn get_model_version_by_alias(&self, name: &str, alias: &str) -> Result<ModelVersion> {
         self.read(|tx| {
             let id = model_id(tx, name)?;
-            let version: Option<i64> = tx
-                .query_row(
-                    "SELECT version FROM registered_model_aliases WHERE model_id = ?1 AND alias = ?2",
-                    params![id, alias],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let version: Option<i64> = tx.query_opt(
+                "SELECT version FROM registered_model_aliases WHERE model_id = ?1 AND alias = ?2",
+                params![id, alias],
+                |r| r.get(0),
+            )?;
             let version = version.ok_or_else(|| alias_not_found(alias))?;
             load_version(tx, id, name, version as u64)
         })
@@ -382,7 +350,8 @@ impl Store {
             )?;
             for t in &new.tags {
                 tx.execute(
-                    "INSERT OR REPLACE INTO model_version_tags (model_id, version, key, value) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO model_version_tags (model_id, version, key, value) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (model_id, version, key) DO UPDATE SET value = excluded.value",
                     params![id, version, t.key, t.value],
                 )?;
             }
@@ -391,10 +360,12 @@ impl Store {
             }
             if let Some(alias) = &new.alias {
                 tx.execute(
-                    "INSERT OR REPLACE INTO registered_model_aliases (model_id, alias, version) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO registered_model_aliases (model_id, alias, version) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (model_id, alias) DO UPDATE SET version = excluded.version",
                     params![id, alias, version],
                 )?;
             }
+            notify(tx, &new.name)?;
             load_version(tx, id, &new.name, version as u64)
         })
     }
@@ -435,6 +406,7 @@ impl Store {
                  WHERE model_id = ?1 AND version = ?2",
                 params![id, version as i64, status.as_str(), message, now_ms()],
             )?;
+            notify(tx, name)?;
             load_version(tx, id, name, version)
         })
     }
@@ -445,14 +417,14 @@ impl Store {
         self.write(|tx| {
             let id = model_id(tx, name)?;
             let location: String = tx
-                .query_row(
+                .query_opt(
                     "SELECT storage_location FROM model_versions WHERE model_id = ?1 AND version = ?2",
                     params![id, version as i64],
                     |r| r.get(0),
-                )
-                .optional()?
+                )?
                 .ok_or_else(|| RegistryError::version_not_found(name, version))?;
             tx.execute("DELETE FROM model_versions WHERE model_id = ?1 AND version = ?2", params![id, version as i64])?;
+            notify(tx, name)?;
             touch_model(tx, id)?;
             Ok(location)
         })
@@ -472,6 +444,7 @@ impl Store {
             version_exists(tx, id, name, version)?;
             set_stage(tx, id, version as i64, stage, archive_existing, now_ms())?;
             touch_model(tx, id)?;
+            notify(tx, name)?;
             load_version(tx, id, name, version)
         })
     }
@@ -489,9 +462,11 @@ impl Store {
     pub fn list_model_versions(&self, name: &str) -> Result<Vec<ModelVersion>> {
         self.read(|tx| {
             let id = model_id(tx, name)?;
-            let mut stmt =
-                tx.prepare("SELECT version FROM model_versions WHERE model_id = ?1 ORDER BY version DESC")?;
-            let versions = stmt.query_map([id], |r| r.get::<_, i64>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            let versions: Vec<i64> = tx.query_map(
+                "SELECT version FROM model_versions WHERE model_id = ?1 ORDER BY version DESC",
+                params![id],
+                |r| r.get(0),
+            )?;
             versions.into_iter().map(|v| load_version(tx, id, name, v as u64)).collect()
         })
     }
@@ -503,10 +478,10 @@ impl Store {
         order_by: &[String],
         page_token: Option<&str>,
     ) -> Result<Page<ModelVersion>> {
-        let q = search::build(Target::ModelVersions, filter_str, order_by, page_token)?;
+        let q = search::build_for(self.db.dialect(), Target::ModelVersions, filter_str, order_by, page_token)?;
         self.read(|tx| {
             let (keys, next_page_token) = q.fetch_page(tx, "mv.model_id, rm.name, mv.version", max_results, |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64))
+                Ok((r.get::<i64>(0)?, r.get::<String>(1)?, r.get::<i64>(2)? as u64))
             })?;
             let items = keys
                 .into_iter()
@@ -522,7 +497,8 @@ impl Store {
             let id = model_id(tx, name)?;
             version_exists(tx, id, name, version)?;
             tx.execute(
-                "INSERT OR REPLACE INTO model_version_tags (model_id, version, key, value) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO model_version_tags (model_id, version, key, value) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (model_id, version, key) DO UPDATE SET value = excluded.value",
                 params![id, version as i64, key, value],
             )?;
             Ok(())
@@ -559,7 +535,7 @@ impl Store {
                 let id = model_id(tx, name)?;
                 let v: Option<i64> = tx.query_row(
                     "SELECT MAX(version) FROM model_versions WHERE model_id = ?1 AND status = 'READY'",
-                    [id],
+                    params![id],
                     |r| r.get(0),
                 )?;
                 let v = v.ok_or_else(|| {
@@ -589,57 +565,54 @@ impl Store {
     /// How many versions keep their files at `location` (so the last one to go may remove them).
     pub fn versions_stored_at(&self, location: &str) -> Result<u64> {
         self.read(|tx| {
-            let n: i64 =
-                tx.query_row("SELECT COUNT(*) FROM model_versions WHERE storage_location = ?1", [location], |r| {
-                    r.get(0)
-                })?;
+            let n: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM model_versions WHERE storage_location = ?1",
+                params![location],
+                |r| r.get(0),
+            )?;
             Ok(n as u64)
         })
     }
 
     /// One IMMEDIATE write transaction, for the tracking store sharing this database.
-    pub(crate) fn write_tx<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    pub(crate) fn write_tx<T>(&self, f: impl FnMut(&Tx<'_>) -> Result<T>) -> Result<T> {
         self.write(f)
     }
 
     /// One read transaction, for the tracking store sharing this database.
-    pub(crate) fn read_tx<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    pub(crate) fn read_tx<T>(&self, f: impl FnMut(&Tx<'_>) -> Result<T>) -> Result<T> {
         self.read(f)
     }
 }
 
 // -------------------------------------------------------------------- row helpers
 
+/// Tell `serve` daemons following this registry (PostgreSQL `LISTEN`) that what `models:/`
+/// URIs of model `name` resolve to may have changed; delivered when the transaction commits.
+fn notify(tx: &Tx<'_>, name: &str) -> Result<()> {
+    Ok(tx.notify(CHANGES_CHANNEL, name)?)
+}
+
 fn alias_not_found(alias: &str) -> RegistryError {
     // MLflow answers 400 INVALID_PARAMETER_VALUE here, not 404.
     RegistryError::InvalidParameter(format!("Registered model alias {alias} not found."))
 }
 
-fn model_id(tx: &Transaction<'_>, name: &str) -> Result<i64> {
-    tx.query_row("SELECT id FROM registered_models WHERE name = ?1", [name], |r| r.get(0))
-        .optional()?
-        .ok_or_else(|| RegistryError::model_not_found(name))
+fn model_id(tx: &Tx<'_>, name: &str) -> Result<i64> {
+    let sql = format!("SELECT id FROM registered_models WHERE name = ?1{}", tx.for_update());
+    tx.query_opt(&sql, params![name], |r| r.get(0))?.ok_or_else(|| RegistryError::model_not_found(name))
 }
 
-fn version_exists(tx: &Transaction<'_>, id: i64, name: &str, version: u64) -> Result<()> {
-    let found: Option<i64> = tx
-        .query_row(
-            "SELECT 1 FROM model_versions WHERE model_id = ?1 AND version = ?2",
-            params![id, version as i64],
-            |r| r.get(0),
-        )
-        .optional()?;
+fn version_exists(tx: &Tx<'_>, id: i64, name: &str, version: u64) -> Result<()> {
+    let found: Option<i64> = tx.query_opt(
+        "SELECT 1 FROM model_versions WHERE model_id = ?1 AND version = ?2",
+        params![id, version as i64],
+        |r| r.get(0),
+    )?;
     found.map(|_| ()).ok_or_else(|| RegistryError::version_not_found(name, version))
 }
 
-fn set_stage(
-    tx: &Transaction<'_>,
-    id: i64,
-    version: i64,
-    stage: Stage,
-    archive_existing: bool,
-    now: i64,
-) -> Result<()> {
+fn set_stage(tx: &Tx<'_>, id: i64, version: i64, stage: Stage, archive_existing: bool, now: i64) -> Result<()> {
     if archive_existing && matches!(stage, Stage::Staging | Stage::Production) {
         tx.execute(
             "UPDATE model_versions SET current_stage = 'Archived', last_updated_timestamp = ?3 \
@@ -654,21 +627,21 @@ fn set_stage(
     Ok(())
 }
 
-fn touch_model(tx: &Transaction<'_>, id: i64) -> Result<()> {
+fn touch_model(tx: &Tx<'_>, id: i64) -> Result<()> {
     tx.execute("UPDATE registered_models SET last_updated_timestamp = ?2 WHERE id = ?1", params![id, now_ms()])?;
     Ok(())
 }
 
-fn version_from_row(r: &Row<'_>) -> Result<(ModelVersion, i64)> {
+fn version_from_row(r: &Row<'_>) -> Result<(ModelVersion, i64), db::Error> {
     let stage: String = r.get(5)?;
     let status: String = r.get(9)?;
     let mv = ModelVersion {
         name: r.get(0)?,
-        version: r.get::<_, i64>(1)? as u64,
+        version: r.get::<i64>(1)? as u64,
         creation_timestamp: r.get(2)?,
         last_updated_timestamp: r.get(3)?,
         user_id: r.get(4)?,
-        current_stage: Stage::parse(&stage)?,
+        current_stage: Stage::parse(&stage).map_err(|e| db::Error::Conversion(e.to_string()))?,
         description: r.get(6)?,
         source: r.get(7)?,
         run_id: r.get(8)?,
@@ -683,42 +656,39 @@ fn version_from_row(r: &Row<'_>) -> Result<(ModelVersion, i64)> {
     Ok((mv, r.get(14)?))
 }
 
-fn fill_version_extras(tx: &Transaction<'_>, id: i64, mv: &mut ModelVersion) -> Result<()> {
+fn fill_version_extras(tx: &Tx<'_>, id: i64, mv: &mut ModelVersion) -> Result<()> {
     let v = mv.version as i64;
-    let mut stmt = tx.prepare_cached(
+    mv.tags = tx.query_map(
         "SELECT key, value FROM model_version_tags WHERE model_id = ?1 AND version = ?2 ORDER BY key",
+        params![id, v],
+        |r| Ok(Tag { key: r.get(0)?, value: r.get(1)? }),
     )?;
-    mv.tags = stmt
-        .query_map(params![id, v], |r| Ok(Tag { key: r.get(0)?, value: r.get(1)? }))?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut stmt = tx.prepare_cached(
+    mv.aliases = tx.query_map(
         "SELECT alias FROM registered_model_aliases WHERE model_id = ?1 AND version = ?2 ORDER BY alias",
+        params![id, v],
+        |r| r.get(0),
     )?;
-    mv.aliases = stmt.query_map(params![id, v], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
     Ok(())
 }
 
-fn load_version(tx: &Transaction<'_>, id: i64, name: &str, version: u64) -> Result<ModelVersion> {
+fn load_version(tx: &Tx<'_>, id: i64, name: &str, version: u64) -> Result<ModelVersion> {
     let sql = format!(
         "SELECT {VERSION_COLUMNS} FROM model_versions mv JOIN registered_models rm ON rm.id = mv.model_id \
          WHERE mv.model_id = ?1 AND mv.version = ?2"
     );
-    let mut stmt = tx.prepare_cached(&sql)?;
-    let mut rows = stmt.query(params![id, version as i64])?;
-    let row = rows.next()?.ok_or_else(|| RegistryError::version_not_found(name, version))?;
-    let (mut mv, _) = version_from_row(row)?;
-    drop(rows);
+    let (mut mv, _) = tx
+        .query_opt(&sql, params![id, version as i64], version_from_row)?
+        .ok_or_else(|| RegistryError::version_not_found(name, version))?;
     fill_version_extras(tx, id, &mut mv)?;
     Ok(mv)
 }
 
-fn latest_versions(tx: &Transaction<'_>, id: i64, name: &str, stages: &[Stage]) -> Result<Vec<ModelVersion>> {
-    let mut stmt = tx.prepare_cached(
+fn latest_versions(tx: &Tx<'_>, id: i64, name: &str, stages: &[Stage]) -> Result<Vec<ModelVersion>> {
+    let found = tx.query_map(
         "SELECT current_stage, MAX(version) FROM model_versions WHERE model_id = ?1 GROUP BY current_stage ORDER BY current_stage",
+        params![id],
+        |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?)),
     )?;
-    let found = stmt
-        .query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut out = Vec::new();
     for (stage, v) in found {
         let stage = Stage::parse(&stage)?;
@@ -729,20 +699,20 @@ fn latest_versions(tx: &Transaction<'_>, id: i64, name: &str, stages: &[Stage]) 
     Ok(out)
 }
 
-fn load_model(tx: &Transaction<'_>, id: i64) -> Result<RegisteredModel> {
+fn load_model(tx: &Tx<'_>, id: i64) -> Result<RegisteredModel> {
     let sql = format!("SELECT {MODEL_COLUMNS} FROM registered_models rm WHERE rm.id = ?1");
     let (name, creation_timestamp, last_updated_timestamp, description): (String, i64, i64, String) =
-        tx.query_row(&sql, [id], |r| Ok((r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?;
-    let mut stmt =
-        tx.prepare_cached("SELECT key, value FROM registered_model_tags WHERE model_id = ?1 ORDER BY key")?;
-    let tags = stmt
-        .query_map([id], |r| Ok(Tag { key: r.get(0)?, value: r.get(1)? }))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut stmt =
-        tx.prepare_cached("SELECT alias, version FROM registered_model_aliases WHERE model_id = ?1 ORDER BY alias")?;
-    let aliases = stmt
-        .query_map([id], |r| Ok(Alias { alias: r.get(0)?, version: r.get::<_, i64>(1)? as u64 }))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        tx.query_row(&sql, params![id], |r| Ok((r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?;
+    let tags = tx.query_map(
+        "SELECT key, value FROM registered_model_tags WHERE model_id = ?1 ORDER BY key",
+        params![id],
+        |r| Ok(Tag { key: r.get(0)?, value: r.get(1)? }),
+    )?;
+    let aliases = tx.query_map(
+        "SELECT alias, version FROM registered_model_aliases WHERE model_id = ?1 ORDER BY alias",
+        params![id],
+        |r| Ok(Alias { alias: r.get(0)?, version: r.get::<i64>(1)? as u64 }),
+    )?;
     let latest_versions = latest_versions(tx, id, &name, &[])?;
     Ok(RegisteredModel {
         name,

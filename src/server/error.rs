@@ -60,6 +60,7 @@ impl ApiError {
                 RegistryError::AlreadyExists(_)
                 | RegistryError::InvalidParameter(_)
                 | RegistryError::InvalidState(_) => (StatusCode::BAD_REQUEST, e.error_code()),
+                RegistryError::Store(d) if d.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, e.error_code()),
                 RegistryError::Store(_) | RegistryError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
                 RegistryError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, e.error_code()),
             },

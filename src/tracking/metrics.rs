@@ -8,7 +8,8 @@
 //! rows through the primary key; the bulk history at most `max_results` rows in all; the sample
 //! walks each run's values once in index order and keeps at most `max_results` per run.
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use crate::db::{self, Row, Tx};
+use crate::params;
 use serde::Serializer;
 
 use super::{load_run_info, Metric, Paged, Result, TrackingStore};
@@ -52,7 +53,7 @@ pub fn serialize_value<S: Serializer>(v: &f64, s: S) -> std::result::Result<S::O
 }
 
 /// A metric read from `key, value, timestamp, step, is_nan` (columns 0..=4).
-pub(super) fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Metric> {
+pub(super) fn from_row(r: &Row<'_>) -> Result<Metric, db::Error> {
     let is_nan: bool = r.get(4)?;
     Ok(Metric {
         key: r.get(0)?,
@@ -155,10 +156,10 @@ pub fn validate_batch_limits(metrics: usize, params: usize, tags: usize) -> Resu
 
 /// Store one value of a run's metric (a duplicate of a stored value changes nothing but its
 /// logged-model link). A `model_id` must name a logged model.
-pub(super) fn insert(tx: &Transaction<'_>, run_id: &str, m: &Metric) -> Result<()> {
+pub(super) fn insert(tx: &Tx<'_>, run_id: &str, m: &Metric) -> Result<()> {
     if let Some(model_id) = m.model_id.as_deref().filter(|id| !id.is_empty()) {
         let found: Option<i64> =
-            tx.query_row("SELECT 1 FROM logged_models WHERE model_id = ?1", [model_id], |r| r.get(0)).optional()?;
+            tx.query_opt("SELECT 1 FROM logged_models WHERE model_id = ?1", params![model_id], |r| r.get(0))?;
         if found.is_none() {
             return Err(RegistryError::InvalidParameter(format!(
                 "Metric '{}' names the logged model '{model_id}', which does not exist.",
@@ -168,9 +169,11 @@ pub(super) fn insert(tx: &Transaction<'_>, run_id: &str, m: &Metric) -> Result<(
     }
     let (value, is_nan) = stored_value(m.value);
     tx.execute(
-        "INSERT OR REPLACE INTO metrics \
+        "INSERT INTO metrics \
          (run_uuid, key, value, timestamp, step, is_nan, model_id, dataset_name, dataset_digest) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+         ON CONFLICT (run_uuid, key, timestamp, step, value, is_nan) DO UPDATE SET model_id = excluded.model_id, \
+         dataset_name = excluded.dataset_name, dataset_digest = excluded.dataset_digest",
         params![
             run_id,
             m.key,
@@ -264,19 +267,12 @@ impl TrackingStore {
                 "SELECT key, value, timestamp, step, is_nan FROM metrics WHERE run_uuid = ?1 AND key = ?2";
             const ORDER: &str = "ORDER BY timestamp, step, value, is_nan LIMIT ?3";
             let rows = match after {
-                None => {
-                    let mut stmt = tx.prepare_cached(&format!("{COLUMNS} {ORDER}"))?;
-                    let rows = stmt.query_map(params![run_id, key, limit], from_row)?;
-                    rows.collect::<rusqlite::Result<Vec<_>>>()?
-                }
-                Some(p) => {
-                    let mut stmt = tx.prepare_cached(&format!(
-                        "{COLUMNS} AND (timestamp, step, value, is_nan) > (?4, ?5, ?6, ?7) {ORDER}"
-                    ))?;
-                    let rows =
-                        stmt.query_map(params![run_id, key, limit, p.timestamp, p.step, p.value, p.is_nan], from_row)?;
-                    rows.collect::<rusqlite::Result<Vec<_>>>()?
-                }
+                None => tx.query_map(&format!("{COLUMNS} {ORDER}"), params![run_id, key, limit], from_row)?,
+                Some(p) => tx.query_map(
+                    &format!("{COLUMNS} AND (timestamp, step, value, is_nan) > (?4, ?5, ?6, ?7) {ORDER}"),
+                    params![run_id, key, limit, p.timestamp, p.step, p.value, p.is_nan],
+                    from_row,
+                )?,
             };
             Ok(rows)
         })?;
@@ -295,18 +291,18 @@ impl TrackingStore {
         let max_results = max_results.min(BULK_MAX_RESULTS);
         self.db.read_tx(|tx| {
             let mut out = Vec::new();
-            let mut stmt = tx.prepare_cached(
-                "SELECT key, value, timestamp, step, is_nan FROM metrics WHERE run_uuid = ?1 AND key = ?2 \
-                 ORDER BY timestamp, step, value, is_nan LIMIT ?3",
-            )?;
-            for run in runs {
+            for run in &runs {
                 let left = max_results - out.len();
                 if left == 0 {
                     break;
                 }
-                for m in stmt.query_map(params![run, key, left as i64], from_row)? {
-                    out.push(Metric { run_id: Some(run.to_string()), ..m? });
-                }
+                let values = tx.query_map(
+                    "SELECT key, value, timestamp, step, is_nan FROM metrics WHERE run_uuid = ?1 AND key = ?2 \
+                     ORDER BY timestamp, step, value, is_nan LIMIT ?3",
+                    params![run, key, left as i64],
+                    from_row,
+                )?;
+                out.extend(values.into_iter().map(|m| Metric { run_id: Some(run.to_string()), ..m }));
             }
             Ok(out)
         })
@@ -327,28 +323,28 @@ impl TrackingStore {
         let (lo, hi) = steps.unwrap_or((i64::MIN, i64::MAX));
         self.db.read_tx(|tx| {
             let mut out = Vec::new();
-            let mut count = tx.prepare_cached(
-                "SELECT COUNT(*) FROM metrics WHERE run_uuid = ?1 AND key = ?2 AND step BETWEEN ?3 AND ?4",
-            )?;
-            let mut rows = tx.prepare_cached(
-                "SELECT key, value, timestamp, step, is_nan FROM metrics \
-                 WHERE run_uuid = ?1 AND key = ?2 AND step BETWEEN ?3 AND ?4 \
-                 ORDER BY step, timestamp, value, is_nan",
-            )?;
             for run in run_ids {
-                let n: i64 = count.query_row(params![run, key, lo, hi], |r| r.get(0))?;
+                let n: i64 = tx.query_row(
+                    "SELECT COUNT(*) FROM metrics WHERE run_uuid = ?1 AND key = ?2 AND step BETWEEN ?3 AND ?4",
+                    params![run, key, lo, hi],
+                    |r| r.get(0),
+                )?;
                 let picks = sample_indices(n as usize, k);
-                // Walk the index; only the picked rows are decoded.
-                let mut next = picks.iter().copied().peekable();
-                let mut walk = rows.query(params![run, key, lo, hi])?;
-                let mut i = 0;
-                while let (Some(&want), Some(row)) = (next.peek(), walk.next()?) {
-                    if i == want {
-                        next.next();
-                        out.push(Metric { run_id: Some(run.clone()), ..from_row(row)? });
-                    }
-                    i += 1;
+                if picks.is_empty() {
+                    continue;
                 }
+                // Number the rows in the database and return only the picked ones: at most `k`
+                // rows cross to this process, however long the history.
+                let picked = picks.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+                let sql = format!(
+                    "SELECT key, value, timestamp, step, is_nan FROM ( \
+                       SELECT key, value, timestamp, step, is_nan, \
+                              ROW_NUMBER() OVER (ORDER BY step, timestamp, value, is_nan) - 1 AS i \
+                       FROM metrics WHERE run_uuid = ?1 AND key = ?2 AND step BETWEEN ?3 AND ?4) numbered \
+                     WHERE i IN ({picked}) ORDER BY i"
+                );
+                let values = tx.query_map(&sql, params![run, key, lo, hi], from_row)?;
+                out.extend(values.into_iter().map(|m| Metric { run_id: Some(run.clone()), ..m }));
             }
             Ok(out)
         })
@@ -388,8 +384,8 @@ mod tests {
         let path = dir.path().join("registry.db");
         {
             let conn = rusqlite::Connection::open(&path).unwrap();
-            conn.execute_batch(include_str!("../../migrations/0001_init.sql")).unwrap();
-            conn.execute_batch(include_str!("../../migrations/0002_tracking.sql")).unwrap();
+            conn.execute_batch(include_str!("../../migrations/sqlite/0001_init.sql")).unwrap();
+            conn.execute_batch(include_str!("../../migrations/sqlite/0002_tracking.sql")).unwrap();
             conn.execute_batch(
                 "PRAGMA user_version = 2; \
                  INSERT INTO runs (run_uuid, experiment_id, start_time, artifact_uri) VALUES ('r1', 0, 1, 'x'); \

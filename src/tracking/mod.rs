@@ -11,7 +11,8 @@
 
 use std::sync::Arc;
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use crate::db::{self, Tx};
+use crate::params;
 use serde::Serialize;
 
 pub mod metrics;
@@ -237,15 +238,15 @@ impl TrackingStore {
         validate_experiment_name(name)?;
         self.db.write_tx(|tx| {
             let now = now_ms();
-            let inserted = tx.execute(
+            let id: Option<i64> = tx.query_opt(
                 "INSERT INTO experiments (name, artifact_location, creation_time, last_update_time) \
-                 VALUES (?1, '', ?2, ?2) ON CONFLICT(name) DO NOTHING",
+                 VALUES (?1, '', ?2, ?2) ON CONFLICT(name) DO NOTHING RETURNING experiment_id",
                 params![name, now],
+                |r| r.get(0),
             )?;
-            if inserted == 0 {
+            let Some(id) = id else {
                 return Err(RegistryError::AlreadyExists(format!("Experiment(name={name}) already exists.")));
-            }
-            let id = tx.last_insert_rowid();
+            };
             let location = match artifact_location.filter(|l| !l.is_empty()) {
                 Some(l) => l.to_string(),
                 None => format!("{}/{id}", self.default_root),
@@ -256,7 +257,8 @@ impl TrackingStore {
             )?;
             for t in tags {
                 tx.execute(
-                    "INSERT OR REPLACE INTO experiment_tags (experiment_id, key, value) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO experiment_tags (experiment_id, key, value) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value",
                     params![id, t.key, t.value],
                 )?;
             }
@@ -293,9 +295,8 @@ impl TrackingStore {
 
     pub fn get_experiment_by_name(&self, name: &str) -> Result<Experiment> {
         self.db.read_tx(|tx| {
-            let id: Option<i64> = tx
-                .query_row("SELECT experiment_id FROM experiments WHERE name = ?1", [name], |r| r.get(0))
-                .optional()?;
+            let id: Option<i64> =
+                tx.query_opt("SELECT experiment_id FROM experiments WHERE name = ?1", params![name], |r| r.get(0))?;
             let id =
                 id.ok_or_else(|| RegistryError::NotFound(format!("Could not find experiment with name '{name}'")))?;
             load_experiment(tx, id, &id.to_string())
@@ -307,7 +308,8 @@ impl TrackingStore {
         self.db.write_tx(|tx| {
             ensure_experiment_active(&load_experiment(tx, num, id)?)?;
             tx.execute(
-                "INSERT OR REPLACE INTO experiment_tags (experiment_id, key, value) VALUES (?1, ?2, ?3)",
+                "INSERT INTO experiment_tags (experiment_id, key, value) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value",
                 params![num, key, value],
             )?;
             Ok(())
@@ -358,13 +360,11 @@ impl TrackingStore {
             if exp.lifecycle_stage != "active" {
                 return Err(RegistryError::InvalidState("Cannot rename a non-active experiment.".into()));
             }
-            let taken: Option<i64> = tx
-                .query_row(
-                    "SELECT experiment_id FROM experiments WHERE name = ?1 AND experiment_id != ?2",
-                    params![new_name, num],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let taken: Option<i64> = tx.query_opt(
+                "SELECT experiment_id FROM experiments WHERE name = ?1 AND experiment_id != ?2",
+                params![new_name, num],
+                |r| r.get(0),
+            )?;
             if taken.is_some() {
                 return Err(RegistryError::AlreadyExists(format!("Experiment(name={new_name}) already exists.")));
             }
@@ -387,8 +387,7 @@ impl TrackingStore {
         let filter = SearchFilter::parse(filter, Kind::Experiment)?;
         let order = OrderBy::parse(order_by, Kind::Experiment)?;
         let all = self.db.read_tx(|tx| {
-            let mut stmt = tx.prepare("SELECT experiment_id FROM experiments")?;
-            let ids = stmt.query_map([], |r| r.get::<_, i64>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            let ids: Vec<i64> = tx.query_map("SELECT experiment_id FROM experiments", params![], |r| r.get(0))?;
             ids.into_iter().map(|id| load_experiment(tx, id, &id.to_string())).collect::<Result<Vec<_>>>()
         })?;
         let mut hits: Vec<Experiment> = all
@@ -521,7 +520,8 @@ impl TrackingStore {
             for o in outputs {
                 logged_model_exists(tx, &o.model_id)?;
                 tx.execute(
-                    "INSERT OR REPLACE INTO run_outputs (run_uuid, model_id, step) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO run_outputs (run_uuid, model_id, step) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (run_uuid, model_id) DO UPDATE SET step = excluded.step",
                     params![run_id, o.model_id, o.step],
                 )?;
             }
@@ -543,9 +543,9 @@ impl TrackingStore {
         let exp_nums = experiment_ids.iter().map(|e| parse_experiment_id(e)).collect::<Result<Vec<_>>>()?;
         let runs = self.db.read_tx(|tx| {
             let mut out = Vec::new();
-            let mut stmt = tx.prepare("SELECT run_uuid FROM runs WHERE experiment_id = ?1")?;
             for e in &exp_nums {
-                let ids = stmt.query_map([e], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+                let ids: Vec<String> =
+                    tx.query_map("SELECT run_uuid FROM runs WHERE experiment_id = ?1", params![e], |r| r.get(0))?;
                 for id in ids {
                     out.push(load_run(tx, &id)?);
                 }
@@ -582,13 +582,15 @@ impl TrackingStore {
             )?;
             for t in &new.tags {
                 tx.execute(
-                    "INSERT OR REPLACE INTO logged_model_tags (model_id, key, value) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO logged_model_tags (model_id, key, value) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (model_id, key) DO UPDATE SET value = excluded.value",
                     params![model_id, t.key, t.value],
                 )?;
             }
             for p in &new.params {
                 tx.execute(
-                    "INSERT OR REPLACE INTO logged_model_params (model_id, key, value) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO logged_model_params (model_id, key, value) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (model_id, key) DO UPDATE SET value = excluded.value",
                     params![model_id, p.key, p.value],
                 )?;
             }
@@ -661,7 +663,8 @@ impl TrackingStore {
             logged_model_exists(tx, model_id)?;
             for t in tags {
                 tx.execute(
-                    "INSERT OR REPLACE INTO logged_model_tags (model_id, key, value) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO logged_model_tags (model_id, key, value) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (model_id, key) DO UPDATE SET value = excluded.value",
                     params![model_id, t.key, t.value],
                 )?;
             }
@@ -687,15 +690,14 @@ impl TrackingStore {
     /// (how the MLflow client picks the model behind `runs:/<run>/<name>`).
     pub fn logged_models_of_run(&self, source_run_id: &str, name: &str) -> Result<Vec<LoggedModel>> {
         self.db.read_tx(|tx| {
-            let mut stmt = tx.prepare(
+            let ids: Vec<String> = tx.query_map(
                 "SELECT lm.model_id FROM logged_models lm \
                  LEFT JOIN run_outputs o ON o.model_id = lm.model_id AND o.run_uuid = lm.source_run_id \
                  WHERE lm.source_run_id = ?1 AND lm.name = ?2 AND lm.lifecycle_stage = 'active' \
                  ORDER BY COALESCE(o.step, -1) DESC, lm.creation_timestamp DESC",
+                params![source_run_id, name],
+                |r| r.get(0),
             )?;
-            let ids = stmt
-                .query_map(params![source_run_id, name], |r| r.get::<_, String>(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
             ids.iter().map(|id| load_logged_model(tx, id)).collect()
         })
     }
@@ -719,11 +721,12 @@ impl TrackingStore {
         let exp_nums = experiment_ids.iter().map(|e| parse_experiment_id(e)).collect::<Result<Vec<_>>>()?;
         let models = self.db.read_tx(|tx| {
             let mut out = Vec::new();
-            let mut stmt = tx.prepare(
-                "SELECT model_id FROM logged_models WHERE experiment_id = ?1 AND lifecycle_stage = 'active'",
-            )?;
             for e in &exp_nums {
-                let ids = stmt.query_map([e], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+                let ids: Vec<String> = tx.query_map(
+                    "SELECT model_id FROM logged_models WHERE experiment_id = ?1 AND lifecycle_stage = 'active'",
+                    params![e],
+                    |r| r.get(0),
+                )?;
                 for id in ids {
                     out.push(load_logged_model(tx, &id)?);
                 }
@@ -778,23 +781,13 @@ fn parse_experiment_id(id: &str) -> Result<i64> {
     })
 }
 
-fn load_experiment(tx: &Transaction<'_>, id: i64, shown: &str) -> Result<Experiment> {
-    let row = tx
-        .query_row(
-            "SELECT name, artifact_location, lifecycle_stage, creation_time, last_update_time \
+fn load_experiment(tx: &Tx<'_>, id: i64, shown: &str) -> Result<Experiment> {
+    let row = tx.query_opt(
+        "SELECT name, artifact_location, lifecycle_stage, creation_time, last_update_time \
              FROM experiments WHERE experiment_id = ?1",
-            [id],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
-                ))
-            },
-        )
-        .optional()?;
+        params![id],
+        |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?, r.get::<String>(2)?, r.get::<i64>(3)?, r.get::<i64>(4)?)),
+    )?;
     let (name, artifact_location, lifecycle_stage, creation_time, last_update_time) =
         row.ok_or_else(|| experiment_not_found(shown))?;
     let tags = key_values(tx, "SELECT key, value FROM experiment_tags WHERE experiment_id = ?1 ORDER BY key", &id)?;
@@ -810,23 +803,19 @@ fn load_experiment(tx: &Transaction<'_>, id: i64, shown: &str) -> Result<Experim
     })
 }
 
-fn key_values(tx: &Transaction<'_>, sql: &str, id: &dyn rusqlite::ToSql) -> Result<Vec<Tag>> {
-    let mut stmt = tx.prepare_cached(sql)?;
-    let rows = stmt
-        .query_map([id], |r| Ok(Tag { key: r.get(0)?, value: r.get(1)? }))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
+fn key_values(tx: &Tx<'_>, sql: &str, id: &dyn db::ToValue) -> Result<Vec<Tag>> {
+    Ok(tx.query_map(sql, &[id], |r| Ok(Tag { key: r.get(0)?, value: r.get(1)? }))?)
 }
 
-fn load_run_info(tx: &Transaction<'_>, run_id: &str) -> Result<RunInfo> {
-    tx.query_row(
+fn load_run_info(tx: &Tx<'_>, run_id: &str) -> Result<RunInfo> {
+    tx.query_opt(
         "SELECT run_uuid, experiment_id, run_name, user_id, status, start_time, end_time, artifact_uri, \
          lifecycle_stage FROM runs WHERE run_uuid = ?1",
-        [run_id],
+        params![run_id],
         |r| {
             Ok(RunInfo {
                 run_uuid: r.get(0)?,
-                experiment_id: r.get::<_, i64>(1)?.to_string(),
+                experiment_id: r.get::<i64>(1)?.to_string(),
                 run_name: r.get(2)?,
                 user_id: r.get(3)?,
                 status: r.get(4)?,
@@ -837,8 +826,7 @@ fn load_run_info(tx: &Transaction<'_>, run_id: &str) -> Result<RunInfo> {
                 run_id: r.get(0)?,
             })
         },
-    )
-    .optional()?
+    )?
     .ok_or_else(|| RegistryError::NotFound(format!("Run with id={run_id} not found")))
 }
 
@@ -852,33 +840,41 @@ fn ensure_active(run: &RunInfo) -> Result<()> {
     Ok(())
 }
 
-fn upsert_run_tag(tx: &Transaction<'_>, run_id: &str, key: &str, value: &str) -> Result<()> {
+fn upsert_run_tag(tx: &Tx<'_>, run_id: &str, key: &str, value: &str) -> Result<()> {
     tx.execute(
-        "INSERT OR REPLACE INTO run_tags (run_uuid, key, value) VALUES (?1, ?2, ?3)",
+        "INSERT INTO run_tags (run_uuid, key, value) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value",
         params![run_id, key, value],
     )?;
     Ok(())
 }
 
-fn load_run(tx: &Transaction<'_>, run_id: &str) -> Result<Run> {
+fn load_run(tx: &Tx<'_>, run_id: &str) -> Result<Run> {
     let info = load_run_info(tx, run_id)?;
     // The current value per key: highest step, then timestamp, then value (MLflow's rule; NaN
     // is stored as 0 and wins a tie with a real 0).
-    let mut stmt = tx.prepare_cached(
+    let metrics = tx.query_map(
         "SELECT key, value, timestamp, step, is_nan FROM metrics m WHERE run_uuid = ?1 AND NOT EXISTS ( \
            SELECT 1 FROM metrics n WHERE n.run_uuid = m.run_uuid AND n.key = m.key AND \
            (n.step > m.step OR (n.step = m.step AND (n.timestamp > m.timestamp OR \
            (n.timestamp = m.timestamp AND (n.value > m.value OR \
            (n.value = m.value AND n.is_nan > m.is_nan))))))) ORDER BY key",
+        params![run_id],
+        metrics::from_row,
     )?;
-    let metrics = stmt.query_map([run_id], metrics::from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
     let params = key_values(tx, "SELECT key, value FROM run_params WHERE run_uuid = ?1 ORDER BY key", &run_id)?;
-    let tags = key_values(tx, "SELECT key, value FROM run_tags WHERE run_uuid = ?1 ORDER BY rowid", &run_id)?;
-    let mut stmt =
-        tx.prepare_cached("SELECT model_id, step FROM run_outputs WHERE run_uuid = ?1 ORDER BY step, model_id")?;
-    let model_outputs = stmt
-        .query_map([run_id], |r| Ok(ModelOutput { model_id: r.get(0)?, step: r.get(1)? }))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    // Tags in the order they were first set, as MLflow's SQLite store lists them; PostgreSQL
+    // rows have no insertion order to read, so there they come by key.
+    let tags_sql = match tx.dialect() {
+        db::Dialect::Sqlite => "SELECT key, value FROM run_tags WHERE run_uuid = ?1 ORDER BY rowid",
+        db::Dialect::Postgres => "SELECT key, value FROM run_tags WHERE run_uuid = ?1 ORDER BY key",
+    };
+    let tags = key_values(tx, tags_sql, &run_id)?;
+    let model_outputs = tx.query_map(
+        "SELECT model_id, step FROM run_outputs WHERE run_uuid = ?1 ORDER BY step, model_id",
+        params![run_id],
+        |r| Ok(ModelOutput { model_id: r.get(0)?, step: r.get(1)? }),
+    )?;
     Ok(Run {
         info,
         data: RunData { metrics, params, tags },
@@ -891,28 +887,27 @@ fn logged_model_not_found(model_id: &str) -> RegistryError {
     RegistryError::NotFound(format!("Logged model with ID '{model_id}' not found."))
 }
 
-fn logged_model_exists(tx: &Transaction<'_>, model_id: &str) -> Result<()> {
+fn logged_model_exists(tx: &Tx<'_>, model_id: &str) -> Result<()> {
     let found: Option<i64> =
-        tx.query_row("SELECT 1 FROM logged_models WHERE model_id = ?1", [model_id], |r| r.get(0)).optional()?;
+        tx.query_opt("SELECT 1 FROM logged_models WHERE model_id = ?1", params![model_id], |r| r.get(0))?;
     found.map(|_| ()).ok_or_else(|| logged_model_not_found(model_id))
 }
 
-fn logged_model_lifecycle(tx: &Transaction<'_>, model_id: &str) -> Result<String> {
-    tx.query_row("SELECT lifecycle_stage FROM logged_models WHERE model_id = ?1", [model_id], |r| r.get(0))
-        .optional()?
+fn logged_model_lifecycle(tx: &Tx<'_>, model_id: &str) -> Result<String> {
+    tx.query_opt("SELECT lifecycle_stage FROM logged_models WHERE model_id = ?1", params![model_id], |r| r.get(0))?
         .ok_or_else(|| logged_model_not_found(model_id))
 }
 
-fn load_logged_model(tx: &Transaction<'_>, model_id: &str) -> Result<LoggedModel> {
+fn load_logged_model(tx: &Tx<'_>, model_id: &str) -> Result<LoggedModel> {
     let info = tx
-        .query_row(
+        .query_opt(
             "SELECT model_id, experiment_id, name, creation_timestamp, last_updated_timestamp, \
              artifact_location, status, model_type, source_run_id FROM logged_models WHERE model_id = ?1",
-            [model_id],
+            params![model_id],
             |r| {
                 Ok(LoggedModelInfo {
                     model_id: r.get(0)?,
-                    experiment_id: r.get::<_, i64>(1)?.to_string(),
+                    experiment_id: r.get::<i64>(1)?.to_string(),
                     name: r.get(2)?,
                     creation_timestamp_ms: r.get(3)?,
                     last_updated_timestamp_ms: r.get(4)?,
@@ -923,26 +918,24 @@ fn load_logged_model(tx: &Transaction<'_>, model_id: &str) -> Result<LoggedModel
                     tags: Vec::new(),
                 })
             },
-        )
-        .optional()?
+        )?
         .ok_or_else(|| logged_model_not_found(model_id))?;
     let tags = key_values(tx, "SELECT key, value FROM logged_model_tags WHERE model_id = ?1 ORDER BY key", &model_id)?;
     let params =
         key_values(tx, "SELECT key, value FROM logged_model_params WHERE model_id = ?1 ORDER BY key", &model_id)?;
-    let mut stmt = tx.prepare_cached(
+    let metrics = tx.query_map(
         "SELECT key, value, timestamp, step, is_nan, run_uuid, dataset_name, dataset_digest FROM metrics \
          WHERE model_id = ?1 ORDER BY key, step, timestamp",
-    )?;
-    let metrics = stmt
-        .query_map([model_id], |r| {
+        params![model_id],
+        |r| {
             let mut m = metrics::from_row(r)?;
             m.model_id = Some(model_id.to_string());
             m.run_id = Some(r.get(5)?);
             m.dataset_name = r.get(6)?;
             m.dataset_digest = r.get(7)?;
             Ok(m)
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        },
+    )?;
     Ok(LoggedModel { info: LoggedModelInfo { tags, ..info }, data: LoggedModelData { params, metrics } })
 }
 
@@ -957,19 +950,17 @@ enum ParamOwner<'a> {
 
 /// Insert params; one already logged with the same value is kept, with another value refused
 /// with MLflow's message (params never change).
-fn insert_params(tx: &Transaction<'_>, owner: ParamOwner<'_>, params: &[Tag]) -> Result<()> {
+fn insert_params(tx: &Tx<'_>, owner: ParamOwner<'_>, params: &[Tag]) -> Result<()> {
     let (table, column, what, id) = match owner {
         ParamOwner::Run(id) => ("run_params", "run_uuid", "run", id),
         ParamOwner::LoggedModel(id) => ("logged_model_params", "model_id", "logged model", id),
     };
     for p in params {
-        let old: Option<String> = tx
-            .query_row(
-                &format!("SELECT value FROM {table} WHERE {column} = ?1 AND key = ?2"),
-                params![id, p.key],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let old: Option<String> = tx.query_opt(
+            &format!("SELECT value FROM {table} WHERE {column} = ?1 AND key = ?2"),
+            params![id, p.key],
+            |r| r.get(0),
+        )?;
         match old {
             Some(v) if v == p.value => {}
             Some(v) => {

@@ -6,7 +6,7 @@
 //! and writes back `json.dumps(list)`: Python's separators (`", "`, `": "`) and non-ASCII
 //! escaped. The value written here is byte for byte that, in one transaction.
 
-use rusqlite::{params, OptionalExtension};
+use crate::params;
 
 use super::{logged_model_exists, Result, TrackingStore};
 
@@ -19,16 +19,15 @@ impl TrackingStore {
     pub fn link_model_version(&self, model_id: &str, name: &str, version: u64) -> Result<()> {
         self.db.write_tx(|tx| {
             logged_model_exists(tx, model_id)?;
-            let existing: Option<String> = tx
-                .query_row(
-                    "SELECT value FROM logged_model_tags WHERE model_id = ?1 AND key = ?2",
-                    params![model_id, MODEL_VERSIONS_TAG],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let existing: Option<String> = tx.query_opt(
+                "SELECT value FROM logged_model_tags WHERE model_id = ?1 AND key = ?2",
+                params![model_id, MODEL_VERSIONS_TAG],
+                |r| r.get(0),
+            )?;
             let value = linked_versions(existing.as_deref(), name, version);
             tx.execute(
-                "INSERT OR REPLACE INTO logged_model_tags (model_id, key, value) VALUES (?1, ?2, ?3)",
+                "INSERT INTO logged_model_tags (model_id, key, value) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (model_id, key) DO UPDATE SET value = excluded.value",
                 params![model_id, MODEL_VERSIONS_TAG, value],
             )?;
             Ok(())

@@ -1,4 +1,4 @@
-//! Translates MLflow Model Registry search filters, `order_by` clauses and keyset page tokens into parameterized SQLite SQL.
+//! Translates MLflow Model Registry search filters, `order_by` clauses and keyset page tokens into parameterized SQL (SQLite's or PostgreSQL's).
 //!
 //! The caller owns the `SELECT` list and the `FROM` clause (aliases `rm` for
 //! `registered_models` and `mv` for `model_versions`); this module produces the
@@ -29,8 +29,7 @@
 //! [`Query::fetch_page`]); `parse` the filter grammar; `sql` clauses → SQL and `LIKE` → `GLOB`;
 //! `order` the `order_by` keys and the keyset condition; `token` the page tokens; `tests`.
 
-use rusqlite::types::Value;
-use rusqlite::{Connection, Row};
+use crate::db::{self, Dialect, Row, Tx, Value};
 
 mod order;
 mod parse;
@@ -324,11 +323,22 @@ pub fn build(
     order_by: &[String],
     page_token: Option<&str>,
 ) -> Result<Query, FilterError> {
+    build_for(Dialect::Sqlite, target, filter, order_by, page_token)
+}
+
+/// [`build`] for a database of the given dialect.
+pub fn build_for(
+    dialect: Dialect,
+    target: Target,
+    filter: &str,
+    order_by: &[String],
+    page_token: Option<&str>,
+) -> Result<Query, FilterError> {
     let clauses = parse(target, filter)?;
     let mut parts = Vec::with_capacity(clauses.len() + 1);
     let mut params = Vec::new();
     for clause in &clauses {
-        parts.push(format!("({})", clause_sql(target, clause, &mut params)));
+        parts.push(format!("({})", clause_sql(dialect, target, clause, &mut params)));
     }
     let keys = resolve_order_by(target, order_by)?;
     let order_sql = keys
@@ -391,8 +401,8 @@ impl Query {
     ///
     /// # Errors
     ///
-    /// A rusqlite error if those columns are missing or have unexpected types.
-    pub fn next_page_token(&self, row: &Row<'_>, first_key_col_index: usize) -> rusqlite::Result<String> {
+    /// A database error if those columns are missing or have unexpected types.
+    pub fn next_page_token(&self, row: &Row<'_>, first_key_col_index: usize) -> Result<String, db::Error> {
         let values = self.read_key(row, first_key_col_index)?;
         Ok(self.encode_token(&values))
     }
@@ -404,40 +414,43 @@ impl Query {
     ///
     /// # Errors
     ///
-    /// Any rusqlite error from preparing/running the statement or from `map`.
+    /// Any database error from running the statement or from `map`.
     pub fn fetch_page<T, F>(
         &self,
-        conn: &Connection,
+        tx: &Tx<'_>,
         select_list: &str,
         max_results: usize,
         mut map: F,
-    ) -> rusqlite::Result<(Vec<T>, Option<String>)>
+    ) -> Result<(Vec<T>, Option<String>), db::Error>
     where
-        F: FnMut(&Row<'_>) -> rusqlite::Result<T>,
+        F: FnMut(&Row<'_>) -> Result<T, db::Error>,
     {
-        let mut stmt = conn.prepare(&self.search_sql(select_list))?;
-        let first_key = stmt.column_count().saturating_sub(self.keys.len());
         let limit = Value::Integer(i64::try_from(max_results).unwrap_or(i64::MAX).saturating_add(1));
-        let mut rows = stmt.query(rusqlite::params_from_iter(self.params.iter().chain(std::iter::once(&limit))))?;
+        let mut params = db::params_from(&self.params);
+        params.push(&limit);
         let mut out = Vec::new();
         let mut last_key: Option<Vec<Value>> = None;
-        while let Some(row) = rows.next()? {
+        let mut next = None;
+        tx.for_each(&self.search_sql(select_list), &params, |row| {
             if out.len() >= max_results {
-                return Ok((out, last_key.map(|k| self.encode_token(&k))));
+                next = last_key.take().map(|k| self.encode_token(&k));
+                return Ok(false);
             }
+            let first_key = row.len().saturating_sub(self.keys.len());
             last_key = Some(self.read_key(row, first_key)?);
             out.push(map(row)?);
-        }
-        Ok((out, None))
+            Ok(true)
+        })?;
+        Ok((out, next))
     }
 
-    fn read_key(&self, row: &Row<'_>, first: usize) -> rusqlite::Result<Vec<Value>> {
+    fn read_key(&self, row: &Row<'_>, first: usize) -> Result<Vec<Value>, db::Error> {
         self.keys
             .iter()
             .enumerate()
             .map(|(i, k)| match k.kind {
-                KeyKind::Int => row.get::<_, i64>(first + i).map(Value::Integer),
-                KeyKind::Text => row.get::<_, String>(first + i).map(Value::Text),
+                KeyKind::Int => row.get::<i64>(first + i).map(Value::Integer),
+                KeyKind::Text => row.get::<String>(first + i).map(Value::Text),
             })
             .collect()
     }

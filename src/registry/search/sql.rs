@@ -1,16 +1,18 @@
 //! Clauses → parameterized SQL: attribute and tag comparisons, and `LIKE`/`ILIKE` patterns
-//! translated to SQLite's `GLOB` (case-sensitive) and `LIKE` (ASCII case-insensitive).
+//! translated to SQLite's `GLOB` (case-sensitive) and `LIKE` (ASCII case-insensitive), or
+//! PostgreSQL's `LIKE` (case-sensitive on the schema's `COLLATE "C"` columns).
 
 use super::*;
 
-pub(super) fn clause_sql(target: Target, clause: &Clause, params: &mut Vec<Value>) -> String {
+pub(super) fn clause_sql(dialect: Dialect, target: Target, clause: &Clause, params: &mut Vec<Value>) -> String {
     match &clause.subject {
-        Subject::Attribute(attr) => attribute_sql(attr.column(), clause.comparator, &clause.value, params),
-        Subject::Tag(key) => tag_sql(target, key, clause.comparator, &clause.value, params),
+        Subject::Attribute(attr) => attribute_sql(dialect, attr.column(), clause.comparator, &clause.value, params),
+        Subject::Tag(key) => tag_sql(dialect, target, key, clause.comparator, &clause.value, params),
     }
 }
 
 pub(super) fn attribute_sql(
+    dialect: Dialect,
     column: &str,
     comparator: Comparator,
     value: &ClauseValue,
@@ -18,7 +20,7 @@ pub(super) fn attribute_sql(
 ) -> String {
     match value {
         ClauseValue::Str(s) => {
-            let (sql, param) = string_match(column, comparator, s);
+            let (sql, param) = string_match(dialect, column, comparator, s);
             params.push(Value::Text(param));
             sql
         }
@@ -43,15 +45,17 @@ pub(super) fn list_sql(column: &str, comparator: Comparator, n: usize) -> String
 }
 
 /// SQL and bound parameter for a scalar string comparison against `column`.
-pub(super) fn string_match(column: &str, comparator: Comparator, value: &str) -> (String, String) {
+pub(super) fn string_match(dialect: Dialect, column: &str, comparator: Comparator, value: &str) -> (String, String) {
     match comparator {
-        Comparator::Like => (format!("{column} GLOB ?"), like_to_glob(value)),
+        Comparator::Like if dialect == Dialect::Sqlite => (format!("{column} GLOB ?"), like_to_glob(value)),
+        Comparator::Like => (format!("{column} LIKE ? ESCAPE '\\'"), like_to_sqlite_like(value)),
         Comparator::ILike => (format!("lower({column}) LIKE lower(?) ESCAPE '\\'"), like_to_sqlite_like(value)),
         other => (format!("{column} {} ?", other.as_str()), value.to_owned()),
     }
 }
 
 pub(super) fn tag_sql(
+    dialect: Dialect,
     target: Target,
     key: &str,
     comparator: Comparator,
@@ -75,7 +79,7 @@ pub(super) fn tag_sql(
         params.push(Value::Text(text.to_owned()));
         return format!("NOT EXISTS ({sub} AND t.value != ?)");
     }
-    let (cond, param) = string_match("t.value", comparator, text);
+    let (cond, param) = string_match(dialect, "t.value", comparator, text);
     params.push(Value::Text(param));
     format!("EXISTS ({sub} AND {cond})")
 }

@@ -1,44 +1,108 @@
-//! The search grammar's tests: parsing, SQL on an in-memory database with the registry's
-//! schema (from `migrations/`), order_by and page tokens.
+//! The search grammar's tests: parsing, SQL on the registry's database (in-memory SQLite, or
+//! PostgreSQL with `REGSERVE_TEST_POSTGRES`), order_by and page tokens.
 
 use super::sql::{like_to_glob, like_to_sqlite_like};
 use super::token::{b64url_decode, b64url_encode, B64URL};
 use super::*;
-use rusqlite::params;
+use crate::db::{self, Row, ToValue};
+use crate::params;
+use crate::registry::{RegistryError, Store};
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 
-const SCHEMA: &str = include_str!("../../../migrations/0001_init.sql");
-
 const PROMPT_FILTER: &str = "tags.`mlflow.prompt.is_prompt` != 'true'";
 
-fn db() -> Connection {
-    let c = Connection::open_in_memory().unwrap();
-    c.execute_batch("PRAGMA foreign_keys = ON;").unwrap();
-    c.execute_batch(SCHEMA).unwrap();
-    c
+/// The registry's database (`Store::open_in_memory`: SQLite, or a fresh PostgreSQL database
+/// when `REGSERVE_TEST_POSTGRES` is set), with the small statement API these tests use.
+struct Conn(Store);
+
+impl Conn {
+    fn execute(&self, sql: &str, p: &[&dyn ToValue]) -> Result<usize, RegistryError> {
+        self.0.database().write(|tx| Ok(tx.execute(sql, p)?))
+    }
+
+    fn query_row<T>(
+        &self,
+        sql: &str,
+        p: &[&dyn ToValue],
+        f: impl Fn(&Row<'_>) -> Result<T, db::Error>,
+    ) -> Result<T, RegistryError> {
+        self.0.database().read(|tx| Ok(tx.query_row(sql, p, &f)?))
+    }
+
+    fn query_map<T>(
+        &self,
+        sql: &str,
+        p: &[&dyn ToValue],
+        f: impl Fn(&Row<'_>) -> Result<T, db::Error>,
+    ) -> Result<Vec<T>, RegistryError> {
+        self.0.database().read(|tx| Ok(tx.query_map(sql, p, &f)?))
+    }
+
+    fn insert_returning_id(&self, sql: &str, p: &[&dyn ToValue]) -> i64 {
+        self.0.database().write(|tx| Ok::<_, RegistryError>(tx.query_row(sql, p, |r| r.get(0))?)).unwrap()
+    }
 }
 
-fn add_model(c: &Connection, name: &str, created: i64, updated: i64) -> i64 {
-    c.execute(
+/// [`Query::fetch_page`] in a read transaction of the test database.
+trait FetchOn {
+    fn fetch_page_on<T>(
+        &self,
+        c: &Conn,
+        select: &str,
+        max: usize,
+        f: impl Fn(&Row<'_>) -> Result<T, db::Error>,
+    ) -> Result<(Vec<T>, Option<String>), RegistryError>;
+}
+
+impl FetchOn for Query {
+    fn fetch_page_on<T>(
+        &self,
+        c: &Conn,
+        select: &str,
+        max: usize,
+        f: impl Fn(&Row<'_>) -> Result<T, db::Error>,
+    ) -> Result<(Vec<T>, Option<String>), RegistryError> {
+        c.0.database().read(|tx| Ok(self.fetch_page(tx, select, max, &f)?))
+    }
+}
+
+/// The dialect of the database the tests run on.
+fn dialect() -> Dialect {
+    if std::env::var("REGSERVE_TEST_POSTGRES").is_ok_and(|u| !u.is_empty()) {
+        Dialect::Postgres
+    } else {
+        Dialect::Sqlite
+    }
+}
+
+/// `build` for the database the tests run on (shadows the module's, which builds SQLite's).
+fn build(target: Target, filter: &str, order_by: &[String], page_token: Option<&str>) -> Result<Query, FilterError> {
+    build_for(dialect(), target, filter, order_by, page_token)
+}
+
+fn db() -> Conn {
+    Conn(Store::open_in_memory().unwrap())
+}
+
+fn add_model(c: &Conn, name: &str, created: i64, updated: i64) -> i64 {
+    c.insert_returning_id(
         "INSERT INTO registered_models (name, creation_timestamp, last_updated_timestamp) \
-             VALUES (?1, ?2, ?3)",
+             VALUES (?1, ?2, ?3) RETURNING id",
         params![name, created, updated],
     )
-    .unwrap();
-    c.last_insert_rowid()
 }
 
-fn model_id(c: &Connection, name: &str) -> i64 {
-    c.query_row("SELECT id FROM registered_models WHERE name = ?1", [name], |r| r.get(0)).unwrap()
+fn model_id(c: &Conn, name: &str) -> i64 {
+    c.query_row("SELECT id FROM registered_models WHERE name = ?1", params![name], |r| r.get(0)).unwrap()
 }
 
-fn add_model_tag(c: &Connection, id: i64, key: &str, value: &str) {
+fn add_model_tag(c: &Conn, id: i64, key: &str, value: &str) {
     c.execute("INSERT INTO registered_model_tags (model_id, key, value) VALUES (?1, ?2, ?3)", params![id, key, value])
         .unwrap();
 }
 
-fn add_version(c: &Connection, id: i64, version: i64, source: &str, run_id: &str) {
+fn add_version(c: &Conn, id: i64, version: i64, source: &str, run_id: &str) {
     c.execute(
         "INSERT INTO model_versions (model_id, version, creation_timestamp, \
              last_updated_timestamp, source, run_id) VALUES (?1, ?2, ?3, ?3, ?4, ?5)",
@@ -47,7 +111,7 @@ fn add_version(c: &Connection, id: i64, version: i64, source: &str, run_id: &str
     .unwrap();
 }
 
-fn add_version_tag(c: &Connection, id: i64, version: i64, key: &str, value: &str) {
+fn add_version_tag(c: &Conn, id: i64, version: i64, key: &str, value: &str) {
     c.execute(
         "INSERT INTO model_version_tags (model_id, version, key, value) \
              VALUES (?1, ?2, ?3, ?4)",
@@ -61,18 +125,16 @@ fn strings(v: &[&str]) -> Vec<String> {
 }
 
 /// Registered-model names matching `filter`, in the default order.
-fn rm_names(c: &Connection, filter: &str) -> Vec<String> {
+fn rm_names(c: &Conn, filter: &str) -> Vec<String> {
     let q = build(Target::RegisteredModels, filter, &[], None).unwrap_or_else(|e| panic!("{filter}: {e}"));
-    q.fetch_page(c, "rm.name", 1000, |r| r.get(0)).unwrap().0
+    q.fetch_page_on(c, "rm.name", 1000, |r| r.get(0)).unwrap().0
 }
 
 /// Model versions matching `filter`, as sorted `name/version` strings.
-fn mv_ids(c: &Connection, filter: &str) -> Vec<String> {
+fn mv_ids(c: &Conn, filter: &str) -> Vec<String> {
     let q = build(Target::ModelVersions, filter, &[], None).unwrap_or_else(|e| panic!("{filter}: {e}"));
     let mut out: Vec<String> = q
-        .fetch_page(c, "rm.name, mv.version", 1000, |r| {
-            Ok(format!("{}/{}", r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-        })
+        .fetch_page_on(c, "rm.name, mv.version", 1000, |r| Ok(format!("{}/{}", r.get::<String>(0)?, r.get::<i64>(1)?)))
         .unwrap()
         .0;
     out.sort();
@@ -307,7 +369,7 @@ fn like_pattern_translation() {
 // Filters executed against SQLite
 // ------------------------------------------------------------------
 
-fn name_fixture() -> Connection {
+fn name_fixture() -> Conn {
     let c = db();
     for (i, n) in [
         "Alpha",
@@ -363,7 +425,11 @@ fn sql_like_is_case_sensitive_and_ilike_is_not() {
     assert_eq!(rm_names(&c, "name ILIKE 'A_C'"), strings(&["a?c", "abc"]));
     assert_eq!(rm_names(&c, "name LIKE '%'").len(), 16);
     // SQLite's case_sensitive_like pragma must not change either semantics.
-    c.execute_batch("PRAGMA case_sensitive_like = ON;").unwrap();
+    if dialect() == Dialect::Sqlite {
+        c.0.database()
+            .write(|tx| Ok::<_, RegistryError>(tx.execute("PRAGMA case_sensitive_like = ON", params![])?))
+            .unwrap();
+    }
     assert_eq!(rm_names(&c, "name ILIKE 'alpha%'"), strings(&["ALPHA-2", "Alpha", "alpha"]));
     assert_eq!(rm_names(&c, "name LIKE 'alpha%'"), strings(&["alpha"]));
 }
@@ -398,7 +464,7 @@ fn sql_like_escaped_wildcards_and_backslashes() {
     assert_eq!(rm_names(&c, r"name = 'u\\v'"), strings(&["u\\v"]));
 }
 
-fn tag_fixture() -> Connection {
+fn tag_fixture() -> Conn {
     let c = db();
     let plain = add_model(&c, "plain", 1, 1);
     let prompt = add_model(&c, "prompt", 2, 2);
@@ -442,7 +508,7 @@ fn sql_is_prompt_filters_match_untagged_models() {
     );
 }
 
-fn version_fixture() -> Connection {
+fn version_fixture() -> Conn {
     let c = db();
     let a = add_model(&c, "alpha", 1, 1);
     let b = add_model(&c, "Beta", 2, 2);
@@ -492,11 +558,11 @@ fn sql_model_version_filters() {
 #[test]
 fn caller_conditions_keep_parameter_order() {
     let c = version_fixture();
-    c.execute("UPDATE model_versions SET current_stage = 'Deleted_Internal' WHERE version = 2", []).unwrap();
+    c.execute("UPDATE model_versions SET current_stage = 'Deleted_Internal' WHERE version = 2", params![]).unwrap();
     let page = |token: Option<&str>| {
         let mut q = build(Target::ModelVersions, "name = 'alpha'", &[], token).unwrap();
         q.push_condition("mv.current_stage != ?", [Value::Text("Deleted_Internal".into())]);
-        q.fetch_page(&c, "mv.version", 2, |r| r.get::<_, i64>(0)).unwrap()
+        q.fetch_page_on(&c, "mv.version", 2, |r| r.get::<i64>(0)).unwrap()
     };
     let (p1, t1) = page(None);
     assert_eq!(p1, vec![4, 3]);
@@ -611,7 +677,7 @@ fn order_by_executes_in_requested_order() {
     let run = |order: &[&str]| -> Vec<String> {
         build(Target::RegisteredModels, "", &strings(order), None)
             .unwrap()
-            .fetch_page(&c, "rm.name", 100, |r| r.get(0))
+            .fetch_page_on(&c, "rm.name", 100, |r| r.get(0))
             .unwrap()
             .0
     };
@@ -625,8 +691,8 @@ fn order_by_executes_in_requested_order() {
     let run = |order: &[&str]| -> Vec<String> {
         build(Target::ModelVersions, "", &strings(order), None)
             .unwrap()
-            .fetch_page(&c, "rm.name, mv.version", 100, |r| {
-                Ok(format!("{}/{}", r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            .fetch_page_on(&c, "rm.name, mv.version", 100, |r| {
+                Ok(format!("{}/{}", r.get::<String>(0)?, r.get::<i64>(1)?))
             })
             .unwrap()
             .0
@@ -665,14 +731,14 @@ fn base64url_roundtrip_and_strictness() {
     assert_eq!(b64url_decode("aGVsbG8_Ph"), None); // non-zero trailing bits
 }
 
-fn first_page_token(c: &Connection, target: Target, filter: &str, order: &[&str]) -> String {
+fn first_page_token(c: &Conn, target: Target, filter: &str, order: &[&str]) -> String {
     let select = match target {
         Target::RegisteredModels => "rm.name",
         Target::ModelVersions => "rm.name",
     };
     build(target, filter, &strings(order), None)
         .unwrap()
-        .fetch_page(c, select, 2, |r| r.get::<_, String>(0))
+        .fetch_page_on(c, select, 2, |r| r.get::<String>(0))
         .unwrap()
         .1
         .expect("a next page")
@@ -755,17 +821,17 @@ fn next_page_token_reads_trailing_key_columns() {
     assert_eq!(q.key_count(), 2);
     let sql = q.search_sql("rm.name, rm.description");
     let (name, token): (String, String) = c
-        .query_row(&sql, rusqlite::params_from_iter(q.params.iter().chain([&Value::Integer(1)])), |r| {
+        .query_row(&sql, &db::params_from(&[q.params.clone(), vec![Value::Integer(1)]].concat()), |r| {
             Ok((r.get(0)?, q.next_page_token(r, 2)?))
         })
         .unwrap();
     assert_eq!(name, "a*b");
     let q2 = build(Target::RegisteredModels, "name LIKE 'a%'", &[], Some(&token)).unwrap();
-    let rest = q2.fetch_page(&c, "rm.name", 100, |r| r.get::<_, String>(0)).unwrap();
+    let rest = q2.fetch_page_on(&c, "rm.name", 100, |r| r.get::<String>(0)).unwrap();
     assert_eq!(rest.0, strings(&["a1", "a?c", "a[1]", "a]", "abc", "alpha", "axb"]));
     assert_eq!(rest.1, None);
     // Wrong column index: a type error, not a bogus token.
-    let bad = c.query_row(&sql, rusqlite::params_from_iter(q.params.iter().chain([&Value::Integer(1)])), |r| {
+    let bad = c.query_row(&sql, &db::params_from(&[q.params.clone(), vec![Value::Integer(1)]].concat()), |r| {
         q.next_page_token(r, 0)
     });
     assert!(bad.is_err());
@@ -778,10 +844,10 @@ fn exact_page_boundary_has_no_next_token() {
         add_model(&c, &format!("m{i:02}"), i, i);
     }
     let q = build(Target::RegisteredModels, "", &[], None).unwrap();
-    let (p1, t1) = q.fetch_page(&c, "rm.name", 7, |r| r.get::<_, String>(0)).unwrap();
+    let (p1, t1) = q.fetch_page_on(&c, "rm.name", 7, |r| r.get::<String>(0)).unwrap();
     assert_eq!(p1.len(), 7);
     let q = build(Target::RegisteredModels, "", &[], t1.as_deref()).unwrap();
-    let (p2, t2) = q.fetch_page(&c, "rm.name", 7, |r| r.get::<_, String>(0)).unwrap();
+    let (p2, t2) = q.fetch_page_on(&c, "rm.name", 7, |r| r.get::<String>(0)).unwrap();
     assert_eq!(p2.len(), 7);
     assert_eq!(t2, None);
     assert_eq!(p2[0], "m07");
@@ -823,7 +889,7 @@ impl Rng {
     }
 }
 
-fn insert_item(c: &Connection, target: Target, item: &Item) {
+fn insert_item(c: &Conn, target: Target, item: &Item) {
     match target {
         Target::RegisteredModels => {
             let id = add_model(c, &item.name, item.created, item.updated);
@@ -833,9 +899,9 @@ fn insert_item(c: &Connection, target: Target, item: &Item) {
         }
         Target::ModelVersions => {
             c.execute(
-                "INSERT OR IGNORE INTO registered_models \
-                     (name, creation_timestamp, last_updated_timestamp) VALUES (?1, 0, 0)",
-                [&item.name],
+                "INSERT INTO registered_models \
+                     (name, creation_timestamp, last_updated_timestamp) VALUES (?1, 0, 0) ON CONFLICT DO NOTHING",
+                params![item.name],
             )
             .unwrap();
             let id = model_id(c, &item.name);
@@ -852,9 +918,11 @@ fn insert_item(c: &Connection, target: Target, item: &Item) {
     }
 }
 
-fn delete_item(c: &Connection, target: Target, item: &Item) {
+fn delete_item(c: &Conn, target: Target, item: &Item) {
     let n = match target {
-        Target::RegisteredModels => c.execute("DELETE FROM registered_models WHERE name = ?1", [&item.name]).unwrap(),
+        Target::RegisteredModels => {
+            c.execute("DELETE FROM registered_models WHERE name = ?1", params![item.name]).unwrap()
+        }
         Target::ModelVersions => c
             .execute(
                 "DELETE FROM model_versions WHERE version = ?2 AND model_id = \
@@ -882,15 +950,13 @@ fn item_select(target: Target) -> &'static str {
     }
 }
 
-fn read_item(r: &Row<'_>) -> rusqlite::Result<Item> {
+fn read_item(r: &Row<'_>) -> Result<Item, db::Error> {
     Ok(Item { name: r.get(0)?, version: r.get(1)?, created: r.get(2)?, updated: r.get(3)?, prompt: r.get(4)? })
 }
 
-fn all_items(c: &Connection, target: Target) -> Vec<Item> {
+fn all_items(c: &Conn, target: Target) -> Vec<Item> {
     let sql = format!("SELECT {} FROM {}", item_select(target), target.from_sql());
-    let mut stmt = c.prepare(&sql).unwrap();
-    let rows = stmt.query_map([], read_item).unwrap();
-    rows.collect::<rusqlite::Result<Vec<_>>>().unwrap()
+    c.query_map(&sql, params![], read_item).unwrap()
 }
 
 struct Scenario {
@@ -923,7 +989,7 @@ fn run_scan(s: Scenario, seed: u64) {
     for page_no in 0.. {
         assert!(page_no < 100, "pagination does not terminate");
         let q = build(s.target, s.filter, &order, token.as_deref()).unwrap();
-        let (page, next) = q.fetch_page(&c, item_select(s.target), 7, read_item).unwrap();
+        let (page, next) = q.fetch_page_on(&c, item_select(s.target), 7, read_item).unwrap();
         assert!(page.len() <= 7);
         if next.is_some() {
             assert_eq!(page.len(), 7);
