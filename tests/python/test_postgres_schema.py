@@ -29,7 +29,9 @@ TYPES = {"INTEGER": "bigint", "TEXT": "text", "REAL": "double precision", "BLOB"
 #   non-INTEGER primary key column (runs.run_uuid, logged_models.model_id) hold NULL unless it
 #   says NOT NULL. The code never writes NULL there, so primary key columns count as NOT NULL.
 # * `INTEGER PRIMARY KEY` (SQLite's rowid alias, auto-assigned) is an identity column; SQLite
-#   reports no NOT NULL for it but it cannot be NULL either.
+#   reports no NOT NULL for it but it cannot be NULL either. One behaviour differs and is kept:
+#   SQLite (no AUTOINCREMENT) hands out max(id)+1, so the id of a deleted highest row comes back;
+#   an identity never hands an id out twice, which is what MLflow's own SQL store does.
 # * PostgreSQL writes a default with its type (`''::text`) and a predicate in its own syntax
 #   (`(model_id <> ''::text)`): both are normalised before comparing.
 
