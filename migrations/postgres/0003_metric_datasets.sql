@@ -17,7 +17,7 @@ CREATE TABLE metrics_v3 (
     PRIMARY KEY (run_uuid, key, timestamp, step, value, is_nan)
 );
 INSERT INTO metrics_v3 (run_uuid, key, value, timestamp, step, model_id)
-    SELECT run_uuid, key, value, timestamp, step, model_id FROM metrics WHERE step > 0;
+    SELECT run_uuid, key, value, timestamp, step, model_id FROM metrics;
 DROP TABLE metrics;
 ALTER TABLE metrics_v3 RENAME TO metrics;
 ALTER TABLE metrics RENAME CONSTRAINT metrics_v3_pkey TO metrics_pkey;

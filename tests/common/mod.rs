@@ -2,6 +2,8 @@
 //! directory, start servers on 127.0.0.1 port 0 and read the bound address from their log.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -259,3 +259,18 @@ def error_code(resp):
 @pytest.fixture(scope="session")
 def pair(mlflow_ref, server):
     return Pair(mlflow_ref.url, server.url)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster (tests/python/pg.py over scripts/pg-cluster), started the
+    first time a test asks for it; stopped and removed at the end of the session, also when a test
+    failed. `postgres.new_database(name)` gives each test a fresh database."""
+    from pg import PgCluster
+
+    cluster = PgCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
