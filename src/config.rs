@@ -32,11 +32,21 @@ pub struct GlobalArgs {
     pub ort_lib: Option<PathBuf>,
     /// Registry for `serve`, `models` and `predict`: http(s)://host[:port][/prefix] (an
     /// MLflow-compatible server; credentials, TLS and retries from MLflow's
-    /// MLFLOW_TRACKING_*/MLFLOW_HTTP_* variables) or sqlite:///path/to/registry.db. Default:
-    /// $MLFLOW_REGISTRY_URI, else $MLFLOW_TRACKING_URI, else the --data-dir store (that fallback
-    /// is in code: clap's `env` takes one variable).
+    /// MLFLOW_TRACKING_*/MLFLOW_HTTP_* variables), sqlite:///path/to/registry.db, or
+    /// postgresql://user[:password]@host[:port]/db (a regserve registry database; `serve`
+    /// hears its changes at once). Default: $MLFLOW_REGISTRY_URI, else $MLFLOW_TRACKING_URI,
+    /// else the --data-dir store (that fallback is in code: clap's `env` takes one variable).
     #[arg(long, global = true)]
     pub registry_uri: Option<String>,
+    /// Database of the --data-dir registry (MLflow's flag): sqlite:///path (default
+    /// <data-dir>/registry.db) or postgresql://user[:password]@host[:port]/db[?sslmode=…] — the
+    /// database that several `regserve server` replicas share. Without a password in the URI,
+    /// PGPASSWORD, then the password file (PGPASSFILE or ~/.pgpass), as libpq reads them.
+    #[arg(long, env = "REGSERVE_BACKEND_STORE_URI", global = true)]
+    pub backend_store_uri: Option<String>,
+    /// Connections to a PostgreSQL registry database, per process.
+    #[arg(long, env = "REGSERVE_DB_POOL_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000), global = true)]
+    pub db_pool_size: u32,
     /// Deadline of every model load (sessions and the warm-up run on the serving input
     /// example): test loads in `models register` and `server`, loads in `serve` and `predict`.
     /// A warm-up still running then is stopped and the load fails (e.g. 60s, 500ms).
@@ -45,6 +55,26 @@ pub struct GlobalArgs {
 }
 
 impl GlobalArgs {
+    /// The --data-dir registry: its database (--backend-store-uri, default
+    /// `<data-dir>/registry.db`) and pool size.
+    pub fn local_registry(&self) -> Result<crate::registry::location::LocalRegistry, String> {
+        use crate::db::{DatabaseUri, PoolOptions};
+        let db = match self.backend_store_uri.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
+            None => DatabaseUri::Sqlite(self.db_path()),
+            Some(uri) => DatabaseUri::parse(uri).filter(|d| *d != DatabaseUri::Memory).ok_or_else(|| {
+                format!(
+                    "--backend-store-uri / REGSERVE_BACKEND_STORE_URI: '{}' is not a database URI; accepted: sqlite:///path/to/registry.db, postgresql://user@host:port/db",
+                    crate::registry::location::redact_url(uri)
+                )
+            })?,
+        };
+        Ok(crate::registry::location::LocalRegistry {
+            data_dir: self.data_dir.clone(),
+            db,
+            pool: PoolOptions { max_connections: self.db_pool_size as usize },
+        })
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("registry.db")
     }

@@ -14,11 +14,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::artifact::{ArtifactRoot, FetchError};
+use crate::manager::remote::open_database;
 use crate::manager::remote::{BackendError, RemoteSource};
 use crate::manager::source::{ModelSource, SourceError};
 use crate::mlflow::{name_filter, redact_url, HttpSettings, RestRegistry};
 use crate::registration::{self, RegisterError, Registration};
-use crate::registry::location::{is_mlflow_database, registry_location, RegistryLocation};
+use crate::registry::location::{registry_location, LocalRegistry, RegistryLocation};
 use crate::registry::{
     validate_description, validate_model_name, ModelVersion, RegisteredModel, RegistryError, Stage, Store,
 };
@@ -62,25 +63,19 @@ impl RegistryClient {
     /// The registry chosen from `registry_uri` (`--registry-uri`), else `MLFLOW_REGISTRY_URI`,
     /// else `MLFLOW_TRACKING_URI`, else the store in `data_dir`. A remote registry's downloads
     /// are cached in `<data_dir>/cache`, as `serve` does.
-    pub fn open(registry_uri: Option<&str>, data_dir: &Path) -> Result<RegistryClient> {
+    pub fn open(registry_uri: Option<&str>, local: &LocalRegistry) -> Result<RegistryClient> {
+        let data_dir = local.data_dir.as_path();
         let (location, origin) =
-            registry_location(registry_uri, |k| std::env::var(k).ok(), data_dir).map_err(BackendError::from)?;
+            registry_location(registry_uri, |k| std::env::var(k).ok(), local).map_err(BackendError::from)?;
         match location {
             RegistryLocation::Embedded { db, artifacts } => {
-                if is_mlflow_database(&db) {
-                    return Err(BackendError::ForeignDatabase { path: db.display().to_string(), origin }.into());
-                }
-                let store = Store::open(&db).map_err(|source| BackendError::Registry {
-                    uri: format!("sqlite:///{}", db.display()),
-                    origin,
-                    source,
-                })?;
+                let store = open_database(&db, &local.pool, origin)?;
                 let artifacts = ArtifactRoot::new(&artifacts).map_err(|source| BackendError::Artifacts {
                     path: artifacts.display().to_string(),
                     origin,
                     source,
                 })?;
-                Ok(RegistryClient::Embedded { store: Arc::new(store), artifacts })
+                Ok(RegistryClient::Embedded { store, artifacts })
             }
             RegistryLocation::Rest { url } => {
                 let backend = |source| BackendError::Registry { uri: redact_url(&url), origin, source };

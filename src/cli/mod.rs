@@ -27,9 +27,10 @@ macro_rules! out {
 }
 
 fn open_store(global: &GlobalArgs) -> Result<(Arc<Store>, ArtifactRoot)> {
-    let db = global.db_path();
-    let store = Store::open(&db)
-        .with_context(|| format!("opening the registry at {} (--data-dir / REGSERVE_DATA_DIR)", db.display()))?;
+    let local = global.local_registry().map_err(anyhow::Error::msg)?;
+    let store = Store::open_uri(&local.db, &local.pool).with_context(|| {
+        format!("opening the registry at {} (--data-dir / --backend-store-uri)", local.db.redacted())
+    })?;
     let artifacts = ArtifactRoot::new(global.artifact_root())
         .with_context(|| format!("opening the artifact root under {} (--data-dir)", global.data_dir.display()))?;
     sweep_leftovers(&store, &artifacts);
@@ -41,7 +42,8 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
     let default = args.default_index().map_err(anyhow::Error::msg)?;
     let token = server::auth::Token::load(args.http.auth_token_file.as_deref()).map_err(anyhow::Error::msg)?;
     init_runtime(global.ort_lib.as_deref()).context("--ort-lib / ORT_DYLIB_PATH")?;
-    let source = crate::manager::source_from_uri(global.registry_uri.as_deref(), &global.data_dir)
+    let local = global.local_registry().map_err(anyhow::Error::msg)?;
+    let source = crate::manager::source_from_uri(global.registry_uri.as_deref(), &local)
         .context("choosing the registry (--registry-uri, MLFLOW_REGISTRY_URI, MLFLOW_TRACKING_URI, --data-dir)")?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
@@ -93,10 +95,11 @@ fn stop_runtime(runtime: tokio::runtime::Runtime) {
 /// with the runtime's message.
 pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()> {
     if global.registry_uri.is_some() {
-        bail!("--registry-uri does not apply to `regserve server`, which serves the --data-dir store");
+        bail!("--registry-uri does not apply to `regserve server`, which serves the --data-dir store (its database: --backend-store-uri)");
     }
     let token = server::auth::Token::load(args.http.auth_token_file.as_deref()).map_err(anyhow::Error::msg)?;
     let (store, artifacts) = open_store(global)?;
+    let store_uri = global.local_registry().map_err(anyhow::Error::msg)?.db.redacted();
     let default_root = args.default_artifact_root(artifacts.root());
     let destination = match args.artifacts_destination.as_deref().filter(|d| !d.trim().is_empty()) {
         None => crate::artifact::Destination::Local(artifacts.clone()),
@@ -138,7 +141,7 @@ pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()
         if pending > 0 {
             tracing::info!(pending, "test-loading versions left pending by an earlier run");
         }
-        tracing::info!(data_dir = %global.data_dir.display(), "starting the registry server");
+        tracing::info!(data_dir = %global.data_dir.display(), database = %store_uri, "starting the registry server");
         let policy = match token {
             Some(token) => Some(server::auth::Policy::new(
                 token,
@@ -165,7 +168,8 @@ pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()
 /// The registry `models` and `predict` talk to: `--registry-uri`, else MLFLOW_REGISTRY_URI,
 /// else MLFLOW_TRACKING_URI, else the `--data-dir` store.
 fn open_client(global: &GlobalArgs) -> Result<RegistryClient> {
-    let client = RegistryClient::open(global.registry_uri.as_deref(), &global.data_dir)
+    let local = global.local_registry().map_err(anyhow::Error::msg)?;
+    let client = RegistryClient::open(global.registry_uri.as_deref(), &local)
         .context("choosing the registry (--registry-uri, MLFLOW_REGISTRY_URI, MLFLOW_TRACKING_URI, --data-dir)")?;
     if let RegistryClient::Embedded { store, artifacts } = &client {
         sweep_leftovers(store, artifacts);

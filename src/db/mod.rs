@@ -145,8 +145,8 @@ impl DatabaseUri {
     }
 }
 
-/// How a PostgreSQL pool is sized and how long a request waits for a connection.
-#[derive(Debug, Clone)]
+/// How a PostgreSQL pool is sized.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolOptions {
     pub max_connections: usize,
 }

@@ -3,7 +3,7 @@
 //! `--registry-uri`, else `MLFLOW_REGISTRY_URI`, else `MLFLOW_TRACKING_URI`, else the embedded
 //! `--data-dir` store.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -12,8 +12,11 @@ use super::source::{EmbeddedSource, ModelSource, SourceError};
 use crate::artifact::cache::ArtifactCache;
 use crate::artifact::fetch::{ArtifactFetcher, DownloadError};
 use crate::artifact::{ArtifactRoot, FetchError};
+use crate::db::{DatabaseUri, PoolOptions};
 use crate::mlflow::{redact_url, HttpSettings, RestRegistry};
-use crate::registry::location::{is_mlflow_database, registry_location, RegistryLocation, UnsupportedUri};
+use crate::registry::location::{
+    is_mlflow_database, registry_location, LocalRegistry, RegistryLocation, UnsupportedUri,
+};
 use crate::registry::{ModelVersion, RegistryError, Store};
 use crate::uri::ModelUri;
 
@@ -114,25 +117,19 @@ pub enum BackendError {
 pub fn open_source(
     location: &RegistryLocation,
     origin: &'static str,
-    data_dir: &Path,
+    local: &LocalRegistry,
     http: HttpSettings,
 ) -> Result<Arc<dyn ModelSource>, BackendError> {
+    let data_dir = local.data_dir.as_path();
     match location {
         RegistryLocation::Embedded { db, artifacts } => {
-            if is_mlflow_database(db) {
-                return Err(BackendError::ForeignDatabase { path: db.display().to_string(), origin });
-            }
-            let store = Store::open(db).map_err(|source| BackendError::Registry {
-                uri: format!("sqlite:///{}", db.display()),
-                origin,
-                source,
-            })?;
+            let store = open_database(db, &local.pool, origin)?;
             let artifacts = ArtifactRoot::new(artifacts).map_err(|source| BackendError::Artifacts {
                 path: artifacts.display().to_string(),
                 origin,
                 source,
             })?;
-            Ok(Arc::new(EmbeddedSource::new(Arc::new(store), artifacts)))
+            Ok(Arc::new(EmbeddedSource::new(store, artifacts)))
         }
         RegistryLocation::Rest { url } => {
             let registry = RestRegistry::new(url, http).map_err(|source| BackendError::Registry {
@@ -147,8 +144,11 @@ pub fn open_source(
 
 /// The model source `serve` uses: the registry chosen from `registry_uri` (`--registry-uri`)
 /// and the environment (see [`registry_location`]), with HTTP settings from MLflow's variables.
-pub fn source_from_uri(registry_uri: Option<&str>, data_dir: &Path) -> Result<Arc<dyn ModelSource>, BackendError> {
-    let (location, origin) = registry_location(registry_uri, |k| std::env::var(k).ok(), data_dir)?;
+pub fn source_from_uri(
+    registry_uri: Option<&str>,
+    local: &LocalRegistry,
+) -> Result<Arc<dyn ModelSource>, BackendError> {
+    let (location, origin) = registry_location(registry_uri, |k| std::env::var(k).ok(), local)?;
     let http = match &location {
         RegistryLocation::Rest { url } => HttpSettings::from_env().map_err(|source| BackendError::Registry {
             uri: redact_url(url),
@@ -157,7 +157,19 @@ pub fn source_from_uri(registry_uri: Option<&str>, data_dir: &Path) -> Result<Ar
         })?,
         RegistryLocation::Embedded { .. } => HttpSettings::default(),
     };
-    open_source(&location, origin, data_dir, http)
+    open_source(&location, origin, local, http)
+}
+
+/// Open a registry database (`--registry-uri` or the --data-dir store), refusing MLflow's own.
+pub fn open_database(db: &DatabaseUri, pool: &PoolOptions, origin: &'static str) -> Result<Arc<Store>, BackendError> {
+    if let DatabaseUri::Sqlite(path) = db {
+        if is_mlflow_database(path) {
+            return Err(BackendError::ForeignDatabase { path: path.display().to_string(), origin });
+        }
+    }
+    let store =
+        Store::open_uri(db, pool).map_err(|source| BackendError::Registry { uri: db.redacted(), origin, source })?;
+    Ok(Arc::new(store))
 }
 
 #[cfg(test)]
@@ -173,8 +185,9 @@ mod tests {
             .unwrap();
         drop(conn);
         let before = std::fs::read(&db).unwrap();
-        let location = RegistryLocation::Embedded { db: db.clone(), artifacts: tmp.path().join("artifacts") };
-        let e = open_source(&location, "--registry-uri", tmp.path(), HttpSettings::default())
+        let location =
+            RegistryLocation::Embedded { db: DatabaseUri::Sqlite(db.clone()), artifacts: tmp.path().join("artifacts") };
+        let e = open_source(&location, "--registry-uri", &LocalRegistry::sqlite(tmp.path()), HttpSettings::default())
             .err()
             .expect("an MLflow database must be refused")
             .to_string();
@@ -186,14 +199,17 @@ mod tests {
     fn sources_describe_themselves() {
         let tmp = tempfile::tempdir().unwrap();
         let db = tmp.path().join("r/registry.db");
-        let s = source_from_uri(Some(&format!("sqlite:///{}", db.display())), tmp.path()).unwrap();
+        let s =
+            source_from_uri(Some(&format!("sqlite:///{}", db.display())), &LocalRegistry::sqlite(tmp.path())).unwrap();
         assert!(s.describe().contains("registry.db"), "{}", s.describe());
         assert!(tmp.path().join("r/artifacts").is_dir());
         let location = RegistryLocation::Rest { url: "http://user:pw@127.0.0.1:9/prefix/".into() };
-        let s = open_source(&location, "--registry-uri", tmp.path(), HttpSettings::default()).unwrap();
+        let s = open_source(&location, "--registry-uri", &LocalRegistry::sqlite(tmp.path()), HttpSettings::default())
+            .unwrap();
         assert_eq!(s.describe(), "http://127.0.0.1:9/prefix");
         assert_eq!(s.public_description(), "http://127.0.0.1:9/prefix");
-        let embedded = source_from_uri(Some(&format!("sqlite:///{}", db.display())), tmp.path()).unwrap();
+        let embedded =
+            source_from_uri(Some(&format!("sqlite:///{}", db.display())), &LocalRegistry::sqlite(tmp.path())).unwrap();
         assert!(!embedded.public_description().contains(tmp.path().to_str().unwrap()), "no local paths");
     }
 }
