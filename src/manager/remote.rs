@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::source::{EmbeddedSource, ModelSource, SourceError};
+use super::source::{proxy_bucket, DestinationError, EmbeddedSource, ModelSource, SourceError};
 use crate::artifact::cache::ArtifactCache;
 use crate::artifact::fetch::{ArtifactFetcher, DownloadError};
 use crate::artifact::{ArtifactRoot, FetchError};
@@ -107,15 +107,21 @@ pub enum BackendError {
         #[source]
         source: FetchError,
     },
+    /// The bucket of the embedded registry's proxied artifacts (see [`proxy_bucket`]).
+    #[error(transparent)]
+    Destination(#[from] DestinationError),
 }
 
 /// Open the source at `location`: the embedded store, or a REST registry with MLflow's
-/// environment settings and a download cache in `<data_dir>/cache`.
+/// environment settings and a download cache in `<data_dir>/cache`. The embedded store's
+/// `mlflow-artifacts:/` files are read from `destination` (`--artifacts-destination`), else
+/// from the bucket `regserve server` recorded in it, else from its local root ([`proxy_bucket`]).
 pub fn open_source(
     location: &RegistryLocation,
     origin: &'static str,
     data_dir: &Path,
     http: HttpSettings,
+    destination: Option<&str>,
 ) -> Result<Arc<dyn ModelSource>, BackendError> {
     match location {
         RegistryLocation::Embedded { db, artifacts } => {
@@ -132,7 +138,8 @@ pub fn open_source(
                 origin,
                 source,
             })?;
-            Ok(Arc::new(EmbeddedSource::new(Arc::new(store), artifacts)))
+            let bucket = proxy_bucket(&store, destination, &data_dir.join("cache"))?;
+            Ok(Arc::new(EmbeddedSource::new(Arc::new(store), artifacts).with_bucket(bucket)))
         }
         RegistryLocation::Rest { url } => {
             let registry = RestRegistry::new(url, http).map_err(|source| BackendError::Registry {
@@ -146,8 +153,13 @@ pub fn open_source(
 }
 
 /// The model source `serve` uses: the registry chosen from `registry_uri` (`--registry-uri`)
-/// and the environment (see [`registry_location`]), with HTTP settings from MLflow's variables.
-pub fn source_from_uri(registry_uri: Option<&str>, data_dir: &Path) -> Result<Arc<dyn ModelSource>, BackendError> {
+/// and the environment (see [`registry_location`]), with HTTP settings from MLflow's variables;
+/// `destination` as [`open_source`] takes it.
+pub fn source_from_uri(
+    registry_uri: Option<&str>,
+    data_dir: &Path,
+    destination: Option<&str>,
+) -> Result<Arc<dyn ModelSource>, BackendError> {
     let (location, origin) = registry_location(registry_uri, |k| std::env::var(k).ok(), data_dir)?;
     let http = match &location {
         RegistryLocation::Rest { url } => HttpSettings::from_env().map_err(|source| BackendError::Registry {
@@ -157,7 +169,7 @@ pub fn source_from_uri(registry_uri: Option<&str>, data_dir: &Path) -> Result<Ar
         })?,
         RegistryLocation::Embedded { .. } => HttpSettings::default(),
     };
-    open_source(&location, origin, data_dir, http)
+    open_source(&location, origin, data_dir, http, destination)
 }
 
 #[cfg(test)]
@@ -174,7 +186,7 @@ mod tests {
         drop(conn);
         let before = std::fs::read(&db).unwrap();
         let location = RegistryLocation::Embedded { db: db.clone(), artifacts: tmp.path().join("artifacts") };
-        let e = open_source(&location, "--registry-uri", tmp.path(), HttpSettings::default())
+        let e = open_source(&location, "--registry-uri", tmp.path(), HttpSettings::default(), None)
             .err()
             .expect("an MLflow database must be refused")
             .to_string();
@@ -186,14 +198,14 @@ mod tests {
     fn sources_describe_themselves() {
         let tmp = tempfile::tempdir().unwrap();
         let db = tmp.path().join("r/registry.db");
-        let s = source_from_uri(Some(&format!("sqlite:///{}", db.display())), tmp.path()).unwrap();
+        let s = source_from_uri(Some(&format!("sqlite:///{}", db.display())), tmp.path(), None).unwrap();
         assert!(s.describe().contains("registry.db"), "{}", s.describe());
         assert!(tmp.path().join("r/artifacts").is_dir());
         let location = RegistryLocation::Rest { url: "http://user:pw@127.0.0.1:9/prefix/".into() };
-        let s = open_source(&location, "--registry-uri", tmp.path(), HttpSettings::default()).unwrap();
+        let s = open_source(&location, "--registry-uri", tmp.path(), HttpSettings::default(), None).unwrap();
         assert_eq!(s.describe(), "http://127.0.0.1:9/prefix");
         assert_eq!(s.public_description(), "http://127.0.0.1:9/prefix");
-        let embedded = source_from_uri(Some(&format!("sqlite:///{}", db.display())), tmp.path()).unwrap();
+        let embedded = source_from_uri(Some(&format!("sqlite:///{}", db.display())), tmp.path(), None).unwrap();
         assert!(!embedded.public_description().contains(tmp.path().to_str().unwrap()), "no local paths");
     }
 }

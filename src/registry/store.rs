@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_tracking.sql"),
     include_str!("../../migrations/0003_metric_datasets.sql"),
+    include_str!("../../migrations/0004_server_settings.sql"),
 ];
 
 /// A handle on the embedded registry database. Cheap to share behind an `Arc`.
