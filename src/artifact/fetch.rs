@@ -15,7 +15,9 @@
 //!   `models:/m-<id>`: the logged model's artifact location (`logged-models/<id>`);
 //!   `models:/<name>/<version>`: that version's download URI
 //!
-//! Anything else (hdfs, dbfs, ...) is [`FetchError::UnsupportedScheme`].
+//! Anything else (hdfs, dbfs, ...) is [`FetchError::UnsupportedScheme`]. [`ProxyBucket`] reads
+//! the embedded registry's `mlflow-artifacts:/` files from the bucket `regserve server` keeps
+//! them in, the same way, for the CLI and `serve` on that registry.
 //! Downloads land in the [`ArtifactCache`] (complete or not at all); every path a server names
 //! is checked before it touches disk; credentials go to the registry's own origin (scheme, host
 //! and port) only — an artifact proxy or file server on another host, wherever a version's URI
