@@ -236,3 +236,36 @@ impl ModelSource for EmbeddedSource {
         "embedded SQLite registry".into()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Which bucket the embedded registry's proxied files are read from: the flag, else the
+    /// server's record; a recorded local root means the root beside the database.
+    #[test]
+    fn the_flag_then_the_recorded_destination() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let store = Store::open_in_memory().unwrap();
+        assert!(proxy_bucket(&store, None, &cache).unwrap().is_none(), "nothing recorded: the local root");
+        store.set_setting(ARTIFACTS_DESTINATION, "file:///srv/data/artifacts").unwrap();
+        assert!(proxy_bucket(&store, None, &cache).unwrap().is_none(), "a recorded local root");
+        store.set_setting(ARTIFACTS_DESTINATION, "s3://recorded/pre").unwrap();
+        let recorded = proxy_bucket(&store, None, &cache).unwrap().unwrap();
+        assert_eq!((recorded.uri().as_str(), recorded.origin()), ("s3://recorded/pre", RECORDED));
+        let flagged = proxy_bucket(&store, Some(" s3://flag/x "), &cache).unwrap().unwrap();
+        assert_eq!((flagged.uri().as_str(), flagged.origin()), ("s3://flag/x", FLAG));
+        assert_eq!(proxy_bucket(&store, Some(""), &cache).unwrap().unwrap().uri(), "s3://recorded/pre");
+        let e = proxy_bucket(&store, Some("/srv/elsewhere"), &cache).unwrap_err().to_string();
+        assert!(e.contains("takes a bucket") && e.contains("/srv/elsewhere"), "{e}");
+        store.set_setting(ARTIFACTS_DESTINATION, "s3://").unwrap();
+        let e = proxy_bucket(&store, None, &cache).unwrap_err().to_string();
+        assert!(e.contains("s3://") && e.contains(RECORDED), "{e}");
+        // The CLI's own copies (registry/…) stay local; everything else the proxy wrote.
+        assert!(ProxyBucket::holds("mlflow-artifacts:/0/models/m-1/artifacts"));
+        assert!(ProxyBucket::holds("MLflow-Artifacts://host:5000/1/x"));
+        assert!(!ProxyBucket::holds("mlflow-artifacts:/registry/abc"));
+        assert!(!ProxyBucket::holds("file:///srv/x") && !ProxyBucket::holds("s3://b/x"));
+    }
+}
