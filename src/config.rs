@@ -52,6 +52,14 @@ pub struct GlobalArgs {
     /// A warm-up still running then is stopped and the load fails (e.g. 60s, 500ms).
     #[arg(long, env = "REGSERVE_LOAD_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration, global = true)]
     pub load_timeout: Duration,
+    /// `server`: where the artifact proxy (`mlflow-artifacts:/`) keeps files — a bucket,
+    /// `s3://bucket/prefix`, `gs://…`, `wasbs://container@account.blob.core.windows.net/…`,
+    /// that several replicas can share (credentials from the environment, as `serve` reads
+    /// them); recorded in the registry at start. Default: `<data-dir>/artifacts`. `serve`,
+    /// `models` and `predict` on the embedded registry read `mlflow-artifacts:/` from the
+    /// destination the server recorded; this flag overrides it.
+    #[arg(long, env = "REGSERVE_ARTIFACTS_DESTINATION", global = true)]
+    pub artifacts_destination: Option<String>,
 }
 
 impl GlobalArgs {
@@ -72,6 +80,7 @@ impl GlobalArgs {
             data_dir: self.data_dir.clone(),
             db,
             pool: PoolOptions { max_connections: self.db_pool_size as usize },
+            artifacts_destination: self.artifacts_destination.clone().filter(|d| !d.trim().is_empty()),
         })
     }
 
@@ -113,12 +122,6 @@ pub struct ServerArgs {
     /// restart also ends every session).
     #[arg(long, env = "REGSERVE_UI_SESSION_TTL", default_value = "12h", value_parser = parse_duration)]
     pub ui_session_ttl: Duration,
-    /// Where the artifact proxy (`mlflow-artifacts:/`) keeps files: a bucket —
-    /// `s3://bucket/prefix`, `gs://…`, `wasbs://container@account.blob.core.windows.net/…` —
-    /// that several `regserve server` replicas can share (credentials from the environment,
-    /// as `regserve serve` reads them). Default: `<data-dir>/artifacts`.
-    #[arg(long, env = "REGSERVE_ARTIFACTS_DESTINATION")]
-    pub artifacts_destination: Option<String>,
     /// Artifact location of new experiments: `<root>/<experiment id>` (MLflow's flag). With
     /// an `s3://…` root the clients upload to the bucket themselves. Default:
     /// `mlflow-artifacts:/` (the proxy), or with --no-serve-artifacts `file://<data-dir>/artifacts`.

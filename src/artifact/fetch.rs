@@ -15,7 +15,9 @@
 //!   `models:/m-<id>`: the logged model's artifact location (`logged-models/<id>`);
 //!   `models:/<name>/<version>`: that version's download URI
 //!
-//! Anything else (hdfs, dbfs, ...) is [`FetchError::UnsupportedScheme`].
+//! Anything else (hdfs, dbfs, ...) is [`FetchError::UnsupportedScheme`]. [`ProxyBucket`] reads
+//! the embedded registry's `mlflow-artifacts:/` files from the bucket `regserve server` keeps
+//! them in, the same way, for the CLI and `serve` on that registry.
 //! Downloads land in the [`ArtifactCache`] (complete or not at all); every path a server names
 //! is checked before it touches disk; credentials go to the registry's own origin (scheme, host
 //! and port) only — an artifact proxy or file server on another host, wherever a version's URI
@@ -511,8 +513,7 @@ impl ArtifactFetcher {
         Ok((String::new(), cached, progress))
     }
 
-    /// Everything under an object-store prefix into `dest`, [`DOWNLOAD_CONCURRENCY`] files at
-    /// a time; a prefix that lists nothing is taken as one object (as MLflow's client does).
+    /// Everything under an object-store prefix into `dest` ([`download_bucket`]).
     async fn download_bucket(
         &self,
         uri: &BucketUri,
@@ -521,51 +522,7 @@ impl ArtifactFetcher {
     ) -> Result<(String, Vec<CachedFile>, Progress), DownloadError> {
         let http = self.registry.http();
         let bucket = Bucket::open(uri, &|k: &str| std::env::var(k).ok(), http.timeout())?;
-        let policy = http.retry_policy();
-        let mut objects = retrying(policy, || bucket.list(&uri.prefix, MAX_FILES)).await?;
-        let mut model_path = String::new();
-        if objects.is_empty() {
-            let name = uri.prefix.rsplit('/').next().unwrap_or_default().to_string();
-            if name.is_empty() {
-                return Err(FetchError::NotFound(format!("no files at '{}'", uri.uri_of(&uri.prefix))).into());
-            }
-            let mut object = retrying(policy, || bucket.head(&uri.prefix)).await.map_err(|e| match e {
-                FetchError::Store { kind: super::store::StoreErrorKind::NotFound, .. } => {
-                    FetchError::NotFound(format!("no files at '{}'", uri.uri_of(&uri.prefix)))
-                }
-                e => e,
-            })?;
-            object.rel = name.clone();
-            model_path = name;
-            objects.push(object);
-        }
-        let mut files = Vec::with_capacity(objects.len());
-        for object in &objects {
-            let rel = clean_relative(&object.rel)?;
-            if rel.is_empty() {
-                return Err(FetchError::PathEscapes(object.rel.clone()).into());
-            }
-            let target = dest.join(relative_path(&rel)?);
-            if let Some(parent) = target.parent() {
-                tokio::fs::create_dir_all(parent)
-                    .await
-                    .map_err(|source| FetchError::Io { path: parent.display().to_string(), source })?;
-            }
-            files.push((rel, target, object.clone()));
-        }
-        let progress = Progress::new(label, Some(objects.iter().map(|o| o.size).sum()), self.progress.clone());
-        let (bucket, progress_ref) = (&bucket, &progress);
-        let results: Vec<Result<CachedFile, FetchError>> =
-            futures_util::stream::iter(files.into_iter().map(|(rel, target, object)| async move {
-                let size = download_object(bucket, &object, &target, policy, progress_ref).await?;
-                Ok(CachedFile { path: rel, size })
-            }))
-            .buffer_unordered(DOWNLOAD_CONCURRENCY)
-            .collect()
-            .await;
-        let mut cached = results.into_iter().collect::<Result<Vec<_>, _>>()?;
-        cached.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok((model_path, cached, progress))
+        download_bucket(&bucket, uri, dest, label, http.retry_policy(), self.progress.clone()).await
     }
 
     /// One `.onnx` file over plain HTTP(S).
@@ -658,6 +615,176 @@ impl ArtifactFetcher {
         })
         .await
     }
+}
+
+/// The bucket where `regserve server --artifacts-destination` keeps the embedded registry's
+/// `mlflow-artifacts:/` files, as the other processes on that registry read it (the CLI's
+/// `predict`, `serve`): a version's files are downloaded into a cache, as a remote registry's
+/// are ([`download_bucket`]: concurrent, checked, complete or not at all). Credentials come from
+/// this process's environment, as for the server.
+#[derive(Debug)]
+pub struct ProxyBucket {
+    bucket: Bucket,
+    cache: ArtifactCache,
+    registry_id: String,
+    policy: RetryPolicy,
+    /// Held for a lookup-or-download: the cache removes this process's other partial folders
+    /// of a version when one starts.
+    lock: tokio::sync::Mutex<()>,
+    progress: Option<ProgressHook>,
+    /// Who named this bucket, for messages (the flag, or the registry's record).
+    origin: &'static str,
+}
+
+impl ProxyBucket {
+    /// The bucket of `uri` (the destination, prefix included), downloads cached in `cache`.
+    /// `timeout` bounds each answer of the store, `policy` its retries.
+    pub fn open(
+        uri: &BucketUri,
+        cache: ArtifactCache,
+        timeout: Duration,
+        policy: RetryPolicy,
+    ) -> Result<ProxyBucket, FetchError> {
+        let bucket = Bucket::open(uri, &|k: &str| std::env::var(k).ok(), timeout)?;
+        // The cache folder is named after the destination: two destinations never share files.
+        let registry_id = format!("proxy-{}", uri.uri_of(&uri.prefix));
+        let lock = tokio::sync::Mutex::new(());
+        Ok(ProxyBucket { bucket, cache, registry_id, policy, lock, progress: None, origin: "" })
+    }
+
+    /// Say in messages who named this bucket (e.g. the flag, or the registry's record).
+    pub fn with_origin(mut self, origin: &'static str) -> ProxyBucket {
+        self.origin = origin;
+        self
+    }
+
+    pub fn origin(&self) -> &'static str {
+        self.origin
+    }
+
+    /// Tell `hook` how each download goes (the CLI's progress bar).
+    pub fn with_progress(mut self, hook: ProgressHook) -> ProxyBucket {
+        self.progress = Some(hook);
+        self
+    }
+
+    /// The destination: `s3://bucket/prefix`, ….
+    pub fn uri(&self) -> String {
+        let uri = self.bucket.uri();
+        uri.uri_of(&uri.prefix)
+    }
+
+    pub fn cache(&self) -> &ArtifactCache {
+        &self.cache
+    }
+
+    /// The cache folder of one version of `name`.
+    pub fn cache_dir(&self, name: &str, version: u64) -> PathBuf {
+        self.cache.entry_dir(&self.registry_id, name, version)
+    }
+
+    /// Whether the files at `location` are in the bucket: `mlflow-artifacts:/` locations are,
+    /// except under `registry/` — the copies `regserve models register` makes in the local root,
+    /// where the proxy never writes.
+    pub fn holds(location: &str) -> bool {
+        super::proxy_relative(location).is_some_and(|rel| {
+            let first = rel.trim_start_matches('/').split('/').next().unwrap_or_default();
+            first != super::REGISTERED_PREFIX
+        })
+    }
+
+    /// The local path (folder or file) of version `version` of `name`, whose files are at
+    /// `location` (`mlflow-artifacts:/<path>`, see [`ProxyBucket::holds`]): from the cache,
+    /// downloading them first if needed.
+    pub async fn fetch(&self, name: &str, version: u64, location: &str) -> Result<PathBuf, DownloadError> {
+        let rel = super::proxy_relative(location)
+            .ok_or_else(|| FetchError::NotFound(format!("'{location}' is not an mlflow-artifacts:/ location")))?;
+        let key = super::Destination::key_of(&self.bucket, &rel)?;
+        let uri = BucketUri { prefix: key, ..self.bucket.uri().clone() };
+        let dir = self.cache_dir(name, version);
+        let _guard = self.lock.lock().await;
+        if let Some(path) = self.cache.lookup(&dir, location) {
+            tracing::debug!(model = name, version, path = %path.display(), "using cached files");
+            return Ok(path);
+        }
+        let partial = self.cache.begin(&dir)?;
+        let label = format!("{name}/{version}");
+        tracing::info!(model = %label, from = %uri.uri_of(&uri.prefix), to = %dir.display(), "downloading");
+        let (model_path, files, progress) =
+            download_bucket(&self.bucket, &uri, &partial.files_dir(), label, &self.policy, self.progress.clone())
+                .await?;
+        let entry = CacheEntry {
+            download_uri: location.to_string(),
+            model_path,
+            files,
+            completed_at_ms: crate::registry::store::now_ms(),
+        };
+        let path = partial.commit(&entry)?;
+        tracing::info!(
+            model = name,
+            version,
+            bytes = entry.bytes(),
+            seconds = progress.started.elapsed().as_secs_f64(),
+            "downloaded"
+        );
+        Ok(path)
+    }
+}
+
+/// Everything under an object-store prefix into `dest`, [`DOWNLOAD_CONCURRENCY`] files at
+/// a time; a prefix that lists nothing is taken as one object (as MLflow's client does).
+async fn download_bucket(
+    bucket: &Bucket,
+    uri: &BucketUri,
+    dest: &Path,
+    label: String,
+    policy: &RetryPolicy,
+    hook: Option<ProgressHook>,
+) -> Result<(String, Vec<CachedFile>, Progress), DownloadError> {
+    let mut objects = retrying(policy, || bucket.list(&uri.prefix, MAX_FILES)).await?;
+    let mut model_path = String::new();
+    if objects.is_empty() {
+        let name = uri.prefix.rsplit('/').next().unwrap_or_default().to_string();
+        if name.is_empty() {
+            return Err(FetchError::NotFound(format!("no files at '{}'", uri.uri_of(&uri.prefix))).into());
+        }
+        let mut object = retrying(policy, || bucket.head(&uri.prefix)).await.map_err(|e| match e {
+            FetchError::Store { kind: super::store::StoreErrorKind::NotFound, .. } => {
+                FetchError::NotFound(format!("no files at '{}'", uri.uri_of(&uri.prefix)))
+            }
+            e => e,
+        })?;
+        object.rel = name.clone();
+        model_path = name;
+        objects.push(object);
+    }
+    let mut files = Vec::with_capacity(objects.len());
+    for object in &objects {
+        let rel = clean_relative(&object.rel)?;
+        if rel.is_empty() {
+            return Err(FetchError::PathEscapes(object.rel.clone()).into());
+        }
+        let target = dest.join(relative_path(&rel)?);
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|source| FetchError::Io { path: parent.display().to_string(), source })?;
+        }
+        files.push((rel, target, object.clone()));
+    }
+    let progress = Progress::new(label, Some(objects.iter().map(|o| o.size).sum()), hook);
+    let (bucket, progress_ref) = (&bucket, &progress);
+    let results: Vec<Result<CachedFile, FetchError>> =
+        futures_util::stream::iter(files.into_iter().map(|(rel, target, object)| async move {
+            let size = download_object(bucket, &object, &target, policy, progress_ref).await?;
+            Ok(CachedFile { path: rel, size })
+        }))
+        .buffer_unordered(DOWNLOAD_CONCURRENCY)
+        .collect()
+        .await;
+    let mut cached = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+    cached.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok((model_path, cached, progress))
 }
 
 /// Run an object-store operation, retrying transient failures with `policy`'s backoff.

@@ -183,6 +183,20 @@ impl ArtifactRoot {
     }
 }
 
+/// The artifact path of an `mlflow-artifacts:/<path>` or `mlflow-artifacts://host/<path>`
+/// location (any case of the scheme), still percent-encoded; `None` for other locations.
+pub fn proxy_relative(location: &str) -> Option<String> {
+    let normalized = normalize_scheme(location);
+    let rest = normalized.strip_prefix(SCHEME)?;
+    Some(
+        match rest.strip_prefix("//") {
+            Some(with_host) => with_host.split_once('/').map(|(_, p)| p).unwrap_or(""),
+            None => rest.trim_start_matches('/'),
+        }
+        .to_string(),
+    )
+}
+
 /// `rel` (a relative artifact path, percent-encoded as in a request path) decoded once and
 /// checked: no `..`, no absolute path, no `\\` or NUL — the rule of every artifact root.
 pub fn decode_relative(rel: &str) -> Result<String, FetchError> {
@@ -244,13 +258,8 @@ impl Destination {
             Destination::Bucket(bucket) if normalize_scheme(location).starts_with(SCHEME) => bucket,
             _ => return Ok((local.local_path(location)?, false)),
         };
-        let normalized = normalize_scheme(location);
-        let rest = &normalized[SCHEME.len()..];
-        let rel = match rest.strip_prefix("//") {
-            Some(with_host) => with_host.split_once('/').map(|(_, p)| p).unwrap_or(""),
-            None => rest.trim_start_matches('/'),
-        };
-        let key = Destination::key_of(bucket, rel)?;
+        let rel = proxy_relative(location).unwrap_or_default();
+        let key = Destination::key_of(bucket, &rel)?;
         let dir = local.root().join(".staging").join(format!("{COPY_MARK}{}", uuid::Uuid::new_v4().simple()));
         let result = async {
             tokio::fs::create_dir_all(&dir).await.map_err(io(&dir))?;

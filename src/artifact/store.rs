@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use object_store::list::{PaginatedListOptions, PaginatedListResult, PaginatedListStore};
 use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, GetOptions, ObjectStore, ObjectStoreExt, RetryConfig};
 use tokio::io::AsyncWriteExt;
@@ -154,6 +155,9 @@ pub struct ObjectInfo {
 pub struct Bucket {
     uri: BucketUri,
     store: Arc<dyn ObjectStore>,
+    /// The same client's page-by-page listing (every cloud store has it; the in-memory store of
+    /// the tests does not, and is listed in one go).
+    lister: Option<Arc<dyn PaginatedListStore>>,
     /// Values that must never appear in a message.
     secrets: Arc<Vec<String>>,
     /// Longest wait for the store's first answer and between two chunks of a body.
@@ -195,7 +199,7 @@ impl Bucket {
         let options =
             ClientOptions::new().with_timeout_disabled().with_connect_timeout(timeout.min(Duration::from_secs(30)));
         let retry = RetryConfig { max_retries: 0, retry_timeout: timeout, ..Default::default() };
-        let built: Result<Arc<dyn ObjectStore>, object_store::Error> = match uri.cloud {
+        let built: Result<Opened, object_store::Error> = match uri.cloud {
             Cloud::S3 => open_s3(uri, env, options, retry, &mut secrets),
             Cloud::Gcs => open_gcs(uri, env, options, retry, &mut secrets),
             Cloud::Azure => open_azure(uri, env, options, retry, &mut secrets),
@@ -203,7 +207,7 @@ impl Bucket {
         secrets.retain(|s| s.len() >= 4);
         let secrets = Arc::new(secrets);
         match built {
-            Ok(store) => Ok(Bucket { uri: uri.clone(), store, secrets, timeout, no_credentials }),
+            Ok((store, lister)) => Ok(Bucket { uri: uri.clone(), store, lister, secrets, timeout, no_credentials }),
             Err(e) => {
                 let redacted = redact(&e.to_string(), &secrets);
                 Err(store_error(
@@ -220,7 +224,8 @@ impl Bucket {
     pub(crate) fn in_memory(uri: &str) -> Bucket {
         let uri = BucketUri::parse(uri).expect("a valid test URI").expect("a bucket URI");
         let store = Arc::new(object_store::memory::InMemory::new());
-        Bucket { uri, store, secrets: Arc::new(vec![]), timeout: Duration::from_secs(5), no_credentials: false }
+        let (secrets, timeout) = (Arc::new(vec![]), Duration::from_secs(5));
+        Bucket { uri, store, lister: None, secrets, timeout, no_credentials: false }
     }
 
     pub fn uri(&self) -> &BucketUri {
@@ -359,22 +364,42 @@ impl Bucket {
     }
 
     /// One folder of the bucket, not recursive: the entries (files and sub-folders) directly
-    /// under `prefix`, read in one listing of at most `max` entries (more is an error).
+    /// under `prefix`, at most `max` of them (more is an error). The listing is read page by
+    /// page and stops at the page that passes `max`, so a huge folder costs one page past the
+    /// cap, not the whole listing.
     pub async fn list_dir(&self, prefix: &str, max: usize) -> Result<Vec<DirEntry>, FetchError> {
         let base = prefix.trim_matches('/');
-        let path = if base.is_empty() { None } else { Some(ObjectPath::from(base)) };
         let what = format!("listing {}", self.uri.uri_of(base));
-        let listed = match tokio::time::timeout(self.timeout, self.store.list_with_delimiter(path.as_ref())).await {
-            Ok(r) => r.map_err(|e| self.error(&what, e))?,
-            Err(_) => return Err(self.timed_out(&what)),
+        let what = what.as_str();
+        let page = |token: Option<String>| async move {
+            let listed = match &self.lister {
+                Some(lister) => {
+                    // Unlike `list`, the paginated listing adds no trailing `/` to the prefix.
+                    let folder = if base.is_empty() { None } else { Some(format!("{base}/")) };
+                    let options = PaginatedListOptions {
+                        delimiter: Some("/".into()),
+                        max_keys: Some(max.saturating_add(1).min(LIST_PAGE)),
+                        page_token: token,
+                        ..Default::default()
+                    };
+                    tokio::time::timeout(self.timeout, lister.list_paginated(folder.as_deref(), options)).await
+                }
+                None => {
+                    let path = if base.is_empty() { None } else { Some(ObjectPath::from(base)) };
+                    let listed = self.store.list_with_delimiter(path.as_ref());
+                    tokio::time::timeout(self.timeout, listed)
+                        .await
+                        .map(|r| r.map(|result| PaginatedListResult { result, page_token: None }))
+                }
+            };
+            match listed {
+                Ok(r) => r.map_err(|e| self.error(what, e)),
+                Err(_) => Err(self.timed_out(what)),
+            }
         };
-        if listed.common_prefixes.len() + listed.objects.len() > max {
-            return Err(FetchError::NotFound(format!("'{}' holds more than {max} entries", self.uri.uri_of(base))));
-        }
-        let name = |p: &ObjectPath| p.filename().unwrap_or_default().to_string();
-        let dirs = listed.common_prefixes.iter().map(|p| DirEntry { name: name(p), is_dir: true, size: 0 });
-        let files = listed.objects.iter().map(|m| DirEntry { name: name(&m.location), is_dir: false, size: m.size });
-        Ok(dirs.chain(files).filter(|e| !e.name.is_empty()).collect())
+        collect_dir(page, max, MAX_LIST_PAGES)
+            .await?
+            .ok_or_else(|| FetchError::NotFound(format!("'{}' holds more than {max} entries", self.uri.uri_of(base))))
     }
 
     /// Whether anything is stored below `prefix/` (a "folder").
@@ -496,6 +521,39 @@ pub const UPLOAD_PARTS_IN_FLIGHT: usize = 2;
 /// A stream of an object's bytes.
 pub type ByteStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send>>;
 
+/// Entries asked for per listing page (S3's and Azure's most; GCS allows more).
+const LIST_PAGE: usize = 1000;
+/// Pages of one folder listing read at most, whatever `max` is (a store that keeps handing
+/// out page tokens cannot keep us listing).
+const MAX_LIST_PAGES: usize = 1000;
+
+/// The entries of a folder listed page by page with `page` (given the previous page's token):
+/// `Ok(None)` as soon as more than `max` entries arrived (no further page is asked for).
+async fn collect_dir<F, Fut>(mut page: F, max: usize, max_pages: usize) -> Result<Option<Vec<DirEntry>>, FetchError>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<PaginatedListResult, FetchError>>,
+{
+    let name = |p: &ObjectPath| p.filename().unwrap_or_default().to_string();
+    let mut out = Vec::new();
+    let mut token = None;
+    for _ in 0..max_pages {
+        let listed = page(token.take()).await?;
+        let dirs = listed.result.common_prefixes.iter().map(|p| DirEntry { name: name(p), is_dir: true, size: 0 });
+        let files =
+            listed.result.objects.iter().map(|m| DirEntry { name: name(&m.location), is_dir: false, size: m.size });
+        out.extend(dirs.chain(files).filter(|e| !e.name.is_empty()));
+        if out.len() > max {
+            return Ok(None);
+        }
+        match listed.page_token {
+            Some(next) => token = Some(next),
+            None => return Ok(Some(out)),
+        }
+    }
+    Ok(None)
+}
+
 /// One entry of a folder listing ([`Bucket::list_dir`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
@@ -611,13 +669,16 @@ fn truthy(v: &str) -> bool {
     matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
 }
 
+/// A built client, as an object store and as a paginated lister (S3, GCS and Azure are both).
+type Opened = (Arc<dyn ObjectStore>, Option<Arc<dyn PaginatedListStore>>);
+
 fn open_s3(
     uri: &BucketUri,
     env: Env<'_>,
     mut options: ClientOptions,
     retry: RetryConfig,
     secrets: &mut Vec<String>,
-) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+) -> Result<Opened, object_store::Error> {
     use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
     let mut builder = AmazonS3Builder::new();
     let profile = env("AWS_PROFILE").filter(|p| !p.is_empty());
@@ -665,7 +726,8 @@ fn open_s3(
         options = options.with_allow_invalid_certificates(true);
     }
     let store = builder.with_bucket_name(&uri.bucket).with_client_options(options).with_retry(retry).build()?;
-    Ok(Arc::new(store))
+    let store = Arc::new(store);
+    Ok((store.clone(), Some(store)))
 }
 
 /// The `AWS_*` variables passed on to `object_store` (its `from_env` reads every `AWS_*`; this
@@ -765,7 +827,7 @@ fn open_gcs(
     mut options: ClientOptions,
     retry: RetryConfig,
     secrets: &mut Vec<String>,
-) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+) -> Result<Opened, object_store::Error> {
     use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
     let mut builder = GoogleCloudStorageBuilder::new();
     for name in ["GOOGLE_SERVICE_ACCOUNT", "GOOGLE_SERVICE_ACCOUNT_PATH", "GOOGLE_SERVICE_ACCOUNT_KEY"] {
@@ -789,7 +851,8 @@ fn open_gcs(
         builder = builder.with_config(GoogleConfigKey::BaseUrl, base.trim_end_matches('/')).with_skip_signature(true);
     }
     let store = builder.with_bucket_name(&uri.bucket).with_client_options(options).with_retry(retry).build()?;
-    Ok(Arc::new(store))
+    let store = Arc::new(store);
+    Ok((store.clone(), Some(store)))
 }
 
 fn open_azure(
@@ -798,7 +861,7 @@ fn open_azure(
     mut options: ClientOptions,
     retry: RetryConfig,
     secrets: &mut Vec<String>,
-) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+) -> Result<Opened, object_store::Error> {
     use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
     let mut builder = MicrosoftAzureBuilder::new().with_container_name(&uri.bucket);
     let mut account = uri.account.clone();
@@ -865,7 +928,8 @@ fn open_azure(
         builder = builder.with_account(account);
     }
     let store = builder.with_client_options(options).with_retry(retry).build()?;
-    Ok(Arc::new(store))
+    let store = Arc::new(store);
+    Ok((store.clone(), Some(store)))
 }
 
 /// `Key=Value;Key=Value` pairs of an Azure connection string (values may contain `=`).
@@ -879,7 +943,52 @@ fn connection_string(cs: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use object_store::{ListResult, ObjectMeta};
     use std::collections::HashMap;
+
+    /// A folder listing stops at the page that passes the cap (the pages after it are never
+    /// asked for), keeps folders and files, and is bounded in pages too.
+    #[tokio::test]
+    async fn a_folder_listing_stops_at_its_cap() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // Page i of 5: a folder `d<i>/` and a file `f<i>` (size i), the next page's token.
+        let asked = AtomicUsize::new(0);
+        let pages = |endless: bool| {
+            let asked = &asked;
+            move |token: Option<String>| {
+                let i: usize = token.map(|t| t.parse().unwrap()).unwrap_or(0);
+                asked.fetch_add(1, Ordering::SeqCst);
+                let object = ObjectMeta {
+                    location: ObjectPath::from(format!("pre/f{i}")),
+                    last_modified: Default::default(),
+                    size: i as u64,
+                    e_tag: None,
+                    version: None,
+                };
+                let result =
+                    ListResult { common_prefixes: vec![ObjectPath::from(format!("pre/d{i}"))], objects: vec![object] };
+                let page_token = (endless || i + 1 < 5).then(|| (i + 1).to_string());
+                async move { Ok(PaginatedListResult { result, page_token }) }
+            }
+        };
+        let all = collect_dir(pages(false), 10, 100).await.unwrap().unwrap();
+        assert_eq!(all.len(), 10);
+        assert_eq!(all[2], DirEntry { name: "d1".into(), is_dir: true, size: 0 });
+        assert_eq!(all[3], DirEntry { name: "f1".into(), is_dir: false, size: 1 });
+        assert_eq!(asked.swap(0, Ordering::SeqCst), 5);
+        // Cap 3: the second page passes it; pages 3 to 5 are not read.
+        assert_eq!(collect_dir(pages(false), 3, 100).await.unwrap(), None);
+        assert_eq!(asked.swap(0, Ordering::SeqCst), 2);
+        // Exactly the cap is fine.
+        assert_eq!(collect_dir(pages(false), 10, 100).await.unwrap().map(|v| v.len()), Some(10));
+        asked.store(0, Ordering::SeqCst);
+        // A store that never stops handing out tokens: at most `max_pages` pages.
+        assert_eq!(collect_dir(pages(true), usize::MAX, 7).await.unwrap(), None);
+        assert_eq!(asked.load(Ordering::SeqCst), 7);
+        // An error on a page is the listing's error.
+        let failing = |_| async { Err(FetchError::NotFound("boom".into())) };
+        assert!(matches!(collect_dir(failing, 10, 10).await, Err(FetchError::NotFound(m)) if m == "boom"));
+    }
 
     #[test]
     fn parses_the_three_clouds() {
@@ -959,8 +1068,14 @@ mod tests {
             store.put(&ObjectPath::from(key), bytes::Bytes::from(body).into()).await.unwrap();
         }
         let uri = BucketUri::parse("s3://bkt/m").unwrap().unwrap();
-        let bucket =
-            Bucket { uri, store, secrets: Arc::new(vec![]), timeout: Duration::from_secs(5), no_credentials: false };
+        let bucket = Bucket {
+            uri,
+            store,
+            lister: None,
+            secrets: Arc::new(vec![]),
+            timeout: Duration::from_secs(5),
+            no_credentials: false,
+        };
         let mut listed = bucket.list("m", 100).await.unwrap();
         listed.sort_by(|a, b| a.rel.cmp(&b.rel));
         let rels: Vec<&str> = listed.iter().map(|o| o.rel.as_str()).collect();

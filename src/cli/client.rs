@@ -13,10 +13,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::artifact::{ArtifactRoot, FetchError};
+use crate::artifact::fetch::ProxyBucket;
+use crate::artifact::ArtifactRoot;
 use crate::manager::remote::open_database;
 use crate::manager::remote::{BackendError, RemoteSource};
-use crate::manager::source::{ModelSource, SourceError};
+use crate::manager::source::{embedded_files, proxy_bucket, ModelSource, SourceError};
 use crate::mlflow::{name_filter, redact_url, HttpSettings, RestRegistry};
 use crate::registration::{self, RegisterError, Registration};
 use crate::registry::location::{registry_location, LocalRegistry, RegistryLocation};
@@ -36,6 +37,8 @@ pub enum ClientError {
     Register(#[from] RegisterError),
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error(transparent)]
+    Destination(#[from] crate::manager::source::DestinationError),
     /// `predict` asked for a prompt version (MLflow's prompt registry): nothing to load.
     #[error("version {version} of '{name}' is a prompt, not a model; regserve serves models only")]
     Prompt { name: String, version: u64 },
@@ -53,8 +56,11 @@ fn not_a_prompt(version: ModelVersion) -> Result<ModelVersion> {
 
 /// The registry the CLI talks to.
 pub enum RegistryClient {
-    /// The embedded store and its artifact root, in this process.
-    Embedded { store: Arc<Store>, artifacts: ArtifactRoot },
+    /// The embedded store and its artifact root, in this process. `destination` is
+    /// `--artifacts-destination`, and `cache_dir` where files from a bucket are cached (see
+    /// [`proxy_bucket`]: opened by [`RegistryClient::fetch`] only, so commands that need no
+    /// files work whatever the bucket's state).
+    Embedded { store: Arc<Store>, artifacts: ArtifactRoot, destination: Option<String>, cache_dir: PathBuf },
     /// A remote MLflow-compatible registry; downloads go through the [`RemoteSource`] cache.
     Remote { source: Box<RemoteSource>, runtime: Box<tokio::runtime::Runtime> },
 }
@@ -63,8 +69,11 @@ impl RegistryClient {
     /// The registry chosen from `registry_uri` (`--registry-uri`), else `MLFLOW_REGISTRY_URI`,
     /// else `MLFLOW_TRACKING_URI`, else the store in `data_dir`. A remote registry's downloads
     /// are cached in `<data_dir>/cache`, as `serve` does.
+    /// `local.artifacts_destination` (`--artifacts-destination`) is where the embedded store's
+    /// `mlflow-artifacts:/` files are, when not where `regserve server` recorded them.
     pub fn open(registry_uri: Option<&str>, local: &LocalRegistry) -> Result<RegistryClient> {
         let data_dir = local.data_dir.as_path();
+        let destination = local.artifacts_destination.as_deref();
         let (location, origin) =
             registry_location(registry_uri, |k| std::env::var(k).ok(), local).map_err(BackendError::from)?;
         match location {
@@ -75,7 +84,12 @@ impl RegistryClient {
                     origin,
                     source,
                 })?;
-                Ok(RegistryClient::Embedded { store, artifacts })
+                Ok(RegistryClient::Embedded {
+                    store,
+                    artifacts,
+                    destination: destination.map(str::to_string),
+                    cache_dir: data_dir.join("cache"),
+                })
             }
             RegistryLocation::Rest { url } => {
                 let backend = |source| BackendError::Registry { uri: redact_url(&url), origin, source };
@@ -208,7 +222,9 @@ impl RegistryClient {
     /// are removed; a remote registry decides for itself.
     pub fn delete_model(&self, name: &str) -> Result<()> {
         match self {
-            RegistryClient::Embedded { store, artifacts } => Ok(registration::delete_model(store, artifacts, name)?),
+            RegistryClient::Embedded { store, artifacts, .. } => {
+                Ok(registration::delete_model(store, artifacts, name)?)
+            }
             RegistryClient::Remote { source, runtime } => {
                 Self::remote(runtime, source.registry().delete_registered_model(name))
             }
@@ -291,7 +307,7 @@ impl RegistryClient {
 
     pub fn delete_version(&self, name: &str, version: u64) -> Result<()> {
         match self {
-            RegistryClient::Embedded { store, artifacts } => {
+            RegistryClient::Embedded { store, artifacts, .. } => {
                 Ok(registration::delete_version(store, artifacts, name, version)?)
             }
             RegistryClient::Remote { source, runtime } => {
@@ -304,14 +320,18 @@ impl RegistryClient {
     /// downloaded into the cache, or taken from it).
     pub fn fetch(&self, uri: &ModelUri) -> Result<(ModelVersion, PathBuf)> {
         match self {
-            RegistryClient::Embedded { store, artifacts } => {
+            RegistryClient::Embedded { store, artifacts, destination, cache_dir } => {
                 let version = not_a_prompt(store.resolve(uri)?)?;
-                let location = version.download_location();
-                let path = artifacts.local_path(location).map_err(SourceError::from)?;
-                if !path.exists() {
-                    let missing = format!("{} (version {} of '{}')", path.display(), version.version, version.name);
-                    return Err(SourceError::from(FetchError::NotFound(missing)).into());
-                }
+                let bucket = match proxy_bucket(store, destination.as_deref(), cache_dir)? {
+                    Some(bucket) if ProxyBucket::holds(version.download_location()) => {
+                        bucket.with_progress(download_bar())
+                    }
+                    _ => {
+                        let path = block_on_current(embedded_files(artifacts, None, &version))?;
+                        return Ok((version, path));
+                    }
+                };
+                let path = block_on_current(embedded_files(artifacts, Some(&bucket), &version))?;
                 Ok((version, path))
             }
             RegistryClient::Remote { source, runtime } => runtime.block_on(async {
@@ -329,7 +349,7 @@ impl RegistryClient {
     /// first either way; a remote registry then gets the files as an MLflow 3 logged model.
     pub fn register(&self, path: &Path, reg: &Registration, ort_lib: Option<&Path>) -> Result<ModelVersion> {
         match self {
-            RegistryClient::Embedded { store, artifacts } => {
+            RegistryClient::Embedded { store, artifacts, .. } => {
                 Ok(registration::embedded::register(store, artifacts, path, reg, ort_lib)?)
             }
             RegistryClient::Remote { source, runtime } => {
@@ -338,6 +358,15 @@ impl RegistryClient {
             }
         }
     }
+}
+
+/// Run `f` to completion on a runtime of its own (the embedded client has none).
+fn block_on_current<T>(f: impl std::future::Future<Output = Result<T, SourceError>>) -> Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| SourceError::from(RegistryError::Io(e)))?;
+    Ok(runtime.block_on(f)?)
 }
 
 /// A progress bar on stderr for the CLI's downloads of a version's files (drawn only when

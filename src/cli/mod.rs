@@ -101,7 +101,7 @@ pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()
     let (store, artifacts) = open_store(global)?;
     let store_uri = global.local_registry().map_err(anyhow::Error::msg)?.db.redacted();
     let default_root = args.default_artifact_root(artifacts.root());
-    let destination = match args.artifacts_destination.as_deref().filter(|d| !d.trim().is_empty()) {
+    let destination = match global.artifacts_destination.as_deref().filter(|d| !d.trim().is_empty()) {
         None => crate::artifact::Destination::Local(artifacts.clone()),
         Some(uri) => {
             let Some(parsed) = crate::artifact::store::BucketUri::parse(uri)
@@ -116,6 +116,7 @@ pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()
             crate::artifact::Destination::Bucket(bucket)
         }
     };
+    record_destination(&store, &destination)?;
     if let Err(e) = init_runtime(global.ort_lib.as_deref()) {
         tracing::warn!(error = %e, "ONNX Runtime is not available: new model versions will fail their test load");
     }
@@ -165,13 +166,36 @@ pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()
     Ok(())
 }
 
+/// Record in the registry where this server keeps the `mlflow-artifacts:/` files, so every
+/// other process on the registry (the embedded CLI, `serve`, other replicas) reads them there:
+/// the bucket URI, or `file://` + the local root. Two servers with different destinations on one
+/// registry: the last one started wins, and says so loudly (the versions the other one wrote are
+/// no longer readable through this one).
+fn record_destination(store: &Store, destination: &crate::artifact::Destination) -> Result<()> {
+    use crate::registry::settings::ARTIFACTS_DESTINATION;
+    let value = match destination {
+        crate::artifact::Destination::Local(root) => format!("file://{}", root.root().display()),
+        crate::artifact::Destination::Bucket(bucket) => bucket.uri().uri_of(&bucket.uri().prefix),
+    };
+    let recorded = store.setting(ARTIFACTS_DESTINATION).context("reading the recorded artifacts destination")?;
+    if let Some(previous) = recorded.filter(|p| *p != value) {
+        tracing::warn!(
+            previous = %previous,
+            now = %value,
+            "THE ARTIFACTS DESTINATION CHANGED: another `regserve server` on this registry kept mlflow-artifacts:/ files in {previous}; this one keeps them in {value} and records that, so the CLI and `serve` now read {value}, and versions stored in {previous} cannot be read through this server. Run every server of one registry with the same --artifacts-destination."
+        );
+    }
+    store.set_setting(ARTIFACTS_DESTINATION, &value).context("recording the artifacts destination in the registry")?;
+    Ok(())
+}
+
 /// The registry `models` and `predict` talk to: `--registry-uri`, else MLFLOW_REGISTRY_URI,
 /// else MLFLOW_TRACKING_URI, else the `--data-dir` store.
 fn open_client(global: &GlobalArgs) -> Result<RegistryClient> {
     let local = global.local_registry().map_err(anyhow::Error::msg)?;
     let client = RegistryClient::open(global.registry_uri.as_deref(), &local)
         .context("choosing the registry (--registry-uri, MLFLOW_REGISTRY_URI, MLFLOW_TRACKING_URI, --data-dir)")?;
-    if let RegistryClient::Embedded { store, artifacts } = &client {
+    if let RegistryClient::Embedded { store, artifacts, .. } = &client {
         sweep_leftovers(store, artifacts);
     }
     Ok(client)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::source::{EmbeddedSource, ModelSource, SourceError};
+use super::source::{proxy_bucket, DestinationError, EmbeddedSource, ModelSource, SourceError};
 use crate::artifact::cache::ArtifactCache;
 use crate::artifact::fetch::{ArtifactFetcher, DownloadError};
 use crate::artifact::{ArtifactRoot, FetchError};
@@ -110,10 +110,15 @@ pub enum BackendError {
         #[source]
         source: FetchError,
     },
+    /// The bucket of the embedded registry's proxied artifacts (see [`proxy_bucket`]).
+    #[error(transparent)]
+    Destination(#[from] DestinationError),
 }
 
 /// Open the source at `location`: the embedded store, or a REST registry with MLflow's
-/// environment settings and a download cache in `<data_dir>/cache`.
+/// environment settings and a download cache in `<data_dir>/cache`. The embedded store's
+/// `mlflow-artifacts:/` files are read from `local.artifacts_destination` (`--artifacts-destination`), else
+/// from the bucket `regserve server` recorded in it, else from its local root ([`proxy_bucket`]).
 pub fn open_source(
     location: &RegistryLocation,
     origin: &'static str,
@@ -129,7 +134,8 @@ pub fn open_source(
                 origin,
                 source,
             })?;
-            Ok(Arc::new(EmbeddedSource::new(store, artifacts)))
+            let bucket = proxy_bucket(&store, local.artifacts_destination.as_deref(), &data_dir.join("cache"))?;
+            Ok(Arc::new(EmbeddedSource::new(store, artifacts).with_bucket(bucket)))
         }
         RegistryLocation::Rest { url } => {
             let registry = RestRegistry::new(url, http).map_err(|source| BackendError::Registry {

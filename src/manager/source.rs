@@ -1,12 +1,17 @@
 //! Where served models come from: something that resolves a `models:/` URI to a version and
 //! puts that version's files on local disk.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::artifact::cache::ArtifactCache;
+use crate::artifact::fetch::{DownloadError, ProxyBucket};
+use crate::artifact::store::BucketUri;
 use crate::artifact::{ArtifactRoot, FetchError};
+use crate::mlflow::HttpSettings;
+use crate::registry::settings::ARTIFACTS_DESTINATION;
 use crate::registry::{ModelVersion, RegistryError, Store};
 use crate::uri::ModelUri;
 
@@ -18,6 +23,55 @@ pub enum SourceError {
     Fetch(#[from] FetchError),
     #[error("internal task failed: {0}")]
     Join(String),
+}
+
+/// Why the bucket of the embedded registry's proxied artifacts ([`proxy_bucket`]) cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DestinationError {
+    #[error("reading the artifacts destination recorded in the registry: {0}")]
+    Registry(#[from] RegistryError),
+    /// Misnamed, or cannot be opened (its configuration or credentials); names no secret.
+    #[error("the registry's artifacts (mlflow-artifacts:/) are in {uri} ({origin}): {error}")]
+    Bucket { uri: String, origin: &'static str, error: FetchError },
+    #[error("--artifacts-destination takes a bucket (s3://, gs://, wasbs://, abfss://), not '{0}'; without it, the local artifact root is the folder `artifacts` beside the registry database")]
+    NotABucket(String),
+}
+
+/// Where the bucket of [`proxy_bucket`] was named.
+pub const RECORDED: &str = "recorded in the registry by `regserve server`; --artifacts-destination overrides it";
+const FLAG: &str = "--artifacts-destination";
+
+/// The bucket holding the embedded registry's `mlflow-artifacts:/` files, for a process other
+/// than the server on it (the CLI, `serve`): `flag` (`--artifacts-destination`) when given,
+/// else the destination the last `regserve server` started recorded in the registry
+/// ([`ARTIFACTS_DESTINATION`]). `None`: the local artifact root beside the database, which a
+/// recorded `file://` destination also means (the server's root is the folder beside the same
+/// database; its recorded path is for people, as the data dir may be mounted elsewhere here).
+/// Downloads are cached in `cache_dir`; timeouts and retries are MLflow's HTTP variables'.
+pub fn proxy_bucket(
+    store: &Store,
+    flag: Option<&str>,
+    cache_dir: &Path,
+) -> Result<Option<ProxyBucket>, DestinationError> {
+    let (uri, origin) = match flag.map(str::trim).filter(|f| !f.is_empty()) {
+        Some(flag) => (flag.to_string(), FLAG),
+        None => match store.setting(ARTIFACTS_DESTINATION)? {
+            Some(recorded) => (recorded, RECORDED),
+            None => return Ok(None),
+        },
+    };
+    let destination = |error| DestinationError::Bucket { uri: uri.clone(), origin, error };
+    let parsed = match BucketUri::parse(&uri).map_err(destination)? {
+        Some(parsed) => parsed,
+        None if origin == FLAG => return Err(DestinationError::NotABucket(uri)),
+        None => return Ok(None),
+    };
+    let http = HttpSettings::from_env()?;
+    let bucket = ProxyBucket::open(&parsed, ArtifactCache::new(cache_dir), http.timeout, http.retry.clone())
+        .map_err(destination)?
+        .with_origin(origin);
+    tracing::debug!(destination = %bucket.uri(), origin, "the registry's mlflow-artifacts:/ files are in a bucket");
+    Ok(Some(bucket))
 }
 
 #[async_trait]
@@ -48,6 +102,9 @@ pub trait ModelSource: Send + Sync + 'static {
 pub struct EmbeddedSource {
     pub store: Arc<Store>,
     pub artifacts: ArtifactRoot,
+    /// Where `regserve server` keeps the registry's `mlflow-artifacts:/` files when they are in
+    /// a bucket ([`proxy_bucket`]).
+    pub bucket: Option<Arc<ProxyBucket>>,
     notifier: Option<Arc<DbNotifier>>,
 }
 
@@ -62,8 +119,58 @@ impl EmbeddedSource {
                 None
             }
         });
-        EmbeddedSource { store, artifacts, notifier }
+        EmbeddedSource { store, artifacts, bucket: None, notifier }
     }
+
+    /// Read `mlflow-artifacts:/` locations from `bucket` (see [`proxy_bucket`]).
+    pub fn with_bucket(mut self, bucket: Option<ProxyBucket>) -> EmbeddedSource {
+        self.bucket = bucket.map(Arc::new);
+        self
+    }
+}
+
+/// The local path of `version`'s files in the embedded registry: downloaded from `bucket` when
+/// they are there ([`ProxyBucket::holds`]), else on local disk under `artifacts`.
+pub async fn embedded_files(
+    artifacts: &ArtifactRoot,
+    bucket: Option<&ProxyBucket>,
+    version: &ModelVersion,
+) -> Result<PathBuf, SourceError> {
+    let location = version.download_location();
+    if let Some(bucket) = bucket.filter(|_| ProxyBucket::holds(location)) {
+        return bucket.fetch(&version.name, version.version, location).await.map_err(|e| match e {
+            DownloadError::Fetch(FetchError::NotFound(what)) => FetchError::NotFound(format!(
+                "{what} (version {} of '{}', in {})",
+                version.version,
+                version.name,
+                bucket.uri()
+            ))
+            .into(),
+            DownloadError::Fetch(FetchError::Store { kind, message, public }) => FetchError::Store {
+                kind,
+                message: format!(
+                    "{message} (the registry's mlflow-artifacts:/ files are in {}: {})",
+                    bucket.uri(),
+                    bucket.origin()
+                ),
+                public,
+            }
+            .into(),
+            DownloadError::Fetch(e) => SourceError::Fetch(e),
+            DownloadError::Registry(e) => SourceError::Registry(e),
+        });
+    }
+    let path = artifacts.local_path(location)?;
+    if !path.exists() {
+        return Err(FetchError::NotFound(format!(
+            "{} (version {} of '{}')",
+            path.display(),
+            version.version,
+            version.name
+        ))
+        .into());
+    }
+    Ok(path)
 }
 
 /// Watches the folder of the database file; ticks a `watch` channel on any change to it.
@@ -104,18 +211,14 @@ impl ModelSource for EmbeddedSource {
     }
 
     async fn fetch(&self, version: &ModelVersion) -> Result<PathBuf, SourceError> {
-        let location = version.download_location();
-        let path = self.artifacts.local_path(location)?;
-        if !path.exists() {
-            return Err(FetchError::NotFound(format!(
-                "{} (version {} of '{}')",
-                path.display(),
-                version.version,
-                version.name
-            ))
-            .into());
+        embedded_files(&self.artifacts, self.bucket.as_deref(), version).await
+    }
+
+    fn trim_downloads(&self, keep: &[ModelVersion], max_bytes: u64) {
+        if let Some(bucket) = &self.bucket {
+            let keep: Vec<PathBuf> = keep.iter().map(|v| bucket.cache_dir(&v.name, v.version)).collect();
+            bucket.cache().trim(max_bytes, &keep);
         }
-        Ok(path)
     }
 
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
@@ -131,5 +234,38 @@ impl ModelSource for EmbeddedSource {
 
     fn public_description(&self) -> String {
         "embedded SQLite registry".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Which bucket the embedded registry's proxied files are read from: the flag, else the
+    /// server's record; a recorded local root means the root beside the database.
+    #[test]
+    fn the_flag_then_the_recorded_destination() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let store = Store::open_in_memory().unwrap();
+        assert!(proxy_bucket(&store, None, &cache).unwrap().is_none(), "nothing recorded: the local root");
+        store.set_setting(ARTIFACTS_DESTINATION, "file:///srv/data/artifacts").unwrap();
+        assert!(proxy_bucket(&store, None, &cache).unwrap().is_none(), "a recorded local root");
+        store.set_setting(ARTIFACTS_DESTINATION, "s3://recorded/pre").unwrap();
+        let recorded = proxy_bucket(&store, None, &cache).unwrap().unwrap();
+        assert_eq!((recorded.uri().as_str(), recorded.origin()), ("s3://recorded/pre", RECORDED));
+        let flagged = proxy_bucket(&store, Some(" s3://flag/x "), &cache).unwrap().unwrap();
+        assert_eq!((flagged.uri().as_str(), flagged.origin()), ("s3://flag/x", FLAG));
+        assert_eq!(proxy_bucket(&store, Some(""), &cache).unwrap().unwrap().uri(), "s3://recorded/pre");
+        let e = proxy_bucket(&store, Some("/srv/elsewhere"), &cache).unwrap_err().to_string();
+        assert!(e.contains("takes a bucket") && e.contains("/srv/elsewhere"), "{e}");
+        store.set_setting(ARTIFACTS_DESTINATION, "s3://").unwrap();
+        let e = proxy_bucket(&store, None, &cache).unwrap_err().to_string();
+        assert!(e.contains("s3://") && e.contains(RECORDED), "{e}");
+        // The CLI's own copies (registry/…) stay local; everything else the proxy wrote.
+        assert!(ProxyBucket::holds("mlflow-artifacts:/0/models/m-1/artifacts"));
+        assert!(ProxyBucket::holds("MLflow-Artifacts://host:5000/1/x"));
+        assert!(!ProxyBucket::holds("mlflow-artifacts:/registry/abc"));
+        assert!(!ProxyBucket::holds("file:///srv/x") && !ProxyBucket::holds("s3://b/x"));
     }
 }

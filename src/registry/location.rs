@@ -27,6 +27,9 @@ pub struct LocalRegistry {
     pub data_dir: PathBuf,
     pub db: DatabaseUri,
     pub pool: PoolOptions,
+    /// `--artifacts-destination`: where `mlflow-artifacts:/` files are, over the destination
+    /// `regserve server` recorded in the registry.
+    pub artifacts_destination: Option<String>,
 }
 
 impl LocalRegistry {
@@ -36,6 +39,7 @@ impl LocalRegistry {
             data_dir: data_dir.to_path_buf(),
             db: DatabaseUri::Sqlite(data_dir.join("registry.db")),
             pool: PoolOptions::default(),
+            artifacts_destination: None,
         }
     }
 

@@ -6,9 +6,11 @@
 //! - [`store`]: the registry store, on the database of [`crate::db`] (SQLite or PostgreSQL)
 //! - [`location`]: which registry (`--registry-uri`, MLflow's variables, `--data-dir`): embedded or remote
 //! - [`search`]: MLflow's search filter grammar, order_by and page tokens → SQL
+//! - [`settings`]: what `regserve server` records for every process on the registry (`server_settings`)
 
 pub mod location;
 pub mod search;
+pub mod settings;
 pub mod store;
 pub mod types;
 

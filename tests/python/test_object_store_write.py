@@ -9,13 +9,20 @@
   s3:// locations, the MLflow client uploads to the bucket itself, and `regserve serve` follows
   the version from the bucket;
 - the remote `regserve models register` uploads straight to the bucket such a server (regserve's
-  or a real `mlflow server`'s) hands out.
+  or a real `mlflow server`'s) hands out;
+- the embedded CLI and `serve` on the server's registry read `mlflow-artifacts:/` from the
+  bucket the server recorded in it (`server_settings`); wrong credentials give a clear error
+  naming the bucket and no secret; `--artifacts-destination` overrides the recorded bucket; a
+  server started with another destination says so loudly and its destination wins.
 
 The S3 server is moto's (PyPI `moto[server]`), started here on 127.0.0.1 with IAM
 authentication on (see test_object_store.py's `Moto`).
 """
 
+import json
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 
@@ -80,11 +87,9 @@ def test_the_registry_workflow_suite_passes_with_artifacts_in_s3(regserve_bin, m
         env.pop(k, None)
     suite = REPO / "tests" / "python" / "test_model_registry_workflows.py"
     out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(suite),
-         # The one test that runs `regserve predict` on the server's --data-dir (the embedded
-         # store, in the CLI's process): that reads the data dir's own artifact root, not the
-         # server's bucket (documented; against the server, `--registry-uri` reads through it).
-         "-k", "not test_the_cli_sees_the_same_registry"],
+        # All of it, test_the_cli_sees_the_same_registry included: `regserve predict` on the
+        # server's --data-dir reads the bucket the server recorded in the registry.
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(suite)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-3000:]
@@ -281,3 +286,132 @@ def test_an_azure_blob_destination(regserve_bin, azurite, tmp_path):
         assert not [p for p in (srv.data_dir / "artifacts").rglob("*") if p.is_file()]
     finally:
         srv.stop()
+
+
+# --- the embedded registry of a server whose artifacts are in a bucket ------------------------
+
+RECORDED = f"s3://{BUCKET}/recorded"
+
+
+@pytest.fixture(scope="module")
+def recorded(regserve_bin, moto, tmp_path_factory):
+    """A `regserve server --artifacts-destination s3://…/recorded` on data dir D, stopped after
+    the MLflow client logged and registered `rec-iris` version 1 through its proxy: the version
+    is only in the bucket. Yields D."""
+    data_dir = tmp_path_factory.mktemp("recorded")
+    srv = RegserveServer(regserve_bin, data_dir, extra_args=["--artifacts-destination", RECORDED], env=s3_env(moto))
+    try:
+        mlflow.set_tracking_uri(srv.url)
+        mlflow.set_registry_uri(srv.url)
+        try:
+            with mlflow.start_run():
+                info = mlflow.onnx.log_model(onnx.load(str(MODELS / "iris-v1" / "model.onnx")), name="model",
+                                             registered_model_name="rec-iris", pip_requirements=["onnxruntime"])
+        finally:
+            mlflow.set_tracking_uri(None)
+            mlflow.set_registry_uri(None)
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+            os.environ.pop("MLFLOW_REGISTRY_URI", None)
+        assert info.registered_model_version == "1"
+    finally:
+        srv.stop()
+    yield data_dir
+
+
+def recorded_destination(data_dir):
+    with sqlite3.connect(data_dir / "registry.db") as db:
+        row = db.execute("SELECT value FROM server_settings WHERE key = 'artifacts_destination'").fetchone()
+    return row and row[0]
+
+
+def embedded_cli(binary, data_dir, *args, env):
+    """`regserve --data-dir D ARGS` with only `env`'s cloud credentials."""
+    child = {k: v for k, v in child_env(RUST_LOG="warn").items() if not k.startswith(("AWS_", "MLFLOW_S3_"))}
+    child.update(env)
+    return subprocess.run([binary, "--data-dir", str(data_dir), *args], capture_output=True, text=True,
+                          timeout=180, stdin=subprocess.DEVNULL, env=child)
+
+
+def local_files(data_dir):
+    return [p for p in (data_dir / "artifacts").rglob("*") if p.is_file()]
+
+
+def test_the_embedded_cli_and_serve_read_the_bucket_the_server_recorded(regserve_bin, moto, recorded, tmp_path):
+    assert recorded_destination(recorded) == RECORDED
+    keys = keys_under(moto, "recorded/")
+    assert any(k.endswith("/model.onnx") for k in keys), keys
+    assert not local_files(recorded), local_files(recorded)  # no local copy to fall back on
+    shutil.rmtree(recorded / "cache", ignore_errors=True)
+    payload = tmp_path / "payload.json"
+    payload.write_text(json.dumps({"inputs": [ROW]}))
+
+    out = embedded_cli(regserve_bin, recorded, "predict", "-m", "models:/rec-iris/1", "--input", str(payload),
+                       env=s3_env(moto))
+    assert out.returncode == 0, out.stderr
+    got = np.array(json.loads(out.stdout)["predictions"]["probabilities"][0])
+    np.testing.assert_allclose(got, iris_reference("iris-v1"), atol=1e-5)
+    # Downloaded into the data dir's cache, not into the artifact root.
+    assert [p.name for p in (recorded / "cache").rglob("model.onnx")] == ["model.onnx"]
+    assert not local_files(recorded)
+
+    # `serve` on the same registry (sqlite:///…), with a cache of its own.
+    serve = Serve(regserve_bin, tmp_path / "serve", f"sqlite:///{recorded / 'registry.db'}", "models:/rec-iris/1",
+                  s3_env(moto))
+    try:
+        serve.wait_version(1)
+        np.testing.assert_allclose(iris_probabilities(serve), iris_reference("iris-v1"), atol=1e-5)
+    finally:
+        serve.stop()
+    assert list((tmp_path / "serve" / "cache").rglob("model.onnx"))
+
+
+def test_a_recorded_bucket_with_wrong_credentials_is_a_clear_error(regserve_bin, moto, recorded, tmp_path):
+    shutil.rmtree(recorded / "cache", ignore_errors=True)
+    payload = tmp_path / "payload.json"
+    payload.write_text(json.dumps({"inputs": [ROW]}))
+    secret = "wrongSecretKey0123456789abcdefXYZ"
+    env = dict(s3_env(moto), AWS_SECRET_ACCESS_KEY=secret)
+    out = embedded_cli(regserve_bin, recorded, "predict", "-m", "models:/rec-iris/1", "--input", str(payload),
+                       env=env)
+    assert out.returncode != 0, out.stdout
+    assert f"s3://{BUCKET}" in out.stderr, out.stderr
+    assert "AWS_ACCESS_KEY_ID" in out.stderr and "AWS_SECRET_ACCESS_KEY" in out.stderr, out.stderr
+    assert "recorded in the registry" in out.stderr, out.stderr
+    for leaked in (secret, moto.keys["AWS_SECRET_ACCESS_KEY"]):
+        assert leaked not in out.stderr + out.stdout
+    # Commands that need no files are not held up by the bucket.
+    out = embedded_cli(regserve_bin, recorded, "models", "show", "rec-iris", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+
+
+def test_the_flag_overrides_the_recorded_bucket_and_the_last_server_started_wins(regserve_bin, moto, recorded,
+                                                                                 tmp_path):
+    shutil.rmtree(recorded / "cache", ignore_errors=True)
+    payload = tmp_path / "payload.json"
+    payload.write_text(json.dumps({"inputs": [ROW]}))
+    other = f"s3://{BUCKET}/other"
+    out = embedded_cli(regserve_bin, recorded, "predict", "-m", "models:/rec-iris/1", "--input", str(payload),
+                       "--artifacts-destination", other, env=s3_env(moto))
+    assert out.returncode != 0, out.stdout
+    assert other in out.stderr and "not found" in out.stderr.lower(), out.stderr
+    out = embedded_cli(regserve_bin, recorded, "predict", "-m", "models:/rec-iris/1", "--input", str(payload),
+                       "--artifacts-destination", "/tmp/somewhere", env=s3_env(moto))
+    assert out.returncode != 0 and "takes a bucket" in out.stderr and "/tmp/somewhere" in out.stderr, out.stderr
+
+    # A server started on the same registry with another destination warns, and records its own.
+    srv = RegserveServer(regserve_bin, recorded, extra_args=["--artifacts-destination", other], env=s3_env(moto))
+    srv.stop()
+    log = "".join(srv.log)
+    assert "ARTIFACTS DESTINATION CHANGED" in log and RECORDED in log and other in log, log[-3000:]
+    assert recorded_destination(recorded) == other
+    # Started with the data dir's own root, it records that root.
+    srv = RegserveServer(regserve_bin, recorded, extra_args=[], env=s3_env(moto))
+    srv.stop()
+    assert recorded_destination(recorded) == f"file://{(recorded / 'artifacts').resolve()}"
+    # Then the CLI reads the local root again (where this version is not).
+    out = embedded_cli(regserve_bin, recorded, "predict", "-m", "models:/rec-iris/1", "--input", str(payload),
+                       env=s3_env(moto))
+    assert out.returncode != 0 and "not found" in out.stderr.lower(), out.stderr
+    srv = RegserveServer(regserve_bin, recorded, extra_args=["--artifacts-destination", RECORDED], env=s3_env(moto))
+    srv.stop()
+    assert recorded_destination(recorded) == RECORDED

@@ -18,7 +18,7 @@ PG_DIR = REPO / "migrations" / "postgres"
 
 # A PostgreSQL migration whose SQLite twin another change adds: compared as soon as that file is
 # in the tree, and not before (issue 14: the SQLite 0004 comes with the server-settings code).
-SQLITE_TWIN_PENDING = {"0004_server_settings.sql"}
+SQLITE_TWIN_PENDING: set = set()
 
 # SQLite declared type -> PostgreSQL type (format_type); TEXT columns must also use COLLATE "C"
 # (byte order, as SQLite's BINARY collation).
