@@ -109,16 +109,20 @@ pub struct EmbeddedSource {
 }
 
 impl EmbeddedSource {
-    /// The store and its artifact root; when the store is a file, a `notify` watcher on its
-    /// folder signals writes by any process (the database and its WAL file change).
+    /// The store and its artifact root. Writes by any process are signalled: on SQLite by a
+    /// `notify` watcher on the database's folder (the database and its WAL file change), on
+    /// PostgreSQL by `LISTEN` on the channel every registry write notifies.
     pub fn new(store: Arc<Store>, artifacts: ArtifactRoot) -> EmbeddedSource {
-        let notifier = store.path().and_then(|p| match DbNotifier::start(p) {
-            Ok(n) => Some(Arc::new(n)),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch the registry database; polling only");
-                None
-            }
-        });
+        let notifier = match store.path() {
+            Some(p) => match DbNotifier::start(p) {
+                Ok(n) => Some(Arc::new(n)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch the registry database; polling only");
+                    None
+                }
+            },
+            None => store.changes().map(|notices| Arc::new(DbNotifier::listen(notices))),
+        };
         EmbeddedSource { store, artifacts, bucket: None, notifier }
     }
 
@@ -175,11 +179,29 @@ pub async fn embedded_files(
 
 /// Watches the folder of the database file; ticks a `watch` channel on any change to it.
 struct DbNotifier {
-    _watcher: notify::RecommendedWatcher,
+    _watcher: Option<notify::RecommendedWatcher>,
     rx: tokio::sync::watch::Receiver<u64>,
 }
 
 impl DbNotifier {
+    /// Tick on every PostgreSQL notification, and when the listening connection is back after
+    /// an outage (notifications sent meanwhile were lost: look again).
+    fn listen(mut notices: tokio::sync::mpsc::UnboundedReceiver<crate::db::postgres::Notice>) -> DbNotifier {
+        let (tx, rx) = tokio::sync::watch::channel(0u64);
+        // A thread of its own: the source may be made before the async runtime starts. It
+        // ends when the database (and with it the sender) goes.
+        let spawned = std::thread::Builder::new().name("regserve-registry-listen".into()).spawn(move || {
+            while let Some(notice) = notices.blocking_recv() {
+                tracing::debug!(?notice, "registry change heard");
+                tx.send_modify(|n| *n = n.wrapping_add(1));
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot listen for registry changes; polling only");
+        }
+        DbNotifier { _watcher: None, rx }
+    }
+
     fn start(db: &std::path::Path) -> notify::Result<DbNotifier> {
         use notify::Watcher;
         let (tx, rx) = tokio::sync::watch::channel(0u64);
@@ -195,7 +217,7 @@ impl DbNotifier {
         })?;
         let dir = db.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
         watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
-        Ok(DbNotifier { _watcher: watcher, rx })
+        Ok(DbNotifier { _watcher: Some(watcher), rx })
     }
 }
 
@@ -226,14 +248,18 @@ impl ModelSource for EmbeddedSource {
     }
 
     fn describe(&self) -> String {
-        match self.store.path() {
-            Some(p) => format!("sqlite:///{}", p.display()),
-            None => "sqlite (in memory)".into(),
+        match (self.store.path(), self.store.database().postgres()) {
+            (Some(p), _) => format!("sqlite:///{}", p.display()),
+            (None, Some(pg)) => pg.redacted_uri().to_string(),
+            (None, None) => "sqlite (in memory)".into(),
         }
     }
 
     fn public_description(&self) -> String {
-        "embedded SQLite registry".into()
+        match self.store.database().dialect() {
+            crate::db::Dialect::Sqlite => "embedded SQLite registry".into(),
+            crate::db::Dialect::Postgres => "PostgreSQL registry".into(),
+        }
     }
 }
 
