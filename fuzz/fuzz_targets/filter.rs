@@ -12,9 +12,9 @@
 use std::cell::RefCell;
 
 use libfuzzer_sys::fuzz_target;
+use regserve::db::{self, Value};
 use regserve::registry::filter::{build, Query, Target};
-use rusqlite::types::Value;
-use rusqlite::Connection;
+use regserve::registry::Store;
 
 struct Input {
     target: Target,
@@ -52,15 +52,16 @@ fn decode(data: &[u8]) -> Input {
 }
 
 thread_local! {
-    static DB: RefCell<Option<Connection>> = const { RefCell::new(None) };
+    static DB: RefCell<Option<Store>> = const { RefCell::new(None) };
 }
 
 const SELECT: &str = "rm.name";
 
 /// Run the query; it was accepted, so SQLite must accept it too.
-fn run(c: &Connection, q: &Query, page_size: usize, what: &str) -> Option<String> {
-    let (rows, next) = q
-        .fetch_page(c, SELECT, page_size, |r| r.get::<_, String>(0))
+fn run(c: &Store, q: &Query, page_size: usize, what: &str) -> Option<String> {
+    let (rows, next) = c
+        .database()
+        .read(|tx| q.fetch_page(tx, SELECT, page_size, |r| r.get::<String>(0)))
         .unwrap_or_else(|e| panic!("{what}: accepted query fails in SQLite: {e}\nSQL: {}", q.search_sql(SELECT)));
     assert!(rows.len() <= page_size);
     next
@@ -88,8 +89,11 @@ fuzz_target!(|data: &[u8]| {
         }
         let placeholders = (1..=input.keys.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
         let token = c
-            .query_row(&format!("SELECT {placeholders}"), rusqlite::params_from_iter(&input.keys), |r| {
-                first.next_page_token(r, 0)
+            .database()
+            .read(|tx| {
+                tx.query_row(&format!("SELECT {placeholders}"), &db::params_from(&input.keys), |r| {
+                    first.next_page_token(r, 0)
+                })
             })
             .ok();
         if let Some(token) = token {

@@ -6,11 +6,9 @@
 use regserve::runtime::convert::{self, InputTensor, Prepared, Style};
 use regserve::runtime::payload::Payload;
 use regserve::runtime::schema::{ColSpec, DType, ModelSchema, Signature, TensorInfo, ValueKind};
-use rusqlite::Connection;
+use regserve::params;
+use regserve::registry::Store;
 
-/// The registry schema exactly as the store creates it.
-pub const MIGRATIONS: [&str; 2] =
-    [include_str!("../../migrations/0001_init.sql"), include_str!("../../migrations/0002_tracking.sql")];
 
 pub fn info(name: &str, dtype: DType, shape: &[i64]) -> TensorInfo {
     TensorInfo { name: name.into(), kind: ValueKind::Tensor(dtype), shape: shape.to_vec() }
@@ -95,40 +93,39 @@ pub fn prepare_all(payload: &Payload) {
     }
 }
 
-/// An in-memory registry database with the real schema and a few rows to match against.
-pub fn registry_db() -> Connection {
-    let c = Connection::open_in_memory().expect("in-memory SQLite");
-    c.execute_batch("PRAGMA foreign_keys = ON;").expect("pragma");
-    for m in MIGRATIONS {
-        c.execute_batch(m).expect("migrations apply");
-    }
+/// An in-memory registry database with the real schema (the store's own migrations) and a few
+/// rows to match against.
+pub fn registry_db() -> Store {
+    let store = Store::open_in_memory().expect("in-memory registry");
     let models: [(&str, i64, i64); 5] =
         [("iris", 1, 10), ("Iris_2", 2, 10), ("a%b", 3, 5), ("名前", 4, 7), ("x*y?[z]", 5, 1)];
-    for (id, (name, created, updated)) in models.iter().enumerate() {
-        let id = id as i64 + 1;
-        c.execute(
-            "INSERT INTO registered_models (id, name, creation_timestamp, last_updated_timestamp) VALUES (?1, ?2, ?3, ?4)",
-            rusqlite::params![id, name, created, updated],
-        )
-        .expect("insert model");
-        c.execute(
-            "INSERT INTO registered_model_tags (model_id, key, value) VALUES (?1, 'team', ?2), (?1, 'mlflow.prompt.is_prompt', ?3)",
-            rusqlite::params![id, format!("t{}", id % 2), if id == 3 { "true" } else { "false" }],
-        )
-        .expect("insert model tags");
-        for v in 1..=2i64 {
-            c.execute(
-                "INSERT INTO model_versions (model_id, version, creation_timestamp, last_updated_timestamp, source, run_id) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                rusqlite::params![id, v, created + v, updated + v, format!("mlflow-artifacts:/{id}/{v}"), format!("run{v}")],
-            )
-            .expect("insert version");
-            c.execute(
-                "INSERT INTO model_version_tags (model_id, version, key, value) VALUES (?1, ?2, 'stage', ?3)",
-                rusqlite::params![id, v, if v == 1 { "dev" } else { "prod" }],
-            )
-            .expect("insert version tag");
-        }
-    }
-    c
+    store
+        .database()
+        .write(|c| {
+            for (id, (name, created, updated)) in models.iter().enumerate() {
+                let id = id as i64 + 1;
+                c.execute(
+                    "INSERT INTO registered_models (id, name, creation_timestamp, last_updated_timestamp) VALUES (?1, ?2, ?3, ?4)",
+                    params![id, name, created, updated],
+                )?;
+                c.execute(
+                    "INSERT INTO registered_model_tags (model_id, key, value) VALUES (?1, 'team', ?2), (?1, 'mlflow.prompt.is_prompt', ?3)",
+                    params![id, format!("t{}", id % 2), if id == 3 { "true" } else { "false" }],
+                )?;
+                for v in 1..=2i64 {
+                    c.execute(
+                        "INSERT INTO model_versions (model_id, version, creation_timestamp, last_updated_timestamp, source, run_id) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![id, v, created + v, updated + v, format!("mlflow-artifacts:/{id}/{v}"), format!("run{v}")],
+                    )?;
+                    c.execute(
+                        "INSERT INTO model_version_tags (model_id, version, key, value) VALUES (?1, ?2, 'stage', ?3)",
+                        params![id, v, if v == 1 { "dev" } else { "prod" }],
+                    )?;
+                }
+            }
+            Ok::<_, regserve::db::Error>(())
+        })
+        .expect("fixture rows");
+    store
 }
