@@ -72,7 +72,7 @@ impl GlobalArgs {
             Some(uri) => DatabaseUri::parse(uri).filter(|d| *d != DatabaseUri::Memory).ok_or_else(|| {
                 format!(
                     "--backend-store-uri / REGSERVE_BACKEND_STORE_URI: '{}' is not a database URI; accepted: sqlite:///path/to/registry.db, postgresql://user@host:port/db",
-                    crate::registry::location::redact_url(uri)
+                    crate::uri::redact_url(uri)
                 )
             })?,
         };

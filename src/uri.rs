@@ -7,6 +7,8 @@
 //! - `models:/<name>@<alias>` — the version the alias points to
 //!
 //! Names may hold dots, dashes, underscores and (percent-encoded) spaces.
+//!
+//! Also [`redact_url`]: any URI with its credentials hidden, for messages and logs.
 
 use std::fmt;
 use std::str::FromStr;
@@ -195,6 +197,23 @@ impl fmt::Display for ModelUri {
                 write!(f, "models:/{name}@{}", utf8_percent_encode(a, PATH_UNSAFE))
             }
         }
+    }
+}
+
+/// `url` with any user name and password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("***");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Ok(_) => url.to_string(),
+        // Not a URL: hide whatever sits between "//" and "@".
+        Err(_) => match (url.find("//"), url.rfind('@')) {
+            (Some(a), Some(b)) if a + 2 <= b => format!("{}***{}", &url[..a + 2], &url[b..]),
+            _ => url.to_string(),
+        },
     }
 }
 

@@ -52,7 +52,7 @@ pub struct PgDb {
 
 /// The URI with its password hidden, for logs and messages.
 pub fn redact(url: &str) -> String {
-    crate::registry::location::redact_url(url)
+    crate::uri::redact_url(url)
 }
 
 impl PgDb {

@@ -12,9 +12,8 @@
 
 use std::path::{Path, PathBuf};
 
-use reqwest::Url;
-
 use crate::db::{DatabaseUri, PoolOptions};
+pub use crate::uri::redact_url;
 
 /// The variables read, in order, when no `--registry-uri` is given.
 pub const ENV_REGISTRY_URI: &str = "MLFLOW_REGISTRY_URI";
@@ -119,23 +118,6 @@ pub fn is_mlflow_database(db: &Path) -> bool {
             )
         })
         .is_ok_and(|n| n > 0)
-}
-
-/// `url` with any user name and password replaced by `***`, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
-            let _ = u.set_username("***");
-            let _ = u.set_password(None);
-            u.to_string()
-        }
-        Ok(_) => url.to_string(),
-        // Not a URL: hide whatever sits between "//" and "@".
-        Err(_) => match (url.find("//"), url.rfind('@')) {
-            (Some(a), Some(b)) if a + 2 <= b => format!("{}***{}", &url[..a + 2], &url[b..]),
-            _ => url.to_string(),
-        },
-    }
 }
 
 #[cfg(test)]

@@ -171,10 +171,16 @@ impl Store {
                 )));
             }
             let now = now_ms();
+            // A replica renaming another model to the same name at this moment: the UNIQUE
+            // constraint decides, and the loser hears what the check above would have said.
             tx.execute(
                 "UPDATE registered_models SET name = ?2, last_updated_timestamp = ?3 WHERE id = ?1",
                 params![id, new_name, now],
-            )?;
+            )
+            .map_err(|e| match e.is_unique_violation() {
+                true => RegistryError::AlreadyExists(format!("Registered Model (name={new_name}) already exists.")),
+                false => e.into(),
+            })?;
             tx.execute("UPDATE model_versions SET last_updated_timestamp = ?2 WHERE model_id = ?1", params![id, now])?;
             notify(tx, name)?;
             notify(tx, new_name)?;
