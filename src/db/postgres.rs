@@ -764,6 +764,9 @@ mod tests {
 
     #[test]
     fn uris_keep_their_password_out_of_errors() {
+        let shown = redact("postgresql://u:hunter2@h:5/db?sslmode=require&password=hunter3");
+        assert!(!shown.contains("hunter2") && !shown.contains("hunter3"), "{shown}");
+        assert!(shown.contains("sslmode=require"), "{shown}");
         let e = connection_config("postgresql://u:hunter2@127.0.0.1:5432/db?sslmode=bogus").err().unwrap().to_string();
         assert!(!e.contains("hunter2"), "{e}");
         assert!(e.contains("127.0.0.1"), "{e}");

@@ -96,14 +96,14 @@ pub enum BackendError {
     Unsupported(#[from] UnsupportedUri),
     #[error("{path} (from {origin}) is an MLflow database, which regserve cannot open directly; serve it with `mlflow server --backend-store-uri sqlite:///{path}` and pass that server's http:// URL as --registry-uri")]
     ForeignDatabase { path: String, origin: &'static str },
-    #[error("registry '{uri}' (from {origin}): {source}")]
+    #[error("registry '{uri}' (from {origin})")]
     Registry {
         uri: String,
         origin: &'static str,
         #[source]
         source: RegistryError,
     },
-    #[error("artifact root {path} (from {origin}): {source}")]
+    #[error("artifact root {path} (from {origin})")]
     Artifacts {
         path: String,
         origin: &'static str,

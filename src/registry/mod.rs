@@ -52,8 +52,10 @@ pub enum RegistryError {
     #[error("{0}")]
     InvalidState(String),
     /// The store itself failed (disk, corruption, lock timeout).
+    /// (Not the error's `source`: the message already holds it, and a chain printer would
+    /// repeat it.)
     #[error("registry store error: {0}")]
-    Store(#[from] crate::db::Error),
+    Store(crate::db::Error),
     #[error("registry I/O error: {0}")]
     Io(#[from] std::io::Error),
     /// A remote registry (or its artifact server) could not be reached, or kept failing
@@ -61,6 +63,12 @@ pub enum RegistryError {
     /// `TEMPORARILY_UNAVAILABLE`.
     #[error("{0}")]
     Unavailable(String),
+}
+
+impl From<crate::db::Error> for RegistryError {
+    fn from(e: crate::db::Error) -> Self {
+        RegistryError::Store(e)
+    }
 }
 
 impl crate::db::StoreError for RegistryError {
