@@ -33,7 +33,7 @@ from pg import query
 from test_follow import free_port
 
 WRITERS = 8
-VERSIONS_PER_WRITER = 4
+VERSIONS_PER_WRITER = 6
 SOURCE = "s3://regserve-replicas-test/model"
 START_TIMEOUT_S = 30
 
