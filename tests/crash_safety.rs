@@ -33,6 +33,11 @@
 //!
 //! `CRASH_CYCLES` (default 8) sets the number of cycles, `CRASH_SEED` the seed (printed; it
 //! fixes every random choice, not the machine's timing).
+//!
+//! The same test runs with the registry's database on PostgreSQL (issue 14): a throwaway
+//! cluster (`tests/common/pg.rs`), a fresh database given to the server and to every CLI
+//! registration as `REGSERVE_BACKEND_STORE_URI`, the artifacts still in the data directory.
+//! `CRASH_CYCLES_PG` (default 4) sets its number of cycles.
 
 mod common;
 
@@ -47,6 +52,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::pg::PgCluster;
 use common::{repo, Registry, Server};
 use reqwest::{Client, Method};
 use serde_json::{json, Value};
@@ -344,6 +350,7 @@ struct CliRun {
 /// probability 1/2 when asked. One thread owns every child, so a kill never hits a reaped pid.
 fn cli_runner(
     data_dir: PathBuf,
+    database: Option<String>,
     variants: Arc<Vec<Variant>>,
     ledger: Arc<Mutex<Ledger>>,
     sw: Arc<Switches>,
@@ -407,7 +414,11 @@ fn cli_runner(
         } else if running.len() < CLI_AT_ONCE {
             let variant = &variants[rng.below(variants.len() as u64) as usize];
             let model = MODELS[rng.below(MODELS.len() as u64) as usize];
-            let child = Command::new(common::bin())
+            let mut cmd = Command::new(common::bin());
+            if let Some(db) = &database {
+                cmd.env("REGSERVE_BACKEND_STORE_URI", db);
+            }
+            let child = cmd
                 .arg("--data-dir")
                 .arg(&data_dir)
                 .args(["models", "register"])
@@ -708,17 +719,33 @@ async fn check(
         let h = highest.entry(name).or_default();
         *h = (*h).max(acked.last().copied().unwrap_or(0));
     }
+    // Gap-free: a number is taken inside the transaction that creates its version, so a killed
+    // create takes none. Every number up to the highest is a version that exists, or one that
+    // was acknowledged (and may since have been deleted: only acknowledged versions are).
+    for (name, &h) in &highest {
+        let acked = ledger.acked.get(name);
+        let holes: Vec<u64> = (1..=h)
+            .filter(|v| !present.contains(&(name.clone(), *v)) && !acked.is_some_and(|a| a.contains(v)))
+            .collect();
+        if !holes.is_empty() {
+            problems.push(format!("{name}: numbers {holes:?} below v{h} were never a version (a gap)"));
+        }
+    }
     ledger.floor = highest;
     ledger.problems.extend(problems);
     stats
 }
 
 /// Versions the kill left PENDING_REGISTRATION, read straight from the database (server down).
-fn pending_in_db(reg: &Registry) -> i64 {
+fn pending_in_db(reg: &Registry, database: Option<&str>) -> i64 {
+    const PENDING: &str = "SELECT COUNT(*) FROM model_versions WHERE status = 'PENDING_REGISTRATION'";
+    if let Some(url) = database {
+        let out = common::pg::psql(url, PENDING).unwrap_or_else(|e| panic!("count pending versions: {e}"));
+        return out.trim().parse().unwrap_or_else(|_| panic!("psql counted {out:?}"));
+    }
     let db = rusqlite::Connection::open(reg.data_dir().join("registry.db")).expect("open registry.db");
     db.busy_timeout(Duration::from_secs(10)).unwrap();
-    db.query_row("SELECT COUNT(*) FROM model_versions WHERE status = 'PENDING_REGISTRATION'", [], |r| r.get(0))
-        .expect("count pending versions")
+    db.query_row(PENDING, [], |r| r.get(0)).expect("count pending versions")
 }
 
 /// How many pending versions a server said it re-tests at start (logged before it listens).
@@ -738,22 +765,60 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
+fn seed() -> u64 {
+    env_u64("CRASH_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 & 0xffff_ffff
+    })
+}
+
+/// The registry under test: a data directory, its database there (SQLite) or on PostgreSQL.
+struct Target {
+    reg: Registry,
+    database: Option<String>,
+}
+
+impl Target {
+    fn spawn_server(&self) -> Server {
+        let mut c = self.reg.cmd();
+        if let Some(db) = &self.database {
+            c.env("REGSERVE_BACKEND_STORE_URI", db);
+        }
+        c.args(["server", "--host", "127.0.0.1", "--port", "0"]).env("RUST_LOG", "info");
+        Server::start(c)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_burst_of_writes_loses_nothing_acknowledged() {
     let cycles = env_u64("CRASH_CYCLES").unwrap_or(8).max(1);
-    let seed = env_u64("CRASH_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 & 0xffff_ffff
-    });
+    let seed = seed();
     println!("crash_safety: seed {seed} (CRASH_SEED={seed} repeats its choices), {cycles} cycles (CRASH_CYCLES)");
+    let target = Target { reg: Registry::new(), database: None };
     let budget = Duration::from_secs(60 + 40 * cycles);
-    match tokio::time::timeout(budget, run_cycles(cycles, seed)).await {
+    match tokio::time::timeout(budget, run_cycles(&target, cycles, seed)).await {
         Ok(()) => {}
         Err(_) => panic!("crash_safety (seed {seed}) did not finish within {budget:?}"),
     }
 }
 
-async fn run_cycles(cycles: u64, seed: u64) {
-    let reg = Registry::new();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_burst_of_writes_loses_nothing_acknowledged_on_postgres() {
+    let cycles = env_u64("CRASH_CYCLES_PG").unwrap_or(4).max(1);
+    let seed = seed();
+    println!(
+        "crash_safety (PostgreSQL): seed {seed} (CRASH_SEED={seed} repeats its choices), {cycles} cycles (CRASH_CYCLES_PG)"
+    );
+    let pg = tokio::task::spawn_blocking(PgCluster::start).await.unwrap();
+    let target = Target { reg: Registry::new(), database: Some(pg.new_database("crash_safety")) };
+    let budget = Duration::from_secs(60 + 40 * cycles);
+    match tokio::time::timeout(budget, run_cycles(&target, cycles, seed)).await {
+        Ok(()) => {}
+        Err(_) => panic!("crash_safety on PostgreSQL (seed {seed}) did not finish within {budget:?}"),
+    }
+}
+
+async fn run_cycles(target: &Target, cycles: u64, seed: u64) {
+    let reg = &target.reg;
     let sources = tempfile::tempdir().unwrap();
     let variants = Arc::new(make_variants(sources.path()));
     let ledger = Arc::new(Mutex::new(Ledger::default()));
@@ -761,7 +826,7 @@ async fn run_cycles(cycles: u64, seed: u64) {
     let mut rng = Rng(seed);
     let started = Instant::now();
 
-    let mut server = reg.spawn(&["server"]);
+    let mut server = target.spawn_server();
     let c = Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     for name in MODELS {
         let r =
@@ -770,7 +835,7 @@ async fn run_cycles(cycles: u64, seed: u64) {
     }
     let mut resumed_total = 0;
     for cycle in 1..=cycles + 1 {
-        let stats = check(&c, &server, &reg, &variants, &ledger, &mut verified).await;
+        let stats = check(&c, &server, reg, &variants, &ledger, &mut verified).await;
         {
             let ledger = ledger.lock().unwrap();
             assert!(
@@ -812,7 +877,8 @@ async fn run_cycles(cycles: u64, seed: u64) {
         let cli = {
             let (dir, variants, ledger, sw, s) =
                 (reg.data_dir().to_path_buf(), variants.clone(), ledger.clone(), switches.clone(), rng.next());
-            std::thread::spawn(move || cli_runner(dir, variants, ledger, sw, s))
+            let database = target.database.clone();
+            std::thread::spawn(move || cli_runner(dir, database, variants, ledger, sw, s))
         };
         let kill_after = rng.between(KILL_AFTER_MS);
         tokio::time::sleep(Duration::from_millis(kill_after)).await;
@@ -838,10 +904,10 @@ async fn run_cycles(cycles: u64, seed: u64) {
             tokio::time::timeout(Duration::from_secs(40), w).await.expect("a REST writer stopped").unwrap();
         }
         tokio::task::spawn_blocking(move || cli.join()).await.unwrap().expect("the CLI runner");
-        let pending = pending_in_db(&reg);
+        let pending = pending_in_db(reg, target.database.as_deref());
         let burst = std::mem::take(&mut ledger.lock().unwrap().cycle);
 
-        server = reg.spawn(&["server"]);
+        server = target.spawn_server();
         let mut resumed = resumed_at_start(&server);
         let mut again = String::new();
         if rng.chance(0.3) {
@@ -849,7 +915,7 @@ async fn run_cycles(cycles: u64, seed: u64) {
             let after = rng.below(150);
             tokio::time::sleep(Duration::from_millis(after)).await;
             drop(server);
-            server = reg.spawn(&["server"]);
+            server = target.spawn_server();
             resumed += resumed_at_start(&server);
             again = format!(", killed again {after} ms after the restart");
         }

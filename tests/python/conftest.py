@@ -3,6 +3,11 @@
 The `server` fixture starts `$REGSERVE_BIN server --port 0 --data-dir <tmp>` (ORT_DYLIB_PATH is
 inherited), reads the bound address from the "listening on http://ADDR" line of its stderr,
 waits until it answers, and stops it at the end of the session.
+
+REGSERVE_TEST_BACKEND picks the registry database of that server: `sqlite` (the default, the
+data directory's registry.db) or `postgres` (a fresh database on the session's throwaway
+PostgreSQL cluster, the `postgres` fixture, passed as --backend-store-uri to the server and to
+every CLI run on its registry).
 """
 
 import os
@@ -45,15 +50,16 @@ class RegserveServer:
     those of $REGSERVE_TEST_SERVER_ARGS (empty unless set: test_object_store_write.py sets it to
     re-run a suite with the artifacts in a bucket)."""
 
-    def __init__(self, binary, data_dir, extra_args=None, env=None):
+    def __init__(self, binary, data_dir, extra_args=None, env=None, backend_store_uri=None):
         self.data_dir = pathlib.Path(data_dir)
         self.binary = binary
+        self.backend_store_uri = backend_store_uri
         if extra_args is None:
             extra_args = shlex.split(os.environ.get("REGSERVE_TEST_SERVER_ARGS", ""))
         env = child_env(**(env or {}))
         env.setdefault("RUST_LOG", "info")
         self.proc = subprocess.Popen(
-            [binary, "--data-dir", str(self.data_dir), "server", "--host", "127.0.0.1", "--port", "0", *extra_args],
+            [*self.base_args(), "server", "--host", "127.0.0.1", "--port", "0", *extra_args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -87,10 +93,18 @@ class RegserveServer:
                 raise RuntimeError("regserve server did not answer /health:\n" + "".join(self.log))
             time.sleep(0.05)
 
+    def base_args(self):
+        """`regserve` and the global flags that open this server's registry (data directory, and
+        its database when that is not the directory's registry.db)."""
+        args = [self.binary, "--data-dir", str(self.data_dir)]
+        if self.backend_store_uri:
+            args += ["--backend-store-uri", self.backend_store_uri]
+        return args
+
     def cli(self, *args):
-        """Run the regserve CLI on the same data directory."""
+        """Run the regserve CLI on the same registry (data directory and database)."""
         return subprocess.run(
-            [self.binary, "--data-dir", str(self.data_dir), *args],
+            [*self.base_args(), *args],
             capture_output=True,
             text=True,
             timeout=120,
@@ -137,10 +151,30 @@ def regserve_bin():
     return binary
 
 
+BACKENDS = ("sqlite", "postgres")
+
+
+def selected_backend():
+    """The registry database the `server` fixture runs on: $REGSERVE_TEST_BACKEND."""
+    backend = os.environ.get("REGSERVE_TEST_BACKEND", "").strip() or "sqlite"
+    if backend not in BACKENDS:
+        raise pytest.UsageError(f"REGSERVE_TEST_BACKEND={backend!r}: use one of {', '.join(BACKENDS)}")
+    return backend
+
+
 @pytest.fixture(scope="session")
-def server(regserve_bin, tmp_path_factory):
-    srv = RegserveServer(regserve_bin, tmp_path_factory.mktemp("regserve-data"))
+def server(regserve_bin, tmp_path_factory, request):
+    backend_store_uri = None
+    if selected_backend() == "postgres":
+        backend_store_uri = request.getfixturevalue("postgres").new_database("session_server")
+    srv = RegserveServer(regserve_bin, tmp_path_factory.mktemp("regserve-data"), backend_store_uri=backend_store_uri)
     try:
+        if backend_store_uri:
+            # The switch took: the registry lives in that database, not in the data directory.
+            from pg import query
+
+            assert query(backend_store_uri, "SELECT version FROM regserve_schema"), "no regserve schema in the database"
+            assert not (srv.data_dir / "registry.db").exists(), "a PostgreSQL-backed server wrote registry.db"
         yield srv
     finally:
         srv.stop()

@@ -306,7 +306,7 @@ def test_serve_refuses_a_prompt(pair, server, regserve_bin, registry):
     our_client.register_prompt(name=name, template="Hello {{name}}")
     our_client.set_prompt_alias(name, alias="prod", version=1)
     port = free_port()
-    args = [regserve_bin, "--data-dir", str(server.data_dir), "serve", "-m", f"models:/{name}/1",
+    args = [*server.base_args(), "serve", "-m", f"models:/{name}/1",
             "-m", f"models:/{name}@prod", "--port", str(port), "--poll-interval", "1s"]
     if registry == "remote":
         args += ["--registry-uri", server.url]
