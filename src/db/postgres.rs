@@ -781,6 +781,69 @@ mod tests {
         assert_eq!(c.get_password(), Some(&b"pw"[..]));
     }
 
+    /// With `REGSERVE_TEST_POSTGRES` (scripts/test sets it): a fresh database on that server.
+    fn test_database() -> Option<(String, super::super::Database)> {
+        let server = std::env::var("REGSERVE_TEST_POSTGRES").ok().filter(|u| !u.is_empty())?;
+        let url = fresh_database(&server).unwrap();
+        let db = super::super::Database::open(
+            &super::super::DatabaseUri::Postgres(url.clone()),
+            &PoolOptions { max_connections: 2 },
+        )
+        .unwrap();
+        Some((url, db))
+    }
+
+    #[test]
+    fn connections_killed_between_and_during_writes_cost_the_caller_nothing() {
+        let Some((url, db)) = test_database() else { return };
+        let count = |db: &super::super::Database| -> i64 {
+            db.read(|tx| tx.query_row("SELECT COUNT(*) FROM server_settings", crate::params![], |r| r.get(0))).unwrap()
+        };
+        let write = |db: &super::super::Database, key: &str| {
+            db.write(|tx| tx.execute("INSERT INTO server_settings (key, value) VALUES (?1, 'v')", crate::params![key]))
+        };
+        write(&db, "a").unwrap();
+        assert_eq!(count(&db), 1);
+        // Every connection of the pool ends (what a database restart or a proxy's idle cut does).
+        let name = url.rsplit('/').next().unwrap().to_string();
+        let admin = std::env::var("REGSERVE_TEST_POSTGRES").unwrap();
+        let killer = super::super::Database::open(&super::super::DatabaseUri::Postgres(admin), &PoolOptions::default());
+        // (The server URL's own database carries the migrations too; only used to kill here.)
+        let killer = killer.unwrap();
+        let killed: i64 = killer
+            .read(|tx| {
+                tx.query_row(
+                    "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = ?1 AND pid <> pg_backend_pid()",
+                    crate::params![name],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap();
+        assert!(killed >= 1, "no connection to kill");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // The next write and read run on new connections, with no error for the caller.
+        write(&db, "b").unwrap();
+        assert_eq!(count(&db), 2);
+        // Killed in the middle of a transaction: run again, once, on a new connection.
+        let mut attempts = 0;
+        db.write(|tx| {
+            attempts += 1;
+            if attempts == 1 {
+                killer.read(|k| {
+                    k.query_row(
+                        "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = ?1 AND pid <> pg_backend_pid()",
+                        crate::params![name],
+                        |r| r.get::<i64>(0),
+                    )
+                })?;
+            }
+            tx.execute("INSERT INTO server_settings (key, value) VALUES ('c', 'v')", crate::params![])
+        })
+        .unwrap();
+        assert_eq!(attempts, 2);
+        assert_eq!(count(&db), 3);
+    }
+
     #[test]
     fn numeric_columns_decode() {
         // 12345678 = digits [1234, 5678], weight 1, positive, scale 0.
