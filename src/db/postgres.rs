@@ -270,55 +270,52 @@ where
 {
     // The connection must be polled for the LISTEN to complete and for notifications to arrive.
     let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
-    let listen = client.batch_execute(listen_sql);
-    tokio::pin!(listen);
-    use futures_util::StreamExt;
-    loop {
-        tokio::select! {
-            done = &mut listen => { done.map_err(pg_error)?; break; }
-            m = messages.next() => match m {
-                Some(Ok(AsyncMessage::Notification(n))) => { let _ = send.send(Notice::Payload(n.payload().to_owned())); }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(pg_error(e)),
-                None => return Err(Error::Unavailable("the listening connection closed".into())),
-            }
-        }
-    }
-    if send.send(Notice::Connected).is_err() {
+    if forwarding(client.batch_execute(listen_sql), &mut messages, send).await?.is_none()
+        || send.send(Notice::Connected).is_err()
+    {
         return Ok(());
     }
     // Keepalive: a query every 15 s notices a silently dead connection.
     let mut tick = tokio::time::interval(Duration::from_secs(15));
     tick.tick().await;
     loop {
+        let ping = async {
+            tick.tick().await;
+            client.simple_query("SELECT 1").await
+        };
+        if forwarding(ping, &mut messages, send).await?.is_none() {
+            return Ok(());
+        }
+    }
+}
+
+/// Drive `work` on the listening connection while forwarding the notifications that arrive
+/// meanwhile; `None` once nobody listens any more.
+async fn forwarding<W, T, M>(
+    work: W,
+    messages: &mut M,
+    send: &tokio::sync::mpsc::UnboundedSender<Notice>,
+) -> Result<Option<T>, Error>
+where
+    W: Future<Output = Result<T, tokio_postgres::Error>>,
+    M: futures_util::Stream<Item = Result<AsyncMessage, tokio_postgres::Error>> + Unpin,
+{
+    use futures_util::StreamExt;
+    tokio::pin!(work);
+    loop {
         tokio::select! {
+            done = &mut work => return done.map(Some).map_err(pg_error),
             m = messages.next() => match m {
                 Some(Ok(AsyncMessage::Notification(n))) => {
-                    if send.send(Notice::Payload(n.payload().to_owned())).is_err() { return Ok(()); }
+                    if send.send(Notice::Payload(n.payload().to_owned())).is_err() {
+                        return Ok(None);
+                    }
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(pg_error(e)),
                 None => return Err(Error::Unavailable("the listening connection closed".into())),
             },
-            _ = tick.tick() => {
-                let ping = client.simple_query("SELECT 1");
-                tokio::pin!(ping);
-                // Keep reading messages while the ping runs (it needs the connection polled).
-                loop {
-                    tokio::select! {
-                        r = &mut ping => { r.map_err(pg_error)?; break; }
-                        m = messages.next() => match m {
-                            Some(Ok(AsyncMessage::Notification(n))) => {
-                                if send.send(Notice::Payload(n.payload().to_owned())).is_err() { return Ok(()); }
-                            }
-                            Some(Ok(_)) => {}
-                            Some(Err(e)) => return Err(pg_error(e)),
-                            None => return Err(Error::Unavailable("the listening connection closed".into())),
-                        }
-                    }
-                }
-            }
-            _ = send.closed() => return Ok(()),
+            _ = send.closed() => return Ok(None),
         }
     }
 }
