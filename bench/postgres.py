@@ -13,8 +13,9 @@ Starts a throwaway PostgreSQL cluster (scripts/pg-cluster, Debian's `postgresql`
    (--backend-store-uri), (c) a real `mlflow server --backend-store-uri postgresql://…` on the
    same cluster (its own database; default 4 uvicorn workers; psycopg2-binary from
    scripts/requirements-bench-postgres.txt, pip-installed with --target into target/bench-pylib
-   and put on that server's PYTHONPATH only). Runs are interleaved (a, b, c, a, b, c, ...), each
-   on a new model; the median of REPEATS runs is reported. The source of every version is an
+   and put on that server's PYTHONPATH only). After one uncounted warm-up run per server, runs
+   are interleaved (a, b, c, a, b, c, ...), each on a new model; the median of REPEATS runs is
+   reported. The source of every version is an
    `s3://` location that is not in the artifact root, so neither server loads a model: the
    number is the registry's write path. Each run checks that the returned version numbers are
    exactly 1..VERSIONS.
@@ -164,6 +165,9 @@ def throughput(binary, cluster, workdir, versions, repeats, with_mlflow):
             mlflow = MlflowPg(workdir / "mlflow", mlflow_db)
             mlflow.start()
             servers["mlflow server, PostgreSQL"] = mlflow
+        # Not counted: the first writes of a fresh server (connection pools, mlflow's workers).
+        for srv in servers.values():
+            write_run(srv.url, "bench_warmup", 4 * WRITERS)
         rates = {label: [] for label in servers}
         for run in range(repeats):
             for label, srv in servers.items():
