@@ -199,10 +199,10 @@ impl PgDb {
         Ok(out)
     }
 
-    /// Follow `channel`: every notification's payload, and [`Notice::Connected`] each time the
+    /// Follow `channel`: every notification's payload, [`Notice::Connected`] each time the
     /// listening connection is (re-)established — notifications sent while it was down are
-    /// lost, so the listener re-checks everything then. Reconnects with backoff (1 s to 30 s)
-    /// until the receiver is dropped.
+    /// lost, so the listener re-checks everything then — and [`Notice::Lost`] when it fails.
+    /// Reconnects with backoff (1 s to 30 s) until the receiver is dropped.
     pub fn listen(&self, channel: &str) -> tokio::sync::mpsc::UnboundedReceiver<Notice> {
         let (send, recv) = tokio::sync::mpsc::unbounded_channel();
         let (config, tls, use_tls) = (self.config.clone(), self.tls.clone(), self.use_tls);
@@ -227,7 +227,14 @@ impl PgDb {
                 }
                 match outcome {
                     Ok(()) => backoff = Duration::from_secs(1),
-                    Err(e) => tracing::warn!(database = %redacted, error = %e, retry_in = ?backoff, "listening for registry changes failed; polling covers the gap"),
+                    Err(e) => {
+                        tracing::warn!(database = %redacted, error = %e, retry_in = ?backoff, "listening for registry changes failed; polling covers the gap");
+                        // The followers look now: a database that is down shows in their health
+                        // at once, not at the next poll.
+                        if send.send(Notice::Lost(e.to_string())).is_err() {
+                            return;
+                        }
+                    }
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -256,6 +263,8 @@ pub enum Notice {
     Connected,
     /// One notification's payload.
     Payload(String),
+    /// The listening connection failed (the reason); it is being re-established.
+    Lost(String),
 }
 
 async fn follow<S, T>(
