@@ -457,13 +457,15 @@ impl ModelManager {
     }
 
     /// The registry says model `name` changed (a webhook): the watchers of its URIs re-resolve
-    /// now instead of at the next poll. Returns the URIs woken (none: not served here).
+    /// now instead of at the next poll. Returns the URIs woken (none: not served here, or only
+    /// at pinned versions already loaded).
     pub fn refresh(&self, name: &str) -> Vec<&ModelUri> {
         let woken: Vec<&ModelUri> = self
             .inner
             .slots
             .iter()
-            .filter(|s| s.uri.name == name)
+            // A pinned version, once loaded, is not watched any more: nothing to wake.
+            .filter(|s| s.uri.name == name && (s.uri.is_floating() || s.active().is_none()))
             .map(|s| {
                 s.wake.notify_one();
                 &s.uri
