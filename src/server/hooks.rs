@@ -48,7 +48,7 @@ const MAX_SIGNATURES: usize = 8;
 /// Why a delivery was refused before its body was looked at.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    #[error("the {0} header is missing")]
+    #[error("the {0} header is missing (or not visible ASCII)")]
     Missing(&'static str),
     #[error("the X-MLflow-Delivery-Id header must be 1 to {MAX_ID_LEN} visible ASCII characters")]
     BadId,

@@ -6,7 +6,8 @@ answered.
   "<delivery id>.<timestamp>.<payload>")): a good one is accepted and wakes the served URI; a bad or
   missing signature, a replayed delivery id, a stale or future timestamp get 401; a signed body
   that is not a webhook payload 400; an oversized body 413; without --webhook-secret-file 404.
-  Health checks keep answering throughout.
+  The hook is reachable when scoring needs a bearer token. Health checks keep answering
+  throughout.
 - A real `mlflow server` (from this virtualenv, private http destinations allowed) with a webhook
   registered by the MLflow client pointing at serve's /hooks/mlflow: with --poll-interval 60s,
   every alias move is served within 10 s and their median within 1 s, and every answer's `X-Model-Version` is the version whose
@@ -125,8 +126,13 @@ def test_deliveries_are_verified_as_mlflow_signs_them(regserve_bin, tmp_path):
     finally:
         plain.stop()
 
-    serve = Serve(regserve_bin, data, extra=["--webhook-secret-file", str(secret_file)])
+    # Behind a scoring token: the hook is not (its signature authenticates it).
+    token_file = tmp_path / "token"
+    token_file.write_text("scoring-token")
+    auth = {"Authorization": "Bearer scoring-token"}
+    serve = Serve(regserve_bin, data, extra=["--webhook-secret-file", str(secret_file), "--auth-token-file", str(token_file)])
     try:
+        assert requests.post(serve.url + "/invocations", json=BODY, timeout=10).status_code == 401
         stop = threading.Event()
         health_statuses = []
 
@@ -180,12 +186,14 @@ def test_deliveries_are_verified_as_mlflow_signs_them(regserve_bin, tmp_path):
         assert health_statuses and set(health_statuses) == {200}, set(health_statuses)
 
         # Fleet visibility: the version on every answer, in /health and /metrics.
-        r = requests.post(serve.url + "/invocations", json=BODY, timeout=10)
+        r = requests.post(serve.url + "/invocations", json=BODY, headers=auth, timeout=10)
         assert r.status_code == 200 and r.headers["X-Model-Version"] == "1", (r.status_code, r.headers)
-        r = requests.post(serve.url + "/invocations", json={"nonsense": 1}, timeout=10)
+        r = requests.post(serve.url + "/models/iris/invocations", json=BODY, headers=auth, timeout=10)
+        assert r.status_code == 200 and r.headers["X-Model-Version"] == "1", (r.status_code, r.headers)
+        r = requests.post(serve.url + "/invocations", json={"nonsense": 1}, headers=auth, timeout=10)
         assert r.status_code == 400 and r.headers["X-Model-Version"] == "1", (r.status_code, r.headers)
         v2 = {"inputs": [{"name": "float_input", "shape": [1, 4], "datatype": "FP32", "data": ROW}]}
-        r = requests.post(serve.url + "/v2/models/iris/infer", json=v2, timeout=10)
+        r = requests.post(serve.url + "/v2/models/iris/infer", json=v2, headers=auth, timeout=10)
         assert r.status_code == 200, r.text
         assert r.json()["model_version"] == "1" and r.headers["X-Model-Version"] == "1"
         assert serve.health()["version"] == 1
