@@ -173,6 +173,11 @@ pub struct ServeArgs {
     /// How often a stage, alias or `latest` URI is re-resolved (e.g. 5s, 500ms, 1m).
     #[arg(long, env = "REGSERVE_POLL_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub poll_interval: Duration,
+    /// File holding the secret of the registry webhooks (MLflow ≥ 3.3, `regserve server`) that
+    /// POST to /hooks/mlflow: a signed delivery naming a served model makes its URIs re-resolve
+    /// at once (polling stays the fallback). Without it, /hooks/mlflow answers 404.
+    #[arg(long, env = "REGSERVE_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
     /// Memory budget for loaded versions kept for rollbacks and pinned requests (model file
     /// size × sessions; e.g. 2GiB).
     #[arg(long, env = "REGSERVE_MODEL_CACHE_SIZE", default_value = "2GiB", value_parser = parse_size_u64)]

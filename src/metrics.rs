@@ -28,6 +28,18 @@ pub struct ModelLabels {
     pub model: String,
 }
 
+/// One served URI (`-m`) and the registered model it names.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UriLabels {
+    pub uri: String,
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LoadLabels {
     pub model: String,
@@ -44,6 +56,11 @@ pub struct Metrics {
     pub loads: Family<LoadLabels, Counter>,
     pub swaps: Family<ModelLabels, Counter>,
     pub version_in_service: Family<ModelLabels, Gauge>,
+    /// The version in service per served URI: replicas that disagree on one URI are skewed.
+    pub model_version: Family<UriLabels, Gauge>,
+    /// Webhook deliveries received by `serve` (`POST /hooks/mlflow`), by outcome: `accepted`,
+    /// `bad_signature`, `stale`, `replayed`, `malformed`, `busy`.
+    pub webhook_deliveries: Family<OutcomeLabels, Counter>,
     pub artifact_bytes: Counter,
 }
 
@@ -81,6 +98,14 @@ impl Metrics {
             "Version number in service per served model",
             version_in_service.clone(),
         );
+        let model_version = Family::<UriLabels, Gauge>::default();
+        registry.register("model_version", "Version number in service per served URI", model_version.clone());
+        let webhook_deliveries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Registry webhook deliveries received (POST /hooks/mlflow) by outcome",
+            webhook_deliveries.clone(),
+        );
         let artifact_bytes = Counter::default();
         registry.register(
             "artifact_downloaded_bytes",
@@ -96,6 +121,8 @@ impl Metrics {
             loads,
             swaps,
             version_in_service,
+            model_version,
+            webhook_deliveries,
             artifact_bytes,
         }
     }

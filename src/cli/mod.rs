@@ -41,6 +41,10 @@ fn open_store(global: &GlobalArgs) -> Result<(Arc<Store>, ArtifactRoot)> {
 pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
     let default = args.default_index().map_err(anyhow::Error::msg)?;
     let token = server::auth::Token::load(args.http.auth_token_file.as_deref()).map_err(anyhow::Error::msg)?;
+    let webhooks = match args.webhook_secret_file.as_deref() {
+        Some(path) => Some(Arc::new(server::hooks::Verifier::from_file(path).map_err(anyhow::Error::msg)?)),
+        None => None,
+    };
     init_runtime(global.ort_lib.as_deref()).context("--ort-lib / ORT_DYLIB_PATH")?;
     let local = global.local_registry().map_err(anyhow::Error::msg)?;
     let source = crate::manager::source_from_uri(global.registry_uri.as_deref(), &local)
@@ -68,7 +72,10 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         };
         tracing::info!(registry = %source.describe(), models = ?args.models.iter().map(|m| m.to_string()).collect::<Vec<_>>(), sessions = options.runtime.sessions, "starting");
         let manager = ModelManager::start(args.models.clone(), default, source, options);
-        let state = ScoringState { manager: manager.clone(), max_body_size: args.max_body_size };
+        if webhooks.is_some() {
+            tracing::info!("registry webhooks accepted at POST /hooks/mlflow");
+        }
+        let state = ScoringState { manager: manager.clone(), max_body_size: args.max_body_size, webhooks };
         let app = server::scoring_server(state, token, args.http.allowed_hosts());
         let shutdown = async move {
             server::shutdown_signal().await;

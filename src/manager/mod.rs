@@ -12,7 +12,8 @@
 //! again at every check, nor logged again until it is: it backs off up to minutes (up to an hour
 //! when its files are not an ONNX model: only rewriting them could change that). A source that
 //! can tell when the registry changes (the embedded SQLite file, through `notify`) wakes the
-//! watchers at once; polling stays as the fallback.
+//! watchers at once, and so does a registry webhook received by the server
+//! ([`ModelManager::refresh`]); polling stays as the fallback.
 //!
 //! Errors are kept twice: in full for the log and in-process callers ([`Slot::status`]), and
 //! as a short reason without paths, URLs or library messages for `/health` and the status
@@ -257,6 +258,9 @@ pub struct Slot {
     failed: Mutex<Option<Failed>>,
     /// Updated by the scoring handlers.
     pub stats: SlotStats,
+    /// Notified by [`ModelManager::refresh`] (a registry webhook): the watcher checks at once.
+    /// A notification while a check runs is kept, so that check is followed by another.
+    wake: tokio::sync::Notify,
 }
 
 /// A version whose load failed: not loaded again before `retry_at`.
@@ -295,6 +299,7 @@ impl Slot {
             public_error: Mutex::new(None),
             failed: Mutex::new(None),
             stats: SlotStats::default(),
+            wake: tokio::sync::Notify::new(),
         }
     }
 
@@ -449,6 +454,24 @@ impl ModelManager {
     /// The slot serving registered model `name`.
     pub fn slot(&self, name: &str) -> Option<&Arc<Slot>> {
         self.inner.slots.iter().find(|s| s.uri.name == name)
+    }
+
+    /// The registry says model `name` changed (a webhook): the watchers of its URIs re-resolve
+    /// now instead of at the next poll. Returns the URIs woken (none: not served here, or only
+    /// at pinned versions already loaded).
+    pub fn refresh(&self, name: &str) -> Vec<&ModelUri> {
+        let woken: Vec<&ModelUri> = self
+            .inner
+            .slots
+            .iter()
+            // A pinned version, once loaded, is not watched any more: nothing to wake.
+            .filter(|s| s.uri.name == name && (s.uri.is_floating() || s.active().is_none()))
+            .map(|s| {
+                s.wake.notify_one();
+                &s.uri
+            })
+            .collect();
+        woken
     }
 
     /// True when every slot has a model in service and shutdown has not begun.
@@ -733,24 +756,39 @@ async fn watch(inner: Weak<Inner>, slot: Arc<Slot>) {
         } else {
             poll.min(Duration::from_secs(1)) * (1u32 << failures.saturating_sub(1).min(3))
         };
-        match changes.as_mut() {
-            Some(rx) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    changed = rx.changed() => {
-                        if changed.is_err() {
-                            changes = None; // the notifier stopped: poll only
-                        } else {
-                            // Let a burst of writes settle, then look.
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                            rx.borrow_and_update();
-                        }
-                    }
+        // Wait for the poll interval, a change the source heard, or a webhook.
+        let heard = async {
+            match changes.as_mut() {
+                Some(rx) => rx.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        let woke = tokio::select! {
+            _ = tokio::time::sleep(delay) => Woke::Poll,
+            _ = slot.wake.notified() => Woke::Webhook,
+            ok = heard => if ok { Woke::Source } else { Woke::SourceStopped },
+        };
+        match woke {
+            Woke::Poll => {}
+            Woke::Webhook => tracing::debug!(uri = %slot.uri, "a webhook says the model changed; checking now"),
+            Woke::SourceStopped => changes = None, // the notifier stopped: poll only
+            Woke::Source => {
+                // Let a burst of writes settle, then look.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if let Some(rx) = changes.as_mut() {
+                    rx.borrow_and_update();
                 }
             }
-            None => tokio::time::sleep(delay).await,
         }
     }
+}
+
+/// What ended a watcher's wait.
+enum Woke {
+    Poll,
+    Webhook,
+    Source,
+    SourceStopped,
 }
 
 /// Why a check did not put a version in service.
@@ -844,6 +882,9 @@ async fn check_once(inner: &Inner, slot: &Slot) -> Result<(), CheckFailure> {
     let m = metrics::metrics();
     let labels = metrics::Metrics::model(&name);
     m.version_in_service.get_or_create(&labels).set(number as i64);
+    m.model_version
+        .get_or_create(&metrics::UriLabels { uri: slot.uri.to_string(), model: name.clone() })
+        .set(number as i64);
     if previous.is_some() {
         m.swaps.get_or_create(&labels).inc();
     }

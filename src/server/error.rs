@@ -33,6 +33,10 @@ pub enum ApiError {
     /// 400 with MLflow's code `FEATURE_DISABLED` (MLflow answers it with a 500).
     #[error("{0}")]
     WorkspaceDisabled(String),
+    /// A request whose credentials do not check out (a webhook delivery's signature,
+    /// timestamp or id, see [`super::hooks`]): 401.
+    #[error("{0}")]
+    Unauthenticated(String),
     /// A failure that is not the caller's (a panicked task, ...): logged, answered with 500.
     #[error("{0}")]
     Internal(String),
@@ -76,6 +80,7 @@ impl ApiError {
             },
             ApiError::Load(e) => load_status(e),
             ApiError::WorkspaceDisabled(_) => (StatusCode::BAD_REQUEST, "FEATURE_DISABLED"),
+            ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
         }
     }

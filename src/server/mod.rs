@@ -2,6 +2,7 @@
 //!
 //! - [`scoring`]: `/ping`, `/health`, `/version`, `/metrics`, `/invocations`, `/models/{name}/invocations`
 //! - [`v2`]: the Open Inference Protocol under `/v2`
+//! - [`hooks`]: `POST /hooks/mlflow` on `serve`, registry webhooks that trigger re-resolution
 //! - [`registry_api`], [`tracking_api`], [`artifacts_api`], [`artifact_views`]: the MLflow-compatible registry
 //!   server (`regserve server`), put together by [`registry_server`]; [`registry_app`] and
 //!   [`scoring_server`] are the whole apps of `regserve server` and `regserve serve` (auth, origin)
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod body_budget;
 pub mod download;
 pub mod error;
+pub mod hooks;
 pub mod http;
 pub mod origin;
 pub mod params;
@@ -80,7 +82,8 @@ pub fn registry_app(state: RegistryState, policy: Option<auth::Policy>, hosts: o
 
 /// `regserve serve`'s whole app: scoring ([`scoring`], [`v2`]) behind the bearer token when
 /// there is one; the public routes (`/ping`, `/health`, `/metrics`, the status page, ...) outside
-/// it; everything behind the `Host` allow-list and the same-origin rule (outermost).
+/// it, and the webhook receiver ([`hooks`], which the registry's signature authenticates);
+/// everything behind the `Host` allow-list and the same-origin rule (outermost).
 pub fn scoring_server(state: ScoringState, token: Option<auth::Token>, hosts: origin::AllowedHosts) -> Router {
     let mut scoring = scoring::scoring_routes(state.clone()).merge(v2::model_routes(state.clone()));
     if let Some(token) = token {
@@ -92,6 +95,7 @@ pub fn scoring_server(state: ScoringState, token: Option<auth::Token>, hosts: or
     // otherwise read the status and score models from a visitor's browser).
     scoring::public_routes(state.clone())
         .merge(v2::public_routes(state.clone()))
+        .merge(hooks::routes(state.clone()))
         .merge(ui::serve_routes(state))
         .merge(scoring)
         .layer(axum::middleware::from_fn_with_state(Arc::new(hosts), origin::guard))

@@ -4,7 +4,8 @@
 //!   (`/health` answers JSON with per-model status when asked with `Accept: application/json`)
 //! - `GET /version` — the server version
 //! - `POST /invocations` — score with the default model
-//! - `POST /models/{name}/invocations` — score with a named served model
+//! - `POST /models/{name}/invocations` — score with a named served model; every answer made
+//!   by a model version says which in `X-Model-Version` (the one the request held)
 //! - `GET /metrics` — Prometheus metrics
 
 use std::sync::{Arc, OnceLock};
@@ -28,6 +29,19 @@ use crate::runtime::ScoringError;
 pub struct ScoringState {
     pub manager: ModelManager,
     pub max_body_size: usize,
+    /// Registry webhooks (`POST /hooks/mlflow`, [`super::hooks`]): `None` without a secret.
+    pub webhooks: Option<Arc<super::hooks::Verifier>>,
+}
+
+/// The header naming the version that computed a scoring answer (fleet skew shows in it).
+pub const MODEL_VERSION_HEADER: &str = "x-model-version";
+
+/// Put `X-Model-Version: version` on an answer.
+pub fn with_version(mut response: Response, version: Option<u64>) -> Response {
+    if let Some(v) = version {
+        response.headers_mut().insert(MODEL_VERSION_HEADER, axum::http::HeaderValue::from(v));
+    }
+    response
 }
 
 /// Health, version and metrics: open even when a token is required.
@@ -87,7 +101,7 @@ async fn version() -> &'static str {
 
 async fn invocations(State(st): State<ScoringState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let slot = st.manager.default_slot().ok_or_else(|| ApiError::NotFound("no model is served".into()))?.clone();
-    score(&st, &slot, &headers, body).await
+    Ok(score(&st, &slot, &headers, body).await)
 }
 
 async fn model_invocations(
@@ -98,10 +112,10 @@ async fn model_invocations(
 ) -> Result<Response, ApiError> {
     let slot =
         st.manager.slot(&name).ok_or_else(|| ApiError::NotFound(format!("model '{name}' is not served here")))?.clone();
-    score(&st, &slot, &headers, body).await
+    Ok(score(&st, &slot, &headers, body).await)
 }
 
-async fn score(st: &ScoringState, slot: &Arc<Slot>, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn score(st: &ScoringState, slot: &Arc<Slot>, headers: &HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     let (version, result) = score_inner(st, slot, headers, body).await;
     let status = match &result {
@@ -110,7 +124,8 @@ async fn score(st: &ScoringState, slot: &Arc<Slot>, headers: &HeaderMap, body: B
     };
     observe(&st.manager, &slot.uri.name, version, "invocations", status, started);
     slot.stats.record(status.as_u16(), started.elapsed());
-    result
+    // `version` is the number of the `Active` this request cloned: the one that computed it.
+    with_version(result.into_response(), version)
 }
 
 async fn score_inner(

@@ -354,7 +354,8 @@ async fn infer_observed(
     if let Some(slot) = st.manager.slot(&name) {
         slot.stats.record(status.as_u16(), started.elapsed());
     }
-    result
+    // The body's `model_version` says it too; the header is the same as on /invocations.
+    result.map(|r| super::scoring::with_version(r, served_version))
 }
 
 async fn run_infer(
