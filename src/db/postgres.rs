@@ -38,6 +38,9 @@ const MIGRATIONS: &[&str] = &[
 /// The advisory lock that replicas starting together take turns on while migrating.
 const MIGRATION_LOCK: i64 = 0x7265_6773_6572_7665; // "regserve"
 
+/// Prepared statements kept per connection (SQLite's cache keeps 128).
+const STATEMENT_CACHE_MAX: usize = 256;
+
 /// How long a statement waits for a pooled connection, and a new connection for the server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -340,7 +343,7 @@ impl PgTx<'_> {
         let sql = placeholders(sql);
         let values: Vec<Value> = params.iter().map(|p| p.to_value()).collect();
         self.db.block_on(async {
-            let stmt = self.tx.prepare_cached(&sql).await.map_err(pg_error)?;
+            let stmt = self.prepare(&sql).await?;
             let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
             let n = self.tx.execute(&stmt, &refs).await.map_err(pg_error)?;
             Ok(n as usize)
@@ -356,7 +359,7 @@ impl PgTx<'_> {
         let sql = placeholders(sql);
         let values: Vec<Value> = params.iter().map(|p| p.to_value()).collect();
         let rows = self.db.block_on(async {
-            let stmt = self.tx.prepare_cached(&sql).await.map_err(pg_error)?;
+            let stmt = self.prepare(&sql).await?;
             let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
             self.tx.query(&stmt, &refs).await.map_err(pg_error)
         })?;
@@ -366,6 +369,17 @@ impl PgTx<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The prepared statement for `sql`, from the connection's cache. Search statements are
+    /// built from the client's filter, so the cache is emptied when it reaches
+    /// [`STATEMENT_CACHE_MAX`] instead of growing with every distinct filter (each cached
+    /// statement also holds memory in the server's backend).
+    async fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement, Error> {
+        if self.tx.statement_cache.size() >= STATEMENT_CACHE_MAX {
+            self.tx.statement_cache.clear();
+        }
+        self.tx.prepare_cached(sql).await.map_err(pg_error)
     }
 
     pub(super) fn execute_batch(&self, sql: &str) -> Result<(), Error> {
@@ -848,6 +862,25 @@ mod tests {
         .unwrap();
         assert_eq!(attempts, 2);
         assert_eq!(count(&db), 3);
+    }
+
+    #[test]
+    fn the_statement_cache_stays_bounded_however_many_distinct_filters_arrive() {
+        let Some((_, db)) = test_database() else { return };
+        let store_like = |i: usize| {
+            let sql = format!("SELECT COUNT(*) FROM server_settings WHERE key = ?1 OR key = '{i}'");
+            db.read(|tx| tx.query_row(&sql, crate::params!["x"], |r| r.get::<i64>(0))).unwrap()
+        };
+        for i in 0..(STATEMENT_CACHE_MAX * 3) {
+            assert_eq!(store_like(i), 0);
+        }
+        let size = db
+            .read(|tx| match &tx.inner {
+                TxInner::Postgres(p) => Ok::<_, Error>(p.tx.statement_cache.size()),
+                TxInner::Sqlite(_) => unreachable!(),
+            })
+            .unwrap();
+        assert!(size > 0 && size <= STATEMENT_CACHE_MAX, "{size} statements cached");
     }
 
     #[test]
