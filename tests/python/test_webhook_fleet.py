@@ -1,0 +1,229 @@
+"""A fleet that follows one alias through webhooks (issue 15): three `regserve serve` replicas
+behind Debian's haproxy (round-robin), each with its own webhook on the registry pointing at its
+`/hooks/mlflow`, `--poll-interval 60s` (so only a delivery explains a fast swap), 16 clients
+scoring through haproxy in a loop during 20 alias moves:
+
+- 0 failed requests;
+- every answer's `X-Model-Version` is the version whose output it carries (checked against
+  onnxruntime's reference outputs), and is the old or the new version of the move in progress;
+- once every replica answers with the new version (probed on each replica directly), no request
+  sent after that moment is answered by the old one.
+
+Run against a real `mlflow server` (from the virtualenv, private http destinations allowed).
+`bench/webhooks.py` runs the same fleet for the latency numbers (webhooks vs polling at 1 s).
+"""
+
+import statistics
+import threading
+import time
+
+import numpy as np
+import requests
+
+from conftest import MODELS
+from test_follow import COLUMNS, ROW, MlflowServer, reference_probabilities
+from test_postgres_replicas import Haproxy
+from test_serve_webhooks import SECRET, Serve
+
+BODY = {"dataframe_split": {"columns": COLUMNS, "data": [ROW]}}
+REPLICAS = 3
+CLIENTS = 16
+MOVES = 20
+CONVERGE_TIMEOUT_S = 10.0
+
+
+class FleetLoad:
+    """`CLIENTS` threads scoring through `url`; each answer kept as (sent at, answered at,
+    X-Model-Version, version whose output it is)."""
+
+    def __init__(self, url, refs, clients=CLIENTS):
+        self.url, self.refs = url, refs
+        self.stop_flag = threading.Event()
+        self.lock = threading.Lock()
+        self.answers = []
+        self.failures = []
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(clients)]
+
+    def computed_by(self, probs):
+        for v, ref in self.refs.items():
+            if np.allclose(probs, ref, atol=1e-5):
+                return v
+        return None
+
+    def run(self):
+        s = requests.Session()
+        while not self.stop_flag.is_set():
+            sent = time.monotonic()
+            try:
+                r = s.post(self.url + "/invocations", json=BODY, timeout=10)
+            except requests.RequestException as e:
+                with self.lock:
+                    self.failures.append(type(e).__name__)
+                continue
+            answered = time.monotonic()
+            if r.status_code != 200:
+                with self.lock:
+                    self.failures.append((r.status_code, r.text[:200]))
+                continue
+            computed = self.computed_by(r.json()["predictions"][0]["probabilities"])
+            with self.lock:
+                self.answers.append((sent, answered, r.headers.get("X-Model-Version"), computed))
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(15)
+
+
+def answering_version(replica_url):
+    r = requests.post(replica_url + "/invocations", json=BODY, timeout=10)
+    r.raise_for_status()
+    return int(r.headers["X-Model-Version"])
+
+
+def wait_converged(replicas, version, since, timeout=CONVERGE_TIMEOUT_S):
+    """Seconds from `since` until every replica answers with `version` (each probed directly),
+    or None."""
+    pending = {r.url for r in replicas}
+    deadline = since + timeout
+    while pending and time.monotonic() < deadline:
+        for url in list(pending):
+            if answering_version(url) == version:
+                pending.discard(url)
+        if pending:
+            time.sleep(0.002)
+    return None if pending else time.monotonic() - since
+
+
+def run_moves(move, replicas, load, moves=MOVES):
+    """`moves` alias moves alternating 2, 1, 2, …: `move(version)` makes one (returns when the
+    registry acknowledged it). Returns per-move (target, converged after s, converged at, move
+    started at)."""
+    out = []
+    for i in range(moves):
+        target = 2 if i % 2 == 0 else 1
+        started = time.monotonic()
+        move(target)
+        since = time.monotonic()
+        after = wait_converged(replicas, target, since)
+        assert after is not None, f"move {i} to v{target}: not every replica answered v{target} within {CONVERGE_TIMEOUT_S} s"
+        out.append((target, after, since + after, started))
+        time.sleep(0.15)
+    return out
+
+
+class Watch:
+    """Each replica probed directly in a loop: (time, replica, version answering) at every change."""
+
+    def __init__(self, replicas):
+        self.replicas = replicas
+        self.flips = []
+        self.stop_flag = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        last = {}
+        while not self.stop_flag.is_set():
+            for i, r in enumerate(self.replicas):
+                try:
+                    v = answering_version(r.url)
+                except Exception:
+                    continue
+                if last.get(i) != v:
+                    last[i] = v
+                    self.flips.append((time.monotonic(), i, v))
+            time.sleep(0.003)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_flag.set()
+        self.thread.join(10)
+
+
+def check_answers(load, results):
+    """Every answer names the version that computed it; during a move only the old or the new
+    version answers, and after the fleet converged the old one never does."""
+    with load.lock:
+        answers = list(load.answers)
+    wrong_header = [(h, v) for _, _, h, v in answers if h != str(v)]
+    assert wrong_header == [], f"{len(wrong_header)} answers whose X-Model-Version is not the computing version: {wrong_header[:5]}"
+    for k, (target, _, converged_at, _) in enumerate(results):
+        old = 1 if target == 2 else 2
+        # Until the next move began (the registry may deliver it before its call returns).
+        window_end = results[k + 1][3] if k + 1 < len(results) else float("inf")
+        late_old = [a for a in answers if converged_at < a[0] < window_end and a[3] != target]
+        assert late_old == [], f"move {k} to v{target} converged at {converged_at}: {len(late_old)} requests sent after the fleet converged answered v{old}: {late_old[:5]}"
+
+
+def fleet(tmp_path, regserve_bin, registry_url, extra_serve=()):
+    """Three replicas of `serve` following `registry_url`, and haproxy in front of them."""
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET)
+    replicas = []
+    for i in range(REPLICAS):
+        data = tmp_path / f"replica-{i}"
+        data.mkdir()
+        replicas.append(Serve(regserve_bin, data, registry_uri=registry_url,
+                              extra=["--webhook-secret-file", str(secret_file), *extra_serve]))
+    return replicas, Haproxy([r.url for r in replicas], tmp_path)
+
+
+def test_three_replicas_follow_an_mlflow_servers_webhooks(regserve_bin, tmp_path, monkeypatch, capsys):
+    import mlflow
+    import onnx
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_WEBHOOK_ALLOWED_SCHEMES", "http")
+    monkeypatch.setenv("MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS", "true")
+    monkeypatch.setenv("MLFLOW_WEBHOOK_CACHE_TTL", "1")
+    registry = MlflowServer(tmp_path)
+    registry.start()
+    replicas, proxy = [], None
+    try:
+        mlflow.set_tracking_uri(registry.url)
+        mlflow.set_registry_uri(registry.url)
+        client = MlflowClient(tracking_uri=registry.url, registry_uri=registry.url)
+        example = np.array([ROW], dtype=np.float32)
+        for d in ("iris-v1", "iris-v2"):
+            with mlflow.start_run():
+                mlflow.onnx.log_model(onnx.load(str(MODELS / d / "model.onnx")), name="model",
+                                      registered_model_name="iris", input_example=example)
+        client.set_registered_model_alias("iris", "champion", "1")
+        replicas, proxy = fleet(tmp_path, regserve_bin, registry.url)
+        for i, r in enumerate(replicas):
+            client.create_webhook(name=f"replica-{i}", url=r.url + "/hooks/mlflow",
+                                  events=["model_version_alias.created", "model_version_alias.deleted"], secret=SECRET)
+        time.sleep(1.5)  # MLflow's cached (empty) hook list of alias events expires
+        refs = {1: reference_probabilities("iris-v1"), 2: reference_probabilities("iris-v2")}
+        with FleetLoad(proxy.url, refs) as load, Watch(replicas) as watch:
+            time.sleep(0.3)
+            results = run_moves(lambda v: client.set_registered_model_alias("iris", "champion", str(v)), replicas, load)
+        # No replica ever went back to the old version after taking the new one.
+        for i in range(REPLICAS):
+            seen = [v for _, r, v in watch.flips if r == i]
+            assert all(a != b for a, b in zip(seen, seen[1:])) and len(seen) <= MOVES + 1, (i, seen)
+        assert load.failures == [], load.failures[:10]
+        check_answers(load, results)
+        bad = [line for line in proxy.requests_logged() if line[0] >= 500 or line[0] < 0]
+        assert bad == [], bad[:5]
+        lat = [after for _, after, _, _ in results]
+        # The first move to v2 also downloads and loads it on every replica.
+        assert statistics.median(lat) < 1.0, lat
+        with capsys.disabled():
+            print(f"\n[fleet, mlflow server webhooks] {REPLICAS} replicas converged after each of {MOVES} moves: "
+                  f"median {statistics.median(lat) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms; "
+                  f"{len(load.answers)} answers through haproxy, 0 failed")
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        for r in replicas:
+            r.stop()
+        registry.stop()
