@@ -35,6 +35,12 @@ pub struct LoadLabels {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// Webhook attempts: `delivered`, `retried`, `failed` (given up), `dropped` (hook gone).
+    pub outcome: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -45,6 +51,7 @@ pub struct Metrics {
     pub swaps: Family<ModelLabels, Counter>,
     pub version_in_service: Family<ModelLabels, Gauge>,
     pub artifact_bytes: Counter,
+    pub webhook_deliveries: Family<OutcomeLabels, Counter>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -87,6 +94,12 @@ impl Metrics {
             "Artifact bytes downloaded from remote stores",
             artifact_bytes.clone(),
         );
+        let webhook_deliveries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts of `regserve server` by outcome",
+            webhook_deliveries.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -97,6 +110,7 @@ impl Metrics {
             swaps,
             version_in_service,
             artifact_bytes,
+            webhook_deliveries,
         }
     }
 
