@@ -211,3 +211,37 @@ fn backoff_doubles_up_to_a_minute() {
     let secs: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
     assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
 }
+
+#[test]
+fn concurrent_claimers_get_each_delivery_once() {
+    // Several servers on one database: every row goes to exactly one of them.
+    let s = std::sync::Arc::new(Store::open_in_memory().unwrap());
+    hook(&s, "h", &[ev("registered_model", "created")]);
+    for i in 0..40 {
+        s.create_registered_model(&format!("m{i}"), "", &[]).unwrap();
+    }
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                for _ in 0..200 {
+                    let batch = s.claim_deliveries(3, 60_000).unwrap();
+                    if batch.is_empty() && s.count_deliveries("PENDING").unwrap() as usize == 0 {
+                        break;
+                    }
+                    for c in batch {
+                        got.push(c.delivery_id.clone());
+                        s.finish_delivery(c.id).unwrap();
+                    }
+                }
+                got
+            })
+        })
+        .collect();
+    let mut all: Vec<String> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!((n, all.len()), (40, 40));
+}
