@@ -167,7 +167,7 @@ impl ServerArgs {
     }
 
     /// How webhook deliveries go out (the `--webhook-*` flags / `MLFLOW_WEBHOOK_*` variables).
-    pub fn webhook_delivery(&self) -> Result<crate::registry::webhooks::delivery::DeliveryConfig, String> {
+    pub fn webhook_delivery(&self) -> Result<crate::mlflow::webhooks::DeliveryConfig, String> {
         let schemes: Vec<String> = self
             .webhook_allowed_schemes
             .iter()
@@ -177,8 +177,8 @@ impl ServerArgs {
         if schemes.is_empty() {
             return Err("--webhook-allowed-schemes (MLFLOW_WEBHOOK_ALLOWED_SCHEMES) names no scheme".into());
         }
-        Ok(crate::registry::webhooks::delivery::DeliveryConfig {
-            destinations: crate::registry::webhooks::delivery::Destinations {
+        Ok(crate::mlflow::webhooks::DeliveryConfig {
+            destinations: crate::mlflow::webhooks::Destinations {
                 allowed_schemes: schemes,
                 allow_private_ips: self.webhook_allow_private_ips,
             },

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use super::error::ApiError;
 use crate::artifact::{ArtifactRoot, Destination};
+use crate::mlflow::webhooks::{DeliveryConfig, Sender};
 use crate::registration::rest_create::Registrar;
-use crate::registry::webhooks::delivery::{DeliveryConfig, Sender};
 use crate::registry::Store;
 use crate::tracking::TrackingStore;
 

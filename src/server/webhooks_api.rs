@@ -1,7 +1,7 @@
 //! MLflow's webhook REST API (MLflow ≥ 3.3, `mlflow/server/handlers.py` `_create_webhook` …),
 //! under `/api/2.0/mlflow/webhooks`: create (POST), list (GET, paged), get (GET `{id}`), update
 //! (PATCH `{id}`), delete (DELETE `{id}`), test (POST `{id}/test`). The secret is stored and
-//! never returned. Destinations are checked by [`Destinations`](crate::registry::webhooks::delivery::Destinations)
+//! never returned. Destinations are checked by [`Destinations`](crate::mlflow::webhooks::Destinations)
 //! when a hook is saved; deliveries go out from the outbox ([`crate::registry::webhooks`]).
 //!
 //! regserve's extension: `regserve_extension_events: ["model_version.stage_transitioned"]` in

@@ -2,14 +2,12 @@
 //! `mlflow/store/model_registry/sqlalchemy_store.py`, `mlflow/webhooks/`): the hooks and their
 //! events in the `webhooks`/`webhook_events` tables, the events' payloads, and the
 //! transactional outbox (`webhook_deliveries`) the registry writes fill in their own
-//! transaction. [`delivery`] sends what the outbox holds, signed, with retries.
+//! transaction. [`crate::mlflow::webhooks`] sends what the outbox holds, signed, with retries.
 //!
 //! One regserve extension: `model_version.stage_transitioned` (MLflow sends nothing for a
 //! stage transition). The MLflow client refuses an action its enum does not know, so a hook
 //! subscribes to it through `regserve_extension_events` and finds it listed there, never in
 //! `events`.
-
-pub mod delivery;
 
 use std::cell::Cell;
 
@@ -362,7 +360,7 @@ fn insert_events(tx: &Tx<'_>, id: &str, events: &[Event]) -> Result<()> {
 }
 
 impl Store {
-    /// MLflow's `create_webhook` (the URL is checked by the caller: see [`delivery::Destinations`]).
+    /// MLflow's `create_webhook` (the URL is checked by the caller: `mlflow::webhooks::Destinations`).
     pub fn create_webhook(&self, new: &NewWebhook) -> Result<Webhook> {
         validate_name(&new.name)?;
         validate_events(&new.events)?;
@@ -747,12 +745,25 @@ impl Store {
                     "UPDATE webhook_deliveries SET lease_until = NULL, next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
                     params![id, at, error],
                 )?,
+                // A failed row's `next_attempt_at` is when it failed (for pruning).
                 None => tx.execute(
-                    "UPDATE webhook_deliveries SET lease_until = NULL, state = 'FAILED', last_error = ?2 WHERE id = ?1",
-                    params![id, error],
+                    "UPDATE webhook_deliveries SET lease_until = NULL, state = 'FAILED', last_error = ?2, \
+                     next_attempt_at = ?3 WHERE id = ?1",
+                    params![id, error, now_ms()],
                 )?,
             };
             Ok(())
+        })
+    }
+
+    /// Forget deliveries that failed more than `keep_ms` ago; returns how many.
+    pub fn prune_failed_deliveries(&self, keep_ms: i64) -> Result<u64> {
+        self.write_tx(|tx| {
+            let n = tx.execute(
+                "DELETE FROM webhook_deliveries WHERE state = 'FAILED' AND next_attempt_at < ?1",
+                params![now_ms() - keep_ms],
+            )?;
+            Ok(n as u64)
         })
     }
 

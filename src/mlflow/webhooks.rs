@@ -1,4 +1,5 @@
-//! Sending webhook deliveries as MLflow does (`mlflow/webhooks/delivery.py`): a JSON POST with
+//! The sending side of registry webhooks ([`crate::registry::webhooks`] keeps the hooks and the
+//! outbox): deliveries sent as MLflow sends them (`mlflow/webhooks/delivery.py`): a JSON POST with
 //! `X-MLflow-Delivery-Id`, `X-MLflow-Timestamp` and, with a secret, `X-MLflow-Signature:
 //! v1,<base64 HMAC-SHA256 of "{delivery_id}.{timestamp}.{body}">`; retried on 429/5xx,
 //! timeouts and connection errors with exponential backoff (1 s, 2 s, 4 s, … at most 60 s,
@@ -21,9 +22,10 @@ use std::time::Duration;
 use base64::Engine;
 use ring::hmac;
 
-use super::{Claimed, Event, Store};
 use crate::registry::store::now_ms;
+use crate::registry::webhooks::{self as hooks, Claimed, Event};
 use crate::registry::RegistryError;
+use crate::registry::Store;
 
 /// Which destinations hooks may have.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,6 +215,10 @@ const RESPONSE_BODY_LIMIT: usize = 8 * 1024;
 /// How often the worker looks for due rows when nothing woke it (rows written by other
 /// servers, retries coming due).
 const POLL: Duration = Duration::from_millis(250);
+/// How long a delivery that failed for good stays in the outbox (for operators), and how often
+/// the worker forgets older ones.
+const KEEP_FAILED: Duration = Duration::from_secs(7 * 24 * 3600);
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// What one attempt came to.
 #[derive(Debug)]
@@ -323,9 +329,9 @@ impl Sender {
     }
 
     /// MLflow's `test_webhook`: one signed POST of the event's example payload (no retries).
-    pub async fn test(&self, hook: &super::Webhook, event: Option<Event>) -> serde_json::Value {
-        let event = event.or_else(|| hook.events.first().copied()).unwrap_or(super::MLFLOW_EVENTS[0]);
-        let body = super::event_body(event, &event.example_payload());
+    pub async fn test(&self, hook: &hooks::Webhook, event: Option<Event>) -> serde_json::Value {
+        let event = event.or_else(|| hook.events.first().copied()).unwrap_or(hooks::MLFLOW_EVENTS[0]);
+        let body = hooks::event_body(event, &event.example_payload());
         let delivery_id = uuid::Uuid::new_v4().to_string();
         let outcome = self.send(&hook.url, hook.secret.as_deref(), &delivery_id, &body).await;
         tracing::info!(webhook_id = %hook.webhook_id, %event, outcome = ?outcome_label(&outcome, true), "webhook test delivery");
@@ -405,7 +411,19 @@ async fn run(store: Arc<Store>, sender: Sender) {
     let slots = Arc::new(tokio::sync::Semaphore::new(sender.config.max_workers.max(1)));
     // Long enough for an attempt to finish; after it, another server may take the row over.
     let lease_ms = (sender.config.timeout + Duration::from_secs(30)).as_millis() as i64;
+    let mut pruned_at: Option<std::time::Instant> = None;
     loop {
+        if pruned_at.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            pruned_at = Some(std::time::Instant::now());
+            let prune_store = store.clone();
+            let keep = KEEP_FAILED.as_millis() as i64;
+            match tokio::task::spawn_blocking(move || prune_store.prune_failed_deliveries(keep)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(deliveries = n, "forgot webhook deliveries that failed over 7 days ago"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not prune failed webhook deliveries"),
+                Err(_) => {}
+            }
+        }
         let Ok(first) = slots.clone().acquire_owned().await else { return };
         let mut permits = vec![first];
         while let Ok(p) = slots.clone().try_acquire_owned() {
@@ -436,7 +454,7 @@ async fn run(store: Arc<Store>, sender: Sender) {
         drop(permits);
         if idle {
             tokio::select! {
-                _ = super::enqueued() => {}
+                _ = hooks::enqueued() => {}
                 _ = tokio::time::sleep(POLL) => {}
             }
         }
@@ -487,5 +505,54 @@ async fn deliver(store: Arc<Store>, sender: Sender, row: Claimed) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "could not record a webhook delivery's failure"),
         Err(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_match_mlflows() {
+        // python: base64.b64encode(hmac.new(b"secret", b"id.1700000000.{}", hashlib.sha256).digest())
+        assert_eq!(signature("secret", "id", "1700000000", "{}"), "v1,GBemBzTgbKoVEGKycqyY3615LbdJbhFLE1oQk+zZ+lo=");
+    }
+
+    #[test]
+    fn public_addresses_only_unless_allowed() {
+        for private in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "192.168.1.1",
+            "172.16.0.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:10.0.0.1",
+            "2002:0a00:0001::",
+            "64:ff9b::a00:1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let strict = Destinations::default();
+        let e = rt.block_on(strict.check("http://8.8.8.8/x")).unwrap_err().to_string();
+        assert!(e.contains("Invalid webhook URL scheme: 'http'"), "{e}");
+        assert!(rt.block_on(strict.check("https://127.0.0.1/x")).unwrap_err().to_string().contains("non-public"));
+        assert!(rt.block_on(strict.check("https://8.8.8.8/x")).is_ok());
+        let open = Destinations { allowed_schemes: vec!["http".into()], allow_private_ips: true };
+        assert!(rt.block_on(open.check("http://127.0.0.1:9/x")).is_ok());
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_a_minute() {
+        let secs: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
     }
 }
