@@ -412,6 +412,8 @@ async fn run(store: Arc<Store>, sender: Sender) {
     // Long enough for an attempt to finish; after it, another server may take the row over.
     let lease_ms = (sender.config.timeout + Duration::from_secs(30)).as_millis() as i64;
     let mut pruned_at: Option<std::time::Instant> = None;
+    // On PostgreSQL, the other servers' writes wake this worker too (LISTEN).
+    let mut others = store.database().postgres().map(|pg| pg.listen(hooks::OUTBOX_CHANNEL));
     loop {
         if pruned_at.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
             pruned_at = Some(std::time::Instant::now());
@@ -453,8 +455,19 @@ async fn run(store: Arc<Store>, sender: Sender) {
         }
         drop(permits);
         if idle {
+            let other_write = async {
+                match others.as_mut() {
+                    Some(r) => {
+                        if r.recv().await.is_none() {
+                            std::future::pending::<()>().await
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
             tokio::select! {
                 _ = hooks::enqueued() => {}
+                _ = other_write => {}
                 _ = tokio::time::sleep(POLL) => {}
             }
         }

@@ -403,3 +403,36 @@ def test_conformance_with_a_real_mlflow_server(pair):
     assert o["events"] == r["events"] and o["status"] == r["status"] == "ACTIVE"
     for resp, hook in ((pair.ref_url, r), (pair.our_url, o)):
         requests.delete(f"{resp}{base}/{hook['webhook_id']}", timeout=10)
+
+
+def test_two_servers_on_one_postgres_database_deliver_each_event_once(regserve_bin, tmp_path, postgres):
+    """Replicas share the outbox: every event reaches the receiver once, whichever server sent
+    it; the other server's worker is woken by LISTEN/NOTIFY, not by polling."""
+    uri = postgres.new_database("webhooks_replicas")
+    env = {"MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http", "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true"}
+    servers = [
+        RegserveServer(regserve_bin, tmp_path / f"r{i}", extra_args=[], env=env, backend_store_uri=uri) for i in range(2)
+    ]
+    receiver = Receiver(delay=0.05)
+    try:
+        a, b = (MlflowClient(tracking_uri=s.url, registry_uri=s.url) for s in servers)
+        a.create_webhook(name="replicas", url=receiver.url, events=["model_version_alias.created"], secret="r")
+        a.create_registered_model("rep")
+        mv = b.create_model_version("rep", source="s3://regserve-webhooks-test/model")
+        n = 20
+        for i in range(n):
+            (a if i % 2 else b).set_registered_model_alias("rep", f"x{i}", mv.version)
+        got = receiver.wait_for(n)
+        time.sleep(1.0)
+        got = receiver.deliveries()
+        ids = [h["X-MLflow-Delivery-Id"] for h, _, _ in got]
+        assert len(ids) == n and len(set(ids)) == n, ids
+        assert sorted(p["data"]["alias"] for _, p, _ in got) == sorted(f"x{i}" for i in range(n))
+        for h, _, body in got:
+            verify_signature(h, body, "r")
+        delivered = [metric(s, "delivered") for s in servers]
+        assert sum(delivered) == n, delivered
+    finally:
+        receiver.stop()
+        for s in servers:
+            s.stop()

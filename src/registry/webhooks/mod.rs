@@ -455,6 +455,10 @@ thread_local! {
 
 static WAKE: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
+/// The PostgreSQL channel a write that queued deliveries notifies (on commit), so the delivery
+/// workers of the other servers on the database start at once too.
+pub const OUTBOX_CHANNEL: &str = "regserve_webhook_outbox";
+
 /// Clear the "events were enqueued" mark of this thread (before a write transaction).
 pub(crate) fn begin_write() {
     ENQUEUED.set(false);
@@ -507,7 +511,7 @@ pub(crate) fn enqueue(tx: &Tx<'_>, event: Event, data: Value) -> Result<(), db::
         )?;
     }
     ENQUEUED.set(true);
-    Ok(())
+    tx.notify(OUTBOX_CHANNEL, "")
 }
 
 /// Is the model `model_id` a prompt (MLflow's `RegisteredModel._is_prompt`)?
