@@ -417,14 +417,24 @@ impl Store {
     ) -> Result<ModelVersion> {
         self.write(|tx| {
             let id = model_id(tx, name)?;
-            version_exists(tx, id, name, version)?;
+            let before: String = tx
+                .query_opt(
+                    "SELECT status FROM model_versions WHERE model_id = ?1 AND version = ?2",
+                    params![id, version as i64],
+                    |r| r.get(0),
+                )?
+                .ok_or_else(|| RegistryError::version_not_found(name, version))?;
             tx.execute(
                 "UPDATE model_versions SET status = ?3, status_message = ?4, last_updated_timestamp = ?5 \
                  WHERE model_id = ?1 AND version = ?2",
                 params![id, version as i64, status.as_str(), message, now_ms()],
             )?;
             notify(tx, name)?;
-            load_version(tx, id, name, version)
+            let mv = load_version(tx, id, name, version)?;
+            if before == VersionStatus::PendingRegistration.as_str() && status != VersionStatus::PendingRegistration {
+                emit::version_registered(tx, id, &mv)?;
+            }
+            Ok(mv)
         })
     }
 

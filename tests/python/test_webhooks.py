@@ -30,8 +30,9 @@ class Receiver:
     """An HTTP receiver on 127.0.0.1. `statuses` is a list of statuses to answer in turn (then
     200); `delay` seconds are slept before answering."""
 
-    def __init__(self, port=0, statuses=None, delay=0.0):
+    def __init__(self, port=0, statuses=None, delay=0.0, on_delivery=None):
         self.requests = []
+        self.on_delivery = on_delivery
         self.statuses = list(statuses or [])
         self.delay = delay
         self.lock = threading.Lock()
@@ -43,6 +44,8 @@ class Receiver:
                 with receiver.lock:
                     receiver.requests.append((self.headers, body))  # case-insensitive
                     status = receiver.statuses.pop(0) if receiver.statuses else 200
+                if receiver.on_delivery:
+                    receiver.on_delivery(json.loads(body))
                 if receiver.delay:
                     time.sleep(receiver.delay)
                 self.send_response(status)
@@ -436,3 +439,36 @@ def test_two_servers_on_one_postgres_database_deliver_each_event_once(regserve_b
         receiver.stop()
         for s in servers:
             s.stop()
+
+
+def test_a_test_loaded_version_is_announced_once_ready(mc, hook_server, iris_v1, X):
+    """`model_version.created` of a version that regserve test-loads goes out when the version is
+    READY (in the transaction that makes it so), so a receiver resolving it finds it servable."""
+    import mlflow
+
+    statuses = []
+
+    def resolve_now(payload):
+        # What the registry says at the moment the delivery arrives.
+        d = payload["data"]
+        statuses.append(requests.get(
+            f"{hook_server.url}/api/2.0/mlflow/model-versions/get",
+            params={"name": d["name"], "version": d["version"]},
+            timeout=10,
+        ).json()["model_version"]["status"])
+
+    receiver = Receiver(on_delivery=resolve_now)
+    hook = mc.create_webhook(name=unique("ready"), url=receiver.url, events=["model_version.created"])
+    try:
+        mlflow.set_tracking_uri(hook_server.url)
+        mlflow.set_registry_uri(hook_server.url)
+        name = unique("iris-ready")
+        with mlflow.start_run() as run:
+            info = mlflow.onnx.log_model(iris_v1, name="model", registered_model_name=name, input_example=X)
+        _, payload, _ = receiver.wait_for(1, "model_version", "created")[0]
+        assert statuses == ["READY"]
+        assert payload["data"]["name"] == name and payload["data"]["version"] == info.registered_model_version
+        assert payload["data"]["run_id"] == run.info.run_id
+    finally:
+        mc.delete_webhook(hook.webhook_id)
+        receiver.stop()

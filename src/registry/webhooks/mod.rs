@@ -557,7 +557,7 @@ pub(crate) mod emit {
 
     use super::{enqueue, entity, ev, model_is_prompt, tags_object, STAGE_TRANSITIONED};
     use crate::db::{self, Tx};
-    use crate::registry::{NewVersion, Stage, Tag};
+    use crate::registry::{ModelVersion, NewVersion, Stage, Tag, VersionStatus};
 
     const PROMPT_TYPE_TAG_KEY: &str = "_mlflow_prompt_type";
     const PROMPT_TEXT_TAG_KEY: &str = "mlflow.prompt.text";
@@ -581,34 +581,57 @@ pub(crate) mod emit {
         }
     }
 
-    /// `model_version.created` / `prompt_version.created` (and, for regserve's create-with-alias,
-    /// the alias event).
+    /// A new version: `model_version.created` / `prompt_version.created` — unless it waits for
+    /// its test load (`PENDING_REGISTRATION`): then [`version_registered`] sends it once the
+    /// version is READY (or failed), so a receiver that resolves it finds it servable. With
+    /// regserve's create-with-alias, the alias event too.
     pub fn version_created(tx: &Tx<'_>, model_id: i64, new: &NewVersion, version: i64) -> Result<(), db::Error> {
-        let prompt = model_is_prompt(tx, model_id)? || crate::registry::is_prompt(&new.tags);
-        let description = (!new.description.is_empty()).then_some(new.description.as_str());
+        if new.status != Some(VersionStatus::PendingRegistration) {
+            let v = Created { name: &new.name, version: version as u64, source: &new.source, run_id: &new.run_id };
+            created(tx, model_id, &v, &new.tags, &new.description)?;
+        }
+        if let Some(alias) = &new.alias {
+            alias_set(tx, model_id, &new.name, alias, Some(version as u64))?;
+        }
+        Ok(())
+    }
+
+    /// A version left `PENDING_REGISTRATION`: its deferred `created` event, from what is stored.
+    pub fn version_registered(tx: &Tx<'_>, model_id: i64, mv: &ModelVersion) -> Result<(), db::Error> {
+        let v = Created { name: &mv.name, version: mv.version, source: &mv.source, run_id: &mv.run_id };
+        created(tx, model_id, &v, &mv.tags, &mv.description)
+    }
+
+    struct Created<'a> {
+        name: &'a str,
+        version: u64,
+        source: &'a str,
+        run_id: &'a str,
+    }
+
+    fn created(tx: &Tx<'_>, model_id: i64, v: &Created<'_>, tags: &[Tag], description: &str) -> Result<(), db::Error> {
+        let prompt = model_is_prompt(tx, model_id)? || crate::registry::is_prompt(tags);
+        let description = (!description.is_empty()).then_some(description);
+        let version = v.version.to_string();
         if prompt {
-            let template = new.tags.iter().rev().find(|t| t.key == PROMPT_TEXT_TAG_KEY).map(|t| t.value.clone());
-            let kept = new.tags.iter().filter(|t| {
+            let template = tags.iter().rev().find(|t| t.key == PROMPT_TEXT_TAG_KEY).map(|t| t.value.clone());
+            let kept = tags.iter().filter(|t| {
                 ![PROMPT_TEXT_TAG_KEY, crate::registry::IS_PROMPT_TAG_KEY, PROMPT_TYPE_TAG_KEY]
                     .contains(&t.key.as_str())
             });
             enqueue(
                 tx,
                 ev("prompt_version", "created"),
-                json!({"name": new.name, "version": version.to_string(), "template": template, "tags": tags_object(kept), "description": description}),
-            )?;
+                json!({"name": v.name, "version": version, "template": template, "tags": tags_object(kept), "description": description}),
+            )
         } else {
-            let run_id = (!new.run_id.is_empty()).then_some(new.run_id.as_str());
+            let run_id = (!v.run_id.is_empty()).then_some(v.run_id);
             enqueue(
                 tx,
                 ev("model_version", "created"),
-                json!({"name": new.name, "version": version.to_string(), "source": new.source, "run_id": run_id, "tags": tags_object(&new.tags), "description": description}),
-            )?;
+                json!({"name": v.name, "version": version, "source": v.source, "run_id": run_id, "tags": tags_object(tags), "description": description}),
+            )
         }
-        if let Some(alias) = &new.alias {
-            alias_set(tx, model_id, &new.name, alias, Some(version as u64))?;
-        }
-        Ok(())
     }
 
     /// `prompt_tag.set` / `prompt_tag.deleted` (`value` `None`): MLflow sends nothing for a

@@ -204,3 +204,32 @@ fn concurrent_claimers_get_each_delivery_once() {
     all.dedup();
     assert_eq!((n, all.len()), (40, 40));
 }
+
+#[test]
+fn a_version_waiting_for_its_test_load_is_announced_once_it_is_ready() {
+    use crate::registry::VersionStatus;
+    let s = Store::open_in_memory().unwrap();
+    hook(&s, "h", &[ev("model_version", "created")]);
+    s.create_registered_model("m", "", &[]).unwrap();
+    let mv = s
+        .create_model_version(&NewVersion {
+            name: "m".into(),
+            source: "s3://b/m".into(),
+            tags: vec![Tag { key: "k".into(), value: "v".into() }],
+            status: Some(VersionStatus::PendingRegistration),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(s.count_deliveries("PENDING").unwrap(), 0, "nothing while the test load runs");
+    s.set_version_status("m", mv.version, VersionStatus::PendingRegistration, "again").unwrap();
+    assert_eq!(s.count_deliveries("PENDING").unwrap(), 0);
+    s.set_version_status("m", mv.version, VersionStatus::Ready, "").unwrap();
+    let claimed = s.claim_deliveries(10, 60_000).unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        bodies(&claimed)[0]["data"],
+        json!({"name": "m", "version": "1", "source": "s3://b/m", "run_id": null, "tags": {"k": "v"}, "description": null})
+    );
+    s.set_version_status("m", mv.version, VersionStatus::Ready, "").unwrap();
+    assert_eq!(s.claim_deliveries(10, 60_000).unwrap().len(), 0, "announced once");
+}
