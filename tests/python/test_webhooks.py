@@ -472,3 +472,29 @@ def test_a_test_loaded_version_is_announced_once_ready(mc, hook_server, iris_v1,
     finally:
         mc.delete_webhook(hook.webhook_id)
         receiver.stop()
+
+
+def test_a_server_killed_with_deliveries_pending_loses_none(regserve_bin, tmp_path):
+    """The outbox is in the database: a server killed (SIGKILL) while its receiver is down
+    leaves the delivery there, and the next server on the registry sends it."""
+    env = {"MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http", "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true"}
+    data = tmp_path / "data"
+    port = free_port()
+    first = RegserveServer(regserve_bin, data, extra_args=[], env=env)
+    try:
+        c = MlflowClient(tracking_uri=first.url, registry_uri=first.url)
+        c.create_webhook(name="crash", url=f"http://127.0.0.1:{port}/hook", events=["registered_model.created"], secret="c")
+        c.create_registered_model("crash-model")
+        time.sleep(0.5)  # the first attempt is refused; the retry waits in the outbox
+    finally:
+        first.proc.kill()
+        first.proc.wait(timeout=10)
+    receiver = Receiver(port=port)
+    second = RegserveServer(regserve_bin, data, extra_args=[], env=env)
+    try:
+        (headers, payload, body), = receiver.wait_for(1)
+        verify_signature(headers, body, "c")
+        assert payload["data"]["name"] == "crash-model"
+    finally:
+        second.stop()
+        receiver.stop()
