@@ -568,4 +568,37 @@ mod tests {
         let secs: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
         assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
     }
+
+    #[test]
+    fn deliveries_connect_to_public_addresses_only_unless_allowed() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let strict = Sender::new(DeliveryConfig {
+            destinations: Destinations { allowed_schemes: vec!["http".into()], allow_private_ips: false },
+            timeout: Duration::from_secs(2),
+            ..Default::default()
+        })
+        .unwrap();
+        for url in ["http://127.0.0.1:9/x", "http://[::1]:9/x", "http://localhost:9/x"] {
+            match rt.block_on(strict.send(url, None, "d", "{}")) {
+                Attempt::Refused(why) => assert!(why.contains("blocked"), "{url}: {why}"),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        match rt.block_on(strict.send("https://8.8.8.8/x", None, "d", "{}")) {
+            Attempt::Refused(why) => assert!(why.contains("scheme"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // Allowed: a closed local port is a connection error, worth retrying.
+        let open = Sender::new(DeliveryConfig {
+            destinations: Destinations { allowed_schemes: vec!["http".into()], allow_private_ips: true },
+            timeout: Duration::from_secs(2),
+            ..Default::default()
+        })
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        assert!(matches!(
+            rt.block_on(open.send(&format!("http://127.0.0.1:{port}/x"), None, "d", "{}")),
+            Attempt::Retryable { answer: None, .. }
+        ));
+    }
 }
