@@ -36,7 +36,7 @@ pub struct LoadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
+pub struct AttemptLabels {
     /// Webhook attempts: `delivered`, `retried`, `failed` (given up), `dropped` (hook gone).
     pub outcome: String,
 }
@@ -51,7 +51,8 @@ pub struct Metrics {
     pub swaps: Family<ModelLabels, Counter>,
     pub version_in_service: Family<ModelLabels, Gauge>,
     pub artifact_bytes: Counter,
-    pub webhook_deliveries: Family<OutcomeLabels, Counter>,
+    /// Webhook delivery attempts of `regserve server` (the sending side), by outcome.
+    pub webhook_attempts: Family<AttemptLabels, Counter>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -94,11 +95,11 @@ impl Metrics {
             "Artifact bytes downloaded from remote stores",
             artifact_bytes.clone(),
         );
-        let webhook_deliveries = Family::<OutcomeLabels, Counter>::default();
+        let webhook_attempts = Family::<AttemptLabels, Counter>::default();
         registry.register(
-            "webhook_deliveries",
-            "Webhook delivery attempts of `regserve server` by outcome",
-            webhook_deliveries.clone(),
+            "webhook_delivery_attempts",
+            "Webhook delivery attempts sent by `regserve server`, by outcome",
+            webhook_attempts.clone(),
         );
         Metrics {
             registry,
@@ -110,7 +111,7 @@ impl Metrics {
             swaps,
             version_in_service,
             artifact_bytes,
-            webhook_deliveries,
+            webhook_attempts,
         }
     }
 

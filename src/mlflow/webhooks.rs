@@ -13,7 +13,7 @@
 //!
 //! [`Worker`] runs in each `regserve server`: it claims due rows of the outbox with a lease,
 //! sends them (at most `max_workers` at once), and deletes, reschedules or fails each. Every
-//! attempt is logged and counted in `regserve_webhook_deliveries_total{outcome}`.
+//! attempt is logged and counted in `regserve_webhook_delivery_attempts_total{outcome}`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -489,7 +489,7 @@ async fn deliver(store: Arc<Store>, sender: Sender, row: Claimed) {
     let m = crate::metrics::metrics();
     let Some(dest) = dest else {
         tracing::info!(delivery_id = %row.delivery_id, webhook_id = %row.webhook_id, "webhook deleted or disabled: delivery dropped");
-        m.webhook_deliveries.get_or_create(&crate::metrics::OutcomeLabels { outcome: "dropped".into() }).inc();
+        m.webhook_attempts.get_or_create(&crate::metrics::AttemptLabels { outcome: "dropped".into() }).inc();
         let _ = tokio::task::spawn_blocking(move || store.finish_delivery(row.id)).await;
         return;
     };
@@ -497,7 +497,7 @@ async fn deliver(store: Arc<Store>, sender: Sender, row: Claimed) {
     let outcome = sender.send(&dest.url, dest.secret.as_deref(), &row.delivery_id, &row.body).await;
     let last = row.attempt > sender.config.max_retries;
     let label = outcome_label(&outcome, last);
-    m.webhook_deliveries.get_or_create(&crate::metrics::OutcomeLabels { outcome: label.into() }).inc();
+    m.webhook_attempts.get_or_create(&crate::metrics::AttemptLabels { outcome: label.into() }).inc();
     let (next, error) = match &outcome {
         Attempt::Answered { status, .. } if *status < 400 => {
             tracing::info!(delivery_id = %row.delivery_id, webhook_id = %row.webhook_id, event = %row.event, url = %dest.url, attempt = row.attempt, status, elapsed_ms = started.elapsed().as_millis() as u64, "webhook delivered");

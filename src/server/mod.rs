@@ -68,7 +68,7 @@ pub fn registry_server(state: RegistryState) -> Router {
 }
 
 /// `GET /metrics` of `regserve server`: Prometheus (OpenMetrics text), e.g.
-/// `regserve_webhook_deliveries_total{outcome}`.
+/// `regserve_webhook_delivery_attempts_total{outcome}`.
 async fn registry_metrics() -> axum::response::Response {
     use axum::response::IntoResponse;
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";

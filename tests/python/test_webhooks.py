@@ -126,7 +126,7 @@ def unique(prefix):
 def metric(server, outcome):
     text = requests.get(server.url + "/metrics", timeout=10).text
     for line in text.splitlines():
-        if line.startswith(f'regserve_webhook_deliveries_total{{outcome="{outcome}"}}'):
+        if line.startswith(f'regserve_webhook_delivery_attempts_total{{outcome="{outcome}"}}'):
             return float(line.split()[-1])
     return 0.0
 
