@@ -2,9 +2,10 @@
 //!
 //! - [`scoring`]: `/ping`, `/health`, `/version`, `/metrics`, `/invocations`, `/models/{name}/invocations`
 //! - [`v2`]: the Open Inference Protocol under `/v2`
-//! - [`registry_api`], [`webhooks_api`], [`tracking_api`], [`artifacts_api`], [`artifact_views`]: the MLflow-compatible registry
+//! - [`registry_api`], [`tracking_api`], [`artifacts_api`], [`artifact_views`]: the MLflow-compatible registry
 //!   server (`regserve server`), put together by [`registry_server`]; [`registry_app`] and
 //!   [`scoring_server`] are the whole apps of `regserve server` and `regserve serve` (auth, origin)
+//! - [`webhooks_api`]: MLflow's webhook API on `regserve server` (`/api/2.0/mlflow/webhooks`)
 //! - [`ui`]: the web UI — the registry's pages on `regserve server`, a status page on `serve`
 //! - [`auth`]: the bearer token and the UI's sessions (it knows no UI: the login redirect is handed in); [`origin`]: what a browser page may make
 //!   the server do (`Host` allow-list, same-origin state changes, JSON content type);
