@@ -131,6 +131,24 @@ pub struct ServerArgs {
     /// and write the experiments' locations (--default-artifact-root) directly.
     #[arg(long, env = "REGSERVE_NO_SERVE_ARTIFACTS", conflicts_with = "artifacts_destination")]
     pub no_serve_artifacts: bool,
+    /// URL schemes webhook destinations may use, comma-separated (MLflow's variable).
+    #[arg(long, env = "MLFLOW_WEBHOOK_ALLOWED_SCHEMES", value_delimiter = ',', default_value = "https")]
+    pub webhook_allowed_schemes: Vec<String>,
+    /// Let webhooks deliver to loopback, private and link-local addresses (MLflow's variable;
+    /// refused by default).
+    #[arg(long, env = "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub webhook_allow_private_ips: bool,
+    /// Seconds one webhook delivery attempt may take (MLflow's variable).
+    #[arg(long, env = "MLFLOW_WEBHOOK_REQUEST_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhook_timeout: u64,
+    /// Retries of a webhook delivery after a 429/5xx answer, a timeout or a connection error
+    /// (MLflow's variable).
+    #[arg(long, env = "MLFLOW_WEBHOOK_REQUEST_MAX_RETRIES", default_value_t = 3)]
+    pub webhook_max_retries: u32,
+    /// Webhook deliveries in flight at once (MLflow's variable).
+    #[arg(long, env = "MLFLOW_WEBHOOK_DELIVERY_MAX_WORKERS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..1000))]
+    pub webhook_max_workers: u64,
 }
 
 impl ServerArgs {
@@ -146,6 +164,28 @@ impl ServerArgs {
 
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::new(self.host, self.port)
+    }
+
+    /// How webhook deliveries go out (the `--webhook-*` flags / `MLFLOW_WEBHOOK_*` variables).
+    pub fn webhook_delivery(&self) -> Result<crate::mlflow::webhooks::DeliveryConfig, String> {
+        let schemes: Vec<String> = self
+            .webhook_allowed_schemes
+            .iter()
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if schemes.is_empty() {
+            return Err("--webhook-allowed-schemes (MLFLOW_WEBHOOK_ALLOWED_SCHEMES) names no scheme".into());
+        }
+        Ok(crate::mlflow::webhooks::DeliveryConfig {
+            destinations: crate::mlflow::webhooks::Destinations {
+                allowed_schemes: schemes,
+                allow_private_ips: self.webhook_allow_private_ips,
+            },
+            timeout: Duration::from_secs(self.webhook_timeout),
+            max_retries: self.webhook_max_retries,
+            max_workers: self.webhook_max_workers as usize,
+        })
     }
 }
 

@@ -47,6 +47,12 @@ pub struct LoadLabels {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    /// Webhook attempts: `delivered`, `retried`, `failed` (given up), `dropped` (hook gone).
+    pub outcome: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -62,6 +68,8 @@ pub struct Metrics {
     /// `bad_signature`, `stale`, `replayed`, `malformed`, `busy`.
     pub webhook_deliveries: Family<OutcomeLabels, Counter>,
     pub artifact_bytes: Counter,
+    /// Webhook delivery attempts of `regserve server` (the sending side), by outcome.
+    pub webhook_attempts: Family<AttemptLabels, Counter>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -112,6 +120,12 @@ impl Metrics {
             "Artifact bytes downloaded from remote stores",
             artifact_bytes.clone(),
         );
+        let webhook_attempts = Family::<AttemptLabels, Counter>::default();
+        registry.register(
+            "webhook_delivery_attempts",
+            "Webhook delivery attempts sent by `regserve server`, by outcome",
+            webhook_attempts.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -124,6 +138,7 @@ impl Metrics {
             model_version,
             webhook_deliveries,
             artifact_bytes,
+            webhook_attempts,
         }
     }
 

@@ -130,6 +130,9 @@ pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()
     let mut state =
         server::RegistryState::new(store, artifacts, global.ort_lib.clone()).with_artifacts(destination, &default_root);
     state.serve_artifacts = !args.no_serve_artifacts;
+    let delivery = args.webhook_delivery().map_err(anyhow::Error::msg)?;
+    tracing::info!(schemes = ?delivery.destinations.allowed_schemes, allow_private_ips = delivery.destinations.allow_private_ips, "webhook destinations");
+    state.webhooks = crate::mlflow::webhooks::Sender::new(delivery).map_err(anyhow::Error::msg)?;
     match state.tracking.adopt_default_root() {
         Ok(true) => {
             tracing::info!(location = %format!("{}/0", default_root.trim_end_matches('/')), "the Default experiment's artifacts go under --default-artifact-root")
@@ -158,6 +161,8 @@ pub fn server(global: &GlobalArgs, args: crate::config::ServerArgs) -> Result<()
             )),
             None => None,
         };
+        // Delivers the webhook outbox (this server's events and any other replica's) until shutdown.
+        let _webhooks = crate::mlflow::webhooks::Worker::spawn(state.store.clone(), state.webhooks.clone());
         let app = server::registry_app(state, policy, args.http.allowed_hosts());
         tracing::info!("listening on http://{local}");
         let shutdown = async {

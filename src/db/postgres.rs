@@ -33,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0002_tracking.sql"),
     include_str!("../../migrations/postgres/0003_metric_datasets.sql"),
     include_str!("../../migrations/postgres/0004_server_settings.sql"),
+    include_str!("../../migrations/postgres/0005_webhooks.sql"),
 ];
 
 /// The advisory lock that replicas starting together take turns on while migrating.

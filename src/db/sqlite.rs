@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_tracking.sql"),
     include_str!("../../migrations/sqlite/0003_metric_datasets.sql"),
     include_str!("../../migrations/sqlite/0004_server_settings.sql"),
+    include_str!("../../migrations/sqlite/0005_webhooks.sql"),
 ];
 
 /// How many schema versions this build knows (the PostgreSQL list has as many).

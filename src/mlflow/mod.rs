@@ -19,11 +19,14 @@
 //!   artifact downloads in [`crate::artifact::fetch`] go through the same one
 //! - this module: [`RestRegistry`] and its reads, with client-side resolution of `models:/` URIs
 //! - `write`: registry writes, logged models and artifact uploads ([`Upload`])
+//! - [`webhooks`]: the webhook deliveries `regserve server` sends, as MLflow's server sends them
+//!   (signature, retries, destination checks), and the worker that drains the outbox
 //!
 //! It sits above [`crate::registry`] (whose data model and errors it speaks) and below
 //! `artifact`, `manager` and the CLI, which use it.
 
 pub mod http;
+pub mod webhooks;
 mod write;
 
 use reqwest::{Method, StatusCode, Url};

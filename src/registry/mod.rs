@@ -6,6 +6,7 @@
 //! - [`store`]: the registry store, on the database of [`crate::db`] (SQLite or PostgreSQL)
 //! - [`location`]: which registry (`--registry-uri`, MLflow's variables, `--data-dir`): embedded or remote
 //! - [`search`]: MLflow's search filter grammar, order_by and page tokens → SQL
+//! - [`webhooks`]: MLflow's registry webhooks: the hooks, their events, the delivery outbox and its sender
 //! - [`settings`]: what `regserve server` records for every process on the registry (`server_settings`)
 
 pub mod location;
@@ -13,6 +14,7 @@ pub mod search;
 pub mod settings;
 pub mod store;
 pub mod types;
+pub mod webhooks;
 
 /// The search grammar's former path (`registry::filter`), kept so the fuzz targets and tests
 /// that name it need no change.

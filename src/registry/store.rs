@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::search::{self, Target};
+use super::webhooks::{self, emit};
 use super::{
     validate_description, validate_model_name, Alias, ModelVersion, RegisteredModel, RegistryError, Stage, Tag,
     VersionStatus,
@@ -107,7 +108,11 @@ impl Store {
     }
 
     fn write<T>(&self, f: impl FnMut(&Tx<'_>) -> Result<T>) -> Result<T> {
-        self.db.write(f)
+        // Wakes this process's webhook worker once a write that queued deliveries commits.
+        webhooks::begin_write();
+        let result = self.db.write(f);
+        webhooks::end_write(result.is_ok());
+        result
     }
 
     fn read<T>(&self, f: impl FnMut(&Tx<'_>) -> Result<T>) -> Result<T> {
@@ -138,6 +143,7 @@ impl Store {
                     params![id, t.key, t.value],
                 )?;
             }
+            emit::model_created(tx, name, description, tags)?;
             load_model(tx, id)
         })
     }
@@ -225,6 +231,7 @@ impl Store {
                      ON CONFLICT (model_id, key) DO UPDATE SET value = excluded.value",
                 params![id, key, value],
             )?;
+            emit::model_tag(tx, id, name, key, Some(value))?;
             touch_model(tx, id)
         })
     }
@@ -239,6 +246,7 @@ impl Store {
                     "No tag with name: {key} in registered model with name={name}"
                 )));
             }
+            emit::model_tag(tx, id, name, key, None)?;
             touch_model(tx, id)
         })
     }
@@ -279,6 +287,7 @@ impl Store {
                      ON CONFLICT (model_id, alias) DO UPDATE SET version = excluded.version",
                 params![id, alias, version as i64],
             )?;
+            emit::alias_set(tx, id, name, alias, Some(version))?;
             notify(tx, name)?;
             touch_model(tx, id)
         })
@@ -294,6 +303,7 @@ impl Store {
             if n == 0 {
                 return Err(alias_not_found(alias));
             }
+            emit::alias_set(tx, id, name, alias, None)?;
             notify(tx, name)?;
             touch_model(tx, id)
         })
@@ -371,6 +381,7 @@ impl Store {
                     params![id, alias, version],
                 )?;
             }
+            emit::version_created(tx, id, new, version)?;
             notify(tx, &new.name)?;
             load_version(tx, id, &new.name, version as u64)
         })
@@ -406,14 +417,24 @@ impl Store {
     ) -> Result<ModelVersion> {
         self.write(|tx| {
             let id = model_id(tx, name)?;
-            version_exists(tx, id, name, version)?;
+            let before: String = tx
+                .query_opt(
+                    "SELECT status FROM model_versions WHERE model_id = ?1 AND version = ?2",
+                    params![id, version as i64],
+                    |r| r.get(0),
+                )?
+                .ok_or_else(|| RegistryError::version_not_found(name, version))?;
             tx.execute(
                 "UPDATE model_versions SET status = ?3, status_message = ?4, last_updated_timestamp = ?5 \
                  WHERE model_id = ?1 AND version = ?2",
                 params![id, version as i64, status.as_str(), message, now_ms()],
             )?;
             notify(tx, name)?;
-            load_version(tx, id, name, version)
+            let mv = load_version(tx, id, name, version)?;
+            if before == VersionStatus::PendingRegistration.as_str() && status != VersionStatus::PendingRegistration {
+                emit::version_registered(tx, id, &mv)?;
+            }
+            Ok(mv)
         })
     }
 
@@ -449,6 +470,7 @@ impl Store {
             let id = model_id(tx, name)?;
             version_exists(tx, id, name, version)?;
             set_stage(tx, id, version as i64, stage, archive_existing, now_ms())?;
+            emit::stage_transitioned(tx, name, version, stage, archive_existing)?;
             touch_model(tx, id)?;
             notify(tx, name)?;
             load_version(tx, id, name, version)
@@ -507,6 +529,7 @@ impl Store {
                      ON CONFLICT (model_id, version, key) DO UPDATE SET value = excluded.value",
                 params![id, version as i64, key, value],
             )?;
+            emit::version_tag(tx, id, name, version, key, Some(value))?;
             Ok(())
         })
     }
@@ -524,6 +547,7 @@ impl Store {
                     "No tag with name: {key} in model version (name={name}, version={version})"
                 )));
             }
+            emit::version_tag(tx, id, name, version, key, None)?;
             Ok(())
         })
     }

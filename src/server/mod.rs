@@ -6,6 +6,7 @@
 //! - [`registry_api`], [`tracking_api`], [`artifacts_api`], [`artifact_views`]: the MLflow-compatible registry
 //!   server (`regserve server`), put together by [`registry_server`]; [`registry_app`] and
 //!   [`scoring_server`] are the whole apps of `regserve server` and `regserve serve` (auth, origin)
+//! - [`webhooks_api`]: MLflow's webhook API on `regserve server` (`/api/2.0/mlflow/webhooks`)
 //! - [`ui`]: the web UI — the registry's pages on `regserve server`, a status page on `serve`
 //! - [`auth`]: the bearer token and the UI's sessions (it knows no UI: the login redirect is handed in); [`origin`]: what a browser page may make
 //!   the server do (`Host` allow-list, same-origin state changes, JSON content type);
@@ -28,6 +29,7 @@ pub mod state;
 pub mod tracking_api;
 pub mod ui;
 pub mod v2;
+pub mod webhooks_api;
 pub mod workspace;
 
 use std::sync::Arc;
@@ -46,6 +48,7 @@ pub use state::RegistryState;
 pub fn registry_server(state: RegistryState) -> Router {
     use axum::routing::get;
     let mlflow = registry_api::routes()
+        .merge(webhooks_api::routes())
         .merge(tracking_api::routes())
         .merge(artifact_views::routes())
         .layer(axum::middleware::from_fn(origin::require_json));
@@ -60,10 +63,19 @@ pub fn registry_server(state: RegistryState) -> Router {
         .route("/ajax-api/3.0/mlflow/server-info", get(tracking_api::server_info))
         .route("/health", get(|| async { "OK" }))
         .route("/version", get(|| async { env!("CARGO_PKG_VERSION") }))
+        .route("/metrics", get(registry_metrics))
         .merge(artifact_views::ui_routes())
         .merge(ui::registry_routes())
         .layer(axum::middleware::from_fn(workspace::check_workspace))
         .with_state(state)
+}
+
+/// `GET /metrics` of `regserve server`: Prometheus (OpenMetrics text), e.g.
+/// `regserve_webhook_delivery_attempts_total{outcome}`.
+async fn registry_metrics() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(axum::http::header::CONTENT_TYPE, content_type)], crate::metrics::metrics().encode()).into_response()
 }
 
 /// `regserve server`'s whole app: [`registry_server`] behind authentication when there is a

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::error::ApiError;
 use crate::artifact::{ArtifactRoot, Destination};
+use crate::mlflow::webhooks::{DeliveryConfig, Sender};
 use crate::registration::rest_create::Registrar;
 use crate::registry::Store;
 use crate::tracking::TrackingStore;
@@ -24,6 +25,8 @@ pub struct RegistryState {
     /// `model-versions/create` and its test loads (the same store and artifact root), with the
     /// test-load limits: `--load-timeout`, the wait before answering, loads at once.
     pub registrar: Registrar,
+    /// Sends `test_webhook`'s deliveries and checks hooks' destinations (`--webhook-*`).
+    pub webhooks: Sender,
 }
 
 impl RegistryState {
@@ -32,7 +35,9 @@ impl RegistryState {
         let tracking = TrackingStore::new(store.clone());
         let registrar = Registrar::new(store.clone(), tracking.clone(), artifacts.clone(), ort_lib);
         let destination = Destination::Local(artifacts.clone());
-        RegistryState { store, tracking, artifacts, destination, serve_artifacts: true, registrar }
+        // Building an HTTP client with the compiled-in TLS fails only if the TLS backend cannot start.
+        let webhooks = Sender::new(DeliveryConfig::default()).expect("the webhook HTTP client");
+        RegistryState { store, tracking, artifacts, destination, serve_artifacts: true, registrar, webhooks }
     }
 }
 
