@@ -70,11 +70,11 @@ def alias_event(name="iris", alias="champion", version="2"):
 
 
 class Serve:
-    def __init__(self, binary, data_dir, extra=(), registry_uri=None):
+    def __init__(self, binary, data_dir, extra=(), registry_uri=None, poll="60s"):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [binary, "--data-dir", str(data_dir), "serve", "-m", URI, "--port", str(self.port),
-                "--poll-interval", "60s", *extra]
+                "--poll-interval", poll, *extra]
         if registry_uri:
             args += ["--registry-uri", registry_uri]
         self.log = open(data_dir / "serve.log", "a")

@@ -9,8 +9,9 @@ scoring through haproxy in a loop during 20 alias moves:
 - once every replica answers with the new version (probed on each replica directly), no request
   sent after that moment is answered by the old one.
 
-Run against a real `mlflow server` (from the virtualenv, private http destinations allowed).
-`bench/webhooks.py` runs the same fleet for the latency numbers (webhooks vs polling at 1 s).
+Run against a real `mlflow server` (from the virtualenv) and against `regserve server`, both
+with private http destinations allowed. `bench/webhooks.py` runs the same fleet for the latency
+numbers (webhooks vs polling at 1 s).
 """
 
 import statistics
@@ -18,9 +19,10 @@ import threading
 import time
 
 import numpy as np
+import pytest
 import requests
 
-from conftest import MODELS
+from conftest import MODELS, RegserveServer
 from test_follow import COLUMNS, ROW, MlflowServer, reference_probabilities
 from test_postgres_replicas import Haproxy
 from test_serve_webhooks import SECRET, Serve
@@ -163,7 +165,7 @@ def check_answers(load, results):
         assert late_old == [], f"move {k} to v{target} converged at {converged_at}: {len(late_old)} requests sent after the fleet converged answered v{old}: {late_old[:5]}"
 
 
-def fleet(tmp_path, regserve_bin, registry_url, extra_serve=()):
+def fleet(tmp_path, regserve_bin, registry_url, poll="60s"):
     """Three replicas of `serve` following `registry_url`, and haproxy in front of them."""
     secret_file = tmp_path / "secret"
     secret_file.write_text(SECRET)
@@ -171,59 +173,102 @@ def fleet(tmp_path, regserve_bin, registry_url, extra_serve=()):
     for i in range(REPLICAS):
         data = tmp_path / f"replica-{i}"
         data.mkdir()
-        replicas.append(Serve(regserve_bin, data, registry_uri=registry_url,
-                              extra=["--webhook-secret-file", str(secret_file), *extra_serve]))
+        replicas.append(Serve(regserve_bin, data, registry_uri=registry_url, poll=poll,
+                              extra=["--webhook-secret-file", str(secret_file)]))
     return replicas, Haproxy([r.url for r in replicas], tmp_path)
 
 
-def test_three_replicas_follow_an_mlflow_servers_webhooks(regserve_bin, tmp_path, monkeypatch, capsys):
+class MlflowRegistry:
+    """A real `mlflow server` from the virtualenv, private http destinations allowed."""
+
+    name = "mlflow server"
+
+    def __init__(self, tmp_path, regserve_bin, monkeypatch):
+        monkeypatch.setenv("MLFLOW_WEBHOOK_ALLOWED_SCHEMES", "http")
+        monkeypatch.setenv("MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS", "true")
+        # MLflow caches each event's hook list for 60 s: the alias set before the hooks exist
+        # would hide them from alias events for a minute.
+        monkeypatch.setenv("MLFLOW_WEBHOOK_CACHE_TTL", "1")
+        self.server = MlflowServer(tmp_path)
+        self.server.start()
+        self.url = self.server.url
+        self.settle_s = 1.5  # the cached (empty) hook list of alias events expires
+
+    def stop(self):
+        self.server.stop()
+
+
+class RegserveRegistry:
+    """`regserve server`, private http destinations allowed (its flags take MLflow's variables)."""
+
+    name = "regserve server"
+
+    def __init__(self, tmp_path, regserve_bin, monkeypatch):
+        env = {"MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http", "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true"}
+        self.server = RegserveServer(regserve_bin, tmp_path / "registry", extra_args=[], env=env)
+        self.url = self.server.url
+        self.settle_s = 0.0
+
+    def stop(self):
+        self.server.stop()
+
+
+def run_fleet(registry, tmp_path, regserve_bin, moves=MOVES, webhooks=True, poll="60s"):
+    """Register iris v1 and v2 with the MLflow client, start three replicas behind haproxy (with
+    a webhook each, or polling), make `moves` alias moves under load. Returns (per-move results,
+    load, watch, proxy)."""
     import mlflow
     import onnx
     from mlflow import MlflowClient
 
-    monkeypatch.setenv("MLFLOW_WEBHOOK_ALLOWED_SCHEMES", "http")
-    monkeypatch.setenv("MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS", "true")
-    monkeypatch.setenv("MLFLOW_WEBHOOK_CACHE_TTL", "1")
-    registry = MlflowServer(tmp_path)
-    registry.start()
-    replicas, proxy = [], None
+    mlflow.set_tracking_uri(registry.url)
+    mlflow.set_registry_uri(registry.url)
+    client = MlflowClient(tracking_uri=registry.url, registry_uri=registry.url)
+    example = np.array([ROW], dtype=np.float32)
+    for d in ("iris-v1", "iris-v2"):
+        with mlflow.start_run():
+            mlflow.onnx.log_model(onnx.load(str(MODELS / d / "model.onnx")), name="model",
+                                  registered_model_name="iris", input_example=example)
+    client.set_registered_model_alias("iris", "champion", "1")
+    replicas, proxy = fleet(tmp_path, regserve_bin, registry.url, poll=poll)
     try:
-        mlflow.set_tracking_uri(registry.url)
-        mlflow.set_registry_uri(registry.url)
-        client = MlflowClient(tracking_uri=registry.url, registry_uri=registry.url)
-        example = np.array([ROW], dtype=np.float32)
-        for d in ("iris-v1", "iris-v2"):
-            with mlflow.start_run():
-                mlflow.onnx.log_model(onnx.load(str(MODELS / d / "model.onnx")), name="model",
-                                      registered_model_name="iris", input_example=example)
-        client.set_registered_model_alias("iris", "champion", "1")
-        replicas, proxy = fleet(tmp_path, regserve_bin, registry.url)
-        for i, r in enumerate(replicas):
-            client.create_webhook(name=f"replica-{i}", url=r.url + "/hooks/mlflow",
-                                  events=["model_version_alias.created", "model_version_alias.deleted"], secret=SECRET)
-        time.sleep(1.5)  # MLflow's cached (empty) hook list of alias events expires
+        if webhooks:
+            for i, r in enumerate(replicas):
+                client.create_webhook(name=f"replica-{i}", url=r.url + "/hooks/mlflow",
+                                      events=["model_version_alias.created", "model_version_alias.deleted"],
+                                      secret=SECRET)
+            time.sleep(registry.settle_s)
         refs = {1: reference_probabilities("iris-v1"), 2: reference_probabilities("iris-v2")}
         with FleetLoad(proxy.url, refs) as load, Watch(replicas) as watch:
             time.sleep(0.3)
-            results = run_moves(lambda v: client.set_registered_model_alias("iris", "champion", str(v)), replicas, load)
-        # No replica ever went back to the old version after taking the new one.
-        for i in range(REPLICAS):
-            seen = [v for _, r, v in watch.flips if r == i]
-            assert all(a != b for a, b in zip(seen, seen[1:])) and len(seen) <= MOVES + 1, (i, seen)
-        assert load.failures == [], load.failures[:10]
-        check_answers(load, results)
-        bad = [line for line in proxy.requests_logged() if line[0] >= 500 or line[0] < 0]
-        assert bad == [], bad[:5]
-        lat = [after for _, after, _, _ in results]
-        # The first move to v2 also downloads and loads it on every replica.
-        assert statistics.median(lat) < 1.0, lat
-        with capsys.disabled():
-            print(f"\n[fleet, mlflow server webhooks] {REPLICAS} replicas converged after each of {MOVES} moves: "
-                  f"median {statistics.median(lat) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms; "
-                  f"{len(load.answers)} answers through haproxy, 0 failed")
+            results = run_moves(lambda v: client.set_registered_model_alias("iris", "champion", str(v)), replicas,
+                                load, moves=moves)
+        return results, load, watch, proxy.requests_logged()
     finally:
-        if proxy is not None:
-            proxy.stop()
+        proxy.stop()
         for r in replicas:
             r.stop()
+
+
+@pytest.mark.parametrize("kind", [MlflowRegistry, RegserveRegistry], ids=["mlflow-server", "regserve-server"])
+def test_three_replicas_follow_a_registry_through_webhooks(kind, regserve_bin, tmp_path, monkeypatch, capsys):
+    registry = kind(tmp_path, regserve_bin, monkeypatch)
+    try:
+        results, load, watch, logged = run_fleet(registry, tmp_path, regserve_bin)
+    finally:
         registry.stop()
+    assert load.failures == [], load.failures[:10]
+    check_answers(load, results)
+    # No replica ever went back to the old version after taking the new one.
+    for i in range(REPLICAS):
+        seen = [v for _, r, v in watch.flips if r == i]
+        assert all(a != b for a, b in zip(seen, seen[1:])) and len(seen) <= MOVES + 1, (i, seen)
+    bad = [line for line in logged if line[0] >= 500 or line[0] < 0]
+    assert bad == [], bad[:5]
+    lat = [after for _, after, _, _ in results]
+    # The first move to v2 also downloads and loads it on every replica.
+    assert statistics.median(lat) < 1.0, lat
+    with capsys.disabled():
+        print(f"\n[fleet, {registry.name} webhooks] {REPLICAS} replicas converged after each of {MOVES} moves: "
+              f"median {statistics.median(lat) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms; "
+              f"{len(load.answers)} answers through haproxy, 0 failed")
