@@ -208,15 +208,16 @@ def test_deliveries_are_verified_as_mlflow_signs_them(regserve_bin, tmp_path):
 
 
 class Load:
-    """Clients scoring in a loop, recording (time, X-Model-Version, version the output came from)."""
+    """`clients` threads scoring `url` in a loop; each answer kept as (sent at, answered at,
+    X-Model-Version, version whose output it is)."""
 
-    def __init__(self, url, refs):
+    def __init__(self, url, refs, clients=CLIENTS):
         self.url, self.refs = url, refs
         self.stop_flag = threading.Event()
         self.lock = threading.Lock()
         self.answers = []
         self.failures = []
-        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(CLIENTS)]
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(clients)]
 
     def computed_by(self, probs):
         for v, ref in self.refs.items():
@@ -227,19 +228,21 @@ class Load:
     def run(self):
         s = requests.Session()
         while not self.stop_flag.is_set():
+            sent = time.monotonic()
             try:
                 r = s.post(self.url + "/invocations", json=BODY, timeout=10)
             except requests.RequestException as e:
                 with self.lock:
                     self.failures.append(type(e).__name__)
                 continue
-            now = time.monotonic()
+            answered = time.monotonic()
+            if r.status_code != 200:
+                with self.lock:
+                    self.failures.append((r.status_code, r.text[:200]))
+                continue
+            computed = self.computed_by(r.json()["predictions"][0]["probabilities"])
             with self.lock:
-                if r.status_code != 200:
-                    self.failures.append(r.status_code)
-                    continue
-                header = r.headers.get("X-Model-Version")
-                self.answers.append((now, header, self.computed_by(r.json()["predictions"][0]["probabilities"])))
+                self.answers.append((sent, answered, r.headers.get("X-Model-Version"), computed))
 
     def __enter__(self):
         for t in self.threads:
@@ -255,7 +258,7 @@ class Load:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self.lock:
-                for t, _, v in self.answers:
+                for _, t, _, v in self.answers:
                     if t >= since and v == version:
                         return t - since
             time.sleep(0.005)
@@ -320,7 +323,7 @@ def test_a_real_mlflow_server_moves_an_alias_within_a_bound_far_below_the_poll(r
         assert load.failures == [], load.failures
         assert len(load.answers) > MOVES
         # Every answer names the version that computed it.
-        wrong = [(h, v) for _, h, v in load.answers if h != str(v)]
+        wrong = [(h, v) for _, _, h, v in load.answers if h != str(v)]
         assert wrong == [], f"{len(wrong)} answers whose X-Model-Version is not the version that computed them: {wrong[:5]}"
         # The first move to v2 also downloads and loads it; later moves swap between loaded versions.
         assert statistics.median(latencies) < 1.0, f"alias moves served after {latencies} s with a 60 s poll"

@@ -23,63 +23,14 @@ import pytest
 import requests
 
 from conftest import MODELS, RegserveServer
-from test_follow import COLUMNS, ROW, MlflowServer, reference_probabilities
+from test_follow import ROW, MlflowServer, reference_probabilities
 from test_postgres_replicas import Haproxy
-from test_serve_webhooks import SECRET, Serve
+from test_serve_webhooks import BODY, SECRET, Load, Serve
 
-BODY = {"dataframe_split": {"columns": COLUMNS, "data": [ROW]}}
 REPLICAS = 3
 CLIENTS = 16
 MOVES = 20
 CONVERGE_TIMEOUT_S = 10.0
-
-
-class FleetLoad:
-    """`CLIENTS` threads scoring through `url`; each answer kept as (sent at, answered at,
-    X-Model-Version, version whose output it is)."""
-
-    def __init__(self, url, refs, clients=CLIENTS):
-        self.url, self.refs = url, refs
-        self.stop_flag = threading.Event()
-        self.lock = threading.Lock()
-        self.answers = []
-        self.failures = []
-        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(clients)]
-
-    def computed_by(self, probs):
-        for v, ref in self.refs.items():
-            if np.allclose(probs, ref, atol=1e-5):
-                return v
-        return None
-
-    def run(self):
-        s = requests.Session()
-        while not self.stop_flag.is_set():
-            sent = time.monotonic()
-            try:
-                r = s.post(self.url + "/invocations", json=BODY, timeout=10)
-            except requests.RequestException as e:
-                with self.lock:
-                    self.failures.append(type(e).__name__)
-                continue
-            answered = time.monotonic()
-            if r.status_code != 200:
-                with self.lock:
-                    self.failures.append((r.status_code, r.text[:200]))
-                continue
-            computed = self.computed_by(r.json()["predictions"][0]["probabilities"])
-            with self.lock:
-                self.answers.append((sent, answered, r.headers.get("X-Model-Version"), computed))
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop_flag.set()
-        for t in self.threads:
-            t.join(15)
 
 
 def answering_version(replica_url):
@@ -239,7 +190,7 @@ def run_fleet(registry, tmp_path, regserve_bin, moves=MOVES, webhooks=True, poll
                                       secret=SECRET)
             time.sleep(registry.settle_s)
         refs = {1: reference_probabilities("iris-v1"), 2: reference_probabilities("iris-v2")}
-        with FleetLoad(proxy.url, refs) as load, Watch(replicas) as watch:
+        with Load(proxy.url, refs, clients=CLIENTS) as load, Watch(replicas) as watch:
             time.sleep(0.3)
             results = run_moves(lambda v: client.set_registered_model_alias("iris", "champion", str(v)), replicas,
                                 load, moves=moves)
