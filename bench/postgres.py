@@ -62,7 +62,7 @@ import requests  # noqa: E402
 
 from conftest import MODELS, RegserveServer, child_env  # noqa: E402
 from pg import PgCluster  # noqa: E402
-from test_follow import BODY, free_port, reference_probabilities, wait_http  # noqa: E402
+from test_follow import BODY, Workers, free_port, reference_probabilities, wait_http  # noqa: E402
 
 WRITERS = 8
 LOAD_THREADS = 2
@@ -183,17 +183,14 @@ def throughput(binary, cluster, workdir, versions, repeats, with_mlflow):
 # --- 2. swap latency --------------------------------------------------------------------------
 
 
-class Load:
+class Load(Workers):
     """LOAD_THREADS threads per replica scoring in a loop; keeps (time, replica, version)."""
 
     def __init__(self, urls, refs):
         self.urls, self.refs = urls, refs
-        self.stop_flag = threading.Event()
-        self.lock = threading.Lock()
         self.statuses = {}
         self.seen = [[] for _ in urls]  # per replica: (monotonic time answered, version)
-        self.threads = [threading.Thread(target=self.run, args=(i,), daemon=True)
-                        for i in range(len(urls)) for _ in range(LOAD_THREADS)]
+        super().__init__([(self.run, (i,)) for i in range(len(urls)) for _ in range(LOAD_THREADS)])
 
     def which(self, probs):
         for v, ref in self.refs.items():
@@ -219,16 +216,6 @@ class Load:
     def first(self, i, version, since):
         with self.lock:
             return next((t - since for t, v in self.seen[i] if t >= since and v == version), None)
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop_flag.set()
-        for t in self.threads:
-            t.join(15)
 
 
 class Replica:

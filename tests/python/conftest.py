@@ -45,6 +45,17 @@ MODELS = REPO / "models"
 START_TIMEOUT_S = 30
 
 
+def stop_process(proc, grace_s=10):
+    """SIGTERM `proc`, SIGKILL after `grace_s` if it is still there; waits for it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 class RegserveServer:
     """`regserve server` on a free port. `extra_args` are added to its command line; by default
     those of $REGSERVE_TEST_SERVER_ARGS (empty unless set: test_object_store_write.py sets it to
@@ -113,13 +124,7 @@ class RegserveServer:
         )
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
 
 @pytest.fixture(autouse=True)

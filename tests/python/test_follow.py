@@ -146,16 +146,36 @@ def reference_probabilities(version_dir):
     return sess.run(None, {"float_input": np.array([ROW], dtype=np.float32)})[1][0]
 
 
-class Load:
+class Workers:
+    """Daemon threads that run while the `with` block runs: one per `(target, args)` job.
+    `stop_flag` tells them to end (they are joined on exit); `lock` guards what they record.
+    The load generators and watchers of the tests and benchmarks are made of it."""
+
+    def __init__(self, jobs, join_s=15):
+        self.stop_flag = threading.Event()
+        self.lock = threading.Lock()
+        self.join_s = join_s
+        self.threads = [threading.Thread(target=target, args=args, daemon=True) for target, args in jobs]
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(self.join_s)
+
+
+class Load(Workers):
     """CLIENTS threads scoring in a loop; records every status and which version answered."""
 
     def __init__(self, url, refs):
         self.url, self.refs = url, refs
-        self.stop_flag = threading.Event()
-        self.lock = threading.Lock()
         self.statuses = {}
         self.seen = []  # (monotonic time, version)
-        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(CLIENTS)]
+        super().__init__([(self.run, ())] * CLIENTS)
 
     def which(self, probs):
         for v, ref in self.refs.items():
@@ -177,16 +197,6 @@ class Load:
                 self.statuses[status] = self.statuses.get(status, 0) + 1
                 if version is not None:
                     self.seen.append((now, version))
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop_flag.set()
-        for t in self.threads:
-            t.join(15)
 
     def first_answer_from(self, version, since, timeout):
         deadline = time.monotonic() + timeout

@@ -22,16 +22,15 @@ The outage tests run on a cluster of their own (a failed test must not leave the
 import concurrent.futures
 import json
 import subprocess
-import threading
 import time
 
 import numpy as np
 import pytest
 import requests
 
-from conftest import MODELS, REPO, child_env
+from conftest import MODELS, REPO, child_env, stop_process
 from pg import PgCluster, query
-from test_follow import BODY, free_port, reference_probabilities, wait_http
+from test_follow import BODY, Workers, free_port, reference_probabilities, wait_http
 
 SCRIPT = REPO / "scripts" / "pg-cluster"
 LONG_POLL = "60s"
@@ -130,13 +129,7 @@ class Replica:
         return 200, which(refs, r.json()["predictions"][0]["probabilities"])
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc, grace_s=20)
 
 
 def first_answer(replica, refs, name, version, since, timeout):
@@ -159,16 +152,14 @@ def converge(replicas, refs, name, version, since, timeout):
         return [f.result() for f in futures]
 
 
-class Load:
+class Load(Workers):
     """Two client threads per replica scoring `name` in a loop; counts statuses and versions."""
 
     def __init__(self, replicas, refs, name):
         self.replicas, self.refs, self.name = replicas, refs, name
-        self.stop_flag = threading.Event()
-        self.lock = threading.Lock()
         self.statuses = {}
         self.versions = {}
-        self.threads = [threading.Thread(target=self.run, args=(r,), daemon=True) for r in replicas for _ in range(2)]
+        super().__init__([(self.run, (r,)) for r in replicas for _ in range(2)])
 
     def run(self, replica):
         while not self.stop_flag.is_set():
@@ -184,16 +175,6 @@ class Load:
     def snapshot(self):
         with self.lock:
             return dict(self.statuses), dict(self.versions)
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop_flag.set()
-        for t in self.threads:
-            t.join(15)
 
 
 def pg_cluster(command, cluster):

@@ -28,7 +28,7 @@ import urllib.parse
 import pytest
 import requests
 
-from conftest import RegserveServer, child_env
+from conftest import RegserveServer, child_env, stop_process
 from pg import query
 from test_follow import free_port
 
@@ -116,13 +116,7 @@ backend replicas
         return out
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
 
 def start_together(regserve_bin, tmp_path, db_url, n):

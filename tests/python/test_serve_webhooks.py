@@ -30,7 +30,7 @@ import numpy as np
 import requests
 
 from conftest import MODELS, child_env
-from test_follow import COLUMNS, ROW, MlflowServer, free_port, reference_probabilities, wait_http
+from test_follow import COLUMNS, ROW, MlflowServer, Workers, free_port, reference_probabilities, wait_http
 
 SECRET = "webhook-secret-for-tests"
 BODY = {"dataframe_split": {"columns": COLUMNS, "data": [ROW]}}
@@ -207,17 +207,15 @@ def test_deliveries_are_verified_as_mlflow_signs_them(regserve_bin, tmp_path):
         serve.stop()
 
 
-class Load:
+class Load(Workers):
     """`clients` threads scoring `url` in a loop; each answer kept as (sent at, answered at,
     X-Model-Version, version whose output it is)."""
 
     def __init__(self, url, refs, clients=CLIENTS):
         self.url, self.refs = url, refs
-        self.stop_flag = threading.Event()
-        self.lock = threading.Lock()
         self.answers = []
         self.failures = []
-        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(clients)]
+        super().__init__([(self.run, ())] * clients)
 
     def computed_by(self, probs):
         for v, ref in self.refs.items():
@@ -244,16 +242,6 @@ class Load:
             with self.lock:
                 self.answers.append((sent, answered, r.headers.get("X-Model-Version"), computed))
 
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop_flag.set()
-        for t in self.threads:
-            t.join(15)
-
     def first_answer_from(self, version, since, timeout):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -265,11 +253,26 @@ class Load:
         return None
 
 
-def test_a_real_mlflow_server_moves_an_alias_within_a_bound_far_below_the_poll(regserve_bin, tmp_path, monkeypatch, capsys):
+def log_iris_versions(url):
+    """iris v1 and v2 logged with the MLflow client to the registry at `url` (versions 1 and 2
+    of `iris`), `champion` on 1; the client."""
     import mlflow
     import onnx
     from mlflow import MlflowClient
 
+    mlflow.set_tracking_uri(url)
+    mlflow.set_registry_uri(url)
+    client = MlflowClient(tracking_uri=url, registry_uri=url)
+    example = np.array([ROW], dtype=np.float32)
+    for d in ("iris-v1", "iris-v2"):
+        with mlflow.start_run():
+            mlflow.onnx.log_model(onnx.load(str(MODELS / d / "model.onnx")), name="model",
+                                  registered_model_name="iris", input_example=example)
+    client.set_registered_model_alias("iris", "champion", "1")
+    return client
+
+
+def test_a_real_mlflow_server_moves_an_alias_within_a_bound_far_below_the_poll(regserve_bin, tmp_path, monkeypatch, capsys):
     # MLflow refuses http:// and loopback destinations unless told otherwise (its SSRF rules).
     monkeypatch.setenv("MLFLOW_WEBHOOK_ALLOWED_SCHEMES", "http")
     monkeypatch.setenv("MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS", "true")
@@ -280,15 +283,7 @@ def test_a_real_mlflow_server_moves_an_alias_within_a_bound_far_below_the_poll(r
     registry.start()
     serve = None
     try:
-        mlflow.set_tracking_uri(registry.url)
-        mlflow.set_registry_uri(registry.url)
-        client = MlflowClient(tracking_uri=registry.url, registry_uri=registry.url)
-        example = np.array([ROW], dtype=np.float32)
-        for d in ("iris-v1", "iris-v2"):
-            with mlflow.start_run():
-                mlflow.onnx.log_model(onnx.load(str(MODELS / d / "model.onnx")), name="model",
-                                      registered_model_name="iris", input_example=example)
-        client.set_registered_model_alias("iris", "champion", "1")
+        client = log_iris_versions(registry.url)
 
         secret_file = tmp_path / "secret"
         secret_file.write_text(SECRET)

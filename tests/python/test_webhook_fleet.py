@@ -15,17 +15,15 @@ numbers (webhooks vs polling at 1 s).
 """
 
 import statistics
-import threading
 import time
 
-import numpy as np
 import pytest
 import requests
 
-from conftest import MODELS, RegserveServer
-from test_follow import ROW, MlflowServer, reference_probabilities
+from conftest import RegserveServer
+from test_follow import MlflowServer, Workers, reference_probabilities
 from test_postgres_replicas import Haproxy
-from test_serve_webhooks import BODY, SECRET, Load, Serve
+from test_serve_webhooks import BODY, SECRET, Load, Serve, log_iris_versions
 
 REPLICAS = 3
 CLIENTS = 16
@@ -70,14 +68,13 @@ def run_moves(move, replicas, load, moves=MOVES):
     return out
 
 
-class Watch:
+class Watch(Workers):
     """Each replica probed directly in a loop: (time, replica, version answering) at every change."""
 
     def __init__(self, replicas):
         self.replicas = replicas
         self.flips = []
-        self.stop_flag = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
+        super().__init__([(self.run, ())], join_s=10)
 
     def run(self):
         last = {}
@@ -91,14 +88,6 @@ class Watch:
                     last[i] = v
                     self.flips.append((time.monotonic(), i, v))
             time.sleep(0.003)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop_flag.set()
-        self.thread.join(10)
 
 
 def check_answers(load, results):
@@ -168,19 +157,7 @@ def run_fleet(registry, tmp_path, regserve_bin, moves=MOVES, webhooks=True, poll
     """Register iris v1 and v2 with the MLflow client, start three replicas behind haproxy (with
     a webhook each, or polling), make `moves` alias moves under load. Returns (per-move results,
     load, watch, proxy)."""
-    import mlflow
-    import onnx
-    from mlflow import MlflowClient
-
-    mlflow.set_tracking_uri(registry.url)
-    mlflow.set_registry_uri(registry.url)
-    client = MlflowClient(tracking_uri=registry.url, registry_uri=registry.url)
-    example = np.array([ROW], dtype=np.float32)
-    for d in ("iris-v1", "iris-v2"):
-        with mlflow.start_run():
-            mlflow.onnx.log_model(onnx.load(str(MODELS / d / "model.onnx")), name="model",
-                                  registered_model_name="iris", input_example=example)
-    client.set_registered_model_alias("iris", "champion", "1")
+    client = log_iris_versions(registry.url)
     replicas, proxy = fleet(tmp_path, regserve_bin, registry.url, poll=poll)
     try:
         if webhooks:
