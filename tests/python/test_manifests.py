@@ -395,6 +395,12 @@ def test_serve_deployment_as_the_issue_asks():
     _, config = config_file(dep, c)
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert config["port"] == ports["http"] == 8080
+    # The image's ENV (REGSERVE_PORT=5000, REGSERVE_HOST) beats the file: the container must
+    # override what differs from the file.
+    image_env = dict(re.findall(r"(REGSERVE_\w+)=(\S+)", dockerfile))
+    for var, key in (("REGSERVE_PORT", "port"), ("REGSERVE_HOST", "host")):
+        effective = env[var]["value"] if var in env else image_env.get(var)
+        assert effective is None or effective == str(config[key]), (var, effective, config[key])
     assert config["grpc_port"] == ports["grpc"] == 8081
     assert config["host"] == "0.0.0.0"
     assert all(u.startswith("models:/") for u in config["model"])
