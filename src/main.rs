@@ -24,6 +24,7 @@ fn main() -> std::process::ExitCode {
         Command::Models(cmd) => regserve::cli::models(&cli.global, cmd),
         Command::Predict(args) => regserve::cli::predict(&cli.global, args),
         Command::Server(args) => regserve::cli::server(&cli.global, args),
+        Command::Pull(args) => regserve::cli::pull(&cli.global, args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
