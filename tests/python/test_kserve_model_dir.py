@@ -237,3 +237,30 @@ def test_bad_model_dirs_and_pulls_are_clear_errors(regserve_bin, tmp_path):
     out = cli(regserve_bin, data, "pull", "models:/nope@champion", str(fresh))
     assert out.returncode != 0 and "nope" in out.stderr, out.stderr
     assert list(fresh.iterdir()) == [], "nothing left behind"
+
+
+def test_pull_from_a_real_mlflow_server_then_follow_it(regserve_bin, tmp_path):
+    """The storage initializer and the predictor against `mlflow server` (from the test
+    virtualenv): versions logged with the MLflow client, files through MLflow's artifact proxy."""
+    from test_follow import MlflowServer
+    from test_serve_webhooks import log_iris_versions
+
+    registry = MlflowServer(tmp_path)
+    registry.start()
+    try:
+        client = log_iris_versions(registry.url)
+        models = tmp_path / "mnt-models"
+        out = cli(regserve_bin, tmp_path / "init", "--registry-uri", registry.url, "pull", "models:/iris@champion", str(models))
+        assert out.returncode == 0, out.stderr
+        assert json.loads((models / "regserve-source.json").read_text())["model_version"]["version"] == "1"
+        pred = KServePredictor(regserve_bin, tmp_path / "data", models, name="iris-isvc", registry=registry.url)
+        try:
+            pred.wait_ready()
+            assert pred.infer()[0] == 1
+            client.set_registered_model_alias("iris", "champion", "2")
+            wait_version(pred, 2)
+            np.testing.assert_allclose(pred.infer()[1], reference_probabilities("iris-v2"), rtol=1e-5)
+        finally:
+            pred.stop()
+    finally:
+        registry.stop()
