@@ -29,7 +29,9 @@ pub const SUBCOMMANDS: &[&str] = &["serve", "server"];
 const NOT_KEYS: &[&str] = &["help", "version", "config", "print_config"];
 /// Flags whose environment fallback is read in code rather than by clap (`--registry-uri`
 /// falls back on MLflow's variables): a file value yields to these variables too.
-const CODE_ENV: &[(&str, &[&str])] = &[("registry_uri", &["MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_URI"])];
+/// (key, the subcommands whose code reads the variables, the variables in order).
+const CODE_ENV: &[(&str, &[&str], &[&str])] =
+    &[("registry_uri", &["serve"], &["MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_URI"])];
 /// A configuration file is a few kilobytes; refuse anything past this before reading it whole.
 const MAX_FILE_BYTES: u64 = 1 << 20;
 
@@ -148,9 +150,10 @@ pub fn load(argv: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Result
         if !problems.is_empty() {
             return Err(LoadError::File(FileError { path: path.clone(), problems }));
         }
-        for (name, values) in values {
+        for (name, (values, line)) in values {
+            applied.lines.insert(name.clone(), line);
             let key = keys.get(&name).expect("checked keys are keys; this is a bug");
-            if let Some(var) = code_env(&name, env) {
+            if let Some(var) = code_env(&pre.sub, &name, env) {
                 applied.overridden.insert(name, var);
                 continue;
             }
@@ -162,6 +165,10 @@ pub fn load(argv: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Result
         applied.path = Some(path.clone());
     }
     let matches = cmd.clone().try_get_matches_from(&argv).map_err(LoadError::Clap)?;
+    let problems = conflicts(&cmd, &keys, &matches, &pre.sub, &applied);
+    if let (Some(path), false) = (&applied.path, problems.is_empty()) {
+        return Err(LoadError::File(FileError { path: path.clone(), problems }));
+    }
     if pre.print {
         return Ok(Loaded::Print(render(&cmd, &keys, &matches, &pre.sub, &applied, env)));
     }
@@ -196,9 +203,9 @@ fn prescan(cmd: &Command, argv: &[OsString]) -> Option<Prescan> {
     Some(Prescan { sub: sub.to_string(), config, print })
 }
 
-/// The first variable of a flag's in-code fallback that is set, if that flag has one.
-fn code_env(key: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
-    let (_, vars) = CODE_ENV.iter().find(|(k, _)| *k == key)?;
+/// The first variable of a flag's in-code fallback that is set, if that flag has one in `sub`.
+fn code_env(sub: &str, key: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let (_, _, vars) = CODE_ENV.iter().find(|(k, subs, _)| *k == key && subs.contains(&sub))?;
     vars.iter().find(|v| env(v).is_some_and(|x| !x.trim().is_empty())).map(|v| v.to_string())
 }
 
@@ -257,10 +264,20 @@ impl Keys {
             let id = a.get_id().to_string();
             Some((name, Key { id, long: long.to_string(), global, kind, hidden: a.is_hide_set() }))
         };
-        let mut keys: Vec<(String, Key)> =
-            cmd.get_arguments().filter(|a| a.is_global_set()).filter_map(|a| key(a, true)).collect();
-        if let Some(sc) = cmd.find_subcommand(sub) {
-            keys.extend(sc.get_arguments().filter(|a| !a.is_global_set()).filter_map(|a| key(a, false)));
+        let globals = cmd.get_arguments().filter(|a| a.is_global_set()).filter_map(|a| key(a, true));
+        let own = cmd
+            .find_subcommand(sub)
+            .into_iter()
+            .flat_map(|sc| sc.get_arguments().filter(|a| !a.is_global_set()).filter_map(|a| key(a, false)));
+        // Two arguments spelling one key (`--model-name` and a separate hidden `--model_name`):
+        // one key, the visible argument's.
+        let mut keys: Vec<(String, Key)> = Vec::new();
+        for (name, k) in globals.chain(own) {
+            match keys.iter_mut().find(|(n, _)| *n == name) {
+                Some(existing) if existing.1.hidden && !k.hidden => existing.1 = k,
+                Some(_) => {}
+                None => keys.push((name, k)),
+            }
         }
         Keys(keys)
     }
@@ -319,9 +336,12 @@ impl Value {
     }
 }
 
+/// A key's values as its flag takes them, and the line it is on.
+type FileValue = (Vec<String>, usize);
+
 /// Check every key of the file for subcommand `sub`: the values that apply (table over top
-/// level), or every problem found, in the file's order.
-fn check(cmd: &Command, sub: &str, keys: &Keys, text: &str) -> (BTreeMap<String, Vec<String>>, Vec<Problem>) {
+/// level) with their lines, or every problem found, in the file's order.
+fn check(cmd: &Command, sub: &str, keys: &Keys, text: &str) -> (BTreeMap<String, FileValue>, Vec<Problem>) {
     let line_of = |offset: usize| text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1;
     let (doc, errors) = DeTable::parse_recoverable(text);
     let mut problems: Vec<(usize, Problem)> = errors
@@ -358,7 +378,7 @@ fn check(cmd: &Command, sub: &str, keys: &Keys, text: &str) -> (BTreeMap<String,
                     match check_one(cmd, &mut checker, &name, table_keys, &iname, &Value::from_toml(iv.get_ref()), None)
                     {
                         Ok(values) if this => {
-                            table.insert(iname, values);
+                            table.insert(iname, (values, line_of(iat)));
                         }
                         Ok(_) => {}
                         Err(message) => {
@@ -369,7 +389,7 @@ fn check(cmd: &Command, sub: &str, keys: &Keys, text: &str) -> (BTreeMap<String,
             }
             value => match check_one(cmd, &mut checker, sub, keys, &name, &Value::from_toml(value), Some(sub)) {
                 Ok(values) => {
-                    top.insert(name, values);
+                    top.insert(name, (values, line_of(at)));
                 }
                 Err(message) => problems.push((at, Problem { line: Some(line_of(at)), key: Some(name), message })),
             },
@@ -515,7 +535,59 @@ fn first_sentence(help: &str) -> String {
 struct Applied {
     path: Option<PathBuf>,
     from_file: Vec<String>,
+    lines: BTreeMap<String, usize>,
     overridden: BTreeMap<String, String>,
+}
+
+/// Clap checks the conflicts between flags given on the command line or in the environment, not
+/// between defaults — and file values are defaults: check each pair where a file value takes
+/// part (the arguments that declare a conflict; clap's own check covers the rest).
+fn conflicts(cmd: &Command, keys: &Keys, matches: &ArgMatches, sub: &str, applied: &Applied) -> Vec<Problem> {
+    if applied.from_file.is_empty() {
+        return Vec::new();
+    }
+    let mut built = cmd.clone();
+    built.build();
+    let (Some(sc), Some(sub_matches)) = (built.find_subcommand(sub), matches.subcommand_matches(sub)) else {
+        return Vec::new();
+    };
+    let source = |name: &str, key: &Key| -> Option<String> {
+        let m = if key.global { matches } else { sub_matches };
+        let off = key.kind == Kind::Bool && m.get_raw(&key.id).and_then(|mut v| v.next()).is_some_and(|v| v == "false");
+        if off {
+            return None; // an on/off flag that is off is not there
+        }
+        match m.value_source(&key.id)? {
+            ValueSource::CommandLine => Some(format!("--{} on the command line", key.long)),
+            ValueSource::EnvVariable => Some(format!("--{}'s variable", key.long)),
+            ValueSource::DefaultValue if applied.from_file.iter().any(|f| f == name) => {
+                Some(format!("'{name}' in the file"))
+            }
+            _ => None,
+        }
+    };
+    let mut problems = Vec::new();
+    for (name, key) in keys.0.iter().filter(|(_, k)| !k.global) {
+        let Some(this) = source(name, key) else { continue };
+        let Some(arg) = sc.get_arguments().find(|a| a.get_id() == key.id.as_str()) else { continue };
+        for other in sc.get_arg_conflicts_with(arg) {
+            let Some((other_name, other_key)) = keys.0.iter().find(|(_, k)| k.id == other.get_id().as_str()) else {
+                continue;
+            };
+            let Some(that) = source(other_name, other_key) else { continue };
+            let (this_in_file, that_in_file) = (this.ends_with("in the file"), that.ends_with("in the file"));
+            if !(this_in_file || that_in_file) {
+                continue; // both on the command line or in the environment: clap has said so
+            }
+            let at = if this_in_file { name } else { other_name };
+            problems.push(Problem {
+                line: applied.lines.get(at).copied(),
+                key: Some(at.clone()),
+                message: format!("{this} cannot be used with {that}"),
+            });
+        }
+    }
+    problems
 }
 
 /// The effective configuration as TOML that loads back with `--config`: every key of the
@@ -552,7 +624,7 @@ fn render(
         };
         let (raw, source) = match raw {
             Some(raw) => (raw, source),
-            None => match CODE_ENV.iter().find(|(k, _)| k == name).and_then(|_| code_env(name, env)) {
+            None => match code_env(sub, name, env) {
                 Some(var) => {
                     let why = if applied.overridden.contains_key(name) { ", over the file" } else { "" };
                     (vec![env(&var).unwrap_or_default()], format!("env {var}{why}"))
@@ -843,6 +915,24 @@ webhook_timeout = 0
     }
 
     #[test]
+    fn conflicting_flags_are_refused_when_the_file_sets_one() {
+        let both = "no_serve_artifacts = true\nartifacts_destination = \"s3://b/p\"";
+        let (e, shown) = file_error(both, &["server"]);
+        assert_eq!(e.problems.len(), 1, "{shown}");
+        assert_eq!((e.problems[0].line, e.problems[0].key.as_deref()), (Some(1), Some("no_serve_artifacts")));
+        assert!(
+            shown.contains("'no_serve_artifacts' in the file cannot be used with 'artifacts_destination' in the file"),
+            "{shown}"
+        );
+        let (_, shown) = file_error("no_serve_artifacts = true", &["server", "--artifacts-destination", "s3://b/p"]);
+        assert!(shown.contains("cannot be used with --artifacts-destination on the command line"), "{shown}");
+        let (e, shown) = file_error("artifacts_destination = \"s3://b/p\"", &["server", "--no-serve-artifacts"]);
+        assert_eq!(e.problems[0].key.as_deref(), Some("artifacts_destination"), "{shown}");
+        // Set to false, the flag is absent: no conflict.
+        assert!(!server("no_serve_artifacts = false\nartifacts_destination = \"s3://b/p\"", &[]).no_serve_artifacts);
+    }
+
+    #[test]
     fn a_missing_or_broken_file_is_an_error_naming_it() {
         let missing = PathBuf::from("/nonexistent/regserve.toml");
         let argv: Vec<OsString> = ["regserve", "serve", "-m", "models:/a/1", "--config", "/nonexistent/regserve.toml"]
@@ -873,6 +963,7 @@ webhook_timeout = 0
 
     #[test]
     fn print_config_shows_sources_redacts_and_loads_back() {
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner()); // every key is printed, variables' too
         let text = r#"
             model = ["models:/a@champion"]
             port = 8080
@@ -914,6 +1005,25 @@ webhook_timeout = 0
     }
 
     #[test]
+    fn a_flag_added_to_the_command_is_a_key_with_its_own_parser() {
+        let cmd = Cli::command().mut_subcommand("serve", |s| {
+            s.arg(Arg::new("grpc_port").long("grpc-port").value_parser(clap::value_parser!(u16)))
+                .arg(Arg::new("model_name_alias").long("model_name").hide(true))
+                .arg(Arg::new("model_name").long("model-name"))
+        });
+        let keys = Keys::of(&cmd, "serve");
+        assert!(keys.get("grpc_port").is_some_and(|k| k.kind == Kind::One && !k.global));
+        assert_eq!(keys.get("model_name").map(|k| k.id.as_str()), Some("model_name"), "the visible one");
+        assert_eq!(keys.names().filter(|n| *n == "model_name").count(), 1);
+        let (values, problems) = check(&cmd, "serve", &keys, "grpc_port = 8081\nmodel_name = \"fraud\"");
+        assert_eq!(problems, []);
+        assert_eq!(values["grpc_port"], (vec!["8081".to_string()], 1));
+        let (_, problems) = check(&cmd, "serve", &keys, "grpc_port = 70000\ngrpc_prt = 1");
+        let said: Vec<String> = problems.iter().map(|p| p.message.clone()).collect();
+        assert!(said[0].contains("70000 is not in 0..=65535") && said[1].contains("'grpc_port'"), "{said:?}");
+    }
+
+    #[test]
     fn secrets_are_redacted_by_name_but_files_naming_them_are_not() {
         assert!(is_secret("auth_token") && is_secret("db_password") && is_secret("webhook_secret"));
         assert!(!is_secret("auth_token_file") && !is_secret("webhook_secret_file") && !is_secret("port"));
@@ -938,5 +1048,8 @@ webhook_timeout = 0
         );
         let Ok(Loaded::Run(cli)) = load_with(text, &["serve"], &no_env) else { panic!() };
         assert_eq!(cli.global.registry_uri.as_deref(), Some("http://from-file:5000"));
+        // `server` does not read those variables: nothing to show for them.
+        let out = printed("port = 5001", &["server"], &env);
+        assert!(out.contains("# registry_uri is not set (default)\n"), "{out}");
     }
 }
