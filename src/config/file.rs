@@ -935,11 +935,11 @@ webhook_timeout = 0
     #[test]
     fn a_missing_or_broken_file_is_an_error_naming_it() {
         let missing = PathBuf::from("/nonexistent/regserve.toml");
-        let argv: Vec<OsString> = ["regserve", "serve", "-m", "models:/a/1", "--config", "/nonexistent/regserve.toml"]
+        let args: Vec<OsString> = ["regserve", "serve", "-m", "models:/a/1", "--config", "/nonexistent/regserve.toml"]
             .iter()
             .map(OsString::from)
             .collect();
-        let Err(LoadError::File(e)) = load(argv, &no_env) else { panic!("loaded a missing file") };
+        let Err(LoadError::File(e)) = load(args, &no_env) else { panic!("loaded a missing file") };
         assert_eq!(e.path, missing);
         assert!(e.to_string().contains("/nonexistent/regserve.toml: cannot open it"), "{e}");
         let (e, shown) = file_error("port = \nmodel = [\"models:/a/1\"", &["serve"]);
@@ -947,6 +947,13 @@ webhook_timeout = 0
         assert_eq!(e.problems[0].line, Some(1), "{shown}");
         let (_, shown) = file_error("port = 1\nport = 2\n", &["serve", "-m", "models:/a/1"]);
         assert!(shown.contains("not TOML") && shown.contains(":2:"), "{shown}");
+        let huge = format!("# {}\nport = 1\n", "x".repeat(MAX_FILE_BYTES as usize));
+        let (_, shown) = file_error(&huge, &["serve", "-m", "models:/a/1"]);
+        assert!(shown.contains("larger than 1024 KiB"), "{shown}");
+        let f = file("");
+        std::fs::write(&f.path, b"port = \"\xff\"\n").unwrap();
+        let Err(LoadError::File(e)) = load(argv(&["serve", "-m", "models:/a/1"], &f), &no_env) else { panic!() };
+        assert!(e.to_string().contains("not UTF-8"), "{e}");
     }
 
     #[test]
