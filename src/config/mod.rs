@@ -14,6 +14,8 @@ use crate::runtime::RuntimeOptions;
 use crate::server::origin::{AllowedHosts, HostPattern};
 use crate::uri::ModelUri;
 
+pub mod file;
+
 #[derive(Debug, Parser)]
 #[command(name = "regserve", version, about = "An MLflow-compatible model registry and ONNX model server")]
 pub struct Cli {
@@ -61,6 +63,15 @@ pub struct GlobalArgs {
     /// destination the server recorded; this flag overrides it.
     #[arg(long, env = "REGSERVE_ARTIFACTS_DESTINATION", global = true)]
     pub artifacts_destination: Option<String>,
+    /// `serve` and `server`: a TOML file of flag values — keys are the long flag names with `_`
+    /// for `-` (`port = 8080`, `model = ["models:/fraud@champion"]`), optionally under
+    /// `[serve]` / `[server]`; flags and environment variables override it (see config/).
+    #[arg(long, env = file::CONFIG_ENV, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// `serve` and `server`: print the effective configuration as TOML (each value's source,
+    /// secrets redacted) and exit without starting anything.
+    #[arg(long, global = true)]
+    pub print_config: bool,
 }
 
 impl GlobalArgs {
