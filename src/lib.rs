@@ -13,7 +13,7 @@
 //!   REST flows, owned-file cleanup); above registry, artifact and runtime, below server and cli
 //! - [`manager`]: served models, watching the registry, hot swap
 //! - [`server`]: HTTP routes and the error → status mapping
-//! - [`config`]: command line and environment
+//! - [`config`]: command line, environment and the configuration file (`--config`)
 //! - [`cli`]: the commands (`serve`, `server`, `models`, `predict`) and the CLI's registry client
 //! - [`metrics`]: Prometheus metrics (a leaf: anything may record into it)
 //! - [`wildcard`]: wildcard matching (a leaf, like `metrics`)

@@ -1,7 +1,6 @@
 //! `regserve`: parse the command line, then run the command. All logic lives in the library.
 
-use clap::Parser;
-use regserve::config::{Cli, Command};
+use regserve::config::Command;
 
 /// jemalloc, with background threads purging pages a second after they are freed: the memory a
 /// burst of big requests took is given back to the system instead of staying the process's RSS
@@ -11,7 +10,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
     return_memory_promptly();
-    let cli = Cli::parse();
+    // The command line, the environment and the configuration file (`--config`), in that order.
+    let cli = regserve::config::file::cli();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,ort=warn".into()),
@@ -24,6 +24,7 @@ fn main() -> std::process::ExitCode {
         Command::Models(cmd) => regserve::cli::models(&cli.global, cmd),
         Command::Predict(args) => regserve::cli::predict(&cli.global, args),
         Command::Server(args) => regserve::cli::server(&cli.global, args),
+        Command::Pull(args) => regserve::cli::pull(&cli.global, args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -736,7 +736,7 @@ async fn serve_follows_a_stage_on_a_remote_registry() {
         poll_interval: Duration::from_millis(100),
         ..ManagerOptions::default()
     };
-    let manager = ModelManager::start(vec![uri("models:/iris/Production")], 0, source, options);
+    let manager = ModelManager::start(vec![uri("models:/iris/Production").into()], 0, source, options);
     let version_in_service = || manager.default_slot().and_then(|s| s.active()).map(|a| a.version.version);
     let wait_for = |want: u64| async move {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);

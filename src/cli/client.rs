@@ -342,6 +342,25 @@ impl RegistryClient {
         }
     }
 
+    /// Like [`RegistryClient::fetch`], for `regserve pull`: a remote registry's files are
+    /// downloaded into `staging` (which the caller owns and may move them out of: `true`),
+    /// not into the shared cache; the embedded registry's are where they are (`false`: copy
+    /// them).
+    pub fn fetch_to(&self, uri: &ModelUri, staging: &Path) -> Result<(ModelVersion, PathBuf, bool)> {
+        match self {
+            RegistryClient::Embedded { .. } => {
+                let (version, path) = self.fetch(uri)?;
+                Ok((version, path, false))
+            }
+            RegistryClient::Remote { source, runtime } => runtime.block_on(async {
+                let staged = RemoteSource::new(source.registry().clone(), staging).with_progress(download_bar());
+                let version = not_a_prompt(staged.resolve(uri).await?)?;
+                let path = staged.fetch(&version).await?;
+                Ok((version, path, true))
+            }),
+        }
+    }
+
     // ------------------------------------------------------------------ registration
 
     /// Register `path` (a `.onnx` file or an MLflow model directory) as the next version of

@@ -2,6 +2,9 @@
 //! default, `--json` for scripts.
 
 pub mod client;
+mod pull;
+
+pub use pull::pull;
 
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::sync::Arc;
@@ -11,7 +14,9 @@ use anyhow::{bail, Context, Result};
 use self::client::RegistryClient;
 use crate::artifact::ArtifactRoot;
 use crate::config::{AliasCommand, GlobalArgs, InputFormat, ModelsCommand, PinnedVersions, PredictArgs, ServeArgs};
-use crate::manager::{ManagerOptions, ModelManager, PinnedPolicy};
+use crate::manager::{
+    DirectorySource, ManagerOptions, ModelManager, ModelSource, PinnedPolicy, PullRecord, PulledSource, ServedModel,
+};
 use crate::registration::Registration;
 use crate::registry::types::format_utc_ms;
 use crate::registry::{ModelVersion, RegisteredModel, Store, Tag};
@@ -39,16 +44,14 @@ fn open_store(global: &GlobalArgs) -> Result<(Arc<Store>, ArtifactRoot)> {
 
 /// `regserve serve`: bind, start following the models, serve until SIGINT/SIGTERM.
 pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
-    let default = args.default_index().map_err(anyhow::Error::msg)?;
     let token = server::auth::Token::load(args.http.auth_token_file.as_deref()).map_err(anyhow::Error::msg)?;
     let webhooks = match args.webhook_secret_file.as_deref() {
         Some(path) => Some(Arc::new(server::hooks::Verifier::from_file(path).map_err(anyhow::Error::msg)?)),
         None => None,
     };
     init_runtime(global.ort_lib.as_deref()).context("--ort-lib / ORT_DYLIB_PATH")?;
-    let local = global.local_registry().map_err(anyhow::Error::msg)?;
-    let source = crate::manager::source_from_uri(global.registry_uri.as_deref(), &local)
-        .context("choosing the registry (--registry-uri, MLFLOW_REGISTRY_URI, MLFLOW_TRACKING_URI, --data-dir)")?;
+    let (served, source) = served_models(global, &args)?;
+    let default = args.default_index(&served).map_err(anyhow::Error::msg)?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async move {
@@ -70,8 +73,8 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
                 PinnedVersions::Any => PinnedPolicy::Any,
             },
         };
-        tracing::info!(registry = %source.describe(), models = ?args.models.iter().map(|m| m.to_string()).collect::<Vec<_>>(), sessions = options.runtime.sessions, "starting");
-        let manager = ModelManager::start(args.models.clone(), default, source, options);
+        tracing::info!(registry = %source.describe(), models = ?served.iter().map(|m| format!("{} ({})", m.name, m.uri)).collect::<Vec<_>>(), sessions = options.runtime.sessions, "starting");
+        let manager = ModelManager::start(served, default, source, options);
         if webhooks.is_some() {
             tracing::info!("registry webhooks accepted at POST /hooks/mlflow");
         }
@@ -88,6 +91,51 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
     })?;
     stop_runtime(runtime);
     Ok(())
+}
+
+/// What `serve` serves, and from where: the -m URIs on the registry, or the model in
+/// --model-dir ([`crate::manager::local`]).
+fn served_models(global: &GlobalArgs, args: &ServeArgs) -> Result<(Vec<ServedModel>, Arc<dyn ModelSource>)> {
+    let registry = || -> Result<Arc<dyn ModelSource>> {
+        let local = global.local_registry().map_err(anyhow::Error::msg)?;
+        crate::manager::source_from_uri(global.registry_uri.as_deref(), &local)
+            .context("choosing the registry (--registry-uri, MLFLOW_REGISTRY_URI, MLFLOW_TRACKING_URI, --data-dir)")
+    };
+    let Some(dir) = args.model_dir.as_deref() else {
+        return Ok((args.served().map_err(anyhow::Error::msg)?, registry()?));
+    };
+    let name =
+        args.model_name.as_deref().map(crate::config::checked_model_name).transpose().map_err(anyhow::Error::msg)?;
+    match PullRecord::read(dir).map_err(|e| anyhow::anyhow!("--model-dir: {e}"))? {
+        None => {
+            let name = name.ok_or_else(|| {
+                anyhow::anyhow!("--model-dir {} needs --model-name: the files there name no model", dir.display())
+            })?;
+            // Fail now, not at the first load, when the directory holds no model.
+            crate::manager::local::model_in_dir(dir).context("--model-dir")?;
+            let source = DirectorySource::new(name.clone(), dir);
+            let served = ServedModel { name, uri: source.uri() };
+            Ok((vec![served], Arc::new(source)))
+        }
+        Some(record) => {
+            let uri = record.served_uri().map_err(|e| anyhow::anyhow!("--model-dir: {e}"))?;
+            let follow = registry_named(global);
+            tracing::info!(uri = %uri, version = record.model_version.version, pulled_from = %record.registry, follow, "serving the version `regserve pull` put in --model-dir");
+            let registry = if follow { Some(registry()?) } else { None };
+            let served = ServedModel { name: name.unwrap_or_else(|| uri.name.clone()), uri };
+            Ok((vec![served], Arc::new(PulledSource::new(record, dir, registry))))
+        }
+    }
+}
+
+/// Whether a registry was named (flag or variable) rather than left to the --data-dir default:
+/// a pulled --model-dir follows its URI only on a registry someone chose.
+fn registry_named(global: &GlobalArgs) -> bool {
+    let set = |v: Option<String>| v.is_some_and(|v| !v.trim().is_empty());
+    set(global.registry_uri.clone())
+        || set(global.backend_store_uri.clone())
+        || set(std::env::var(crate::registry::location::ENV_REGISTRY_URI).ok())
+        || set(std::env::var(crate::registry::location::ENV_TRACKING_URI).ok())
 }
 
 /// Drop the async runtime without waiting on blocking work still running past shutdown (a

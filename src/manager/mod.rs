@@ -22,6 +22,7 @@
 //! This module is serving only: the `models` and `predict` commands' registry client is
 //! `cli::client`, and registering and deleting versions is `registration`.
 
+pub mod local;
 pub mod remote;
 pub mod source;
 
@@ -38,6 +39,7 @@ use crate::metrics;
 use crate::registry::{ModelVersion, RegistryError, VersionStatus};
 use crate::runtime::{LoadedModel, RuntimeError, RuntimeOptions};
 use crate::uri::ModelUri;
+pub use local::{DirectorySource, PullRecord, PulledSource};
 pub use remote::{source_from_uri, RemoteSource};
 pub use source::{EmbeddedSource, ModelSource, SourceError};
 
@@ -247,8 +249,26 @@ impl SlotStats {
     }
 }
 
+/// A model this server answers for: the name requests use and the URI that picks its version.
+/// The name is the registered model's, unless given another (`--model-name`, KServe's
+/// InferenceService name).
+#[derive(Debug, Clone)]
+pub struct ServedModel {
+    pub name: String,
+    pub uri: ModelUri,
+}
+
+impl From<ModelUri> for ServedModel {
+    fn from(uri: ModelUri) -> ServedModel {
+        ServedModel { name: uri.name.clone(), uri }
+    }
+}
+
 /// One served URI.
 pub struct Slot {
+    /// The name requests use (`/v2/models/{name}`, metrics labels, `--default-model`).
+    pub name: String,
+    /// The registry URI that picks the version; its name is the registered model's.
     pub uri: ModelUri,
     active: ArcSwapOption<Active>,
     status: Mutex<SlotStatus>,
@@ -290,9 +310,11 @@ fn unservable_backoff(attempts: u32) -> Duration {
 }
 
 impl Slot {
-    fn new(uri: ModelUri) -> Slot {
-        let status = SlotStatus { uri: uri.to_string(), name: uri.name.clone(), ..Default::default() };
+    fn new(served: ServedModel) -> Slot {
+        let ServedModel { name, uri } = served;
+        let status = SlotStatus { uri: uri.to_string(), name: name.clone(), ..Default::default() };
         Slot {
+            name,
             uri,
             active: ArcSwapOption::empty(),
             status: Mutex::new(status),
@@ -408,12 +430,12 @@ impl ModelManager {
     /// Create the slots and start one watcher task per URI (on the current tokio runtime).
     /// `default` picks the slot that also answers `/invocations`.
     pub fn start(
-        uris: Vec<ModelUri>,
+        served: Vec<ServedModel>,
         default: usize,
         source: Arc<dyn ModelSource>,
         options: ManagerOptions,
     ) -> ModelManager {
-        let slots: Vec<Arc<Slot>> = uris.into_iter().map(|u| Arc::new(Slot::new(u))).collect();
+        let slots: Vec<Arc<Slot>> = served.into_iter().map(|s| Arc::new(Slot::new(s))).collect();
         let budget = (options.model_cache_bytes, options.model_cache_threads, options.model_cache_versions);
         let cache = ModelCache::builder()
             .max_capacity(CACHE_UNITS)
@@ -452,12 +474,12 @@ impl ModelManager {
         self.inner.slots.get(self.inner.default)
     }
 
-    /// The slot serving registered model `name`.
+    /// The slot answering to `name` (see [`ServedModel`]).
     pub fn slot(&self, name: &str) -> Option<&Arc<Slot>> {
-        self.inner.slots.iter().find(|s| s.uri.name == name)
+        self.inner.slots.iter().find(|s| s.name == name)
     }
 
-    /// The registry says model `name` changed (a webhook): the watchers of its URIs re-resolve
+    /// The registry says registered model `name` changed (a webhook): the watchers of its URIs re-resolve
     /// now instead of at the next poll. Returns the URIs woken (none: not served here, or only
     /// at pinned versions already loaded).
     pub fn refresh(&self, name: &str) -> Vec<&ModelUri> {
@@ -502,6 +524,7 @@ impl ModelManager {
     /// any READY version, loaded through the cache.
     pub async fn pinned(&self, name: &str, version: u64) -> Result<Arc<LoadedModel>, PinError> {
         let slot = self.slot(name).ok_or_else(|| PinError::NotServed(name.to_string()))?;
+        let registered = slot.uri.name.as_str();
         let active = slot.active();
         if let Some(active) = &active {
             if active.version.version == version {
@@ -515,7 +538,7 @@ impl ModelManager {
                 in_service: active.map(|a| a.version.version),
             });
         }
-        let uri = ModelUri::new(name, crate::uri::Selector::Version(version));
+        let uri = ModelUri::new(registered, crate::uri::Selector::Version(version));
         let v = self.inner.source.resolve(&uri).await.map_err(PinError::Source)?;
         if v.is_prompt() {
             return Err(PinError::Load(LoadError::Prompt { name: v.name, version: v.version }));
@@ -898,7 +921,7 @@ async fn check_once(inner: &Inner, slot: &Slot) -> Result<(), CheckFailure> {
     let load_seconds = model.load_time.as_secs_f64();
     let previous = current.map(|a| a.version.version);
     let number = version.version;
-    let name = version.name.clone();
+    let name = slot.name.clone();
     slot.active.store(Some(Arc::new(Active { version, model, loaded_at })));
     // The new version is in service now: its files are kept, the previous one's may go.
     inner.trim_downloads().await;

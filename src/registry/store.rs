@@ -4,6 +4,7 @@
 //!
 //! The store is synchronous; async callers run it on the blocking pool.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -256,7 +257,7 @@ impl Store {
         self.read(|tx| {
             let ids: Vec<i64> =
                 tx.query_map("SELECT id FROM registered_models ORDER BY name", params![], |r| r.get(0))?;
-            ids.into_iter().map(|id| load_model(tx, id)).collect()
+            load_models(tx, &ids)
         })
     }
 
@@ -270,7 +271,7 @@ impl Store {
         let q = search::build_for(self.db.dialect(), Target::RegisteredModels, filter_str, order_by, page_token)?;
         self.read(|tx| {
             let (ids, next_page_token) = q.fetch_page(tx, "rm.id", max_results, |r| r.get::<i64>(0))?;
-            let items = ids.into_iter().map(|id| load_model(tx, id)).collect::<Result<Vec<_>>>()?;
+            let items = load_models(tx, &ids)?;
             Ok(Page { items, next_page_token })
         })
     }
@@ -490,12 +491,12 @@ impl Store {
     pub fn list_model_versions(&self, name: &str) -> Result<Vec<ModelVersion>> {
         self.read(|tx| {
             let id = model_id(tx, name)?;
-            let versions: Vec<i64> = tx.query_map(
+            let keys: Vec<(i64, u64)> = tx.query_map(
                 "SELECT version FROM model_versions WHERE model_id = ?1 ORDER BY version DESC",
                 params![id],
-                |r| r.get(0),
+                |r| Ok((id, r.get::<i64>(0)? as u64)),
             )?;
-            versions.into_iter().map(|v| load_version(tx, id, name, v as u64)).collect()
+            load_versions(tx, &keys)
         })
     }
 
@@ -509,12 +510,9 @@ impl Store {
         let q = search::build_for(self.db.dialect(), Target::ModelVersions, filter_str, order_by, page_token)?;
         self.read(|tx| {
             let (keys, next_page_token) = q.fetch_page(tx, "mv.model_id, rm.name, mv.version", max_results, |r| {
-                Ok((r.get::<i64>(0)?, r.get::<String>(1)?, r.get::<i64>(2)? as u64))
+                Ok((r.get::<i64>(0)?, r.get::<i64>(2)? as u64))
             })?;
-            let items = keys
-                .into_iter()
-                .map(|(id, name, version)| load_version(tx, id, &name, version))
-                .collect::<Result<Vec<_>>>()?;
+            let items = load_versions(tx, &keys)?;
             Ok(Page { items, next_page_token })
         })
     }
@@ -686,73 +684,176 @@ fn version_from_row(r: &Row<'_>) -> Result<(ModelVersion, i64), db::Error> {
     Ok((mv, r.get(14)?))
 }
 
-fn fill_version_extras(tx: &Tx<'_>, id: i64, mv: &mut ModelVersion) -> Result<()> {
-    let v = mv.version as i64;
-    mv.tags = tx.query_map(
-        "SELECT key, value FROM model_version_tags WHERE model_id = ?1 AND version = ?2 ORDER BY key",
-        params![id, v],
-        |r| Ok(Tag { key: r.get(0)?, value: r.get(1)? }),
-    )?;
-    mv.aliases = tx.query_map(
-        "SELECT alias FROM registered_model_aliases WHERE model_id = ?1 AND version = ?2 ORDER BY alias",
-        params![id, v],
-        |r| r.get(0),
-    )?;
-    Ok(())
+/// Statements that load models or versions by key take at most this many keys at once (a
+/// page of 1,000 is a few statements, not one per key, and a statement's parameters stay few).
+const KEYS_PER_STATEMENT: usize = 200;
+
+/// `(mv.model_id = ?1 AND mv.version = ?2) OR …` for `keys`, and their parameters.
+fn version_keys_clause(prefix: &str, keys: &[(i64, u64)]) -> (String, Vec<db::Value>) {
+    let mut sql = String::with_capacity(keys.len() * 48);
+    let mut values = Vec::with_capacity(keys.len() * 2);
+    for (i, (id, v)) in keys.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(" OR ");
+        }
+        sql.push_str(&format!("({prefix}model_id = ?{} AND {prefix}version = ?{})", 2 * i + 1, 2 * i + 2));
+        values.push(db::Value::Integer(*id));
+        values.push(db::Value::Integer(*v as i64));
+    }
+    (sql, values)
+}
+
+/// `?1, ?2, …` for `n` parameters.
+fn placeholders(n: usize) -> String {
+    (1..=n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The versions `keys` (model id, version), in that order, with their tags and aliases: three
+/// statements per [`KEYS_PER_STATEMENT`] keys. A key with no version is an error naming it.
+fn load_versions(tx: &Tx<'_>, keys: &[(i64, u64)]) -> Result<Vec<ModelVersion>> {
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(KEYS_PER_STATEMENT) {
+        let (clause, values) = version_keys_clause("mv.", chunk);
+        let params = db::params_from(&values);
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM model_versions mv JOIN registered_models rm ON rm.id = mv.model_id WHERE {clause}"
+        );
+        let rows = tx.query_map(&sql, &params, |r| {
+            let (mv, id) = version_from_row(r)?;
+            Ok(((id, mv.version), mv))
+        })?;
+        let mut found: HashMap<(i64, u64), ModelVersion> = rows.into_iter().collect();
+        let (clause, _) = version_keys_clause("", chunk);
+        let tags = tx.query_map(
+            &format!("SELECT model_id, version, key, value FROM model_version_tags WHERE {clause} ORDER BY key"),
+            &params,
+            |r| Ok(((r.get::<i64>(0)?, r.get::<i64>(1)? as u64), Tag { key: r.get(2)?, value: r.get(3)? })),
+        )?;
+        for (key, tag) in tags {
+            if let Some(mv) = found.get_mut(&key) {
+                mv.tags.push(tag);
+            }
+        }
+        let aliases = tx.query_map(
+            &format!("SELECT model_id, version, alias FROM registered_model_aliases WHERE {clause} ORDER BY alias"),
+            &params,
+            |r| Ok(((r.get::<i64>(0)?, r.get::<i64>(1)? as u64), r.get::<String>(2)?)),
+        )?;
+        for (key, alias) in aliases {
+            if let Some(mv) = found.get_mut(&key) {
+                mv.aliases.push(alias);
+            }
+        }
+        for key in chunk {
+            let mv = found.remove(key).ok_or_else(|| {
+                RegistryError::NotFound(format!("Model version {} of model id {} not found", key.1, key.0))
+            })?;
+            out.push(mv);
+        }
+    }
+    Ok(out)
 }
 
 fn load_version(tx: &Tx<'_>, id: i64, name: &str, version: u64) -> Result<ModelVersion> {
-    let sql = format!(
-        "SELECT {VERSION_COLUMNS} FROM model_versions mv JOIN registered_models rm ON rm.id = mv.model_id \
-         WHERE mv.model_id = ?1 AND mv.version = ?2"
-    );
-    let (mut mv, _) = tx
-        .query_opt(&sql, params![id, version as i64], version_from_row)?
-        .ok_or_else(|| RegistryError::version_not_found(name, version))?;
-    fill_version_extras(tx, id, &mut mv)?;
-    Ok(mv)
+    match load_versions(tx, &[(id, version)]) {
+        Ok(mut v) => Ok(v.remove(0)),
+        Err(RegistryError::NotFound(_)) => Err(RegistryError::version_not_found(name, version)),
+        Err(e) => Err(e),
+    }
 }
 
-fn latest_versions(tx: &Tx<'_>, id: i64, name: &str, stages: &[Stage]) -> Result<Vec<ModelVersion>> {
-    let found = tx.query_map(
-        "SELECT current_stage, MAX(version) FROM model_versions WHERE model_id = ?1 GROUP BY current_stage ORDER BY current_stage",
-        params![id],
-        |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?)),
+/// The latest version in each stage of the models `ids`, by model id, each list in stage order.
+fn latest_versions_of(tx: &Tx<'_>, ids: &[i64]) -> Result<HashMap<i64, Vec<ModelVersion>>> {
+    let values: Vec<db::Value> = ids.iter().map(|id| db::Value::Integer(*id)).collect();
+    let keys: Vec<(i64, u64)> = tx.query_map(
+        &format!(
+            "SELECT model_id, MAX(version) FROM model_versions WHERE model_id IN ({}) \
+                 GROUP BY model_id, current_stage ORDER BY model_id, current_stage",
+            placeholders(ids.len())
+        ),
+        &db::params_from(&values),
+        |r| Ok((r.get::<i64>(0)?, r.get::<i64>(1)? as u64)),
     )?;
-    let mut out = Vec::new();
-    for (stage, v) in found {
-        let stage = Stage::parse(&stage)?;
-        if stages.is_empty() || stages.contains(&stage) {
-            out.push(load_version(tx, id, name, v as u64)?);
+    let mut out: HashMap<i64, Vec<ModelVersion>> = HashMap::new();
+    for (key, mv) in keys.iter().zip(load_versions(tx, &keys)?) {
+        out.entry(key.0).or_default().push(mv);
+    }
+    Ok(out)
+}
+
+fn latest_versions(tx: &Tx<'_>, id: i64, _name: &str, stages: &[Stage]) -> Result<Vec<ModelVersion>> {
+    let mut all = latest_versions_of(tx, &[id])?.remove(&id).unwrap_or_default();
+    all.retain(|v| stages.is_empty() || stages.contains(&v.current_stage));
+    Ok(all)
+}
+
+/// The models `ids`, in that order, each with its tags, aliases and latest version per stage:
+/// a fixed number of statements per [`KEYS_PER_STATEMENT`] models, whatever the page's size.
+fn load_models(tx: &Tx<'_>, ids: &[i64]) -> Result<Vec<RegisteredModel>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(KEYS_PER_STATEMENT) {
+        let values: Vec<db::Value> = chunk.iter().map(|id| db::Value::Integer(*id)).collect();
+        let params = db::params_from(&values);
+        let list = placeholders(chunk.len());
+        let rows = tx.query_map(
+            &format!("SELECT {MODEL_COLUMNS} FROM registered_models rm WHERE rm.id IN ({list})"),
+            &params,
+            |r| {
+                Ok((
+                    r.get::<i64>(0)?,
+                    RegisteredModel {
+                        name: r.get(1)?,
+                        creation_timestamp: r.get(2)?,
+                        last_updated_timestamp: r.get(3)?,
+                        description: r.get(4)?,
+                        latest_versions: Vec::new(),
+                        tags: Vec::new(),
+                        aliases: Vec::new(),
+                    },
+                ))
+            },
+        )?;
+        let mut found: HashMap<i64, RegisteredModel> = rows.into_iter().collect();
+        let tags = tx.query_map(
+            &format!("SELECT model_id, key, value FROM registered_model_tags WHERE model_id IN ({list}) ORDER BY key"),
+            &params,
+            |r| Ok((r.get::<i64>(0)?, Tag { key: r.get(1)?, value: r.get(2)? })),
+        )?;
+        for (id, tag) in tags {
+            if let Some(m) = found.get_mut(&id) {
+                m.tags.push(tag);
+            }
+        }
+        let aliases = tx.query_map(
+            &format!(
+                "SELECT model_id, alias, version FROM registered_model_aliases WHERE model_id IN ({list}) ORDER BY alias"
+            ),
+            &params,
+            |r| Ok((r.get::<i64>(0)?, Alias { alias: r.get(1)?, version: r.get::<i64>(2)? as u64 })),
+        )?;
+        for (id, alias) in aliases {
+            if let Some(m) = found.get_mut(&id) {
+                m.aliases.push(alias);
+            }
+        }
+        for (id, latest) in latest_versions_of(tx, chunk)? {
+            if let Some(m) = found.get_mut(&id) {
+                m.latest_versions = latest;
+            }
+        }
+        for id in chunk {
+            out.push(
+                found
+                    .remove(id)
+                    .ok_or_else(|| RegistryError::NotFound(format!("Registered model id {id} not found")))?,
+            );
         }
     }
     Ok(out)
 }
 
 fn load_model(tx: &Tx<'_>, id: i64) -> Result<RegisteredModel> {
-    let sql = format!("SELECT {MODEL_COLUMNS} FROM registered_models rm WHERE rm.id = ?1");
-    let (name, creation_timestamp, last_updated_timestamp, description): (String, i64, i64, String) =
-        tx.query_row(&sql, params![id], |r| Ok((r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?;
-    let tags = tx.query_map(
-        "SELECT key, value FROM registered_model_tags WHERE model_id = ?1 ORDER BY key",
-        params![id],
-        |r| Ok(Tag { key: r.get(0)?, value: r.get(1)? }),
-    )?;
-    let aliases = tx.query_map(
-        "SELECT alias, version FROM registered_model_aliases WHERE model_id = ?1 ORDER BY alias",
-        params![id],
-        |r| Ok(Alias { alias: r.get(0)?, version: r.get::<i64>(1)? as u64 }),
-    )?;
-    let latest_versions = latest_versions(tx, id, &name, &[])?;
-    Ok(RegisteredModel {
-        name,
-        creation_timestamp,
-        last_updated_timestamp,
-        description,
-        latest_versions,
-        tags,
-        aliases,
-    })
+    Ok(load_models(tx, &[id])?.remove(0))
 }
 
 // -------------------------------------------------------------------- validation

@@ -122,7 +122,7 @@ async fn score(st: &ScoringState, slot: &Arc<Slot>, headers: &HeaderMap, body: B
         Ok(_) => StatusCode::OK,
         Err(e) => e.classify().0,
     };
-    observe(&st.manager, &slot.uri.name, version, "invocations", status, started);
+    observe(&st.manager, &slot.name, version, "invocations", status, started);
     slot.stats.record(status.as_u16(), started.elapsed());
     // `version` is the number of the `Active` this request cloned: the one that computed it.
     with_version(result.into_response(), version)
@@ -237,7 +237,7 @@ pub async fn metrics_text(State(st): State<ScoringState>) -> Response {
     let m = metrics::metrics();
     for slot in st.manager.slots() {
         let depth = slot.active().map_or(0, |a| a.model.queue_depth());
-        m.queue_depth.get_or_create(&metrics::Metrics::model(&slot.uri.name)).set(depth as i64);
+        m.queue_depth.get_or_create(&metrics::Metrics::model(&slot.name)).set(depth as i64);
     }
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode()).into_response()
 }

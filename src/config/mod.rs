@@ -8,10 +8,13 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::manager::ServedModel;
 use crate::registry::Stage;
 use crate::runtime::RuntimeOptions;
 use crate::server::origin::{AllowedHosts, HostPattern};
 use crate::uri::ModelUri;
+
+pub mod file;
 
 #[derive(Debug, Parser)]
 #[command(name = "regserve", version, about = "An MLflow-compatible model registry and ONNX model server")]
@@ -60,6 +63,15 @@ pub struct GlobalArgs {
     /// destination the server recorded; this flag overrides it.
     #[arg(long, env = "REGSERVE_ARTIFACTS_DESTINATION", global = true)]
     pub artifacts_destination: Option<String>,
+    /// `serve` and `server`: a TOML file of flag values — keys are the long flag names with `_`
+    /// for `-` (`port = 8080`, `model = ["models:/fraud@champion"]`), optionally under
+    /// `[serve]` / `[server]`; flags and environment variables override it (see config/).
+    #[arg(long, env = file::CONFIG_ENV, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// `serve` and `server`: print the effective configuration as TOML (each value's source,
+    /// secrets redacted) and exit without starting anything.
+    #[arg(long, global = true)]
+    pub print_config: bool,
 }
 
 impl GlobalArgs {
@@ -103,6 +115,20 @@ pub enum Command {
     Predict(PredictArgs),
     /// Run an MLflow-compatible Model Registry server (REST API, tracking, artifact proxy).
     Server(ServerArgs),
+    /// Download the version a models:/ URI selects into a directory, with a record of where it
+    /// came from (`regserve serve --model-dir DIR` serves it and follows the URI): KServe's
+    /// storage initializer for models:/ storage URIs, which runs it as `pull URI /mnt/models`.
+    Pull(PullArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PullArgs {
+    /// models:/name/version|stage|latest or models:/name@alias, resolved on the registry
+    /// (--registry-uri, MLFLOW_REGISTRY_URI, MLFLOW_TRACKING_URI, else --data-dir).
+    pub uri: ModelUri,
+    /// Where the files go: created if missing; it must be empty or hold an earlier pull, which
+    /// is replaced.
+    pub dir: PathBuf,
 }
 
 /// `regserve server`: the MLflow-compatible registry server over the `--data-dir` store.
@@ -193,15 +219,36 @@ impl ServerArgs {
 pub struct ServeArgs {
     /// Model URI to serve (models:/name/version|stage|latest, models:/name@alias); repeat or
     /// separate with commas to serve several.
-    #[arg(short = 'm', long = "model", env = "REGSERVE_MODEL", value_delimiter = ',', required = true)]
+    #[arg(
+        short = 'm',
+        long = "model",
+        env = "REGSERVE_MODEL",
+        value_delimiter = ',',
+        required_unless_present = "model_dir"
+    )]
     pub models: Vec<ModelUri>,
+    /// Serve the model in this directory instead of -m (KServe's `--model_dir`, where its
+    /// storage initializer put the files, e.g. /mnt/models): an MLflow model directory or a
+    /// `.onnx` file, there or in its only subdirectory, served as version 1. A directory
+    /// written by `regserve pull` names the models:/ URI it came from: with a registry named
+    /// (--registry-uri, MLFLOW_REGISTRY_URI, MLFLOW_TRACKING_URI, --backend-store-uri), that URI
+    /// is followed from the pulled version on (hot swap when the alias or stage moves);
+    /// without one, the pulled version is served.
+    #[arg(long, alias = "model_dir", env = "REGSERVE_MODEL_DIR", conflicts_with = "models")]
+    pub model_dir: Option<PathBuf>,
+    /// The name the model answers to (`/v2/models/{name}`, metrics), when not the registered
+    /// model's (KServe's `--model_name`: the InferenceService's name). Required with a
+    /// --model-dir that `regserve pull` did not write; with -m, one model only.
+    #[arg(long, alias = "model_name", env = "REGSERVE_MODEL_NAME")]
+    pub model_name: Option<String>,
     /// Registered model name that also answers /invocations (default: the first -m).
     #[arg(long, env = "REGSERVE_DEFAULT_MODEL")]
     pub default_model: Option<String>,
     #[arg(long, env = "REGSERVE_HOST", default_value = "127.0.0.1")]
     pub host: IpAddr,
-    /// Port to listen on (0 picks a free one; the bound address is logged).
-    #[arg(short, long, env = "REGSERVE_PORT", default_value_t = 5000)]
+    /// Port to listen on (0 picks a free one; the bound address is logged). KServe's
+    /// `--http_port` is another name for it.
+    #[arg(short, long, alias = "http_port", env = "REGSERVE_PORT", default_value_t = 5000)]
     pub port: u16,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
@@ -363,12 +410,24 @@ impl ServeArgs {
         SocketAddr::new(self.host, self.port)
     }
 
-    /// Index of the slot answering /invocations.
-    pub fn default_index(&self) -> Result<usize, String> {
+    /// The models given with -m, under the names they answer to (--model-name renames the one).
+    pub fn served(&self) -> Result<Vec<ServedModel>, String> {
+        let mut served: Vec<ServedModel> = self.models.iter().cloned().map(ServedModel::from).collect();
+        if let Some(name) = self.model_name.as_deref() {
+            let name = checked_model_name(name)?;
+            match served.as_mut_slice() {
+                [one] => one.name = name,
+                _ => return Err(format!("--model-name names one model; {} are served (-m)", served.len())),
+            }
+        }
+        Ok(served)
+    }
+
+    /// Index of the slot answering /invocations among `served`.
+    pub fn default_index(&self, served: &[ServedModel]) -> Result<usize, String> {
         match &self.default_model {
             None => Ok(0),
-            Some(name) => self
-                .models
+            Some(name) => served
                 .iter()
                 .position(|m| &m.name == name)
                 .ok_or_else(|| format!("--default-model '{name}' is not one of the served models (-m)")),
@@ -496,6 +555,15 @@ pub enum AliasCommand {
     Delete { name: String, alias: String },
 }
 
+/// A model name as it goes into URL paths (`/v2/models/{name}`): not empty, no `/`.
+pub fn checked_model_name(name: &str) -> Result<String, String> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() || trimmed.contains('/') || trimmed.chars().any(char::is_control) {
+        return Err(format!("--model-name '{name}' is not a model name (not empty, no '/', no control characters)"));
+    }
+    Ok(trimmed.to_string())
+}
+
 pub fn parse_host_pattern(s: &str) -> Result<HostPattern, String> {
     HostPattern::parse(s)
 }
@@ -599,6 +667,36 @@ mod tests {
         assert_eq!(args.addr().to_string(), "127.0.0.1:0");
         let err = Cli::try_parse_from(["regserve", "serve", "-m", "models:/a"]).unwrap_err().to_string();
         assert!(err.contains("Accepted forms"), "{err}");
+    }
+
+    /// KServe's runtime spells the flags with underscores and `=`.
+    #[test]
+    fn kserve_spellings_and_served_names() {
+        let cli = Cli::try_parse_from([
+            "regserve",
+            "serve",
+            "--model_name=fraud-isvc",
+            "--model_dir=/mnt/models",
+            "--http_port=8080",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else { panic!() };
+        assert_eq!(args.model_dir.as_deref(), Some(std::path::Path::new("/mnt/models")));
+        assert_eq!((args.model_name.as_deref(), args.port), (Some("fraud-isvc"), 8080));
+        assert!(Cli::try_parse_from(["regserve", "serve", "--port", "1"]).is_err(), "-m or --model-dir");
+        assert!(Cli::try_parse_from(["regserve", "serve", "-m", "models:/a/1", "--model-dir", "/d"]).is_err());
+        let cli =
+            Cli::try_parse_from(["regserve", "serve", "-m", "models:/fraud@champion", "--model-name", "fraud-isvc"])
+                .unwrap();
+        let Command::Serve(args) = cli.command else { panic!() };
+        let served = args.served().unwrap();
+        assert_eq!((served[0].name.as_str(), served[0].uri.name.as_str()), ("fraud-isvc", "fraud"));
+        assert_eq!(args.default_index(&served), Ok(0));
+        let cli = Cli::try_parse_from(["regserve", "serve", "-m", "models:/a/1,models:/b/1", "--default-model", "b"])
+            .unwrap();
+        let Command::Serve(args) = cli.command else { panic!() };
+        assert_eq!(args.default_index(&args.served().unwrap()), Ok(1));
+        assert!(checked_model_name(" ").is_err() && checked_model_name("a/b").is_err());
     }
 
     #[test]
