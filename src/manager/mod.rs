@@ -735,10 +735,12 @@ async fn saturation(inner: Weak<Inner>) {
     loop {
         let Some(strong) = inner.upgrade() else { return };
         for slot in &strong.slots {
-            let name = &slot.uri.name;
+            // The load is the registered model's (its versions' pools count into it); the label
+            // is the name requests use, as on the other metrics.
             let sessions = slot.active().map(|a| a.model.sessions());
-            let value = averages.entry(name.clone()).or_default().update(load_of(name).integral(), sessions);
-            metrics::metrics().saturation.get_or_create(&metrics::Metrics::model(name)).set(value);
+            let load = load_of(&slot.uri.name).integral();
+            let value = averages.entry(slot.name.clone()).or_default().update(load, sessions);
+            metrics::metrics().saturation.get_or_create(&metrics::Metrics::model(&slot.name)).set(value);
         }
         drop(strong);
         tokio::time::sleep(TICK).await;
