@@ -1,7 +1,8 @@
 //! End to end: the configuration file with the real binary — every example under `config/`
 //! loads and shows its own values in `--print-config`, a file with an unknown key fails naming it
 //! and the file, and `serve --config` serves on the file's port, the file's model, auth and
-//! limits, with the environment overriding the port.
+//! limits, with the environment overriding the port; `server --config` takes the top level and
+//! its own table of a file shared with `serve`.
 
 mod common;
 
@@ -215,4 +216,36 @@ async fn serve_runs_on_the_files_port_and_model_and_the_environment_overrides_it
     let server = Server::start(serve_cmd(&[("REGSERVE_CONFIG", &config)], &[("REGSERVE_PORT", other)]));
     assert_eq!(server.base, format!("http://127.0.0.1:{other}"), "the variable's port; log:\n{}", server.log());
     check_scores(&server, token).await;
+}
+
+#[tokio::test]
+async fn server_runs_with_the_files_port_and_auth_from_its_own_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "server-config-token";
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, token).unwrap();
+    let port = free_port();
+    let config = dir.path().join("regserve.toml");
+    // One file for both subcommands: `server` takes the top level and its own table.
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nhost = \"127.0.0.1\"\nshutdown_grace = \"1s\"\n\
+             [serve]\nmodel = [\"models:/iris@champion\"]\nport = 1\n\
+             [server]\nport = {port}\nauth_token_file = {:?}\nauth_reads = true\n",
+            dir.path().join("data").to_str().unwrap(),
+            token_file.to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    let mut c = Command::new(bin());
+    c.args(["server", "--config"]).arg(&config).env_clear().env("RUST_LOG", "info").stdin(Stdio::null());
+    let server = Server::start(c);
+    assert_eq!(server.base, format!("http://127.0.0.1:{port}"), "[server]'s port; log:\n{}", server.log());
+    let url = server.url("/api/2.0/mlflow/registered-models/search");
+    let client = reqwest::Client::new();
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 401, "auth_reads from [server]");
+    let r = client.get(&url).bearer_auth(token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(dir.path().join("data/registry.db").exists(), "data_dir from the top level");
 }

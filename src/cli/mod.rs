@@ -49,9 +49,9 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         Some(path) => Some(Arc::new(server::hooks::Verifier::from_file(path).map_err(anyhow::Error::msg)?)),
         None => None,
     };
-    init_runtime(global.ort_lib.as_deref()).context("--ort-lib / ORT_DYLIB_PATH")?;
     let (served, source) = served_models(global, &args)?;
     let default = args.default_index(&served).map_err(anyhow::Error::msg)?;
+    init_runtime(global.ort_lib.as_deref()).context("--ort-lib / ORT_DYLIB_PATH")?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async move {

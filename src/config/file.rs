@@ -32,6 +32,8 @@ const NOT_KEYS: &[&str] = &["help", "version", "config", "print_config"];
 /// (key, the subcommands whose code reads the variables, the variables in order).
 const CODE_ENV: &[(&str, &[&str], &[&str])] =
     &[("registry_uri", &["serve"], &["MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_URI"])];
+/// Problems listed in one error; past it, how many more there are.
+const MAX_SHOWN: usize = 100;
 /// A configuration file is a few kilobytes; refuse anything past this before reading it whole.
 const MAX_FILE_BYTES: u64 = 1 << 20;
 
@@ -72,7 +74,7 @@ impl fmt::Display for FileError {
         let path = self.path.display();
         let n = self.problems.len();
         write!(f, "configuration file {path} (--config / {CONFIG_ENV}): {n} problem{}", if n == 1 { "" } else { "s" })?;
-        for p in &self.problems {
+        for p in self.problems.iter().take(MAX_SHOWN) {
             write!(f, "\n  {path}")?;
             if let Some(line) = p.line {
                 write!(f, ":{line}")?;
@@ -81,6 +83,9 @@ impl fmt::Display for FileError {
                 Some(key) => write!(f, ": {key}: {}", p.message)?,
                 None => write!(f, ": {}", p.message)?,
             }
+        }
+        if n > MAX_SHOWN {
+            write!(f, "\n  … and {} more", n - MAX_SHOWN)?;
         }
         Ok(())
     }
@@ -291,14 +296,11 @@ impl Keys {
     }
 }
 
-fn arg<'c>(cmd: &'c Command, sub: &str, key: &Key) -> (&'c Command, &'c Arg) {
+/// The argument behind a key: on the root command for a global flag, else on the subcommand.
+fn arg<'c>(cmd: &'c Command, sub: &str, key: &Key) -> &'c Arg {
     let owner =
         if key.global { cmd } else { cmd.find_subcommand(sub).expect("keys come from the subcommand; this is a bug") };
-    let arg = owner
-        .get_arguments()
-        .find(|a| a.get_id() == key.id.as_str())
-        .expect("keys come from the arguments; this is a bug");
-    (owner, arg)
+    owner.get_arguments().find(|a| a.get_id() == key.id.as_str()).expect("keys come from the arguments; this is a bug")
 }
 
 /// A TOML value reduced to what a flag can take.
@@ -342,7 +344,8 @@ type FileValue = (Vec<String>, usize);
 /// Check every key of the file for subcommand `sub`: the values that apply (table over top
 /// level) with their lines, or every problem found, in the file's order.
 fn check(cmd: &Command, sub: &str, keys: &Keys, text: &str) -> (BTreeMap<String, FileValue>, Vec<Problem>) {
-    let line_of = |offset: usize| text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1;
+    let newlines: Vec<usize> = text.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i).collect();
+    let line_of = |offset: usize| newlines.partition_point(|nl| *nl < offset) + 1;
     let (doc, errors) = DeTable::parse_recoverable(text);
     let mut problems: Vec<(usize, Problem)> = errors
         .iter()
@@ -448,7 +451,7 @@ fn check_one(
             texts
         }
     };
-    let (_, arg) = arg(cmd, sub, key);
+    let arg = arg(cmd, sub, key);
     let mut bad = Vec::new();
     if key.kind != Kind::Bool {
         for text in &texts {
@@ -610,7 +613,7 @@ fn render(
         if key.hidden {
             continue;
         }
-        let (_, arg) = arg(cmd, sub, key);
+        let arg = arg(cmd, sub, key);
         let m = if key.global { matches } else { sub_matches };
         let raw: Option<Vec<String>> =
             m.get_raw(&key.id).map(|vals| vals.map(|v| v.to_string_lossy().into_owned()).collect());
@@ -947,6 +950,10 @@ webhook_timeout = 0
         assert_eq!(e.problems[0].line, Some(1), "{shown}");
         let (_, shown) = file_error("port = 1\nport = 2\n", &["serve", "-m", "models:/a/1"]);
         assert!(shown.contains("not TOML") && shown.contains(":2:"), "{shown}");
+        let many: String = (0..150).map(|i| format!("unknown_{i} = 1\n")).collect();
+        let (e, shown) = file_error(&many, &["serve", "-m", "models:/a/1"]);
+        assert_eq!((e.problems.len(), shown.lines().count()), (150, 1 + 100 + 1));
+        assert!(shown.ends_with("… and 50 more") && shown.contains(":100: unknown_99:"), "{shown}");
         let huge = format!("# {}\nport = 1\n", "x".repeat(MAX_FILE_BYTES as usize));
         let (_, shown) = file_error(&huge, &["serve", "-m", "models:/a/1"]);
         assert!(shown.contains("larger than 1024 KiB"), "{shown}");

@@ -218,14 +218,9 @@ impl ServerArgs {
 #[derive(Debug, Args, Clone)]
 pub struct ServeArgs {
     /// Model URI to serve (models:/name/version|stage|latest, models:/name@alias); repeat or
-    /// separate with commas to serve several.
-    #[arg(
-        short = 'm',
-        long = "model",
-        env = "REGSERVE_MODEL",
-        value_delimiter = ',',
-        required_unless_present = "model_dir"
-    )]
+    /// separate with commas to serve several. Required unless --model-dir is given (checked
+    /// when serve starts, so a configuration file may give either).
+    #[arg(short = 'm', long = "model", env = "REGSERVE_MODEL", value_delimiter = ',')]
     pub models: Vec<ModelUri>,
     /// Serve the model in this directory instead of -m (KServe's `--model_dir`, where its
     /// storage initializer put the files, e.g. /mnt/models): an MLflow model directory or a
@@ -412,6 +407,9 @@ impl ServeArgs {
 
     /// The models given with -m, under the names they answer to (--model-name renames the one).
     pub fn served(&self) -> Result<Vec<ServedModel>, String> {
+        if self.models.is_empty() {
+            return Err("nothing to serve: give -m models:/NAME/… (or `model = [...]` in --config), or --model-dir DIR".into());
+        }
         let mut served: Vec<ServedModel> = self.models.iter().cloned().map(ServedModel::from).collect();
         if let Some(name) = self.model_name.as_deref() {
             let name = checked_model_name(name)?;
@@ -683,7 +681,9 @@ mod tests {
         let Command::Serve(args) = cli.command else { panic!() };
         assert_eq!(args.model_dir.as_deref(), Some(std::path::Path::new("/mnt/models")));
         assert_eq!((args.model_name.as_deref(), args.port), (Some("fraud-isvc"), 8080));
-        assert!(Cli::try_parse_from(["regserve", "serve", "--port", "1"]).is_err(), "-m or --model-dir");
+        let cli = Cli::try_parse_from(["regserve", "serve", "--port", "1"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!() };
+        assert!(args.served().unwrap_err().contains("nothing to serve"), "-m or --model-dir");
         assert!(Cli::try_parse_from(["regserve", "serve", "-m", "models:/a/1", "--model-dir", "/d"]).is_err());
         let cli =
             Cli::try_parse_from(["regserve", "serve", "-m", "models:/fraud@champion", "--model-name", "fraud-isvc"])
