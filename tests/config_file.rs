@@ -14,11 +14,11 @@ use common::{bin, close, repo, Registry, Server};
 use serde_json::{json, Value};
 
 /// Command-line arguments an example needs beside the file, as its deployment passes them.
-/// `serve-kserve.toml` leaves the model to KServe's command line (`--model_name NAME
-/// --model_dir /mnt/models`); until those flags exist, `-m` stands in for them.
+/// `serve-kserve.toml` leaves the model to KServe's command line, as deploy/kserve's runtime
+/// spells it.
 fn deployment_args(example: &str) -> &'static [&'static str] {
     match example {
-        "serve-kserve.toml" => &["-m", "models:/fraud@champion"],
+        "serve-kserve.toml" => &["--model_name=fraud", "--model_dir=/mnt/models"],
         _ => &[],
     }
 }

@@ -799,7 +799,7 @@ mod tests {
         );
         let models: Vec<String> = args.models.iter().map(|m| m.to_string()).collect();
         assert_eq!(models, ["models:/fraud@champion", "models:/iris/Production"]);
-        assert_eq!(args.default_index(), Ok(1));
+        assert_eq!(args.default_index(&args.served().unwrap()), Ok(1));
         assert_eq!(args.addr().to_string(), "0.0.0.0:8080");
         assert_eq!((args.max_body_size, args.model_cache_size), (1 << 20, 1 << 20));
         assert_eq!(
@@ -1021,20 +1021,20 @@ webhook_timeout = 0
     #[test]
     fn a_flag_added_to_the_command_is_a_key_with_its_own_parser() {
         let cmd = Cli::command().mut_subcommand("serve", |s| {
-            s.arg(Arg::new("grpc_port").long("grpc-port").value_parser(clap::value_parser!(u16)))
-                .arg(Arg::new("model_name_alias").long("model_name").hide(true))
-                .arg(Arg::new("model_name").long("model-name"))
+            s.arg(Arg::new("probe_port").long("probe-port").value_parser(clap::value_parser!(u16)))
+                .arg(Arg::new("tenant_name_alias").long("tenant_name").hide(true))
+                .arg(Arg::new("tenant_name").long("tenant-name"))
         });
         let keys = Keys::of(&cmd, "serve");
-        assert!(keys.get("grpc_port").is_some_and(|k| k.kind == Kind::One && !k.global));
-        assert_eq!(keys.get("model_name").map(|k| k.id.as_str()), Some("model_name"), "the visible one");
-        assert_eq!(keys.names().filter(|n| *n == "model_name").count(), 1);
-        let (values, problems) = check(&cmd, "serve", &keys, "grpc_port = 8081\nmodel_name = \"fraud\"");
+        assert!(keys.get("probe_port").is_some_and(|k| k.kind == Kind::One && !k.global));
+        assert_eq!(keys.get("tenant_name").map(|k| k.id.as_str()), Some("tenant_name"), "the visible one");
+        assert_eq!(keys.names().filter(|n| *n == "tenant_name").count(), 1);
+        let (values, problems) = check(&cmd, "serve", &keys, "probe_port = 8081\ntenant_name = \"fraud\"");
         assert_eq!(problems, []);
-        assert_eq!(values["grpc_port"], (vec!["8081".to_string()], 1));
-        let (_, problems) = check(&cmd, "serve", &keys, "grpc_port = 70000\ngrpc_prt = 1");
+        assert_eq!(values["probe_port"], (vec!["8081".to_string()], 1));
+        let (_, problems) = check(&cmd, "serve", &keys, "probe_port = 70000\nprobe_prt = 1");
         let said: Vec<String> = problems.iter().map(|p| p.message.clone()).collect();
-        assert!(said[0].contains("70000 is not in 0..=65535") && said[1].contains("'grpc_port'"), "{said:?}");
+        assert!(said[0].contains("70000 is not in 0..=65535") && said[1].contains("'probe_port'"), "{said:?}");
     }
 
     #[test]

@@ -408,7 +408,9 @@ impl ServeArgs {
     /// The models given with -m, under the names they answer to (--model-name renames the one).
     pub fn served(&self) -> Result<Vec<ServedModel>, String> {
         if self.models.is_empty() {
-            return Err("nothing to serve: give -m models:/NAME/… (or `model = [...]` in --config), or --model-dir DIR".into());
+            return Err(
+                "nothing to serve: give -m models:/NAME/… (or `model = [...]` in --config), or --model-dir DIR".into(),
+            );
         }
         let mut served: Vec<ServedModel> = self.models.iter().cloned().map(ServedModel::from).collect();
         if let Some(name) = self.model_name.as_deref() {
