@@ -17,6 +17,7 @@
 //! - [`cli`]: the commands (`serve`, `server`, `models`, `predict`) and the CLI's registry client
 //! - [`metrics`]: Prometheus metrics (a leaf: anything may record into it)
 //! - [`wildcard`]: wildcard matching (a leaf, like `metrics`)
+//! - [`saturation`]: requests in the session pools over sessions, averaged (a leaf, like `metrics`)
 #![forbid(unsafe_code)]
 
 pub mod artifact;
@@ -29,6 +30,7 @@ pub mod mlflow;
 pub mod registration;
 pub mod registry;
 pub mod runtime;
+pub mod saturation;
 pub mod server;
 pub mod tracking;
 pub mod uri;

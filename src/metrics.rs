@@ -70,6 +70,11 @@ pub struct Metrics {
     pub artifact_bytes: Counter,
     /// Webhook delivery attempts of `regserve server` (the sending side), by outcome.
     pub webhook_attempts: Family<AttemptLabels, Counter>,
+    /// (requests running + waiting for a session) / sessions, a 10 s moving average
+    /// ([`crate::saturation`]); the HPA's metric.
+    pub saturation: Family<ModelLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// From entering a model's queue to the start of the session run.
+    pub queue_wait: Family<ModelLabels, Histogram>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -126,6 +131,19 @@ impl Metrics {
             "Webhook delivery attempts sent by `regserve server`, by outcome",
             webhook_attempts.clone(),
         );
+        let saturation = Family::<ModelLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "saturation",
+            "(requests running + requests waiting for a session) / sessions, per served model, averaged over about 10 s: 1 = every session busy, above 1 = queueing",
+            saturation.clone(),
+        );
+        let queue_wait = Family::<ModelLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        registry.register_with_unit(
+            "queue_wait",
+            "Time a scoring request waited for a session",
+            prometheus_client::registry::Unit::Seconds,
+            queue_wait.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -139,6 +157,8 @@ impl Metrics {
             webhook_deliveries,
             artifact_bytes,
             webhook_attempts,
+            saturation,
+            queue_wait,
         }
     }
 

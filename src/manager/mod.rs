@@ -462,6 +462,7 @@ impl ModelManager {
             tokio::spawn(watch(Arc::downgrade(&inner), slot.clone()));
         }
         tokio::spawn(housekeeping(Arc::downgrade(&inner)));
+        tokio::spawn(saturation(Arc::downgrade(&inner)));
         ModelManager { inner }
     }
 
@@ -686,9 +687,14 @@ async fn load_cached(inner: &Inner, version: &ModelVersion) -> Result<Arc<Loaded
                 public: format!("version {} of '{}': {}", v.version, v.name, source_public_reason(&e)),
                 error: Arc::new(e),
             })?;
-            let batch_sizes = metrics::metrics().batch_size.get_or_create(&labels).clone();
+            let m = metrics::metrics();
+            let observers = crate::runtime::pool::Observers {
+                batch_sizes: Some(m.batch_size.get_or_create(&labels).clone()),
+                queue_wait: Some(m.queue_wait.get_or_create(&labels).clone()),
+                load: Some(crate::saturation::load_of(&v.name)),
+            };
             let loaded = tokio::task::spawn_blocking(move || {
-                LoadedModel::load_observed(&path, &runtime, ort_lib.as_deref(), Some(batch_sizes))
+                LoadedModel::load_observed(&path, &runtime, ort_lib.as_deref(), observers)
             })
             .await
             .map_err(|e| LoadError::Task(e.to_string()))?;
@@ -718,6 +724,26 @@ async fn housekeeping(inner: Weak<Inner>) {
         tokio::time::sleep(tick).await;
         let Some(strong) = inner.upgrade() else { return };
         strong.cache.run_pending_tasks().await;
+    }
+}
+
+/// Every [`saturation::TICK`](crate::saturation::TICK): fold each served model's load into
+/// its `regserve_saturation` moving average (sessions of the version in service).
+async fn saturation(inner: Weak<Inner>) {
+    use crate::saturation::{load_of, Ewma, TICK};
+    let mut averages: HashMap<String, Ewma> = HashMap::new();
+    loop {
+        let Some(strong) = inner.upgrade() else { return };
+        for slot in &strong.slots {
+            // The load is the registered model's (its versions' pools count into it); the label
+            // is the name requests use, as on the other metrics.
+            let sessions = slot.active().map(|a| a.model.sessions());
+            let load = load_of(&slot.uri.name).integral();
+            let value = averages.entry(slot.name.clone()).or_default().update(load, sessions);
+            metrics::metrics().saturation.get_or_create(&metrics::Metrics::model(&slot.name)).set(value);
+        }
+        drop(strong);
+        tokio::time::sleep(TICK).await;
     }
 }
 

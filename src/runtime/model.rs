@@ -15,7 +15,7 @@ use super::env::{init_runtime, RuntimeOptions};
 use super::mlmodel::ModelFiles;
 use super::payload::Format;
 use super::payload::{self, Payload};
-use super::pool::{SessionPool, Stopped};
+use super::pool::{Observers, SessionPool, Stopped};
 use super::schema::ModelSchema;
 use super::{RuntimeError, ScoringError};
 
@@ -50,15 +50,16 @@ impl LoadedModel {
     /// warm it up on its serving input example, if it has one. Blocking: call it off the async
     /// workers.
     pub fn load(path: &Path, options: &RuntimeOptions, ort_lib: Option<&Path>) -> Result<LoadedModel, RuntimeError> {
-        Self::load_observed(path, options, ort_lib, None)
+        Self::load_observed(path, options, ort_lib, Observers::default())
     }
 
-    /// [`LoadedModel::load`], recording rows per session run into `batch_sizes`.
+    /// [`LoadedModel::load`], its pool recording into `observers` (batch sizes, queue wait,
+    /// the model's load).
     pub fn load_observed(
         path: &Path,
         options: &RuntimeOptions,
         ort_lib: Option<&Path>,
-        batch_sizes: Option<prometheus_client::metrics::histogram::Histogram>,
+        observers: Observers,
     ) -> Result<LoadedModel, RuntimeError> {
         let started = Instant::now();
         let deadline = started + options.load_timeout;
@@ -68,7 +69,7 @@ impl LoadedModel {
         let env = init_runtime(ort_lib)?;
         let files = ModelFiles::locate(path)?;
         let file_bytes = std::fs::metadata(&files.onnx).map(|m| m.len()).unwrap_or(0);
-        let pool = SessionPool::new(env, &files.onnx, options, batch_sizes)?;
+        let pool = SessionPool::new(env, &files.onnx, options, observers)?;
         let schema = ModelSchema::new(pool.inputs.clone(), pool.outputs.clone(), files.signature.clone())
             .map_err(|reason| RuntimeError::InvalidModel { path: path.display().to_string(), reason })?;
         let model = LoadedModel { schema, files, pool, load_time: started.elapsed(), file_bytes };

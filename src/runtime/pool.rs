@@ -9,6 +9,10 @@
 //! rows. If the batched run fails, or an output does not have one entry per row, each request
 //! is run on its own, so one bad request never fails its neighbours.
 //!
+//! Every request in the pool, queued or running, holds a [`LoadGuard`] of the model's
+//! [`Load`] (two atomic operations, no lock): `regserve_saturation` is made from it. The time
+//! from entering the queue to the start of its run goes to `regserve_queue_wait_seconds`.
+//!
 //! Each worker runs with its own ONNX Runtime `RunOptions`, which the pool keeps too: a run
 //! that has to stop (a warm-up past its deadline, shutdown) is terminated from outside with
 //! [`SessionPool::terminate`], even inside a long `Loop`.
@@ -31,6 +35,7 @@ use super::convert::{InputTensor, OutputData, OutputTensor, TensorData};
 use super::env::RuntimeOptions;
 use super::schema::TensorInfo;
 use super::{RuntimeError, ScoringError};
+use crate::saturation::{Load, LoadGuard};
 
 type Reply = Result<Vec<OutputTensor>, ScoringError>;
 
@@ -39,6 +44,10 @@ struct Job {
     /// Rows, when every input has the same first dimension (else not batchable).
     rows: Option<usize>,
     reply: oneshot::Sender<Reply>,
+    /// When it entered the queue.
+    queued: Instant,
+    /// Counts it in the model's load until the job is dropped (answered or given up).
+    _load: Option<LoadGuard>,
 }
 
 impl Job {
@@ -60,6 +69,7 @@ struct WorkerConfig {
     /// Cleared for good when a batched run shows the model cannot be batched.
     batchable: Arc<AtomicBool>,
     batch_sizes: Option<Histogram>,
+    queue_wait: Option<Histogram>,
     /// Shared with the pool, which may terminate the worker's runs.
     run_options: Arc<RunOptions>,
 }
@@ -74,6 +84,18 @@ pub struct SessionPool {
     pub threads: usize,
     /// One per worker (the other end is in its `WorkerConfig`).
     run_options: Vec<Arc<RunOptions>>,
+    load: Option<Arc<Load>>,
+}
+
+/// What a pool records into; all optional (the CLI and test loads record nothing).
+#[derive(Clone, Default)]
+pub struct Observers {
+    /// Rows per session run (`regserve_batch_size`).
+    pub batch_sizes: Option<Histogram>,
+    /// From entering the queue to the start of the run (`regserve_queue_wait_seconds`).
+    pub queue_wait: Option<Histogram>,
+    /// Requests in the pool, queued or running (`regserve_saturation`).
+    pub load: Option<Arc<Load>>,
 }
 
 /// Why [`SessionPool::run_blocking_until`] stopped waiting.
@@ -92,7 +114,7 @@ impl SessionPool {
         env: &ort::environment::Environment,
         onnx: &Path,
         options: &RuntimeOptions,
-        batch_sizes: Option<Histogram>,
+        observers: Observers,
     ) -> Result<Self, RuntimeError> {
         // Loaded from the file, not from bytes: ONNX Runtime then resolves external-data
         // references against the model's own folder and refuses any that leave it (`..`,
@@ -117,7 +139,8 @@ impl SessionPool {
                 max_batch_size: options.max_batch_size.max(1),
                 max_batch_delay: options.max_batch_delay,
                 batchable: batchable.clone(),
-                batch_sizes: batch_sizes.clone(),
+                batch_sizes: observers.batch_sizes.clone(),
+                queue_wait: observers.queue_wait.clone(),
                 run_options: options_i,
             };
             std::thread::Builder::new()
@@ -126,7 +149,7 @@ impl SessionPool {
                 .map_err(|e| RuntimeError::Ort(format!("could not start a session thread: {e}")))?;
         }
         let threads = n * options.intra_threads.max(1);
-        Ok(SessionPool { jobs: tx, inputs, outputs, sessions: n, threads, run_options })
+        Ok(SessionPool { jobs: tx, inputs, outputs, sessions: n, threads, run_options, load: observers.load })
     }
 
     /// Stop every run in progress on this pool, and make later runs fail at once: for a pool
@@ -179,7 +202,8 @@ impl SessionPool {
         let (reply, rx) = oneshot::channel();
         let first = inputs.first().and_then(|t| t.shape.first()).copied();
         let rows = first.filter(|r| *r > 0 && inputs.iter().all(|t| t.shape.first() == Some(r))).map(|r| r as usize);
-        match self.jobs.try_send(Job { inputs, rows, reply }) {
+        let job = Job { inputs, rows, reply, queued: Instant::now(), _load: self.load.as_ref().map(|l| l.arrive()) };
+        match self.jobs.try_send(job) {
             Ok(()) => Ok(rx),
             Err(TrySendError::Full(_)) => {
                 Err(ScoringError::unavailable("The model's request queue is full; retry shortly"))
@@ -242,6 +266,11 @@ fn worker(mut session: Session, jobs: Receiver<Job>, config: WorkerConfig) {
         } else {
             vec![job]
         };
+        for job in &batch {
+            if let Some(h) = &config.queue_wait {
+                h.observe(job.queued.elapsed().as_secs_f64());
+            }
+        }
         if batch.len() == 1 {
             let job = batch.into_iter().next().expect("one job; this is a bug");
             observe(&config, job.rows.unwrap_or(1));
