@@ -37,6 +37,9 @@ pub enum ApiError {
     /// timestamp or id, see [`super::hooks`]): 401.
     #[error("{0}")]
     Unauthenticated(String),
+    /// A request for something this server never does (KServe V1's `:explain`): 501.
+    #[error("{0}")]
+    NotImplemented(String),
     /// A failure that is not the caller's (a panicked task, ...): logged, answered with 500.
     #[error("{0}")]
     Internal(String),
@@ -81,6 +84,7 @@ impl ApiError {
             ApiError::Load(e) => load_status(e),
             ApiError::WorkspaceDisabled(_) => (StatusCode::BAD_REQUEST, "FEATURE_DISABLED"),
             ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
+            ApiError::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "NOT_IMPLEMENTED"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
         }
     }

@@ -1,6 +1,7 @@
 //! HTTP: one router per role, errors mapped in [`error`], served until a shutdown signal.
 //!
 //! - [`scoring`]: `/ping`, `/health`, `/version`, `/metrics`, `/invocations`, `/models/{name}/invocations`
+//! - [`v1`]: KServe's V1 data plane under `/v1/models` (`:predict` scores as `/invocations` does)
 //! - [`v2`]: the Open Inference Protocol under `/v2`
 //! - [`hooks`]: `POST /hooks/mlflow` on `serve`, registry webhooks that trigger re-resolution
 //! - [`registry_api`], [`tracking_api`], [`artifacts_api`], [`artifact_views`]: the MLflow-compatible registry
@@ -28,6 +29,7 @@ pub mod scoring;
 pub mod state;
 pub mod tracking_api;
 pub mod ui;
+pub mod v1;
 pub mod v2;
 pub mod webhooks_api;
 pub mod workspace;
@@ -97,7 +99,8 @@ pub fn registry_app(state: RegistryState, policy: Option<auth::Policy>, hosts: o
 /// it, and the webhook receiver ([`hooks`], which the registry's signature authenticates);
 /// everything behind the `Host` allow-list and the same-origin rule (outermost).
 pub fn scoring_server(state: ScoringState, token: Option<auth::Token>, hosts: origin::AllowedHosts) -> Router {
-    let mut scoring = scoring::scoring_routes(state.clone()).merge(v2::model_routes(state.clone()));
+    let mut scoring =
+        scoring::scoring_routes(state.clone()).merge(v1::routes(state.clone())).merge(v2::model_routes(state.clone()));
     if let Some(token) = token {
         tracing::info!("scoring requires a bearer token");
         scoring = scoring.layer(axum::middleware::from_fn_with_state(token, auth::require_token));

@@ -101,7 +101,7 @@ async fn version() -> &'static str {
 
 async fn invocations(State(st): State<ScoringState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let slot = st.manager.default_slot().ok_or_else(|| ApiError::NotFound("no model is served".into()))?.clone();
-    Ok(score(&st, &slot, &headers, body).await)
+    Ok(score(&st, &slot, &headers, body, "invocations").await)
 }
 
 async fn model_invocations(
@@ -112,17 +112,25 @@ async fn model_invocations(
 ) -> Result<Response, ApiError> {
     let slot =
         st.manager.slot(&name).ok_or_else(|| ApiError::NotFound(format!("model '{name}' is not served here")))?.clone();
-    Ok(score(&st, &slot, &headers, body).await)
+    Ok(score(&st, &slot, &headers, body, "invocations").await)
 }
 
-async fn score(st: &ScoringState, slot: &Arc<Slot>, headers: &HeaderMap, body: Body) -> Response {
+/// Score an MLflow-shaped body (`dataframe_split`, `instances`, `inputs`, CSV) with `slot`,
+/// counted under `protocol` (`invocations`, or `v1` for KServe's V1 `:predict`).
+pub async fn score(
+    st: &ScoringState,
+    slot: &Arc<Slot>,
+    headers: &HeaderMap,
+    body: Body,
+    protocol: &'static str,
+) -> Response {
     let started = Instant::now();
     let (version, result) = score_inner(st, slot, headers, body).await;
     let status = match &result {
         Ok(_) => StatusCode::OK,
         Err(e) => e.classify().0,
     };
-    observe(&st.manager, &slot.name, version, "invocations", status, started);
+    observe(&st.manager, &slot.name, version, protocol, status, started);
     slot.stats.record(status.as_u16(), started.elapsed());
     // `version` is the number of the `Active` this request cloned: the one that computed it.
     with_version(result.into_response(), version)

@@ -264,3 +264,37 @@ def test_pull_from_a_real_mlflow_server_then_follow_it(regserve_bin, tmp_path):
             pred.stop()
     finally:
         registry.stop()
+
+
+def test_kserve_v1_data_plane(regserve_bin, tmp_path):
+    """KServe's V1 protocol (its default when an InferenceService names none) on the predictor:
+    list, ready, `:predict` answering what `/models/{name}/invocations` answers for the same
+    body, `:explain` 501, unknown models and verbs 404."""
+    d = tmp_path / "model"
+    shutil.copytree(MODELS / "iris-v1", d)
+    pred = KServePredictor(regserve_bin, tmp_path / "data", d, name="iris-isvc")
+    try:
+        pred.wait_ready()
+        assert requests.get(f"{pred.url}/v1/models", timeout=5).json() == {"models": ["iris-isvc"]}
+        r = requests.get(f"{pred.url}/v1/models/iris-isvc", timeout=5)
+        assert (r.status_code, r.json()) == (200, {"name": "iris-isvc", "ready": True})
+        body = {"instances": [ROW, [5.1, 3.5, 1.4, 0.2]]}
+        v1 = requests.post(f"{pred.url}/v1/models/iris-isvc:predict", json=body, timeout=10)
+        mlflow = requests.post(f"{pred.url}/models/iris-isvc/invocations", json=body, timeout=10)
+        assert v1.status_code == 200, v1.text
+        assert v1.content == mlflow.content and "predictions" in v1.json()
+        assert v1.headers["x-model-version"] == "1"
+        # A client that sends no Content-Type means JSON.
+        bare = requests.post(f"{pred.url}/v1/models/iris-isvc:predict", data=json.dumps(body), timeout=10,
+                             headers={"Content-Type": ""})
+        assert bare.status_code == 200 and bare.content == v1.content, bare.text
+        assert requests.post(f"{pred.url}/v1/models/iris-isvc:explain", json=body, timeout=5).status_code == 501
+        assert requests.post(f"{pred.url}/v1/models/iris-isvc:train", json=body, timeout=5).status_code == 404
+        assert requests.post(f"{pred.url}/v1/models/other:predict", json=body, timeout=5).status_code == 404
+        assert requests.get(f"{pred.url}/v1/models/other", timeout=5).status_code == 404
+        bad = requests.post(f"{pred.url}/v1/models/iris-isvc:predict", json={"instances": [[1, 2]]}, timeout=5)
+        assert bad.status_code == 400, bad.text
+        metrics = requests.get(f"{pred.url}/metrics", timeout=5).text
+        assert 'protocol="v1",status="200"' in metrics
+    finally:
+        pred.stop()

@@ -468,7 +468,7 @@ def test_the_kserve_runtime_follows_kserve_conventions():
     assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     formats = {f["name"] for f in runtime["spec"]["supportedModelFormats"] if f["autoSelect"]}
     assert formats == {"onnx", "mlflow"}
-    assert runtime["spec"]["protocolVersions"] == ["v2", "grpc-v2"]
+    assert runtime["spec"]["protocolVersions"] == ["v1", "v2", "grpc-v2"]
 
     isvc = one("InferenceService")
     model = isvc["spec"]["predictor"]["model"]
