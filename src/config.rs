@@ -242,6 +242,10 @@ pub struct ServeArgs {
     /// loaded on demand within the cache bounds above).
     #[arg(long, env = "REGSERVE_PINNED_VERSIONS", value_enum, default_value = "in-service")]
     pub pinned_versions: PinnedVersions,
+    /// Also serve the Open Inference Protocol over gRPC (KServe V2 `GRPCInferenceService`, what
+    /// `tritonclient.grpc` speaks) on --host:PORT; 0 picks a free port (logged). Absent: no gRPC.
+    #[arg(long = "grpc-port", env = "REGSERVE_GRPC_PORT")]
+    pub grpc_port: Option<u16>,
 }
 
 /// `--pinned-versions`.

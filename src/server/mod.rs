@@ -2,6 +2,7 @@
 //!
 //! - [`scoring`]: `/ping`, `/health`, `/version`, `/metrics`, `/invocations`, `/models/{name}/invocations`
 //! - [`v2`]: the Open Inference Protocol under `/v2`
+//! - [`grpc`]: the Open Inference Protocol over gRPC on `serve --grpc-port` (its own listener)
 //! - [`hooks`]: `POST /hooks/mlflow` on `serve`, registry webhooks that trigger re-resolution
 //! - [`registry_api`], [`tracking_api`], [`artifacts_api`], [`artifact_views`]: the MLflow-compatible registry
 //!   server (`regserve server`), put together by [`registry_server`]; [`registry_app`] and
@@ -18,6 +19,7 @@ pub mod auth;
 pub mod body_budget;
 pub mod download;
 pub mod error;
+pub mod grpc;
 pub mod hooks;
 pub mod http;
 pub mod origin;
