@@ -336,6 +336,18 @@ impl AsyncWrite for Counted {
     }
 }
 
+/// tonic refuses a request message over `max_decoding_message_size` (before reading it) with
+/// OUT_OF_RANGE; gRPC's convention, and gRPC's own servers (Triton's among them), say
+/// RESOURCE_EXHAUSTED, the code [`code_of`] gives the HTTP 413 too. No handler here answers
+/// OUT_OF_RANGE, so every one is tonic's size check (a trailers-only answer: status in headers).
+fn too_large_is_resource_exhausted<B>(mut response: axum::http::Response<B>) -> axum::http::Response<B> {
+    let headers = response.headers_mut();
+    if headers.get("grpc-status").is_some_and(|s| s.as_bytes() == b"11") {
+        headers.insert("grpc-status", axum::http::HeaderValue::from_static("8"));
+    }
+    response
+}
+
 /// Serve `service` on an already-bound listener until `shutdown` resolves; then stop accepting
 /// and let in-flight requests finish within `limits.shutdown_grace`.
 pub async fn serve(
@@ -369,6 +381,7 @@ pub async fn serve(
         let _ = begun_tx.send(());
     };
     let server = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))
         .concurrency_limit_per_connection(streams)
         .max_concurrent_streams(Some(streams as u32))
         .timeout(limits.request_timeout)
