@@ -1,7 +1,7 @@
 //! The Open Inference Protocol (KServe V2 REST), as Triton, KServe and MLServer answer it:
 //!
 //! - `GET /v2` — server metadata
-//! - `GET /v2/health/live`, `GET /v2/health/ready`
+//! - `GET /v2/health/live`, `GET /v2/health/ready` — `{"live": true}`, `{"ready": ...}` (200, or 503 until loaded)
 //! - `GET /v2/models/{name}[/versions/{v}]` — model metadata (-1 for variable dimensions)
 //! - `GET /v2/models/{name}[/versions/{v}]/ready`
 //! - `POST /v2/models/{name}[/versions/{v}]/infer`
@@ -36,7 +36,7 @@ use crate::runtime::{LoadedModel, ScoringError};
 pub fn public_routes(state: ScoringState) -> Router {
     Router::new()
         .route("/v2", get(server_metadata))
-        .route("/v2/health/live", get(|| async { StatusCode::OK }))
+        .route("/v2/health/live", get(|| async { Json(json!({"live": true})) }))
         .route("/v2/health/ready", get(server_ready))
         .with_state(state)
 }
@@ -118,12 +118,12 @@ async fn server_metadata() -> Json<Value> {
     Json(json!({"name": "regserve", "version": env!("CARGO_PKG_VERSION"), "extensions": []}))
 }
 
-async fn server_ready(State(st): State<ScoringState>) -> StatusCode {
-    if st.manager.all_ready() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    }
+/// The status says it (Triton, tritonclient); the body too, as KServe's servers answer and its
+/// SDK's `is_server_ready` reads (`{"ready": ...}`; `{"live": true}` on the liveness route).
+async fn server_ready(State(st): State<ScoringState>) -> (StatusCode, Json<Value>) {
+    let ready = st.manager.all_ready();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({ "ready": ready })))
 }
 
 fn tensor_metadata(infos: &[TensorInfo]) -> Vec<Value> {
