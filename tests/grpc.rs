@@ -1,7 +1,8 @@
 //! End to end: the Open Inference Protocol over gRPC (`serve --grpc-port`) with a tonic client
 //! generated from the same proto: the six RPCs, typed and raw contents checked against the
 //! Python onnxruntime references, errors and their status codes, bearer metadata, a message
-//! over --max-body-size, raw contents of the wrong size, metrics, and the shared shutdown.
+//! over --max-body-size, raw contents of the wrong size, metrics, and the shared shutdown (both
+//! listeners stop on SIGTERM; a request in flight is answered first).
 
 mod common;
 
@@ -283,4 +284,56 @@ async fn bearer_metadata_guards_the_model_rpcs_and_sigterm_stops_both_listeners(
     let status = server.wait_exit(Duration::from_secs(20)).expect("serve exits after SIGTERM");
     assert!(status.success(), "exit status {status:?}; log:\n{}", server.log());
     assert!(c.server_live(ServerLiveRequest {}).await.is_err(), "the gRPC port still answers after shutdown");
+}
+
+// Multi-threaded for the same reason as above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_inflight_grpc_request_finish() {
+    let reg = Registry::new();
+    reg.register("iris-v1", "iris", &["--stage", "Production"]);
+    let mut server = reg.spawn(&[
+        "serve",
+        "-m",
+        "models:/iris/Production",
+        "--grpc-port",
+        "0",
+        "--max-body-size",
+        "128MiB",
+        "--shutdown-grace",
+        "60s",
+    ]);
+    server.wait_ready("/ping", Duration::from_secs(30)).await;
+    let c = grpc_client(&server).await.max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20);
+    // Three million rows: a few seconds of conversion and inference, so SIGTERM comes mid-request.
+    const ROWS: usize = 3_000_000;
+    let row: Vec<u8> = [5.0f32, 3.5, 1.3, 0.3].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let req = ModelInferRequest {
+        model_name: "iris".into(),
+        inputs: vec![InferInputTensor {
+            name: "float_input".into(),
+            datatype: "FP32".into(),
+            shape: vec![ROWS as i64, 4],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![row.repeat(ROWS)],
+        ..Default::default()
+    };
+    let mut client = c.clone();
+    let inflight = tokio::spawn(async move {
+        let answer = client.model_infer(req).await;
+        (answer, std::time::Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let killed_at = std::time::Instant::now();
+    assert!(std::process::Command::new("kill").args(["-TERM", &server.pid().to_string()]).status().unwrap().success());
+    let (answer, answered_at) = inflight.await.unwrap();
+    let answer =
+        answer.unwrap_or_else(|e| panic!("the in-flight request failed: {e:?}; log:\n{}", server.log())).into_inner();
+    assert!(answered_at > killed_at, "the request finished before SIGTERM: make it larger");
+    assert_eq!(answer.outputs[1].shape, [ROWS as i64, 3]);
+    assert_eq!(answer.raw_output_contents[1].len(), ROWS * 3 * 4);
+    let status = server.wait_exit(Duration::from_secs(30)).expect("serve exits once the request is answered");
+    assert!(status.success(), "exit status {status:?}");
+    let log = server.log();
+    assert!(log.contains("gRPC stopped accepting; waiting for in-flight requests"), "{log}");
 }
