@@ -337,3 +337,33 @@ async fn sigterm_lets_an_inflight_grpc_request_finish() {
     let log = server.log();
     assert!(log.contains("gRPC stopped accepting; waiting for in-flight requests"), "{log}");
 }
+
+#[tokio::test]
+async fn messages_in_flight_share_a_memory_budget() {
+    let reg = Registry::new();
+    reg.register("iris-v1", "iris", &["--stage", "Production"]);
+    let server = reg.spawn(&[
+        "serve",
+        "-m",
+        "models:/iris/Production",
+        "--grpc-port",
+        "0",
+        "--max-body-size",
+        "8MiB",
+        "--max-inflight-body-size",
+        "1MiB",
+    ]);
+    server.wait_ready("/ping", Duration::from_secs(30)).await;
+    let mut c = grpc_client(&server).await.max_encoding_message_size(16 << 20);
+    let rows = reference("iris-v1", "instances_2rows")["request"]["instances"].clone();
+    // 2 MiB of rows: under --max-body-size, over what all messages together may hold.
+    let big: Vec<Value> = (0..(2 << 20) / 16).map(|_| rows[0].clone()).collect();
+    let e = c.model_infer(iris_request(&Value::Array(big), true)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("memory budget"), "{}", e.message());
+    // The refused message's bytes went back to the budget.
+    for _ in 0..3 {
+        let resp = c.model_infer(iris_request(&rows, true)).await.unwrap().into_inner();
+        assert_eq!(resp.outputs.len(), 2);
+    }
+}

@@ -11,7 +11,8 @@
 //! lookup with `model_version` pins, the binding of inputs, the model's batching `run`, output
 //! selection, metrics under `protocol="grpc"`, the slot's stats); errors are gRPC status codes
 //! mapped from [`ApiError::classify`] by [`code_of`]. [`serve`] runs the listener with bounded
-//! messages, connections, streams and request time, and drains on shutdown like the HTTP one.
+//! messages, connections, streams and request time, messages in flight under a memory budget
+//! ([`body_budget`](super::body_budget)), and drains on shutdown like the HTTP one.
 
 pub mod convert;
 
@@ -35,6 +36,7 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::{Code, Request, Response, Status};
 
 use super::auth::Token;
+use super::body_budget::{self, BodyBudget, Refusal};
 use super::error::ApiError;
 use super::scoring::{observe, off_workers, ScoringState};
 use super::v2::{bind_inputs, datatype, lookup, select_outputs};
@@ -277,6 +279,11 @@ pub struct GrpcLimits {
     pub max_header_bytes: usize,
     /// On shutdown, how long in-flight requests may take to finish (`--shutdown-grace`).
     pub shutdown_grace: Duration,
+    /// Bytes of request messages all gRPC requests together may hold while they are read and
+    /// answered (`--max-inflight-body-size`, a budget of its own beside HTTP's); past it,
+    /// UNAVAILABLE. A message must arrive within `body_read_timeout`, else DEADLINE_EXCEEDED.
+    pub inflight_message_bytes: usize,
+    pub body_read_timeout: Duration,
 }
 
 impl GrpcLimits {
@@ -291,6 +298,8 @@ impl GrpcLimits {
             keepalive_timeout: Duration::from_secs(20),
             max_header_bytes: http.max_header_bytes,
             shutdown_grace: http.shutdown_grace,
+            inflight_message_bytes: http.inflight_body_bytes,
+            body_read_timeout: http.body_read_timeout,
         }
     }
 }
@@ -333,6 +342,44 @@ impl AsyncWrite for Counted {
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// Every request's body charged to one budget ([`body_budget`](super::body_budget), the HTTP
+/// listener's mechanism) while it is read and until it is answered.
+#[derive(Clone)]
+struct Budgeted<S> {
+    inner: S,
+    budget: BodyBudget,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S> tower::Service<axum::http::Request<tonic::body::Body>> for Budgeted<S>
+where
+    S: tower::Service<axum::http::Request<tonic::body::Body>, Response = axum::http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<tonic::body::Body>) -> Self::Future {
+        let (parts, body) = request.into_parts();
+        let (body, charge) = body_budget::metered(&self.budget, axum::body::Body::new(body));
+        let answer = self.inner.call(axum::http::Request::from_parts(parts, tonic::body::Body::new(body)));
+        Box::pin(async move {
+            let response = answer.await?;
+            Ok(match charge.refusal() {
+                None => response,
+                Some(why @ Refusal::OverBudget) => Status::unavailable(why.to_string()).into_http(),
+                Some(why @ Refusal::TimedOut) => Status::deadline_exceeded(why.to_string()).into_http(),
+            })
+        })
     }
 }
 
@@ -380,8 +427,10 @@ pub async fn serve(
         shutdown.await;
         let _ = begun_tx.send(());
     };
+    let budget = BodyBudget::new(limits.inflight_message_bytes, limits.max_message_bytes, limits.body_read_timeout);
     let server = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))
+        .layer(tower::layer::layer_fn(move |inner| Budgeted { inner, budget: budget.clone() }))
         .concurrency_limit_per_connection(streams)
         .max_concurrent_streams(Some(streams as u32))
         .timeout(limits.request_timeout)
