@@ -244,7 +244,8 @@ pub struct ServeArgs {
     pub pinned_versions: PinnedVersions,
     /// Also serve the Open Inference Protocol over gRPC (KServe V2 `GRPCInferenceService`, what
     /// `tritonclient.grpc` speaks) on --host:PORT; 0 picks a free port (logged). Absent: no gRPC.
-    #[arg(long = "grpc-port", env = "REGSERVE_GRPC_PORT")]
+    /// KServe's `--grpc_port` is another name for it.
+    #[arg(long = "grpc-port", alias = "grpc_port", env = "REGSERVE_GRPC_PORT")]
     pub grpc_port: Option<u16>,
 }
 
