@@ -7,8 +7,9 @@
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock rustfmt.toml ./
+COPY Cargo.toml Cargo.lock rustfmt.toml build.rs ./
 COPY migrations migrations
+COPY proto proto
 COPY src src
 RUN cargo build --release --locked --bin regserve
 

@@ -59,6 +59,14 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("binding {} (--host/--port)", args.addr()))?;
         let local = listener.local_addr()?;
+        let grpc_listener = match args.grpc_port {
+            Some(port) => Some(
+                tokio::net::TcpListener::bind((args.host, port))
+                    .await
+                    .with_context(|| format!("binding {}:{port} (--host/--grpc-port)", args.host))?,
+            ),
+            None => None,
+        };
         let options = ManagerOptions {
             runtime: RuntimeOptions { load_timeout: global.load_timeout, ..args.runtime.options() },
             ort_lib: global.ort_lib.clone(),
@@ -79,13 +87,36 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
             tracing::info!("registry webhooks accepted at POST /hooks/mlflow");
         }
         let state = ScoringState { manager: manager.clone(), max_body_size: args.max_body_size, webhooks };
+        let grpc_service = server::grpc::Inference::new(state.clone(), token.clone());
         let app = server::scoring_server(state, token, args.http.allowed_hosts());
-        let shutdown = async move {
+        // One signal stops both listeners; each drains within --shutdown-grace.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
             server::shutdown_signal().await;
             manager.begin_drain();
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
         };
+        let limits = args.http.limits(args.max_body_size);
+        let grpc = grpc_listener.map(|grpc_listener| {
+            if let Ok(addr) = grpc_listener.local_addr() {
+                tracing::info!("grpc listening on {addr}");
+            }
+            let limits = server::grpc::GrpcLimits::from_http(&limits);
+            server::grpc::serve(grpc_listener, grpc_service, limits, until_stopped(stopped.clone()))
+        });
         tracing::info!("listening on http://{local}");
-        server::serve(listener, app, args.http.limits(args.max_body_size), shutdown).await.context("serving HTTP")?;
+        let http = server::serve(listener, app, limits, until_stopped(stopped));
+        match grpc {
+            None => http.await.context("serving HTTP")?,
+            Some(grpc) => {
+                let (http, grpc) = tokio::join!(http, grpc);
+                http.context("serving HTTP")?;
+                grpc.context("serving gRPC")?;
+            }
+        }
         tracing::info!("stopped");
         Ok::<(), anyhow::Error>(())
     })?;

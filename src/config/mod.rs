@@ -284,6 +284,11 @@ pub struct ServeArgs {
     /// loaded on demand within the cache bounds above).
     #[arg(long, env = "REGSERVE_PINNED_VERSIONS", value_enum, default_value = "in-service")]
     pub pinned_versions: PinnedVersions,
+    /// Also serve the Open Inference Protocol over gRPC (KServe V2 `GRPCInferenceService`, what
+    /// `tritonclient.grpc` speaks) on --host:PORT; 0 picks a free port (logged). Absent: no gRPC.
+    /// KServe's `--grpc_port` is another name for it.
+    #[arg(long = "grpc-port", alias = "grpc_port", env = "REGSERVE_GRPC_PORT")]
+    pub grpc_port: Option<u16>,
 }
 
 /// `--pinned-versions`.

@@ -1032,7 +1032,8 @@ fn write_nested(buf: &mut Vec<u8>, t: &TensorData, shape: &[usize], start: usize
     }
 }
 
-fn write_map(buf: &mut Vec<u8>, m: &[(String, f64)]) {
+/// One row of a sequence of maps (a zipmap output) as a JSON object.
+pub fn write_map(buf: &mut Vec<u8>, m: &[(String, f64)]) {
     buf.push(b'{');
     for (i, (k, v)) in m.iter().enumerate() {
         if i > 0 {

@@ -49,7 +49,12 @@ impl Token {
 
     /// Constant-time check of an `Authorization` header value.
     pub fn accepts(&self, authorization: Option<&HeaderValue>) -> bool {
-        let Some(value) = authorization.and_then(|v| v.to_str().ok()) else { return false };
+        self.accepts_bearer(authorization.and_then(|v| v.to_str().ok()))
+    }
+
+    /// Constant-time check of an `Authorization` value as text (`Bearer <token>`; gRPC metadata).
+    pub fn accepts_bearer(&self, authorization: Option<&str>) -> bool {
+        let Some(value) = authorization else { return false };
         let Some(given) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) else {
             return false;
         };

@@ -163,6 +163,11 @@ impl Drop for Charge {
 pub struct BodyCharge(Arc<Charge>);
 
 impl BodyCharge {
+    /// Why the body was cut, if it was (read after the handler has answered).
+    pub fn refusal(&self) -> Option<Refusal> {
+        self.0.refusal()
+    }
+
     /// The handler writes each frame elsewhere before reading the next: charge only the frame in
     /// hand, and apply the body-read deadline between frames instead of to the whole body.
     /// Call before the first read.
@@ -259,6 +264,14 @@ impl HttpBody for Metered {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// `body` charged to `budget` frame by frame as it is read, for a server outside the axum apps
+/// (the gRPC listener, whose requests declare no length); the charge is held until both the
+/// body and the returned handle are dropped — the handle until the request is answered.
+pub fn metered(budget: &BodyBudget, body: Body) -> (Body, BodyCharge) {
+    let charge = Arc::new(Charge::new(budget.clone()));
+    (Body::new(Metered::new(body, charge.clone(), None)), BodyCharge(charge))
 }
 
 /// Middleware: meter the request's body; answer 503 (over budget) or 408 (too slow) when the body

@@ -3,6 +3,7 @@
 //! - [`scoring`]: `/ping`, `/health`, `/version`, `/metrics`, `/invocations`, `/models/{name}/invocations`
 //! - [`v1`]: KServe's V1 data plane under `/v1/models` (`:predict` scores as `/invocations` does)
 //! - [`v2`]: the Open Inference Protocol under `/v2`
+//! - [`grpc`]: the Open Inference Protocol over gRPC on `serve --grpc-port` (its own listener)
 //! - [`hooks`]: `POST /hooks/mlflow` on `serve`, registry webhooks that trigger re-resolution
 //! - [`registry_api`], [`tracking_api`], [`artifacts_api`], [`artifact_views`]: the MLflow-compatible registry
 //!   server (`regserve server`), put together by [`registry_server`]; [`registry_app`] and
@@ -19,6 +20,7 @@ pub mod auth;
 pub mod body_budget;
 pub mod download;
 pub mod error;
+pub mod grpc;
 pub mod hooks;
 pub mod http;
 pub mod origin;

@@ -1,7 +1,7 @@
 //! The Open Inference Protocol (KServe V2 REST), as Triton, KServe and MLServer answer it:
 //!
 //! - `GET /v2` — server metadata
-//! - `GET /v2/health/live`, `GET /v2/health/ready`
+//! - `GET /v2/health/live`, `GET /v2/health/ready` — `{"live": true}`, `{"ready": ...}` (200, or 503 until loaded)
 //! - `GET /v2/models/{name}[/versions/{v}]` — model metadata (-1 for variable dimensions)
 //! - `GET /v2/models/{name}[/versions/{v}]/ready`
 //! - `POST /v2/models/{name}[/versions/{v}]/infer`
@@ -36,7 +36,7 @@ use crate::runtime::{LoadedModel, ScoringError};
 pub fn public_routes(state: ScoringState) -> Router {
     Router::new()
         .route("/v2", get(server_metadata))
-        .route("/v2/health/live", get(|| async { StatusCode::OK }))
+        .route("/v2/health/live", get(|| async { Json(json!({"live": true})) }))
         .route("/v2/health/ready", get(server_ready))
         .with_state(state)
 }
@@ -75,29 +75,34 @@ impl IntoResponse for V2Error {
     }
 }
 
-fn pin_error(e: PinError) -> V2Error {
+/// The error of a model or pinned version that cannot serve (shared with [`super::grpc`]).
+pub(super) fn pin_error(e: PinError) -> ApiError {
     match e {
-        PinError::NotServed(name) => V2Error(ApiError::NotFound(format!("Model '{name}' is not served here"))),
-        e @ (PinError::NotInService { .. } | PinError::NotReady { .. }) => V2Error(ApiError::NotFound(e.to_string())),
-        PinError::Source(SourceError::Registry(r @ RegistryError::NotFound(_))) => V2Error(r.into()),
+        PinError::NotServed(name) => ApiError::NotFound(format!("Model '{name}' is not served here")),
+        e @ (PinError::NotInService { .. } | PinError::NotReady { .. }) => ApiError::NotFound(e.to_string()),
+        PinError::Source(SourceError::Registry(r @ RegistryError::NotFound(_))) => r.into(),
         // Status by cause: see `error::load_status`.
-        PinError::Load(e) => V2Error(e.into()),
-        other => V2Error(ScoringError::unavailable(other.to_string()).into()),
+        PinError::Load(e) => e.into(),
+        other => ScoringError::unavailable(other.to_string()).into(),
     }
 }
 
-fn parse_version(v: &str) -> Result<u64, V2Error> {
-    v.parse::<u64>()
-        .map_err(|_| V2Error(ScoringError::bad_request(format!("Version '{v}' is not a version number")).into()))
+fn parse_version(v: &str) -> Result<u64, ApiError> {
+    v.parse::<u64>().map_err(|_| ScoringError::bad_request(format!("Version '{v}' is not a version number")).into())
 }
 
-/// The model and version number a request is for.
-async fn lookup(st: &ScoringState, name: &str, version: Option<&str>) -> Result<(Arc<LoadedModel>, u64), V2Error> {
+/// The model and version number a request is for: the version in service, or the pinned
+/// `version` (shared with [`super::grpc`]).
+pub(super) async fn lookup(
+    st: &ScoringState,
+    name: &str,
+    version: Option<&str>,
+) -> Result<(Arc<LoadedModel>, u64), ApiError> {
     let slot = st.manager.slot(name).ok_or_else(|| pin_error(PinError::NotServed(name.to_string())))?;
     match version {
         None => {
             let active = slot.active().ok_or_else(|| {
-                V2Error(ScoringError::unavailable(format!("Model '{name}' is not loaded yet")).into())
+                ApiError::from(ScoringError::unavailable(format!("Model '{name}' is not loaded yet")))
             })?;
             Ok((active.model.clone(), active.version.version))
         }
@@ -113,25 +118,25 @@ async fn server_metadata() -> Json<Value> {
     Json(json!({"name": "regserve", "version": env!("CARGO_PKG_VERSION"), "extensions": []}))
 }
 
-async fn server_ready(State(st): State<ScoringState>) -> StatusCode {
-    if st.manager.all_ready() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    }
+/// The status says it (Triton, tritonclient); the body too, as KServe's servers answer and its
+/// SDK's `is_server_ready` reads (`{"ready": ...}`; `{"live": true}` on the liveness route).
+async fn server_ready(State(st): State<ScoringState>) -> (StatusCode, Json<Value>) {
+    let ready = st.manager.all_ready();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({ "ready": ready })))
 }
 
 fn tensor_metadata(infos: &[TensorInfo]) -> Vec<Value> {
-    infos
-        .iter()
-        .map(|i| {
-            let datatype = match &i.kind {
-                ValueKind::Tensor(d) => d.v2_name().to_string(),
-                ValueKind::SequenceOfMaps | ValueKind::Other(_) => "BYTES".to_string(),
-            };
-            json!({"name": i.name, "datatype": datatype, "shape": i.shape})
-        })
-        .collect()
+    infos.iter().map(|i| json!({"name": i.name, "datatype": datatype(i), "shape": i.shape})).collect()
+}
+
+/// A model input's or output's datatype in the protocol's metadata (maps and other non-tensor
+/// values are `BYTES`).
+pub(super) fn datatype(info: &TensorInfo) -> &'static str {
+    match &info.kind {
+        ValueKind::Tensor(d) => d.v2_name(),
+        ValueKind::SequenceOfMaps | ValueKind::Other(_) => "BYTES",
+    }
 }
 
 fn metadata(name: &str, version: u64, model: &LoadedModel) -> Json<Value> {
@@ -168,7 +173,7 @@ async fn model_ready(State(st): State<ScoringState>, Path(name): Path<String>) -
 async fn version_ready(State(st): State<ScoringState>, Path((name, version)): Path<(String, String)>) -> StatusCode {
     match lookup(&st, &name, Some(&version)).await {
         Ok(_) => StatusCode::OK,
-        Err(e) => match e.0.classify().0 {
+        Err(e) => match e.classify().0 {
             StatusCode::NOT_FOUND => StatusCode::NOT_FOUND,
             StatusCode::BAD_REQUEST => StatusCode::BAD_REQUEST,
             _ => StatusCode::SERVICE_UNAVAILABLE,
@@ -256,6 +261,52 @@ struct Decoded {
     outputs: Option<Vec<String>>,
 }
 
+/// The model's input tensors from a request's inputs (named `given`, in request order): every
+/// name must be one of the model's, every model input must be given (of a repeated name the
+/// first entry counts); `build(i, info)` makes the tensor of request input `i` (shared with
+/// [`super::grpc`]).
+pub(super) fn bind_inputs(
+    model: &LoadedModel,
+    given: &[&str],
+    mut build: impl FnMut(usize, &TensorInfo) -> Result<InputTensor, ScoringError>,
+) -> Result<Vec<InputTensor>, ScoringError> {
+    for name in given {
+        if !model.schema.inputs.iter().any(|i| i.name == *name) {
+            let names: Vec<&str> = model.schema.inputs.iter().map(|i| i.name.as_str()).collect();
+            return Err(ScoringError::bad_request(format!(
+                "Unexpected input '{name}'; the model's inputs are {names:?}"
+            )));
+        }
+    }
+    let mut inputs = Vec::with_capacity(model.schema.inputs.len());
+    for info in &model.schema.inputs {
+        let at = given
+            .iter()
+            .position(|n| *n == info.name)
+            .ok_or_else(|| ScoringError::bad_request(format!("Missing input '{}'", info.name)))?;
+        inputs.push(build(at, info)?);
+    }
+    Ok(inputs)
+}
+
+/// The outputs a request asked for, in its order (all of them, in the model's order, when it
+/// named none); an unknown name is a bad request (shared with [`super::grpc`]).
+pub(super) fn select_outputs<'a>(
+    outputs: &'a [OutputTensor],
+    wanted: Option<&[String]>,
+) -> Result<Vec<&'a OutputTensor>, ScoringError> {
+    let Some(wanted) = wanted else { return Ok(outputs.iter().collect()) };
+    wanted
+        .iter()
+        .map(|w| {
+            outputs.iter().find(|o| o.name == *w).ok_or_else(|| {
+                let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+                ScoringError::bad_request(format!("Unknown output '{w}'; the model's outputs are {names:?}"))
+            })
+        })
+        .collect()
+}
+
 /// Parse an inference request (JSON header of `header_len` bytes, then binary tensor data) into
 /// the model's input tensors.
 fn decode(model: &LoadedModel, bytes: &[u8], header_len: usize) -> Result<Decoded, ScoringError> {
@@ -281,35 +332,17 @@ fn decode(model: &LoadedModel, bytes: &[u8], header_len: usize) -> Result<Decode
             }
         }
     }
-    for input in given {
-        if !model.schema.inputs.iter().any(|i| i.name == input.name) {
-            let names: Vec<&str> = model.schema.inputs.iter().map(|i| i.name.as_str()).collect();
-            return Err(ScoringError::bad_request(format!(
-                "Unexpected input '{}'; the model's inputs are {names:?}",
-                input.name
-            )));
-        }
-    }
-    let mut inputs = Vec::with_capacity(model.schema.inputs.len());
-    for info in &model.schema.inputs {
-        // A repeated name: the first entry counts.
-        let at = given
-            .iter()
-            .position(|i| i.name == info.name)
-            .ok_or_else(|| ScoringError::bad_request(format!("Missing input '{}'", info.name)))?;
+    let names: Vec<&str> = given.iter().map(|i| i.name.as_str()).collect();
+    let inputs = bind_inputs(model, &names, |at, info| {
         let input = &given[at];
-        let tensor = match (raw[at], input.data) {
-            (Some(bytes), _) => tensor_from_v2_binary(info, &input.datatype, &input.shape.0, bytes)?,
-            (None, Some(data)) => tensor_from_v2_raw(info, &input.datatype, &input.shape.0, data)?,
+        match (raw[at], input.data) {
+            (Some(bytes), _) => tensor_from_v2_binary(info, &input.datatype, &input.shape.0, bytes),
+            (None, Some(data)) => tensor_from_v2_raw(info, &input.datatype, &input.shape.0, data),
             (None, None) => {
-                return Err(ScoringError::bad_request(format!(
-                    "Input '{}' has neither 'data' nor binary data",
-                    info.name
-                )))
+                Err(ScoringError::bad_request(format!("Input '{}' has neither 'data' nor binary data", info.name)))
             }
-        };
-        inputs.push(tensor);
-    }
+        }
+    })?;
     Ok(Decoded {
         inputs,
         id: req.id,
@@ -382,23 +415,13 @@ async fn run_infer(
     let m = model.clone();
     let req = off_workers(bytes.len(), move || decode(&m, &bytes, header_len)).await??;
     let outputs = model.run(req.inputs).await?;
-    if let Some(wanted) = &req.outputs {
-        if let Some(w) = wanted.iter().find(|w| !outputs.iter().any(|o| o.name == **w)) {
-            let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
-            return Err(
-                ScoringError::bad_request(format!("Unknown output '{w}'; the model's outputs are {names:?}")).into()
-            );
-        }
-    }
+    select_outputs(&outputs, req.outputs.as_deref())?;
     // Rendered off the async workers when large.
     let estimate = outputs.iter().map(|o| o.shape.iter().product::<usize>() * 12).sum();
     let name = name.to_string();
     let (id, parameters, wanted) = (req.id, req.parameters, req.outputs);
     let buf = off_workers(estimate, move || {
-        let selected: Vec<&OutputTensor> = match &wanted {
-            None => outputs.iter().collect(),
-            Some(wanted) => wanted.iter().filter_map(|w| outputs.iter().find(|o| o.name == *w)).collect(),
-        };
+        let selected = select_outputs(&outputs, wanted.as_deref()).unwrap_or_default();
         render(&name, v, id.as_deref(), parameters.as_deref(), &selected)
     })
     .await?;

@@ -118,7 +118,7 @@ class RegserveRegistry:
 class Serve:
     """`regserve serve -m models:/iris/Production` against some registry."""
 
-    def __init__(self, binary, data_dir, registry_uri=None, extra=()):
+    def __init__(self, binary, data_dir, registry_uri=None, extra=(), env=None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [binary, "--data-dir", str(data_dir), "serve", "-m", "models:/iris/Production",
@@ -126,7 +126,7 @@ class Serve:
         if registry_uri:
             args += ["--registry-uri", registry_uri]
         args += list(extra)
-        env = child_env(RUST_LOG="info")
+        env = child_env(RUST_LOG="info", **(env or {}))
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env)
         wait_http(self.url + "/ping", timeout=120)
 
