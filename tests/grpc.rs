@@ -367,3 +367,65 @@ async fn messages_in_flight_share_a_memory_budget() {
         assert_eq!(resp.outputs.len(), 2);
     }
 }
+
+/// HTTP bodies and gRPC messages share `serve`'s one budget: an HTTP upload holding most of
+/// it makes a gRPC message that would pass the budget on its own get UNAVAILABLE, and once the
+/// upload is gone the same message is answered.
+#[tokio::test]
+async fn http_bodies_and_grpc_messages_share_one_budget() {
+    use tokio::io::AsyncWriteExt;
+    let reg = Registry::new();
+    reg.register("iris-v1", "iris", &["--stage", "Production"]);
+    let server = reg.spawn(&[
+        "serve",
+        "-m",
+        "models:/iris/Production",
+        "--grpc-port",
+        "0",
+        "--max-body-size",
+        "4MiB",
+        "--max-inflight-body-size",
+        "1MiB",
+    ]);
+    server.wait_ready("/ping", Duration::from_secs(30)).await;
+    let mut c = grpc_client(&server).await.max_encoding_message_size(16 << 20);
+    let rows = reference("iris-v1", "instances_2rows")["request"]["instances"].clone();
+    // About 400 KiB of rows on the wire: within 1 MiB alone.
+    let half: Vec<Value> = (0..(400 << 10) / 16).map(|_| rows[0].clone()).collect();
+    let message = iris_request(&Value::Array(half), true);
+    c.model_infer(message.clone()).await.expect("alone, the message fits the budget");
+    // An HTTP upload declaring 800 KiB, of which it sends a few bytes and then stalls: its
+    // Content-Length is charged at once.
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut upload = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    upload
+        .write_all(
+            format!(
+                "POST /invocations HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{{\"inst",
+                800 << 10
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    upload.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let e = c.model_infer(message.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("memory budget"), "{}", e.message());
+    // The upload goes away: its charge is returned, and the message is answered.
+    drop(upload);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match c.model_infer(message.clone()).await {
+            Ok(resp) => {
+                assert_eq!(resp.into_inner().outputs.len(), 2);
+                break;
+            }
+            Err(e) if e.code() == Code::Unavailable && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("the budget was not returned: {e:?}"),
+        }
+    }
+}

@@ -100,15 +100,18 @@ pub fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
             let _ = rx.wait_for(|s| *s).await;
         };
         let limits = args.http.limits(args.max_body_size);
+        // Bodies in memory: one budget for both listeners, so together they hold at most
+        // --max-inflight-body-size.
+        let budget = limits.body_budget();
         let grpc = grpc_listener.map(|grpc_listener| {
             if let Ok(addr) = grpc_listener.local_addr() {
                 tracing::info!("grpc listening on {addr}");
             }
             let limits = server::grpc::GrpcLimits::from_http(&limits);
-            server::grpc::serve(grpc_listener, grpc_service, limits, until_stopped(stopped.clone()))
+            server::grpc::serve(grpc_listener, grpc_service, limits, budget.clone(), until_stopped(stopped.clone()))
         });
         tracing::info!("listening on http://{local}");
-        let http = server::serve(listener, app, limits, until_stopped(stopped));
+        let http = server::http::serve_with_budget(listener, app, limits, budget, until_stopped(stopped));
         match grpc {
             None => http.await.context("serving HTTP")?,
             Some(grpc) => {

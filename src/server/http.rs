@@ -92,11 +92,27 @@ pub async fn serve(
     limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let budget = BodyBudget::new(
-        limits.inflight_body_bytes,
-        limits.max_body_bytes,
-        limits.body_read_timeout.min(limits.request_timeout),
-    );
+    let budget = limits.body_budget();
+    serve_with_budget(listener, app, limits, budget, shutdown).await
+}
+
+impl HttpLimits {
+    /// The budget of request bodies in memory these limits describe (`--max-inflight-body-size`),
+    /// for [`serve_with_budget`] and any other listener of the process that reads bodies (gRPC).
+    pub fn body_budget(&self) -> BodyBudget {
+        BodyBudget::new(self.inflight_body_bytes, self.max_body_bytes, self.body_read_timeout.min(self.request_timeout))
+    }
+}
+
+/// [`serve`], charging bodies to `budget`, which other listeners may share (`serve`'s HTTP and
+/// gRPC listeners hold one budget between them).
+pub async fn serve_with_budget(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    budget: BodyBudget,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let app = app
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(axum::middleware::from_fn_with_state(budget, body_budget::meter))

@@ -279,11 +279,6 @@ pub struct GrpcLimits {
     pub max_header_bytes: usize,
     /// On shutdown, how long in-flight requests may take to finish (`--shutdown-grace`).
     pub shutdown_grace: Duration,
-    /// Bytes of request messages all gRPC requests together may hold while they are read and
-    /// answered (`--max-inflight-body-size`, a budget of its own beside HTTP's); past it,
-    /// UNAVAILABLE. A message must arrive within `body_read_timeout`, else DEADLINE_EXCEEDED.
-    pub inflight_message_bytes: usize,
-    pub body_read_timeout: Duration,
 }
 
 impl GrpcLimits {
@@ -298,8 +293,6 @@ impl GrpcLimits {
             keepalive_timeout: Duration::from_secs(20),
             max_header_bytes: http.max_header_bytes,
             shutdown_grace: http.shutdown_grace,
-            inflight_message_bytes: http.inflight_body_bytes,
-            body_read_timeout: http.body_read_timeout,
         }
     }
 }
@@ -397,10 +390,14 @@ fn too_large_is_resource_exhausted<B>(mut response: axum::http::Response<B>) -> 
 
 /// Serve `service` on an already-bound listener until `shutdown` resolves; then stop accepting
 /// and let in-flight requests finish within `limits.shutdown_grace`.
+/// Request messages are charged to `budget` while they are read and answered
+/// (`--max-inflight-body-size`, the one budget `serve`'s HTTP listener charges too); past it,
+/// UNAVAILABLE. A message must arrive within the budget's read timeout, else DEADLINE_EXCEEDED.
 pub async fn serve(
     listener: TcpListener,
     service: Inference,
     limits: GrpcLimits,
+    budget: BodyBudget,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -427,7 +424,6 @@ pub async fn serve(
         shutdown.await;
         let _ = begun_tx.send(());
     };
-    let budget = BodyBudget::new(limits.inflight_message_bytes, limits.max_message_bytes, limits.body_read_timeout);
     let server = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))
         .layer(tower::layer::layer_fn(move |inner| Budgeted { inner, budget: budget.clone() }))
