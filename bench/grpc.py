@@ -32,7 +32,6 @@ sys.path = [p for p in sys.path if os.path.abspath(p or os.curdir) != os.path.di
 
 import json  # noqa: E402
 import multiprocessing  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -41,6 +40,8 @@ import urllib.request  # noqa: E402
 import numpy as np  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.append(os.path.join(REPO, "tests", "python"))
+from test_follow import free_port  # noqa: E402
 REGSERVE = os.environ.get("REGSERVE_BIN", os.path.join(REPO, "target/release/regserve"))
 MLSERVER_VENV = os.environ.get("MLSERVER_VENV", os.path.join(REPO, "target/bench-mlserver-venv"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
@@ -51,14 +52,6 @@ X = (np.arange(64, dtype=np.float32) * 0.01).reshape(1, 64)
 
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def wait_ok(url, proc, timeout=120):

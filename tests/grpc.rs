@@ -338,8 +338,8 @@ async fn sigterm_lets_an_inflight_grpc_request_finish() {
     assert!(log.contains("gRPC stopped accepting; waiting for in-flight requests"), "{log}");
 }
 
-#[tokio::test]
-async fn messages_in_flight_share_a_memory_budget() {
+/// iris v1 in Production served over HTTP and gRPC with these body limits, ready.
+async fn iris_with_budget(max_body: &str, inflight: &str) -> (Registry, Server) {
     let reg = Registry::new();
     reg.register("iris-v1", "iris", &["--stage", "Production"]);
     let server = reg.spawn(&[
@@ -349,11 +349,17 @@ async fn messages_in_flight_share_a_memory_budget() {
         "--grpc-port",
         "0",
         "--max-body-size",
-        "8MiB",
+        max_body,
         "--max-inflight-body-size",
-        "1MiB",
+        inflight,
     ]);
     server.wait_ready("/ping", Duration::from_secs(30)).await;
+    (reg, server)
+}
+
+#[tokio::test]
+async fn messages_in_flight_share_a_memory_budget() {
+    let (_reg, server) = iris_with_budget("8MiB", "1MiB").await;
     let mut c = grpc_client(&server).await.max_encoding_message_size(16 << 20);
     let rows = reference("iris-v1", "instances_2rows")["request"]["instances"].clone();
     // 2 MiB of rows: under --max-body-size, over what all messages together may hold.
@@ -374,20 +380,7 @@ async fn messages_in_flight_share_a_memory_budget() {
 #[tokio::test]
 async fn http_bodies_and_grpc_messages_share_one_budget() {
     use tokio::io::AsyncWriteExt;
-    let reg = Registry::new();
-    reg.register("iris-v1", "iris", &["--stage", "Production"]);
-    let server = reg.spawn(&[
-        "serve",
-        "-m",
-        "models:/iris/Production",
-        "--grpc-port",
-        "0",
-        "--max-body-size",
-        "4MiB",
-        "--max-inflight-body-size",
-        "1MiB",
-    ]);
-    server.wait_ready("/ping", Duration::from_secs(30)).await;
+    let (_reg, server) = iris_with_budget("4MiB", "1MiB").await;
     let mut c = grpc_client(&server).await.max_encoding_message_size(16 << 20);
     let rows = reference("iris-v1", "instances_2rows")["request"]["instances"].clone();
     // About 400 KiB of rows on the wire: within 1 MiB alone.
