@@ -40,7 +40,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "python"))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from conftest import RegserveServer, child_env  # noqa: E402
+from conftest import RegserveServer  # noqa: E402
 from test_follow import MlflowServer  # noqa: E402
 
 API = "/api/2.0/mlflow"
