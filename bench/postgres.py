@@ -43,7 +43,6 @@ import os
 import pathlib
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -60,7 +59,7 @@ os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
-from conftest import MODELS, RegserveServer, child_env  # noqa: E402
+from conftest import MODELS, RegserveServer, child_env, stop_group  # noqa: E402
 from pg import PgCluster  # noqa: E402
 from test_follow import BODY, Workers, free_port, reference_probabilities, wait_http  # noqa: E402
 
@@ -109,13 +108,8 @@ class MlflowPg:
             raise RuntimeError("mlflow server did not start: " + (self.workdir / "mlflow-server.log").read_text()[-3000:])
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        if self.proc:
+            stop_group(self.proc)
 
 
 # --- 1. write throughput ----------------------------------------------------------------------

@@ -483,7 +483,7 @@ impl Store {
     pub fn get_latest_versions(&self, name: &str, stages: &[Stage]) -> Result<Vec<ModelVersion>> {
         self.read(|tx| {
             let id = model_id(tx, name)?;
-            latest_versions(tx, id, name, stages)
+            latest_versions(tx, id, stages)
         })
     }
 
@@ -781,7 +781,7 @@ fn latest_versions_of(tx: &Tx<'_>, ids: &[i64]) -> Result<HashMap<i64, Vec<Model
     Ok(out)
 }
 
-fn latest_versions(tx: &Tx<'_>, id: i64, _name: &str, stages: &[Stage]) -> Result<Vec<ModelVersion>> {
+fn latest_versions(tx: &Tx<'_>, id: i64, stages: &[Stage]) -> Result<Vec<ModelVersion>> {
     let mut all = latest_versions_of(tx, &[id])?.remove(&id).unwrap_or_default();
     all.retain(|v| stages.is_empty() || stages.contains(&v.current_stage));
     Ok(all)

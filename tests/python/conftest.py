@@ -13,6 +13,7 @@ every CLI run on its registry).
 import os
 import shlex
 import pathlib
+import signal
 import subprocess
 import threading
 import time
@@ -54,6 +55,18 @@ def stop_process(proc, grace_s=10):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def stop_group(proc, grace_s=20):
+    """SIGTERM the process group `proc` leads (started with `start_new_session=True`: a server
+    and its workers), SIGKILL after `grace_s` if it is still there; waits for it."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 class RegserveServer:

@@ -18,7 +18,6 @@ import json
 import os
 import pathlib
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -30,7 +29,7 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import MODELS, REPO, child_env
+from conftest import MODELS, REPO, child_env, stop_group
 
 ROW = [6.0, 2.2, 5.0, 1.5]  # v1 and v2 answer this row differently
 COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -84,13 +83,8 @@ class MlflowServer:
         wait_http(self.url + "/health", timeout=120)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        if self.proc:
+            stop_group(self.proc)
 
 
 class RegserveRegistry:
@@ -218,7 +212,7 @@ def write_result(backend, latencies, statuses):
     new = not RESULTS.exists()
     with open(RESULTS, "a") as f:
         if new:
-            f.write(f"| backend | promotions | swap latency median s | max s | requests | non-200 |\n|---|---:|---:|---:|---:|---:|\n")
+            f.write("| backend | promotions | swap latency median s | max s | requests | non-200 |\n|---|---:|---:|---:|---:|---:|\n")
         total = sum(statuses.values())
         bad = sum(n for k, n in statuses.items() if k != 200)
         f.write(f"| {backend} | {len(latencies)} | {statistics.median(latencies):.2f} | {max(latencies):.2f} | {total} | {bad} |\n")
@@ -286,7 +280,7 @@ def backend(request, regserve_bin, tmp_path):
             if kind == "mlflow-server":
                 # mlflow does not look inside: a broken model.onnx is registered as READY.
                 with mlflow.start_run():
-                    info = mlflow.log_artifacts(str(corrupt_copy(tmp_path)), artifact_path="broken")
+                    mlflow.log_artifacts(str(corrupt_copy(tmp_path)), artifact_path="broken")
                     run_id = mlflow.active_run().info.run_id
                 mv = client.create_model_version("iris", f"runs:/{run_id}/broken", run_id=run_id)
                 return int(mv.version)

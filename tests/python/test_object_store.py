@@ -35,7 +35,7 @@ import pytest
 import requests
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import MODELS, REPO, child_env
+from conftest import MODELS, REPO, child_env, stop_group
 from test_follow import MlflowServer, free_port, wait_http
 
 BUCKET = "regserve-models"
@@ -98,13 +98,8 @@ class Moto:
 
     def stop(self):
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGCONT)
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+            os.killpg(self.proc.pid, signal.SIGCONT)  # a paused server must hear the SIGTERM
+        stop_group(self.proc)
 
 
 class Relay:
@@ -581,12 +576,8 @@ def azurite(tmp_path_factory):
     try:
         yield cs
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:  # it waits for idle connections; its data is temporary
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        # It waits for idle connections; its data is temporary: 5 s, then SIGKILL.
+        stop_group(proc, grace_s=5)
 
 
 def test_serve_follows_an_azure_blob_registry(regserve_bin, azurite, s3_mlflow, tmp_path):
