@@ -75,6 +75,8 @@ pub struct Metrics {
     pub saturation: Family<ModelLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// From entering a model's queue to the start of the session run.
     pub queue_wait: Family<ModelLabels, Histogram>,
+    /// Requests run on the async worker that read them, skipping the session threads.
+    pub inline_runs: Family<ModelLabels, Counter>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -144,6 +146,12 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             queue_wait.clone(),
         );
+        let inline_runs = Family::<ModelLabels, Counter>::default();
+        registry.register(
+            "inline_runs",
+            "Scoring requests run on the async worker that read them (fast models, nothing queued)",
+            inline_runs.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -159,6 +167,7 @@ impl Metrics {
             webhook_attempts,
             saturation,
             queue_wait,
+            inline_runs,
         }
     }
 

@@ -123,3 +123,60 @@ async fn slow_clients_and_oversized_heads_are_cut_off() {
     let ok = reqwest::Client::new().post(server.url("/invocations")).json(&iris_body()).send().await.unwrap();
     assert_eq!(ok.status(), 200);
 }
+
+/// Read one HTTP/1.1 response (head and a `Content-Length` body) off `s`; its status code.
+fn read_response(s: &mut TcpStream) -> u16 {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "the connection closed mid-head: {}", String::from_utf8_lossy(&got));
+        got.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    let length: usize =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")).map_or(0, |v| v.trim().parse().unwrap());
+    let mut body = vec![0u8; length];
+    s.read_exact(&mut body).unwrap();
+    head[9..12].parse().unwrap()
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_outlive_the_head_deadline_but_not_their_own() {
+    let reg = Registry::new();
+    reg.register("iris-v1", "iris", &[]);
+    let server =
+        reg.spawn(&["serve", "-m", "models:/iris/1", "--header-read-timeout", "500ms", "--keep-alive-timeout", "3s"]);
+    server.wait_ready("/ping", Duration::from_secs(30)).await;
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let ping = b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    // Idle three times as long as the head deadline, then reused: the same connection answers.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.write_all(ping).unwrap();
+    assert_eq!(read_response(&mut s), 200);
+    std::thread::sleep(Duration::from_millis(1500));
+    s.write_all(ping).unwrap();
+    assert_eq!(read_response(&mut s), 200, "an idle keep-alive connection was closed at the head deadline");
+
+    // Idle past the keep-alive timeout: the server closes it (by 3 s, well before 6).
+    let idle = Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+    let mut byte = [0u8; 1];
+    let eof = s.read(&mut byte);
+    let waited = idle.elapsed();
+    assert!(matches!(eof, Ok(0)), "{eof:?} after {waited:?}");
+    assert!(waited >= Duration::from_millis(2500) && waited < Duration::from_secs(5), "closed after {waited:?}");
+
+    // A head begun on a kept-alive connection must still end within the head deadline.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.write_all(ping).unwrap();
+    assert_eq!(read_response(&mut s), 200);
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    s.write_all(b"POST /invocations HTTP/1.1\r\nHost: x\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(2), "a half-sent head was kept {waited:?} (head deadline 500 ms)");
+}

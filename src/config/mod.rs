@@ -325,9 +325,13 @@ pub struct HttpArgs {
     /// before its last byte holds a share of --max-inflight-body-size.
     #[arg(long, env = "REGSERVE_BODY_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub body_read_timeout: Duration,
-    /// A client must send its request headers within this time (slow-loris protection).
+    /// A client must send a request head within this time of its first byte (slow-loris protection).
     #[arg(long, env = "REGSERVE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
+    /// How long an idle keep-alive connection may wait for its next request (keep it above the
+    /// idle timeout of a load balancer in front, so that the balancer closes first).
+    #[arg(long, env = "REGSERVE_KEEP_ALIVE_TIMEOUT", default_value = "75s", value_parser = parse_positive_duration)]
+    pub keep_alive_timeout: Duration,
     /// Largest request head (request line and headers) accepted.
     #[arg(long, env = "REGSERVE_MAX_HEADER_SIZE", default_value = "64KiB", value_parser = parse_size)]
     pub max_header_size: usize,
@@ -355,6 +359,7 @@ impl HttpArgs {
             max_connections: self.max_connections.max(1),
             health_connections: self.health_connections,
             header_read_timeout: self.header_read_timeout,
+            keep_alive_timeout: self.keep_alive_timeout,
             max_header_bytes: self.max_header_size,
             max_body_bytes: max_body,
             inflight_body_bytes: self
@@ -389,6 +394,11 @@ pub struct RuntimeArgs {
     /// Dynamic batching: longest wait for more requests to fill a batch (0 = take what is queued).
     #[arg(long, env = "REGSERVE_MAX_BATCH_DELAY", default_value = "0ms", value_parser = parse_duration)]
     pub max_batch_delay: Duration,
+    /// Run a request of at most 16 rows on the async worker that read it, skipping the hand-off
+    /// to a session thread, when the model's small runs measure under this and nothing is queued
+    /// (one async worker always stays free). 0 = always hand off.
+    #[arg(long, env = "REGSERVE_INLINE_MAX_RUN", default_value = "100us", value_parser = parse_duration)]
+    pub inline_max_run: Duration,
 }
 
 impl RuntimeArgs {
@@ -400,6 +410,7 @@ impl RuntimeArgs {
             queue_capacity: self.queue_capacity.max(1),
             max_batch_size: self.max_batch_size.max(1),
             max_batch_delay: self.max_batch_delay,
+            inline_max_run: self.inline_max_run,
             load_timeout: d.load_timeout,
         }
     }
@@ -592,11 +603,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(split);
     let n: f64 = num.parse().map_err(|_| format!("'{s}' is not a duration (e.g. 500ms, 5s, 2m)"))?;
     let secs = match unit.trim() {
+        "us" | "µs" => n / 1_000_000.0,
         "ms" => n / 1000.0,
         "" | "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        other => return Err(format!("unknown duration unit '{other}' in '{s}' (use ms, s, m or h)")),
+        other => return Err(format!("unknown duration unit '{other}' in '{s}' (use us, ms, s, m or h)")),
     };
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("'{s}' is not a valid duration"));

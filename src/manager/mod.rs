@@ -691,6 +691,7 @@ async fn load_cached(inner: &Inner, version: &ModelVersion) -> Result<Arc<Loaded
             let observers = crate::runtime::pool::Observers {
                 batch_sizes: Some(m.batch_size.get_or_create(&labels).clone()),
                 queue_wait: Some(m.queue_wait.get_or_create(&labels).clone()),
+                inline_runs: Some(m.inline_runs.get_or_create(&labels).clone()),
                 load: Some(crate::saturation::load_of(&v.name)),
             };
             let loaded = tokio::task::spawn_blocking(move || {

@@ -24,11 +24,17 @@ pub struct RuntimeOptions {
     /// Dynamic batching: how long a worker waits for more requests to fill a batch
     /// (zero = take only what is already queued when a session frees up).
     pub max_batch_delay: std::time::Duration,
+    /// Small runs of a model measured under this may run on the async worker itself (see
+    /// [`super::pool`]); zero: never.
+    pub inline_max_run: std::time::Duration,
     /// Deadline of a load: building the sessions and the warm-up run on the serving input
     /// example. A warm-up still running then is terminated (ONNX Runtime's run options) and
     /// the load fails with [`super::RuntimeError::Timeout`].
     pub load_timeout: std::time::Duration,
 }
+
+/// Default of `--inline-max-run`.
+pub const DEFAULT_INLINE_MAX_RUN: std::time::Duration = std::time::Duration::from_micros(100);
 
 /// Default of `--load-timeout`.
 pub const DEFAULT_LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -48,6 +54,7 @@ impl Default for RuntimeOptions {
             queue_capacity: 1024,
             max_batch_size: 64,
             max_batch_delay: std::time::Duration::ZERO,
+            inline_max_run: DEFAULT_INLINE_MAX_RUN,
             load_timeout: DEFAULT_LOAD_TIMEOUT,
         }
     }

@@ -1,7 +1,15 @@
-//! A pool of ONNX Runtime sessions, each owned by its own worker thread. Requests arrive over a
-//! bounded MPMC channel with a oneshot reply, so inference never runs on the async workers and
-//! no lock is held around `Session::run`. A full queue is refused at once (→ 503); dropping the
-//! pool closes the channel and the workers exit after the jobs already queued.
+//! A pool of ONNX Runtime sessions ("seats") shared by worker threads and, for fast models, by
+//! the async workers themselves. Requests arrive over a bounded MPMC channel with a oneshot
+//! reply; no lock is held around `Session::run`: a run takes a seat out of a channel of idle
+//! seats and puts it back. A full queue is refused at once (→ 503); dropping the pool closes the
+//! channel and the workers exit after the jobs already queued.
+//!
+//! Inline runs: a request of a few rows, for a model whose small runs measure under
+//! `inline_max_run`, runs on the async worker that parsed it when nothing is queued and a seat
+//! is idle — no hand-off to a session thread and back (two thread wake-ups that cost more than a
+//! small model's run). At most one async worker fewer than the runtime has runs inline at a time
+//! (process-wide), so one always stays free for I/O and health checks whatever the model does;
+//! a run that turns out slow raises the model's measured cost and sends it back to the threads.
 //!
 //! Dynamic batching: a worker that takes a request also takes the compatible requests queued
 //! behind it (same inputs, types and per-row shapes), up to `max_batch_size` rows, waiting at
@@ -13,14 +21,14 @@
 //! [`Load`] (two atomic operations, no lock): `regserve_saturation` is made from it. The time
 //! from entering the queue to the start of its run goes to `regserve_queue_wait_seconds`.
 //!
-//! Each worker runs with its own ONNX Runtime `RunOptions`, which the pool keeps too: a run
+//! Each seat runs with its own ONNX Runtime `RunOptions`, which the pool keeps too: a run
 //! that has to stop (a warm-up past its deadline, shutdown) is terminated from outside with
 //! [`SessionPool::terminate`], even inside a long `Loop`.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +36,7 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{RunOptions, Session, SessionInputValue};
 use ort::value::{DynMapValueType, DynValue, Tensor, ValueType};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::oneshot;
 
@@ -70,13 +79,120 @@ struct WorkerConfig {
     batchable: Arc<AtomicBool>,
     batch_sizes: Option<Histogram>,
     queue_wait: Option<Histogram>,
-    /// Shared with the pool, which may terminate the worker's runs.
+    seats: Arc<Seats>,
+}
+
+/// A session and the run options its runs use (the pool keeps those too, to terminate runs).
+struct Seat {
+    session: Session,
     run_options: Arc<RunOptions>,
+}
+
+/// The pool's idle seats, and what decides whether a request may run inline.
+struct Seats {
+    idle: Sender<Seat>,
+    take: Receiver<Seat>,
+    /// Workers holding a job and waiting for a seat: inline runs hold back while any do, so a
+    /// stream of inline runs never starves the queue.
+    waiting: AtomicUsize,
+    /// Moving average of the model's runs of at most [`INLINE_MAX_ROWS`] rows, in ns
+    /// (`u64::MAX` until one has been measured).
+    small_run_ns: AtomicU64,
+    /// Longest small run that may go inline (zero: never).
+    inline_max_run: Duration,
+}
+
+/// Requests of more rows than this always go to the session threads.
+pub const INLINE_MAX_ROWS: usize = 16;
+
+/// Inline runs in progress in this process (see [`inline_limit`]).
+static INLINE_RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// At most one async worker fewer than the current runtime has runs a model at a time (none on
+/// a single-worker runtime; none off a runtime).
+fn inline_limit() -> usize {
+    tokio::runtime::Handle::try_current().map_or(0, |h| h.metrics().num_workers().saturating_sub(1))
+}
+
+impl Seats {
+    /// A worker's seat: blocks until one is idle.
+    fn take_blocking(&self) -> Seat {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let seat = self.take.recv().expect("the pool holds both ends of its seat channel; this is a bug");
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        seat
+    }
+
+    fn put(&self, seat: Seat) {
+        // The channel holds every seat, so there is always room.
+        let _ = self.idle.try_send(seat);
+    }
+
+    /// Record a run of `rows` rows that took `took`.
+    fn measured(&self, rows: usize, took: Duration) {
+        if rows > INLINE_MAX_ROWS {
+            return;
+        }
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let old = self.small_run_ns.load(Ordering::Relaxed);
+        // A slow run counts in full at once (back to the threads); fast ones pull the average
+        // down an eighth at a time.
+        let new = if old == u64::MAX || ns >= old { ns } else { old - (old - ns) / 8 };
+        self.small_run_ns.store(new, Ordering::Relaxed);
+    }
+
+    /// Is a request of `rows` rows small and the model fast enough to run inline, with nothing
+    /// queued and no worker waiting for a seat?
+    fn eligible(&self, rows: Option<usize>, queue_empty: bool) -> bool {
+        matches!(rows, Some(r) if r <= INLINE_MAX_ROWS)
+            && queue_empty
+            && !self.inline_max_run.is_zero()
+            && self.small_run_ns.load(Ordering::Relaxed)
+                <= u64::try_from(self.inline_max_run.as_nanos()).unwrap_or(u64::MAX)
+            && self.waiting.load(Ordering::SeqCst) == 0
+    }
+
+    /// May a request of `rows` rows run inline now? If so, its seat.
+    fn try_inline(&self, rows: Option<usize>, queue_empty: bool) -> Option<InlineSeat<'_>> {
+        if !self.eligible(rows, queue_empty) {
+            return None;
+        }
+        let limit = inline_limit();
+        INLINE_RUNNING.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < limit).then_some(n + 1)).ok()?;
+        match self.take.try_recv() {
+            Ok(seat) => Some(InlineSeat { seats: self, seat: Some(seat) }),
+            Err(_) => {
+                INLINE_RUNNING.fetch_sub(1, Ordering::AcqRel);
+                None
+            }
+        }
+    }
+}
+
+/// A seat taken for an inline run; gives it back, and the process's inline slot, when dropped.
+struct InlineSeat<'a> {
+    seats: &'a Seats,
+    seat: Option<Seat>,
+}
+
+impl Drop for InlineSeat<'_> {
+    fn drop(&mut self) {
+        if let Some(seat) = self.seat.take() {
+            self.seats.put(seat);
+        }
+        INLINE_RUNNING.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Sessions of one model version. Cheap to share behind an `Arc`.
 pub struct SessionPool {
     jobs: Sender<Job>,
+    seats: Arc<Seats>,
+    batch_sizes: Option<Histogram>,
+    queue_wait: Option<Histogram>,
+    inline_runs: Option<Counter>,
+    /// Requests run inline so far.
+    inline_count: AtomicU64,
     pub inputs: Vec<TensorInfo>,
     pub outputs: Vec<TensorInfo>,
     pub sessions: usize,
@@ -96,6 +212,8 @@ pub struct Observers {
     pub queue_wait: Option<Histogram>,
     /// Requests in the pool, queued or running (`regserve_saturation`).
     pub load: Option<Arc<Load>>,
+    /// Requests run inline (`regserve_inline_runs`).
+    pub inline_runs: Option<Counter>,
 }
 
 /// Why [`SessionPool::run_blocking_until`] stopped waiting.
@@ -129,11 +247,22 @@ impl SessionPool {
         let outputs: Vec<TensorInfo> = sessions[0].outputs().iter().map(TensorInfo::from_outlet).collect();
         let (tx, rx) = bounded::<Job>(options.queue_capacity.max(1));
         let batchable = Arc::new(AtomicBool::new(options.max_batch_size > 1));
+        let (idle, take) = bounded::<Seat>(n);
         let mut run_options = Vec::with_capacity(n);
-        for (i, session) in sessions.into_iter().enumerate() {
-            let rx = rx.clone();
+        for session in sessions {
             let options_i = Arc::new(RunOptions::new()?);
             run_options.push(options_i.clone());
+            let _ = idle.try_send(Seat { session, run_options: options_i });
+        }
+        let seats = Arc::new(Seats {
+            idle,
+            take,
+            waiting: AtomicUsize::new(0),
+            small_run_ns: AtomicU64::new(u64::MAX),
+            inline_max_run: options.inline_max_run,
+        });
+        for i in 0..n {
+            let rx = rx.clone();
             let config = WorkerConfig {
                 outputs: outputs.clone(),
                 max_batch_size: options.max_batch_size.max(1),
@@ -141,15 +270,28 @@ impl SessionPool {
                 batchable: batchable.clone(),
                 batch_sizes: observers.batch_sizes.clone(),
                 queue_wait: observers.queue_wait.clone(),
-                run_options: options_i,
+                seats: seats.clone(),
             };
             std::thread::Builder::new()
                 .name(format!("regserve-session-{i}"))
-                .spawn(move || worker(session, rx, config))
+                .spawn(move || worker(rx, config))
                 .map_err(|e| RuntimeError::Ort(format!("could not start a session thread: {e}")))?;
         }
         let threads = n * options.intra_threads.max(1);
-        Ok(SessionPool { jobs: tx, inputs, outputs, sessions: n, threads, run_options, load: observers.load })
+        Ok(SessionPool {
+            jobs: tx,
+            seats,
+            batch_sizes: observers.batch_sizes,
+            queue_wait: observers.queue_wait,
+            inline_runs: observers.inline_runs,
+            inline_count: AtomicU64::new(0),
+            inputs,
+            outputs,
+            sessions: n,
+            threads,
+            run_options,
+            load: observers.load,
+        })
     }
 
     /// Stop every run in progress on this pool, and make later runs fail at once: for a pool
@@ -200,8 +342,7 @@ impl SessionPool {
 
     fn submit(&self, inputs: Vec<InputTensor>) -> Result<oneshot::Receiver<Reply>, ScoringError> {
         let (reply, rx) = oneshot::channel();
-        let first = inputs.first().and_then(|t| t.shape.first()).copied();
-        let rows = first.filter(|r| *r > 0 && inputs.iter().all(|t| t.shape.first() == Some(r))).map(|r| r as usize);
+        let rows = rows_of(&inputs);
         let job = Job { inputs, rows, reply, queued: Instant::now(), _load: self.load.as_ref().map(|l| l.arrive()) };
         match self.jobs.try_send(job) {
             Ok(()) => Ok(rx),
@@ -212,8 +353,28 @@ impl SessionPool {
         }
     }
 
-    /// Run one request on the next free session.
+    /// Run one request on the next free session: inline when the model is fast, nothing is
+    /// queued and a seat is idle (see the module's comment), else on a session thread.
     pub async fn run(&self, inputs: Vec<InputTensor>) -> Reply {
+        let rows = rows_of(&inputs);
+        if let Some(mut inline) = self.seats.try_inline(rows, self.jobs.is_empty()) {
+            let _load = self.load.as_ref().map(|l| l.arrive());
+            if let Some(h) = &self.queue_wait {
+                h.observe(0.0);
+            }
+            if let Some(h) = &self.batch_sizes {
+                h.observe(rows.unwrap_or(1) as f64);
+            }
+            if let Some(c) = &self.inline_runs {
+                c.inc();
+            }
+            self.inline_count.fetch_add(1, Ordering::Relaxed);
+            let seat = inline.seat.as_mut().expect("an inline seat holds its seat until dropped; this is a bug");
+            let started = Instant::now();
+            let reply = guarded(seat, inputs, &self.outputs);
+            self.seats.measured(rows.unwrap_or(usize::MAX), started.elapsed());
+            return reply;
+        }
         let rx = self.submit(inputs)?;
         rx.await.unwrap_or_else(|_| Err(ScoringError::internal("the session worker stopped before answering")))
     }
@@ -223,6 +384,11 @@ impl SessionPool {
         let rx = self.submit(inputs)?;
         rx.blocking_recv()
             .unwrap_or_else(|_| Err(ScoringError::internal("the session worker stopped before answering")))
+    }
+
+    /// Requests run inline so far (see the module's comment).
+    pub fn inline_runs(&self) -> u64 {
+        self.inline_count.load(Ordering::Relaxed)
     }
 
     /// Requests waiting for a session.
@@ -248,7 +414,7 @@ fn build_session(
     Ok(session)
 }
 
-fn worker(mut session: Session, jobs: Receiver<Job>, config: WorkerConfig) {
+fn worker(jobs: Receiver<Job>, config: WorkerConfig) {
     let mut pending: VecDeque<Job> = VecDeque::new();
     loop {
         let job = match pending.pop_front() {
@@ -271,15 +437,25 @@ fn worker(mut session: Session, jobs: Receiver<Job>, config: WorkerConfig) {
                 h.observe(job.queued.elapsed().as_secs_f64());
             }
         }
+        let mut seat = config.seats.take_blocking();
         if batch.len() == 1 {
             let job = batch.into_iter().next().expect("one job; this is a bug");
             observe(&config, job.rows.unwrap_or(1));
-            let result = guarded(&mut session, &config.run_options, job.inputs, &config.outputs);
+            let started = Instant::now();
+            let result = guarded(&mut seat, job.inputs, &config.outputs);
+            config.seats.measured(job.rows.unwrap_or(usize::MAX), started.elapsed());
             let _ = job.reply.send(result);
         } else {
-            run_batch(&mut session, batch, &config);
+            run_batch(&mut seat, batch, &config);
         }
+        config.seats.put(seat);
     }
+}
+
+/// Rows, when every input has the same first dimension (else not batchable, never inline).
+fn rows_of(inputs: &[InputTensor]) -> Option<usize> {
+    let first = inputs.first().and_then(|t| t.shape.first()).copied();
+    first.filter(|r| *r > 0 && inputs.iter().all(|t| t.shape.first() == Some(r))).map(|r| r as usize)
 }
 
 /// Take the compatible jobs queued behind `first`, up to the row limit and the delay.
@@ -320,13 +496,13 @@ fn observe(config: &WorkerConfig, rows: usize) {
     }
 }
 
-fn guarded(session: &mut Session, options: &RunOptions, inputs: Vec<InputTensor>, outputs: &[TensorInfo]) -> Reply {
-    std::panic::catch_unwind(AssertUnwindSafe(|| run_once(session, options, inputs, outputs)))
+fn guarded(seat: &mut Seat, inputs: Vec<InputTensor>, outputs: &[TensorInfo]) -> Reply {
+    std::panic::catch_unwind(AssertUnwindSafe(|| run_once(&mut seat.session, &seat.run_options, inputs, outputs)))
         .unwrap_or_else(|_| Err(ScoringError::internal("model execution panicked")))
 }
 
 /// Run several jobs as one batch and answer each with its rows of the outputs.
-fn run_batch(session: &mut Session, batch: Vec<Job>, config: &WorkerConfig) {
+fn run_batch(seat: &mut Seat, batch: Vec<Job>, config: &WorkerConfig) {
     let rows: Vec<usize> = batch.iter().map(|j| j.rows.unwrap_or(1)).collect();
     let total: usize = rows.iter().sum();
     let mut merged: Vec<InputTensor> = batch[0].inputs.clone();
@@ -338,7 +514,9 @@ fn run_batch(session: &mut Session, batch: Vec<Job>, config: &WorkerConfig) {
             m.data.append(&t.data);
         }
     }
-    let outputs = guarded(session, &config.run_options, merged, &config.outputs);
+    let started = Instant::now();
+    let outputs = guarded(seat, merged, &config.outputs);
+    config.seats.measured(total, started.elapsed());
     let per_row = |outs: &Vec<OutputTensor>| outs.iter().all(|o| o.shape.first() == Some(&total));
     match outputs {
         Ok(outs) if per_row(&outs) => {
@@ -357,7 +535,7 @@ fn run_batch(session: &mut Session, batch: Vec<Job>, config: &WorkerConfig) {
             }
             for job in batch {
                 observe(config, job.rows.unwrap_or(1));
-                let result = guarded(session, &config.run_options, job.inputs, &config.outputs);
+                let result = guarded(seat, job.inputs, &config.outputs);
                 let _ = job.reply.send(result);
             }
         }
@@ -479,5 +657,63 @@ fn extract(name: &str, v: &DynValue) -> Result<OutputTensor, ort::Error> {
             Ok(OutputTensor { name: name.to_string(), shape: vec![rows.len()], data: OutputData::Maps(rows) })
         }
         other => Err(ort::Error::new(format!("output type {other:?} is not supported"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seats(inline_max_run: Duration) -> Seats {
+        let (idle, take) = bounded::<Seat>(1);
+        Seats { idle, take, waiting: AtomicUsize::new(0), small_run_ns: AtomicU64::new(u64::MAX), inline_max_run }
+    }
+
+    #[test]
+    fn only_small_requests_of_a_model_measured_fast_with_nothing_queued_are_eligible() {
+        let s = seats(Duration::from_micros(100));
+        assert!(!s.eligible(Some(1), true), "not measured yet");
+        s.measured(1, Duration::from_micros(20));
+        assert!(s.eligible(Some(1), true));
+        assert!(s.eligible(Some(INLINE_MAX_ROWS), true));
+        assert!(!s.eligible(Some(INLINE_MAX_ROWS + 1), true), "too many rows");
+        assert!(!s.eligible(None, true), "inputs of different first dimensions");
+        assert!(!s.eligible(Some(1), false), "something is queued");
+        s.waiting.fetch_add(1, Ordering::SeqCst);
+        assert!(!s.eligible(Some(1), true), "a worker waits for a seat");
+        s.waiting.fetch_sub(1, Ordering::SeqCst);
+        assert!(s.eligible(Some(1), true));
+        let off = seats(Duration::ZERO);
+        off.measured(1, Duration::ZERO);
+        assert!(!off.eligible(Some(1), true), "--inline-max-run 0");
+    }
+
+    #[test]
+    fn one_slow_run_sends_the_model_back_to_the_threads_and_fast_ones_bring_it_back_slowly() {
+        let s = seats(Duration::from_micros(100));
+        s.measured(1, Duration::from_micros(10));
+        assert!(s.eligible(Some(1), true));
+        // Large runs say nothing about small ones.
+        s.measured(INLINE_MAX_ROWS + 1, Duration::from_secs(1));
+        assert!(s.eligible(Some(1), true));
+        s.measured(1, Duration::from_millis(50));
+        assert!(!s.eligible(Some(1), true), "one slow small run counts in full");
+        let mut fast_runs = 0;
+        while !s.eligible(Some(1), true) {
+            s.measured(1, Duration::from_micros(10));
+            fast_runs += 1;
+            assert!(fast_runs < 100, "never fast again");
+        }
+        // 50 ms down to 100 µs, an eighth of the distance at a time.
+        assert!(fast_runs > 30, "back after {fast_runs} fast runs");
+    }
+
+    #[test]
+    fn one_async_worker_always_stays_free() {
+        assert_eq!(inline_limit(), 0, "off any runtime");
+        let one = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert_eq!(one.block_on(async { inline_limit() }), 0);
+        let four = tokio::runtime::Builder::new_multi_thread().worker_threads(4).build().unwrap();
+        assert_eq!(four.block_on(async { inline_limit() }), 3);
     }
 }

@@ -5,8 +5,10 @@
 //!   accepted that answer only the health routes ([`HEALTH_PATHS`]; anything else gets 503), one
 //!   request each with a short head deadline, so `/ping` answers while every ordinary slot is
 //!   held (further clients wait in the listen backlog);
-//! - a client must send its request head within `header_read_timeout` (slow-loris), and heads
-//!   larger than `max_header_bytes` are refused;
+//! - a client must send its request head within `header_read_timeout` of its first byte
+//!   (slow-loris), and heads larger than `max_header_bytes` are refused; an idle keep-alive
+//!   connection waits up to `keep_alive_timeout` for its next request (see
+//!   [`keep_alive`](super::keep_alive));
 //! - request bodies held in memory share one budget of `inflight_body_bytes` (503 beyond it) and
 //!   must arrive within `body_read_timeout` (408 otherwise): see [`body_budget`](super::body_budget);
 //! - each request must complete within `request_timeout` (503 otherwise);
@@ -30,12 +32,17 @@ use tokio::sync::Semaphore;
 
 use super::body_budget::{self, BodyBudget};
 use super::error::ApiError;
+use super::keep_alive::{ConnClock, ConnTimer, Watched};
 
 /// The routes a health-only connection answers (`serve`'s and `server`'s health checks).
 pub const HEALTH_PATHS: &[&str] = &["/ping", "/health", "/v2/health/live", "/v2/health/ready", "/version"];
 
 /// Longest a health-only connection may take to send its request head.
 const HEALTH_HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Default of `--keep-alive-timeout`: longer than the 60 s idle timeout of common load balancers,
+/// so that the balancer, not the server, closes an idle upstream connection.
+pub const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// Connection and request limits.
 #[derive(Debug, Clone)]
@@ -44,6 +51,8 @@ pub struct HttpLimits {
     /// Connections accepted past `max_connections` that answer only [`HEALTH_PATHS`].
     pub health_connections: usize,
     pub header_read_timeout: Duration,
+    /// How long an idle keep-alive connection may wait for its next request.
+    pub keep_alive_timeout: Duration,
     pub max_header_bytes: usize,
     /// The largest body one request buffers (a declared length up to it is charged up front).
     pub max_body_bytes: usize,
@@ -61,6 +70,7 @@ impl Default for HttpLimits {
             max_connections: 4096,
             health_connections: 16,
             header_read_timeout: Duration::from_secs(10),
+            keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
             max_header_bytes: 64 << 10,
             max_body_bytes: 64 << 20,
             inflight_body_bytes: 256 << 20,
@@ -161,10 +171,13 @@ pub async fn serve_with_budget(
         }
         let health_only = Arc::ptr_eq(permit.semaphore(), &health_permits);
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(stream);
+        let clock = ConnClock::new(limits.keep_alive_timeout, limits.header_read_timeout);
+        let io = TokioIo::new(Watched::new(stream, clock.clone()));
         let conn = if health_only {
             graceful.watch(health_builder.serve_connection(io, TowerToHyperService::new(health_app.clone())))
         } else {
+            let mut builder = builder.clone();
+            builder.timer(ConnTimer(clock));
             graceful.watch(builder.serve_connection(io, TowerToHyperService::new(app.clone())))
         };
         tokio::spawn(async move {

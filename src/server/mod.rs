@@ -23,6 +23,7 @@ pub mod error;
 pub mod grpc;
 pub mod hooks;
 pub mod http;
+pub mod keep_alive;
 pub mod origin;
 pub mod params;
 pub mod registry_api;
