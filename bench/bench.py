@@ -528,11 +528,14 @@ def cores_run(work, env, counts, servers):
 def print_cores(rows):
     print(f"\nPer-core mode: one run, {REPEATS} x {SECONDS} s per point, medians; the server under taskset (regserve with "
           f"--sessions N), wrk (2 threads, c=64) where the table says; {CPUS} cores on this machine.")
-    print("Each cell: req/s (p50 / p99 ms) and the server's CPU time per request (all its threads), in µs.\n")
+    print(f"Load average {LOAD_AT_START:.1f} at the start, {os.getloadavg()[0]:.1f} at the end. Each cell: req/s (p50 / p99 ms), the "
+          "server's CPU time per request (all its threads), and the cores it kept busy (req/s × CPU per request): below N, "
+          "it waited on the client, or on other work on its cores.\n")
     print("| server cores | wrk on | regserve, iris 1 row | floor, 1 row | regserve, mlp-large, batching off | regserve, mlp-large, batching on (64, delay 0) |")
     print("|---|---|---:|---:|---:|---:|")
     for row in rows:
-        cells = [f"{cell(row[k])}, {row[k]['cpu_us']:,.0f} µs" for k in ("iris", "floor", "large-off", "large-on")]
+        cells = [f"{cell(row[k])}, {row[k]['cpu_us']:,.0f} µs, {row[k]['cpu_us'] * row[k]['rps'] / 1e6:.2f} cores"
+                 for k in ("iris", "floor", "large-off", "large-on")]
         print(f"| {row['n']} ({row['server']}) | {row['wrk']} | {' | '.join(cells)} |")
 
 
