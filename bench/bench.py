@@ -125,7 +125,10 @@ def cpu_seconds(pid):
 
 
 class Server:
-    """A server process in its own process group; ready when `ready_path` answers 200."""
+    """A server process in its own process group; ready when `ready_path` answers 200. Every
+    one started is in `Server.started`, which main() stops at the end, also on error."""
+
+    started = []
 
     def __init__(self, name, argv, port, work, ready_path="/ping", env=None, body=None, cwd=None, cpus=None, timeout=180):
         self.name, self.port = name, port
@@ -136,22 +139,29 @@ class Server:
         t0 = time.perf_counter()
         with open(self.log_path, "w") as err:
             self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True)
+        Server.started.append(self)
+        try:
+            self._wait_ready(argv, ready_path, body, timeout)
+        except BaseException:
+            self.stop()  # not ready, or interrupted while starting: the caller never sees it
+            raise
+        self.startup_ms = (time.perf_counter() - t0) * 1000
+        self.rss_start = rss_kib(self.proc.pid)
+
+    def _wait_ready(self, argv, ready_path, body, timeout):
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {self.proc.returncode}: {' '.join(argv)}\n{self.log_tail()}")
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {' '.join(argv)}\n{self.log_tail()}")
             try:
                 req = urllib.request.Request(self.url + ready_path, data=body, headers={"Content-Type": "application/json"})
                 if urllib.request.urlopen(req, timeout=1).status == 200:
-                    break
+                    return
             except Exception:
                 pass
             if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{name} not ready after {timeout} s\n{self.log_tail()}")
+                raise RuntimeError(f"{self.name} not ready after {timeout} s\n{self.log_tail()}")
             time.sleep(0.002)
-        self.startup_ms = (time.perf_counter() - t0) * 1000
-        self.rss_start = rss_kib(self.proc.pid)
 
     def log_tail(self):
         try:
@@ -161,15 +171,19 @@ class Server:
             return ""
 
     def stop(self):
-        if self.proc.poll() is None:
-            try:
+        """SIGTERM to the process group, then SIGKILL to what is left of it (after 20 s, or a
+        dead server's workers). The group's id is not reused while any member lives."""
+        try:
+            if self.proc.poll() is None:
                 os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-            except ProcessLookupError:
-                pass
+                try:
+                    self.proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    pass
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
 
 
 def post(url, body):
@@ -343,8 +357,8 @@ def ms(x):
 
 # ------------------------------------------------------------------ the main run
 
-def main_run(work, env, servers):
-    """The main table's measurements; every server started is added to `servers` (stopped by the caller too)."""
+def main_run(work, env):
+    """The main table's measurements."""
     r, starts, rss = {}, {}, {}
 
     def run(server, key, url, body, conns):
@@ -362,14 +376,12 @@ def main_run(work, env, servers):
     times, idle = [], []
     for _ in range(5):
         s = regserve(work, env, "iris")
-        servers.append(s)
         times.append(s.startup_ms)
         idle.append(s.rss_start)
         s.stop()
     starts["regserve", "iris"] = statistics.median(times)
     rss["regserve", "iris", "idle"] = statistics.median(idle)
     s = regserve(work, env, "iris")
-    servers.append(s)
     check(s.url + "/invocations", read(bodies["1row"]), "predictions")
     check(s.url + "/v2/models/iris/infer", read(bodies["1row-v2"]), "outputs")
     for c in (1, 8, 64):
@@ -382,7 +394,6 @@ def main_run(work, env, servers):
     for setting, flags in (("off", ["--max-batch-size", "1"]), ("on-0", ["--max-batch-size", "64", "--max-batch-delay", "0ms"]),
                            ("on-delay", ["--max-batch-size", "64", "--max-batch-delay", BATCH_DELAY])):
         s = regserve(work, env, "mlp-large", flags, name=f"regserve mlp-large batching {setting}")
-        servers.append(s)
         starts["regserve", "large"] = starts.get(("regserve", "large"), s.startup_ms)
         check(s.url + "/invocations", read(bodies["large"]), "predictions")
         run(s, ("regserve", "split", f"large-{setting}"), "/invocations", bodies["large"], 64)
@@ -392,7 +403,6 @@ def main_run(work, env, servers):
     # the floor: same bodies as regserve's /invocations
     port = free_port()
     s = Server("floor", [FLOOR, str(port)], port, work, ready_path="/", body=b"{}")
-    servers.append(s)
     starts["floor", "iris"] = s.startup_ms
     for c in (1, 8, 64):
         run(s, ("floor", "split", f"1row-c{c}"), "/", bodies["1row"], c)
@@ -405,7 +415,6 @@ def main_run(work, env, servers):
         log("mlflow is not installed in the venv: its column stays empty")
     else:
         s = mlflow_serve(work, iris_dir, "mlflow iris")
-        servers.append(s)
         starts["mlflow", "iris"] = s.startup_ms
         check(s.url + "/invocations", read(bodies["1row"]), "predictions")
         for c in (1, 8, 64):
@@ -413,7 +422,6 @@ def main_run(work, env, servers):
         run(s, ("mlflow", "split", "100rows-c8"), "/invocations", bodies["100rows"], 8)
         stop(s, ("mlflow", "iris"))
         s = mlflow_serve(work, LARGE_DIR, "mlflow mlp-large")
-        servers.append(s)
         starts["mlflow", "large"] = s.startup_ms
         check(s.url + "/invocations", read(bodies["large"]), "predictions")
         run(s, ("mlflow", "split", "large"), "/invocations", bodies["large"], 64)
@@ -426,7 +434,6 @@ def main_run(work, env, servers):
         for batching in (False, True):
             b = "on" if batching else "off"
             s = mlserver(work, "iris", iris_dir, batching)
-            servers.append(s)
             starts.setdefault(("mlserver", "iris"), s.startup_ms)
             check(s.url + "/v2/models/iris/infer", read(bodies["1row-v2-columns"]), "outputs")
             for c in (1, 8, 64):
@@ -434,7 +441,6 @@ def main_run(work, env, servers):
             run(s, ("mlserver", b, "100rows-c8"), "/v2/models/iris/infer", bodies["100rows-v2-columns"], 8)
             stop(s, ("mlserver", "iris", b))
             s = mlserver(work, "mlp-large", LARGE_DIR, batching)
-            servers.append(s)
             starts.setdefault(("mlserver", "large"), s.startup_ms)
             check(s.url + "/v2/models/mlp-large/infer", read(bodies["large-v2"]), "outputs")
             run(s, ("mlserver", b, "large"), "/v2/models/mlp-large/infer", bodies["large-v2"], 64)
@@ -493,7 +499,7 @@ def print_main(r, starts, rss):
 
 # ------------------------------------------------------------------ per-core mode
 
-def cores_run(work, env, counts, servers):
+def cores_run(work, env, counts):
     rows = []
     bodies = make_bodies(work)
     for n in counts:
@@ -505,19 +511,16 @@ def cores_run(work, env, counts, servers):
         where = f"cores {wrk_cpus}" + ("" if rest else " (shared with the server)")
         row = {"n": n, "server": server_cpus, "wrk": where}
         s = regserve(work, env, "iris", ["--sessions", str(n)], cpus=server_cpus)
-        servers.append(s)
         log(f"regserve on {n} core(s): iris 1 row c=64")
         row["iris"] = point(s.url + "/invocations", bodies["1row"], 64, server=s, cpus=wrk_cpus)
         s.stop()
         port = free_port()
         s = Server("floor", [FLOOR, str(port)], port, work, ready_path="/", body=b"{}", cpus=server_cpus)
-        servers.append(s)
         log(f"floor on {n} core(s): 1 row c=64")
         row["floor"] = point(s.url + "/", bodies["1row"], 64, server=s, cpus=wrk_cpus)
         s.stop()
         for setting, flags in (("off", ["--max-batch-size", "1"]), ("on", ["--max-batch-size", "64"])):
             s = regserve(work, env, "mlp-large", ["--sessions", str(n), *flags], cpus=server_cpus)
-            servers.append(s)
             log(f"regserve on {n} core(s): mlp-large c=64, batching {setting}")
             row[f"large-{setting}"] = point(s.url + "/invocations", bodies["large"], 64, server=s, cpus=wrk_cpus)
             s.stop()
@@ -544,10 +547,11 @@ def main():
     ap.add_argument("--cores", nargs="?", const="1,2", default=os.environ.get("BENCH_CORES"),
                     help="per-core mode: comma-separated core counts (default 1,2; or BENCH_CORES)")
     args = ap.parse_args()
+    # The servers run in sessions of their own: on SIGTERM too, unwind through `finally` and stop them.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not os.path.exists(os.path.join(LARGE_DIR, "model.onnx")):
         raise SystemExit(f"{LARGE_DIR} is missing: bench/run makes it (models/make_models.py --large DIR)")
     work = tempfile.mkdtemp(prefix="regserve-bench-")
-    servers = []
     try:
         model_dir = os.path.join(work, "iris-label")
         make_label_only_model(os.path.join(REPO, "models/iris-v1"), model_dir)
@@ -555,13 +559,13 @@ def main():
         for path, name in ((model_dir, "iris"), (LARGE_DIR, "mlp-large")):
             subprocess.run([REGSERVE, "models", "register", path, "--name", name, "--stage", "Production"], env=env, check=True, stdout=subprocess.DEVNULL)
         if args.cores:
-            rows = cores_run(work, env, [int(n) for n in args.cores.split(",") if n.strip()], servers)
+            rows = cores_run(work, env, [int(n) for n in args.cores.split(",") if n.strip()])
             print_cores(rows)
         else:
-            r, starts, rss = main_run(work, env, servers)
+            r, starts, rss = main_run(work, env)
             print_main(r, starts, rss)
     finally:
-        for s in servers:
+        for s in Server.started:
             s.stop()
         shutil.rmtree(work, ignore_errors=True)
 
