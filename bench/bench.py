@@ -192,11 +192,31 @@ def post(url, body):
         return json.loads(r.read())
 
 
-def check(url, body, key):
-    """One request answered with `key` in the body (`predictions` or V2's `outputs`)."""
-    answer = post(url, body)
-    assert key in answer, answer
-    return answer
+def numbers(x):
+    """The numbers of an answer's predictions (or V2 outputs' data), in order."""
+    if isinstance(x, dict):
+        return [v for k in sorted(x) for v in numbers(x[k])]
+    if isinstance(x, list):
+        return [v for item in x for v in numbers(item)]
+    return [float(x)] if isinstance(x, (int, float)) and not isinstance(x, bool) else []
+
+
+class Answers:
+    """What each server answered to the same request, checked to agree: the servers are
+    compared on the same model doing the same work."""
+
+    def __init__(self):
+        self.seen = {}
+
+    def check(self, point, server, url, body, key):
+        answer = post(url, body)
+        assert key in answer, answer
+        got = numbers(answer["predictions"] if key == "predictions" else [o["data"] for o in answer["outputs"]])
+        first = self.seen.setdefault(point, (server, got))
+        scale = max([abs(v) for v in first[1]] + [1.0])
+        if len(got) != len(first[1]) or any(abs(a - b) > 1e-4 * scale for a, b in zip(got, first[1])):
+            raise RuntimeError(f"{point}: {server} answered {got[:10]}, {first[0]} {first[1][:10]}")
+        return answer
 
 
 def wrk(url, body_file, conns, cpus=None):
@@ -359,7 +379,7 @@ def ms(x):
 
 def main_run(work, env):
     """The main table's measurements."""
-    r, starts, rss = {}, {}, {}
+    r, starts, rss, answers = {}, {}, {}, Answers()
 
     def run(server, key, url, body, conns):
         log(f"{server.name}: {key}")
@@ -382,8 +402,8 @@ def main_run(work, env):
     starts["regserve", "iris"] = statistics.median(times)
     rss["regserve", "iris", "idle"] = statistics.median(idle)
     s = regserve(work, env, "iris")
-    check(s.url + "/invocations", read(bodies["1row"]), "predictions")
-    check(s.url + "/v2/models/iris/infer", read(bodies["1row-v2"]), "outputs")
+    answers.check("iris", "regserve", s.url + "/invocations", read(bodies["1row"]), "predictions")
+    answers.check("iris", "regserve V2", s.url + "/v2/models/iris/infer", read(bodies["1row-v2"]), "outputs")
     for c in (1, 8, 64):
         run(s, ("regserve", "split", f"1row-c{c}"), "/invocations", bodies["1row"], c)
         run(s, ("regserve", "v2", f"1row-c{c}"), "/v2/models/iris/infer", bodies["1row-v2"], c)
@@ -395,7 +415,8 @@ def main_run(work, env):
                            ("on-delay", ["--max-batch-size", "64", "--max-batch-delay", BATCH_DELAY])):
         s = regserve(work, env, "mlp-large", flags, name=f"regserve mlp-large batching {setting}")
         starts["regserve", "large"] = starts.get(("regserve", "large"), s.startup_ms)
-        check(s.url + "/invocations", read(bodies["large"]), "predictions")
+        answers.check("large", s.name, s.url + "/invocations", read(bodies["large"]), "predictions")
+        answers.check("large", s.name + " V2", s.url + "/v2/models/mlp-large/infer", read(bodies["large-v2"]), "outputs")
         run(s, ("regserve", "split", f"large-{setting}"), "/invocations", bodies["large"], 64)
         run(s, ("regserve", "v2", f"large-{setting}"), "/v2/models/mlp-large/infer", bodies["large-v2"], 64)
         stop(s, ("regserve", "large", setting))
@@ -416,14 +437,14 @@ def main_run(work, env):
     else:
         s = mlflow_serve(work, iris_dir, "mlflow iris")
         starts["mlflow", "iris"] = s.startup_ms
-        check(s.url + "/invocations", read(bodies["1row"]), "predictions")
+        answers.check("iris", s.name, s.url + "/invocations", read(bodies["1row"]), "predictions")
         for c in (1, 8, 64):
             run(s, ("mlflow", "split", f"1row-c{c}"), "/invocations", bodies["1row"], c)
         run(s, ("mlflow", "split", "100rows-c8"), "/invocations", bodies["100rows"], 8)
         stop(s, ("mlflow", "iris"))
         s = mlflow_serve(work, LARGE_DIR, "mlflow mlp-large")
         starts["mlflow", "large"] = s.startup_ms
-        check(s.url + "/invocations", read(bodies["large"]), "predictions")
+        answers.check("large", s.name, s.url + "/invocations", read(bodies["large"]), "predictions")
         run(s, ("mlflow", "split", "large"), "/invocations", bodies["large"], 64)
         stop(s, ("mlflow", "large"))
 
@@ -435,14 +456,14 @@ def main_run(work, env):
             b = "on" if batching else "off"
             s = mlserver(work, "iris", iris_dir, batching)
             starts.setdefault(("mlserver", "iris"), s.startup_ms)
-            check(s.url + "/v2/models/iris/infer", read(bodies["1row-v2-columns"]), "outputs")
+            answers.check("iris", s.name, s.url + "/v2/models/iris/infer", read(bodies["1row-v2-columns"]), "outputs")
             for c in (1, 8, 64):
                 run(s, ("mlserver", b, f"1row-c{c}"), "/v2/models/iris/infer", bodies["1row-v2-columns"], c)
             run(s, ("mlserver", b, "100rows-c8"), "/v2/models/iris/infer", bodies["100rows-v2-columns"], 8)
             stop(s, ("mlserver", "iris", b))
             s = mlserver(work, "mlp-large", LARGE_DIR, batching)
             starts.setdefault(("mlserver", "large"), s.startup_ms)
-            check(s.url + "/v2/models/mlp-large/infer", read(bodies["large-v2"]), "outputs")
+            answers.check("large", s.name, s.url + "/v2/models/mlp-large/infer", read(bodies["large-v2"]), "outputs")
             run(s, ("mlserver", b, "large"), "/v2/models/mlp-large/infer", bodies["large-v2"], 64)
             stop(s, ("mlserver", "large", b))
     return r, starts, rss
