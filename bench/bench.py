@@ -517,6 +517,30 @@ def print_main(r, starts, rss):
           f"(batching off / on / on {BATCH_DELAY}) | | {mib(rss.get(('mlflow', 'large')))} | {rss_of('mlserver', ('large', 'off'), ('large', 'on'))} (batching off / on) |")
     print("\nResident memory is the sum over the process and its children (MLflow's and MLServer's worker processes).")
 
+    # Issue 17's targets, read off the tables above.
+    def mark(ok):
+        return "met" if ok else "NOT met"
+
+    floors = []
+    for key in ("1row-c1", "1row-c8", "1row-c64", "100rows-c8"):
+        a, b = g(("regserve", "split", key)), g(("floor", "split", key))
+        if a and b and b["rps"]:
+            floors.append((key, a["rps"] / b["rps"]))
+    on, off = g(("regserve", "split", "large-on-0")), g(("regserve", "split", "large-off"))
+    batching = on["rps"] / off["rps"] if on and off and off["rps"] else None
+    p99 = g(("regserve", "split", "1row-c64"))
+    rss_iris, start = rss.get(("regserve", "iris")), starts.get(("regserve", "iris"))
+    lines = [f"regserve / floor ≥ 0.8: {', '.join(f'{k} {v:.2f}' for k, v in floors)} ({mark(floors and min(v for _, v in floors) >= 0.8)})"]
+    if batching is not None:
+        lines.append(f"batching on / off on mlp-large at c=64 ≥ 3x: {batching:.1f}x ({mark(batching >= 3)})")
+    if p99:
+        lines.append(f"p99 at c=64, 1 row ≤ 5 ms: {p99['p99']:.2f} ms ({mark(p99['p99'] <= 5)})")
+    if rss_iris:
+        lines.append(f"RSS serving iris ≤ 64 MiB: {rss_iris / 1024:.0f} MiB ({mark(rss_iris <= 64 * 1024)})")
+    if start is not None:
+        lines.append(f"start to ready ≤ 100 ms: {start:.1f} ms ({mark(start <= 100)})")
+    print("\nTargets (issue 17): " + "; ".join(lines) + ".")
+
 
 # ------------------------------------------------------------------ per-core mode
 
