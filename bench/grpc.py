@@ -1,7 +1,7 @@
 """gRPC vs HTTP V2 on regserve, and regserve vs MLServer over gRPC, with the Triton clients.
 
-One run, side by side, on the MLP model of bench/ (models/mlp: 64 float inputs → 10, batch-1
-requests, as bench.py's mlp point):
+One run, side by side, on the small example MLP (models/mlp: 64 float inputs → 10, batch-1
+requests):
 
   - regserve `serve --grpc-port`: tritonclient.grpc (raw_input_contents) vs tritonclient.http
     with binary tensor data and with JSON data, at concurrency 1 and 64;

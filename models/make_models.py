@@ -56,6 +56,11 @@ MLP_IN, MLP_HIDDEN, MLP_OUT = 64, 128, 10
 
 MODEL_FILE_LIMIT = 100 * 1024
 
+# mlp-large (--large DIR): the compute-bound example, generated at setup, never committed.
+LARGE_NAME = "mlp-large"
+LARGE_IN, LARGE_HIDDEN, LARGE_LAYERS, LARGE_OUT = 256, 2048, 3, 10
+LARGE_SEED = 20251201
+
 
 def model_uuid(name):
     return uuid.uuid5(uuid.NAMESPACE_URL, f"regserve:models/{name}").hex
@@ -202,9 +207,10 @@ IRIS_OUTPUT_SCHEMA = [
 ]
 
 
-def write_mlflow_dir(name, model, inputs_schema, outputs_schema, example):
-    """example: ("dataframe", columns, rows) or ("ndarray", rows)."""
-    d = os.path.join(HERE, name)
+def write_mlflow_dir(name, model, inputs_schema, outputs_schema, example, root=HERE, session_options=None):
+    """example: ("dataframe", columns, rows) or ("ndarray", rows). The directory is
+    root/name; session_options is the onnx flavor's `onnx_session_options`."""
+    d = os.path.join(root, name)
     os.makedirs(d, exist_ok=True)
     model_bytes = model.SerializeToString()
     write_bytes(os.path.join(d, "model.onnx"), model_bytes)
@@ -237,7 +243,7 @@ def write_mlflow_dir(name, model, inputs_schema, outputs_schema, example):
             "onnx": {
                 "code": None,
                 "data": "model.onnx",
-                "onnx_session_options": None,
+                "onnx_session_options": session_options,
                 "onnx_version": onnx.__version__,
                 "providers": ["CPUExecutionProvider"],
             },
@@ -530,5 +536,105 @@ def main():
     print("ok")
 
 
+# ---------------------------------------------------------------------------
+# mlp-large: a compute-bound model (not committed; `--large DIR` writes it)
+# ---------------------------------------------------------------------------
+def large_weights():
+    """[(W, b)] per layer, float32, He-scaled so activations keep their size through the ReLUs."""
+    rng = np.random.default_rng(LARGE_SEED)
+    dims = [LARGE_IN] + [LARGE_HIDDEN] * LARGE_LAYERS + [LARGE_OUT]
+    layers = []
+    for fan_in, fan_out in zip(dims[:-1], dims[1:]):
+        w = (rng.standard_normal((fan_in, fan_out), dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in)))
+        b = rng.standard_normal(fan_out, dtype=np.float32) * np.float32(0.01)
+        layers.append((w, b))
+    return layers
+
+
+def large_model(layers):
+    """Gemm + Relu per hidden layer, a last Gemm to the outputs: `input` [N,256] -> 3 x 2048 -> `output` [N,10]."""
+    nodes, inits, prev = [], [], "input"
+    for i, (w, b) in enumerate(layers):
+        last = i == len(layers) - 1
+        inits += [numpy_helper.from_array(w, f"W{i}"), numpy_helper.from_array(b, f"B{i}")]
+        out = "output" if last else f"gemm{i}"
+        nodes.append(helper.make_node("Gemm", [prev, f"W{i}", f"B{i}"], [out], name=f"Gemm{i}"))
+        if not last:
+            nodes.append(helper.make_node("Relu", [out], [f"relu{i}"], name=f"Relu{i}"))
+            prev = f"relu{i}"
+    graph = helper.make_graph(
+        nodes,
+        "mlp_large",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, LARGE_IN])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [None, LARGE_OUT])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    model.producer_name = "regserve models/make_models.py"
+    return tidy(model, "mlp_large")
+
+
+def large_forward(layers, x):
+    """The same network in float64 numpy, to check onnxruntime's answers."""
+    h = x.astype(np.float64)
+    for i, (w, b) in enumerate(layers):
+        h = h @ w.astype(np.float64) + b
+        if i < len(layers) - 1:
+            h = np.maximum(h, 0.0)
+    return h
+
+
+def main_large(root):
+    """Write root/mlp-large (an MLflow model directory) and check it; a few seconds."""
+    import hashlib
+    import time
+
+    layers = large_weights()
+    model = large_model(layers)
+    example = [[r4(v) for v in np.random.default_rng(LARGE_SEED + 1).standard_normal(LARGE_IN)]]
+    data = write_mlflow_dir(
+        LARGE_NAME,
+        model,
+        [tensor_spec("input", "float32", [-1, LARGE_IN])],
+        [tensor_spec("output", "float32", [-1, LARGE_OUT])],
+        ("ndarray", example),
+        root=root,
+        # what MLflow (and MLServer's MLflow runtime) give each session: one thread, as regserve's
+        session_options={"inter_op_num_threads": 1, "intra_op_num_threads": 1},
+    )
+    sess = session(data)
+    ins, outs = describe(sess)
+    assert [(i["name"], i["shape"]) for i in ins] == [("input", [None, LARGE_IN])], ins
+    assert [(o["name"], o["shape"]) for o in outs] == [("output", [None, LARGE_OUT])], outs
+    x = np.random.default_rng(LARGE_SEED + 2).standard_normal((8, LARGE_IN)).astype(np.float32)
+    got = sess.run(None, {"input": x})[0]
+    want = large_forward(layers, x)
+    assert np.allclose(got, want, rtol=1e-3, atol=1e-3 * np.abs(want).max()), np.abs(got - want).max()
+    # What one run costs here (informative: a shared machine is noisy), one intra-op thread.
+    cost = {}
+    for n in (1, 64):
+        xn = np.resize(x, (n, LARGE_IN))
+        sess.run(None, {"input": xn})
+        reps = 20 if n == 1 else 3
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            sess.run(None, {"input": xn})
+        cost[n] = (time.perf_counter() - t0) / reps
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    print(
+        f"{os.path.join(root, LARGE_NAME)}: {len(data) / 1e6:.1f} MB, model.onnx sha256 {digest}…; one run, "
+        f"1 thread: batch 1 {cost[1] * 1e3:.2f} ms, batch 64 {cost[64] * 1e3:.1f} ms "
+        f"({cost[1] * 64 / cost[64]:.1f}x the rows per second)"
+    )
+
+
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--large", metavar="DIR", help="write only the compute-bound mlp-large model, as DIR/mlp-large")
+    args = ap.parse_args()
+    if args.large:
+        main_large(args.large)
+    else:
+        main()
