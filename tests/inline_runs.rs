@@ -85,7 +85,8 @@ async fn a_fast_model_turned_slow_by_a_request_never_holds_up_health_checks_or_s
         "1s",
     ]);
     server.wait_ready("/ping", Duration::from_secs(30)).await;
-    let c = Client::new();
+    // Every request is bounded: a runtime stalled by the endless run fails the test, not hangs it.
+    let c = Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     for _ in 0..5 {
         assert_eq!(score(&c, &server, &json!({"inputs": {"n": [1]}})).await, json!({"predictions": {"y": [2.0]}}));
     }

@@ -105,6 +105,10 @@ struct Seats {
 /// Requests of more rows than this always go to the session threads.
 pub const INLINE_MAX_ROWS: usize = 16;
 
+/// Requests of more input elements than this (all inputs together) always go to the session
+/// threads: a run's cost grows with its inputs, not only with its rows.
+pub const INLINE_MAX_ELEMENTS: usize = 16 << 10;
+
 /// Inline runs in progress in this process (see [`inline_limit`]).
 static INLINE_RUNNING: AtomicUsize = AtomicUsize::new(0);
 
@@ -143,8 +147,9 @@ impl Seats {
 
     /// Is a request of `rows` rows small and the model fast enough to run inline, with nothing
     /// queued and no worker waiting for a seat?
-    fn eligible(&self, rows: Option<usize>, queue_empty: bool) -> bool {
+    fn eligible(&self, rows: Option<usize>, elements: usize, queue_empty: bool) -> bool {
         matches!(rows, Some(r) if r <= INLINE_MAX_ROWS)
+            && elements <= INLINE_MAX_ELEMENTS
             && queue_empty
             && !self.inline_max_run.is_zero()
             && self.small_run_ns.load(Ordering::Relaxed)
@@ -152,19 +157,109 @@ impl Seats {
             && self.waiting.load(Ordering::SeqCst) == 0
     }
 
-    /// May a request of `rows` rows run inline now? If so, its seat.
-    fn try_inline(&self, rows: Option<usize>, queue_empty: bool) -> Option<InlineSeat<'_>> {
-        if !self.eligible(rows, queue_empty) {
+    /// May a request of `rows` rows and `elements` input elements run inline now? If so, its
+    /// seat.
+    fn try_inline(&self, rows: Option<usize>, elements: usize, queue_empty: bool) -> Option<InlineSeat<'_>> {
+        if !self.eligible(rows, elements, queue_empty) {
             return None;
         }
         let limit = inline_limit();
         INLINE_RUNNING.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < limit).then_some(n + 1)).ok()?;
         match self.take.try_recv() {
-            Ok(seat) => Some(InlineSeat { seats: self, seat: Some(seat) }),
+            Ok(seat) => {
+                watchdog::inline_run_starts();
+                Some(InlineSeat { seats: self, seat: Some(seat) })
+            }
             Err(_) => {
                 INLINE_RUNNING.fetch_sub(1, Ordering::AcqRel);
                 None
             }
+        }
+    }
+}
+
+/// An inline run blocks its async worker, and tokio does not know: if that worker had just taken
+/// the only task there was off the I/O driver, the other workers stay asleep on their condition
+/// variable, nobody polls the driver, and the whole runtime is deaf (seen: a run that never
+/// ended stalled `/ping` and every new connection). A watchdog thread looks every
+/// [`watchdog::TICK`] while inline runs happen: when one has lasted a whole tick, it spawns an
+/// empty task on each runtime that runs models inline, which wakes an idle worker; that worker
+/// then parks on the driver and serves I/O while the run goes on. Idle for a while, the
+/// watchdog parks until the next inline run.
+mod watchdog {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Mutex, OnceLock};
+    use std::time::Duration;
+
+    use super::INLINE_RUNNING;
+
+    pub const TICK: Duration = Duration::from_millis(1);
+    /// Ticks without an inline run before the watchdog parks.
+    const IDLE_TICKS: u32 = 200;
+
+    static STARTS: AtomicU64 = AtomicU64::new(0);
+    static PARKED: AtomicBool = AtomicBool::new(false);
+    static THREAD: OnceLock<Option<std::thread::Thread>> = OnceLock::new();
+    /// The runtimes whose workers ran a model inline (a handful: one per runtime's worker).
+    static RUNTIMES: Mutex<Vec<tokio::runtime::Handle>> = Mutex::new(Vec::new());
+
+    thread_local! {
+        static REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Called by each inline run as it starts (on its async worker).
+    pub fn inline_run_starts() {
+        if !REGISTERED.with(|r| r.replace(true)) {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                let mut runtimes = RUNTIMES.lock().unwrap_or_else(|e| e.into_inner());
+                if runtimes.len() < 64 {
+                    runtimes.push(handle);
+                }
+            }
+        }
+        STARTS.fetch_add(1, Ordering::Relaxed);
+        let thread = THREAD.get_or_init(|| {
+            std::thread::Builder::new()
+                .name("regserve-inline-watchdog".into())
+                .spawn(watch)
+                .map(|h| h.thread().clone())
+                .map_err(|e| tracing::warn!(error = %e, "could not start the inline-run watchdog"))
+                .ok()
+        });
+        if PARKED.load(Ordering::Acquire) {
+            if let Some(t) = thread {
+                t.unpark();
+            }
+        }
+    }
+
+    fn watch() {
+        let (mut last_starts, mut last_running, mut woken_at, mut idle) = (0u64, 0usize, u64::MAX, 0u32);
+        loop {
+            std::thread::sleep(TICK);
+            let (starts, running) = (STARTS.load(Ordering::Relaxed), INLINE_RUNNING.load(Ordering::Acquire));
+            if running == 0 {
+                idle += 1;
+                if idle >= IDLE_TICKS {
+                    PARKED.store(true, Ordering::Release);
+                    if INLINE_RUNNING.load(Ordering::Acquire) == 0 {
+                        std::thread::park();
+                    }
+                    PARKED.store(false, Ordering::Release);
+                    idle = 0;
+                }
+            } else {
+                idle = 0;
+                // Running at both looks with no run started between: one has lasted a tick.
+                if last_running > 0 && starts == last_starts && woken_at != starts {
+                    woken_at = starts;
+                    let runtimes = RUNTIMES.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    for rt in runtimes {
+                        rt.spawn(async {});
+                    }
+                }
+            }
+            (last_starts, last_running) = (starts, running);
         }
     }
 }
@@ -357,7 +452,8 @@ impl SessionPool {
     /// queued and a seat is idle (see the module's comment), else on a session thread.
     pub async fn run(&self, inputs: Vec<InputTensor>) -> Reply {
         let rows = rows_of(&inputs);
-        if let Some(mut inline) = self.seats.try_inline(rows, self.jobs.is_empty()) {
+        let elements = inputs.iter().map(|t| t.data.len()).sum();
+        if let Some(mut inline) = self.seats.try_inline(rows, elements, self.jobs.is_empty()) {
             let _load = self.load.as_ref().map(|l| l.arrive());
             if let Some(h) = &self.queue_wait {
                 h.observe(0.0);
@@ -672,34 +768,36 @@ mod tests {
     #[test]
     fn only_small_requests_of_a_model_measured_fast_with_nothing_queued_are_eligible() {
         let s = seats(Duration::from_micros(100));
-        assert!(!s.eligible(Some(1), true), "not measured yet");
+        assert!(!s.eligible(Some(1), 4, true), "not measured yet");
         s.measured(1, Duration::from_micros(20));
-        assert!(s.eligible(Some(1), true));
-        assert!(s.eligible(Some(INLINE_MAX_ROWS), true));
-        assert!(!s.eligible(Some(INLINE_MAX_ROWS + 1), true), "too many rows");
-        assert!(!s.eligible(None, true), "inputs of different first dimensions");
-        assert!(!s.eligible(Some(1), false), "something is queued");
+        assert!(s.eligible(Some(1), 4, true));
+        assert!(s.eligible(Some(INLINE_MAX_ROWS), 4, true));
+        assert!(!s.eligible(Some(INLINE_MAX_ROWS + 1), 4, true), "too many rows");
+        assert!(!s.eligible(None, 4, true), "inputs of different first dimensions");
+        assert!(!s.eligible(Some(1), 4, false), "something is queued");
+        assert!(s.eligible(Some(1), INLINE_MAX_ELEMENTS, true));
+        assert!(!s.eligible(Some(1), INLINE_MAX_ELEMENTS + 1, true), "too many elements");
         s.waiting.fetch_add(1, Ordering::SeqCst);
-        assert!(!s.eligible(Some(1), true), "a worker waits for a seat");
+        assert!(!s.eligible(Some(1), 4, true), "a worker waits for a seat");
         s.waiting.fetch_sub(1, Ordering::SeqCst);
-        assert!(s.eligible(Some(1), true));
+        assert!(s.eligible(Some(1), 4, true));
         let off = seats(Duration::ZERO);
         off.measured(1, Duration::ZERO);
-        assert!(!off.eligible(Some(1), true), "--inline-max-run 0");
+        assert!(!off.eligible(Some(1), 4, true), "--inline-max-run 0");
     }
 
     #[test]
     fn one_slow_run_sends_the_model_back_to_the_threads_and_fast_ones_bring_it_back_slowly() {
         let s = seats(Duration::from_micros(100));
         s.measured(1, Duration::from_micros(10));
-        assert!(s.eligible(Some(1), true));
+        assert!(s.eligible(Some(1), 4, true));
         // Large runs say nothing about small ones.
         s.measured(INLINE_MAX_ROWS + 1, Duration::from_secs(1));
-        assert!(s.eligible(Some(1), true));
+        assert!(s.eligible(Some(1), 4, true));
         s.measured(1, Duration::from_millis(50));
-        assert!(!s.eligible(Some(1), true), "one slow small run counts in full");
+        assert!(!s.eligible(Some(1), 4, true), "one slow small run counts in full");
         let mut fast_runs = 0;
-        while !s.eligible(Some(1), true) {
+        while !s.eligible(Some(1), 4, true) {
             s.measured(1, Duration::from_micros(10));
             fast_runs += 1;
             assert!(fast_runs < 100, "never fast again");
