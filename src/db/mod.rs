@@ -23,14 +23,20 @@ use std::path::PathBuf;
 
 pub use value::{FromValue, ToValue, Value};
 
-/// How many SQLite VM steps one statement of a read run by [`inline`] may take before it is
-/// stopped and the read handed to the blocking pool (a search page of ten models with their
-/// latest versions takes a few thousand; a step costs some nanoseconds).
-pub const INLINE_STEPS: i32 = 20_000;
+/// How many SQLite VM steps the statements of a read run by [`inline`] may take together
+/// before the read is stopped and handed to the blocking pool (a search page of ten models with
+/// their latest versions takes a few thousand; a step costs some nanoseconds).
+pub const INLINE_STEPS: u32 = 50_000;
+
+/// SQLite calls a read connection's progress handler every this many VM steps of a statement
+/// (counted over all its runs, so the first call of a run comes after up to this many).
+const PROGRESS_EVERY: i32 = 1_000;
 
 thread_local! {
     /// Set while [`inline`] runs store work on this thread.
     static INLINE: Cell<bool> = const { Cell::new(false) };
+    /// Progress handler calls since [`inline`] began on this thread.
+    static INLINE_PROGRESS: Cell<u32> = const { Cell::new(0) };
 }
 
 /// Is this thread running store work for [`inline`]?
@@ -38,11 +44,21 @@ fn in_inline() -> bool {
     INLINE.with(Cell::get)
 }
 
+/// The progress handler of SQLite's read connections: stops (true) a statement of a read run
+/// by [`inline`] once the read has taken about [`INLINE_STEPS`] steps; elsewhere never.
+fn inline_over_budget() -> bool {
+    in_inline()
+        && INLINE_PROGRESS.with(|n| {
+            n.set(n.get() + 1);
+            n.get() > INLINE_STEPS / PROGRESS_EVERY as u32
+        })
+}
+
 /// Run `f`, store work that only reads, here on the caller's (async) thread when it is short;
 /// `None` when it was not, and the caller runs `f` again from the start on the blocking pool.
 /// Short means: SQLite, a read connection free at once (never waiting for one, nor for a lock:
-/// the busy handler gives up at once), and every statement within [`INLINE_STEPS`] VM steps
-/// (a progress handler stops it past them). A write transaction, PostgreSQL (whose client
+/// the busy handler gives up at once), and its statements within [`INLINE_STEPS`] VM steps
+/// together (a progress handler stops them past it). A write transaction, PostgreSQL (whose client
 /// blocks on the network) or an in-memory database answers `None` at once. The rows a
 /// statement returns are bounded by its steps, so the work done here before giving up is too.
 pub fn inline<T, E: StoreError>(f: impl FnOnce() -> Result<T, E>) -> Option<Result<T, E>> {
@@ -53,8 +69,12 @@ pub fn inline<T, E: StoreError>(f: impl FnOnce() -> Result<T, E>) -> Option<Resu
         }
     }
     let _reset = Reset(INLINE.with(|i| i.replace(true)));
+    INLINE_PROGRESS.with(|n| n.set(0));
     match f() {
-        Err(e) if e.db_error().is_some_and(Error::stopped_inline) => None,
+        Err(e) if e.db_error().is_some_and(Error::stopped_inline) => {
+            tracing::trace!(why = %e.db_error().map(ToString::to_string).unwrap_or_default(), "a read goes to the blocking pool");
+            None
+        }
         other => Some(other),
     }
 }
@@ -115,7 +135,7 @@ impl Error {
         }
     }
 
-    /// Work run by [`inline`] stopped: it could not run there, its statement ran past
+    /// Work run by [`inline`] stopped: it could not run there, its statements ran past
     /// [`INLINE_STEPS`] (interrupted), or SQLite was busy (the busy handler does not wait
     /// inline).
     fn stopped_inline(&self) -> bool {
@@ -219,7 +239,7 @@ pub struct Database {
 }
 
 enum Backend {
-    Sqlite(sqlite::SqliteDb),
+    Sqlite(Box<sqlite::SqliteDb>),
     Postgres(Box<postgres::PgDb>),
 }
 
@@ -231,8 +251,8 @@ impl Database {
     /// several processes starting together take turns.
     pub fn open(uri: &DatabaseUri, pool: &PoolOptions) -> Result<Database, Error> {
         let backend = match uri {
-            DatabaseUri::Sqlite(path) => Backend::Sqlite(sqlite::SqliteDb::open(path)?),
-            DatabaseUri::Memory => Backend::Sqlite(sqlite::SqliteDb::open_in_memory()?),
+            DatabaseUri::Sqlite(path) => Backend::Sqlite(Box::new(sqlite::SqliteDb::open(path)?)),
+            DatabaseUri::Memory => Backend::Sqlite(Box::new(sqlite::SqliteDb::open_in_memory()?)),
             DatabaseUri::Postgres(url) => Backend::Postgres(Box::new(postgres::PgDb::open(url, pool)?)),
         };
         Ok(Database { backend })

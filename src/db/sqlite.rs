@@ -2,7 +2,7 @@
 //! writing connection per process behind a mutex, schema migrations from `migrations/sqlite/`
 //! recorded in `PRAGMA user_version`, every write one `BEGIN IMMEDIATE` transaction (so two
 //! processes writing at once serialize on SQLite's lock, waiting up to the busy timeout
-//! instead of failing). Read transactions run on a few connections of their own (one per
+//! instead of failing). Read transactions run on a few connections of their own (two per
 //! core), so reads neither wait for each other nor for a write's commit: each sees the
 //! snapshot of the last commit before it began (WAL), never a write in progress.
 
@@ -14,7 +14,9 @@ use std::time::Duration;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::{in_inline, Error, Row, RowInner, StoreError, ToValue, Tx, TxInner, Value, INLINE_STEPS};
+use super::{
+    in_inline, inline_over_budget, Error, Row, RowInner, StoreError, ToValue, Tx, TxInner, Value, PROGRESS_EVERY,
+};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -28,7 +30,10 @@ const MIGRATIONS: &[&str] = &[
 /// How many schema versions this build knows (the PostgreSQL list has as many).
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
-/// The most read connections a database file gets (one per core up to this).
+/// Read connections per database file: two per core, at least 4 and at most 8 (reads run
+/// inline on the async workers and, when they are long, on the blocking pool at the same
+/// time; a read run inline never waits for a reader, so a busy one sends it to the pool).
+const MIN_READERS: usize = 4;
 const MAX_READERS: usize = 8;
 
 pub(super) struct SqliteDb {
@@ -64,12 +69,12 @@ impl SqliteDb {
         let mut db = Self::init(conn, Some(path.to_path_buf()))?;
         drop(lock);
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        for _ in 0..cores.clamp(2, MAX_READERS) {
+        for _ in 0..(2 * cores).clamp(MIN_READERS, MAX_READERS) {
             let reader = Connection::open(path)?;
             reader.busy_handler(Some(reader_busy))?;
             // Stops a statement of a read run inline past its budget (see `super::inline`);
             // elsewhere the handler lets it go on.
-            reader.progress_handler(INLINE_STEPS, Some(in_inline));
+            reader.progress_handler(PROGRESS_EVERY, Some(inline_over_budget));
             reader.set_prepared_statement_cache_capacity(128);
             reader.execute_batch("PRAGMA query_only = ON;")?;
             db.readers.push(Mutex::new(reader));
@@ -238,7 +243,7 @@ mod tests {
     fn file_db(dir: &tempfile::TempDir) -> Database {
         let db = Database::open(&DatabaseUri::Sqlite(dir.path().join("r.db")), &PoolOptions::default()).unwrap();
         db.write(|tx| {
-            tx.execute_batch("CREATE TABLE n (x INTEGER PRIMARY KEY); WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 50000) INSERT INTO n SELECT x FROM c;")
+            tx.execute_batch("CREATE TABLE n (x INTEGER PRIMARY KEY); WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000) INSERT INTO n SELECT x FROM c;")
         })
         .unwrap();
         db
@@ -254,9 +259,14 @@ mod tests {
         let db = file_db(&dir);
         // A few rows: done here.
         assert_eq!(inline(|| count(&db, 100)).map(Result::unwrap), Some(99));
-        // 50,000 rows scanned: past the step budget, handed back; and whole on a second try.
+        // 200,000 rows counted: past the step budget, handed back; and whole on a second try.
         assert!(inline(|| count(&db, 1_000_000)).is_none());
-        assert_eq!(count(&db, 1_000_000).unwrap(), 50_000);
+        assert_eq!(count(&db, 1_000_000).unwrap(), 200_000);
+        // The budget is per read, not per run of a cached statement: a short read run many
+        // times is never stopped.
+        for _ in 0..1_000 {
+            assert_eq!(inline(|| count(&db, 100)).map(Result::unwrap), Some(99));
+        }
         // A write never runs inline (and is not done).
         let write = || db.write(|tx| tx.execute("INSERT INTO n VALUES (0)", params![]));
         assert!(inline(write).is_none());
@@ -295,8 +305,8 @@ mod tests {
             });
             started.recv().unwrap();
             // Mid-write: the readers answer at once, from the last commit.
-            assert_eq!(count(&db, 0).unwrap(), 0);
-            assert_eq!(inline(|| count(&db, 0)).map(Result::unwrap), Some(0));
+            assert_eq!(count(db, 0).unwrap(), 0);
+            assert_eq!(inline(|| count(db, 0)).map(Result::unwrap), Some(0));
             go_on_tx.send(()).unwrap();
             writer.join().unwrap();
         });
