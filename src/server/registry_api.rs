@@ -15,7 +15,7 @@ use axum::Router;
 
 use super::params::Params;
 use super::reply::{empty, one, JsonReply, Reply};
-use super::state::{blocking, reading, RegistryState};
+use super::state::{blocking, RegistryState};
 use crate::registration::{self, rest_create::CreateVersion};
 use crate::registry::{ModelVersion, RegisteredModel, RegistryError, Stage};
 
@@ -76,7 +76,7 @@ async fn create_model(State(st): State<RegistryState>, p: Params) -> Reply {
 
 async fn get_model(State(st): State<RegistryState>, p: Params) -> Reply {
     let name = p.required_str("name")?;
-    model_reply(reading(move || st.store.get_registered_model(&name)).await?)
+    model_reply(blocking(move || Ok(st.store.get_registered_model(&name)?)).await?)
 }
 
 async fn rename_model(State(st): State<RegistryState>, p: Params) -> Reply {
@@ -103,7 +103,8 @@ async fn search_models(State(st): State<RegistryState>, p: Params) -> Reply {
     let order_by = p.str_list("order_by")?;
     let token = p.opt_str("page_token")?;
     let page =
-        reading(move || st.store.search_registered_models(&filter, max_results, &order_by, token.as_deref())).await?;
+        blocking(move || Ok(st.store.search_registered_models(&filter, max_results, &order_by, token.as_deref())?))
+            .await?;
     let models: Vec<RegisteredModel> = page.items.into_iter().map(without_version_aliases).collect();
     JsonReply::new().list("registered_models", &models)?.opt("next_page_token", page.next_page_token.as_ref())?.finish()
 }
@@ -111,7 +112,7 @@ async fn search_models(State(st): State<RegistryState>, p: Params) -> Reply {
 async fn latest_versions(State(st): State<RegistryState>, p: Params) -> Reply {
     let name = p.required_str("name")?;
     let stages = p.str_list("stages")?.iter().map(|s| Stage::parse(s)).collect::<Result<Vec<_>, _>>()?;
-    let versions = reading(move || st.store.get_latest_versions(&name, &stages)).await?;
+    let versions = blocking(move || Ok(st.store.get_latest_versions(&name, &stages)?)).await?;
     versions_reply(versions, None)
 }
 
@@ -141,7 +142,7 @@ async fn set_alias(State(st): State<RegistryState>, p: Params) -> Reply {
 async fn get_by_alias(State(st): State<RegistryState>, p: Params) -> Reply {
     let name = p.required_str("name")?;
     let alias = p.required_str("alias")?;
-    version_reply(reading(move || st.store.get_model_version_by_alias(&name, &alias)).await?)
+    version_reply(blocking(move || Ok(st.store.get_model_version_by_alias(&name, &alias)?)).await?)
 }
 
 async fn delete_alias(State(st): State<RegistryState>, p: Params) -> Reply {
@@ -176,7 +177,7 @@ async fn create_version(State(st): State<RegistryState>, headers: HeaderMap, p: 
 async fn get_version(State(st): State<RegistryState>, p: Params) -> Reply {
     let name = p.required_str("name")?;
     let version = p.version()?;
-    version_reply(reading(move || st.store.get_model_version(&name, version)).await?)
+    version_reply(blocking(move || Ok(st.store.get_model_version(&name, version)?)).await?)
 }
 
 async fn update_version(State(st): State<RegistryState>, p: Params) -> Reply {
@@ -199,7 +200,8 @@ async fn search_versions(State(st): State<RegistryState>, p: Params) -> Reply {
     let order_by = p.str_list("order_by")?;
     let token = p.opt_str("page_token")?;
     let page =
-        reading(move || st.store.search_model_versions(&filter, max_results, &order_by, token.as_deref())).await?;
+        blocking(move || Ok(st.store.search_model_versions(&filter, max_results, &order_by, token.as_deref())?))
+            .await?;
     // As MLflow: versions found by a search carry no aliases.
     let items = page
         .items
@@ -219,7 +221,7 @@ fn versions_reply(versions: Vec<ModelVersion>, next_page_token: Option<String>) 
 async fn download_uri(State(st): State<RegistryState>, p: Params) -> Reply {
     let name = p.required_str("name")?;
     let version = p.version()?;
-    let mv = reading(move || st.store.get_model_version(&name, version)).await?;
+    let mv = blocking(move || Ok(st.store.get_model_version(&name, version)?)).await?;
     one("artifact_uri", mv.download_location())
 }
 

@@ -1,5 +1,5 @@
-//! What the registry server's handlers share ([`RegistryState`]), [`blocking`], which runs
-//! store work off the async workers, and [`reading`], which runs short reads in place.
+//! What the registry server's handlers share ([`RegistryState`]), and [`blocking`], which runs
+//! store work off the async workers.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,7 +8,6 @@ use super::error::ApiError;
 use crate::artifact::{ArtifactRoot, Destination};
 use crate::mlflow::webhooks::{DeliveryConfig, Sender};
 use crate::registration::rest_create::Registrar;
-use crate::registry::RegistryError;
 use crate::registry::Store;
 use crate::tracking::TrackingStore;
 
@@ -62,19 +61,4 @@ where
     F: FnOnce() -> Result<T, ApiError> + Send + 'static,
 {
     tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(format!("a blocking task failed: {e}")))?
-}
-
-/// Run store work that only reads: here, on the async worker, when it is short (see
-/// [`crate::db::inline`]: SQLite, a free read connection, a bounded number of steps per
-/// statement), which saves the two thread hand-offs of [`blocking`]; else again from the
-/// start on the blocking pool.
-pub async fn reading<T, F>(f: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: Fn() -> Result<T, RegistryError> + Send + 'static,
-{
-    if let Some(out) = crate::db::inline(&f) {
-        return Ok(out?);
-    }
-    blocking(move || Ok(f()?)).await
 }
