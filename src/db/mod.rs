@@ -18,70 +18,9 @@ pub mod postgres;
 pub mod sqlite;
 mod value;
 
-use std::cell::Cell;
 use std::path::PathBuf;
 
 pub use value::{FromValue, ToValue, Value};
-
-/// How many SQLite VM steps the statements of a read run by [`inline`] may take together
-/// before the read is stopped and handed to the blocking pool (a search page of ten models with
-/// their latest versions takes a few thousand; a step costs some nanoseconds).
-pub const INLINE_STEPS: u32 = 50_000;
-
-/// SQLite calls a read connection's progress handler every this many VM steps of a statement
-/// (counted over all its runs, so the first call of a run comes after up to this many).
-const PROGRESS_EVERY: i32 = 1_000;
-
-thread_local! {
-    /// Set while [`inline`] runs store work on this thread.
-    static INLINE: Cell<bool> = const { Cell::new(false) };
-    /// Progress handler calls since [`inline`] began on this thread.
-    static INLINE_PROGRESS: Cell<u32> = const { Cell::new(0) };
-}
-
-/// Is this thread running store work for [`inline`]?
-fn in_inline() -> bool {
-    INLINE.with(Cell::get)
-}
-
-/// The progress handler of SQLite's read connections: stops (true) a statement of a read run
-/// by [`inline`] once the read has taken about [`INLINE_STEPS`] steps; elsewhere never.
-fn inline_over_budget() -> bool {
-    in_inline()
-        && INLINE_PROGRESS.with(|n| {
-            n.set(n.get() + 1);
-            n.get() > INLINE_STEPS / PROGRESS_EVERY as u32
-        })
-}
-
-/// Run `f`, store work that only reads, here on the caller's (async) thread when it is short;
-/// `None` when it was not, and the caller runs `f` again from the start on the blocking pool.
-/// Short means: SQLite, a read connection free at once (never waiting for one, nor for a lock:
-/// the busy handler gives up at once), and its statements within [`INLINE_STEPS`] VM steps
-/// together (a progress handler stops them past it). A write transaction, PostgreSQL (whose client
-/// blocks on the network) or an in-memory database answers `None` at once. The rows a
-/// statement returns are bounded by its steps, so the work done here before giving up is too.
-///
-/// The REST handlers do not use it (they run reads on the blocking pool): measured on a loaded
-/// 2-core machine it saved the hand-offs but made p99 latency several times worse, an async
-/// worker descheduled mid-read holding up every connection it serves.
-pub fn inline<T, E: StoreError>(f: impl FnOnce() -> Result<T, E>) -> Option<Result<T, E>> {
-    struct Reset(bool);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            INLINE.with(|i| i.set(self.0));
-        }
-    }
-    let _reset = Reset(INLINE.with(|i| i.replace(true)));
-    INLINE_PROGRESS.with(|n| n.set(0));
-    match f() {
-        Err(e) if e.db_error().is_some_and(Error::stopped_inline) => {
-            tracing::trace!(why = %e.db_error().map(ToString::to_string).unwrap_or_default(), "a read goes to the blocking pool");
-            None
-        }
-        other => Some(other),
-    }
-}
 
 /// Bind parameters for [`Tx`]'s statements: `params![a, b, c]`.
 #[macro_export]
@@ -120,10 +59,6 @@ pub enum Error {
     /// The database's schema is newer than this regserve, or its URI is not usable.
     #[error("{0}")]
     Config(String),
-    /// Work run by [`inline`] that cannot run there (a write, PostgreSQL, no free read
-    /// connection); [`inline`] answers `None` and the caller runs it on the blocking pool.
-    #[error("this database work cannot run inline; this is a bug if it reaches a client")]
-    NotInline,
 }
 
 impl Error {
@@ -135,20 +70,6 @@ impl Error {
                 *connection_lost || matches!(code.as_deref(), Some("40001" | "40P01"))
             }
             Error::Unavailable(_) => true,
-            _ => false,
-        }
-    }
-
-    /// Work run by [`inline`] stopped: it could not run there, its statements ran past
-    /// [`INLINE_STEPS`] (interrupted), or SQLite was busy (the busy handler does not wait
-    /// inline).
-    fn stopped_inline(&self) -> bool {
-        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked, OperationInterrupted};
-        match self {
-            Error::NotInline => true,
-            Error::Sqlite(e) => {
-                matches!(e.sqlite_error_code(), Some(OperationInterrupted | DatabaseBusy | DatabaseLocked))
-            }
             _ => false,
         }
     }
@@ -289,9 +210,6 @@ impl Database {
     /// serialization failure, deadlock or dropped connection runs `f` again (up to a few
     /// times, with backoff), so `f` must only touch the database.
     pub fn write<T, E: StoreError>(&self, mut f: impl FnMut(&Tx<'_>) -> Result<T, E>) -> Result<T, E> {
-        if in_inline() {
-            return Err(Error::NotInline.into());
-        }
         self.retrying(|| match &self.backend {
             Backend::Sqlite(db) => db.transaction(true, &mut f),
             Backend::Postgres(db) => db.transaction(true, &mut f),
@@ -300,14 +218,10 @@ impl Database {
 
     /// Run `f` in one read transaction (one consistent snapshot).
     pub fn read<T, E: StoreError>(&self, mut f: impl FnMut(&Tx<'_>) -> Result<T, E>) -> Result<T, E> {
-        match &self.backend {
-            Backend::Sqlite(db) if in_inline() => db.inline_read(&mut f),
-            Backend::Postgres(_) if in_inline() => Err(Error::NotInline.into()),
-            _ => self.retrying(|| match &self.backend {
-                Backend::Sqlite(db) => db.transaction(false, &mut f),
-                Backend::Postgres(db) => db.transaction(false, &mut f),
-            }),
-        }
+        self.retrying(|| match &self.backend {
+            Backend::Sqlite(db) => db.transaction(false, &mut f),
+            Backend::Postgres(db) => db.transaction(false, &mut f),
+        })
     }
 
     fn retrying<T, E: StoreError>(&self, mut attempt: impl FnMut() -> Result<T, E>) -> Result<T, E> {

@@ -14,9 +14,7 @@ use std::time::Duration;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::{
-    in_inline, inline_over_budget, Error, Row, RowInner, StoreError, ToValue, Tx, TxInner, Value, PROGRESS_EVERY,
-};
+use super::{Error, Row, RowInner, StoreError, ToValue, Tx, TxInner, Value};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -30,9 +28,8 @@ const MIGRATIONS: &[&str] = &[
 /// How many schema versions this build knows (the PostgreSQL list has as many).
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
-/// Read connections per database file: two per core, at least 4 and at most 8 (reads run
-/// inline on the async workers and, when they are long, on the blocking pool at the same
-/// time; a read run inline never waits for a reader, so a busy one sends it to the pool).
+/// Read connections per database file: two per core, at least 4 and at most 8 (reads run on
+/// the blocking pool, several at once).
 const MIN_READERS: usize = 4;
 const MAX_READERS: usize = 8;
 
@@ -72,9 +69,6 @@ impl SqliteDb {
         for _ in 0..(2 * cores).clamp(MIN_READERS, MAX_READERS) {
             let reader = Connection::open(path)?;
             reader.busy_handler(Some(reader_busy))?;
-            // Stops a statement of a read run inline past its budget (see `super::inline`);
-            // elsewhere the handler lets it go on.
-            reader.progress_handler(PROGRESS_EVERY, Some(inline_over_budget));
             reader.set_prepared_statement_cache_capacity(128);
             reader.execute_batch("PRAGMA query_only = ON;")?;
             db.readers.push(Mutex::new(reader));
@@ -124,18 +118,6 @@ impl SqliteDb {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A read transaction run inline (see [`super::inline`]): on a free reader, or not at all.
-    pub(super) fn inline_read<T, E: StoreError>(&self, f: &mut impl FnMut(&Tx<'_>) -> Result<T, E>) -> Result<T, E> {
-        let Some(mut conn) = self.readers.iter().find_map(|r| r.try_lock().ok()) else {
-            return Err(Error::NotInline.into());
-        };
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(Error::from)?;
-        let tx = Tx { inner: TxInner::Sqlite(tx), writing: false };
-        let out = f(&tx);
-        drop(tx);
-        out
-    }
-
     /// A connection for a read transaction: the first free reader, else the next one in turn
     /// (waiting for it), else — without readers — the writing connection.
     fn reader(&self) -> MutexGuard<'_, Connection> {
@@ -173,12 +155,8 @@ impl SqliteDb {
     }
 }
 
-/// A reader's busy handler: as the writer's 10 s busy timeout, but giving up at once in a read
-/// run inline (which then runs again on the blocking pool, where waiting is fine).
+/// A reader's busy handler: as the writer's 10 s busy timeout.
 fn reader_busy(attempt: i32) -> bool {
-    if in_inline() {
-        return false;
-    }
     std::thread::sleep(Duration::from_millis(if attempt < 10 { 1 } else { 10 }));
     attempt < 1_000
 }
@@ -236,7 +214,7 @@ pub(super) fn column(row: &rusqlite::Row<'_>, idx: usize) -> Result<Value, Error
 
 #[cfg(test)]
 mod tests {
-    use super::super::{inline, Database, DatabaseUri, PoolOptions};
+    use super::super::{Database, DatabaseUri, PoolOptions};
     use super::*;
     use crate::params;
 
@@ -251,37 +229,6 @@ mod tests {
 
     fn count(db: &Database, below: i64) -> Result<i64, Error> {
         db.read(|tx| tx.query_row("SELECT COUNT(*) FROM n WHERE x < ?1", params![below], |r| r.get(0)))
-    }
-
-    #[test]
-    fn short_reads_run_inline_and_long_ones_or_writes_are_handed_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = file_db(&dir);
-        // A few rows: done here.
-        assert_eq!(inline(|| count(&db, 100)).map(Result::unwrap), Some(99));
-        // 200,000 rows counted: past the step budget, handed back; and whole on a second try.
-        assert!(inline(|| count(&db, 1_000_000)).is_none());
-        assert_eq!(count(&db, 1_000_000).unwrap(), 200_000);
-        // The budget is per read, not per run of a cached statement: a short read run many
-        // times is never stopped.
-        for _ in 0..1_000 {
-            assert_eq!(inline(|| count(&db, 100)).map(Result::unwrap), Some(99));
-        }
-        // A write never runs inline (and is not done).
-        let write = || db.write(|tx| tx.execute("INSERT INTO n VALUES (0)", params![]));
-        assert!(inline(write).is_none());
-        assert_eq!(count(&db, 1).unwrap(), 0);
-        // Every reader busy: handed back at once rather than waiting.
-        let SqliteBackend(sqlite) = backend(&db);
-        let held: Vec<_> = sqlite.readers.iter().map(|r| r.lock().unwrap()).collect();
-        assert!(inline(|| count(&db, 100)).is_none());
-        drop(held);
-        assert!(inline(|| count(&db, 100)).is_some());
-        // An in-memory database has no readers: never inline, still readable.
-        let mem = Database::open(&DatabaseUri::Memory, &PoolOptions::default()).unwrap();
-        let one = || mem.read(|tx| tx.query_row("SELECT 1", params![], |r| r.get::<i64>(0)));
-        assert!(inline(one).is_none());
-        assert_eq!(one().unwrap(), 1);
     }
 
     #[test]
@@ -306,12 +253,10 @@ mod tests {
             started.recv().unwrap();
             // Mid-write: the readers answer at once, from the last commit.
             assert_eq!(count(db, 0).unwrap(), 0);
-            assert_eq!(inline(|| count(db, 0)).map(Result::unwrap), Some(0));
             go_on_tx.send(()).unwrap();
             writer.join().unwrap();
         });
         assert_eq!(count(&db, 0).unwrap(), 2);
-        assert_eq!(inline(|| count(&db, 0)).map(Result::unwrap), Some(2));
     }
 
     struct SqliteBackend<'a>(&'a SqliteDb);
