@@ -3,6 +3,11 @@ wrk and writes from concurrent clients, on the same seeded registry.
 
     /path/to/.venv/bin/python bench/registry.py [--binary target/release/regserve] [--seconds 10]
         [--models 50] [--versions 4] [--connections 8] [--skip-mlflow] [--json FILE]
+        [--baseline OTHER_REGSERVE_BINARY]
+
+With --baseline, a second regserve binary (say, one built from main before a change) is measured
+in the same run, right after the first, on a registry seeded the same way, and the table gains
+its columns and the ratio: before/after numbers from one run on one machine.
 
 Both servers start on 127.0.0.1 with a fresh SQLite store (`mlflow server` with its defaults and
 `--backend-store-uri sqlite:///…`). Each is seeded over REST with MODELS registered models ×
@@ -153,6 +158,7 @@ def main():
     p.add_argument("--versions", type=int, default=4)
     p.add_argument("--connections", type=int, default=8)
     p.add_argument("--skip-mlflow", action="store_true")
+    p.add_argument("--baseline", help="another regserve binary to measure in the same run (before/after)")
     p.add_argument("--json", default=str(REPO / "target" / "bench-results" / "registry.json"))
     args = p.parse_args()
     if not shutil.which("wrk"):
@@ -162,11 +168,13 @@ def main():
     results = {}
     with tempfile.TemporaryDirectory(prefix="regserve-bench-registry-") as work:
         work = pathlib.Path(work)
-        server = RegserveServer(str(binary), work / "regserve", extra_args=[], env={"RUST_LOG": "warn,regserve::cli=info"})
-        try:
-            results["regserve"] = measure("regserve server", server.url, args)
-        finally:
-            server.stop()
+        runs = [("regserve", binary)] + ([("baseline", pathlib.Path(args.baseline))] if args.baseline else [])
+        for label, path in runs:
+            server = RegserveServer(str(path), work / label, extra_args=[], env={"RUST_LOG": "warn,regserve::cli=info"})
+            try:
+                results[label] = measure(f"{label} server ({path})", server.url, args)
+            finally:
+                server.stop()
         if not args.skip_mlflow:
             (work / "mlflow").mkdir()
             mlflow = MlflowServer(work / "mlflow")
@@ -191,6 +199,18 @@ def main():
     mw = m["writes"] if m else None
     print(f"| versions created/s ({args.connections} clients) | {w['versions_per_s']:,.0f} | | | "
           + (f"{mw['versions_per_s']:,.0f} | | | {w['versions_per_s'] / mw['versions_per_s']:.0f}x |" if mw else "– | | | – |"))
+    if "baseline" in results:
+        base = results["baseline"]
+        print(f"\nThe same run: {binary} against the baseline {args.baseline}\n")
+        print("| endpoint | regserve req/s | p50 ms | p99 ms | baseline req/s | p50 ms | p99 ms | regserve / baseline |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for what, _, _ in reads(args.models, args.versions):
+            a, b = r[what], base[what]
+            print(f"| {what} | {a['rps']:,.0f} | {a['p50_ms']:.2f} | {a['p99_ms']:.2f} | {b['rps']:,.0f} | "
+                  f"{b['p50_ms']:.2f} | {b['p99_ms']:.2f} | {a['rps'] / b['rps']:.2f} |")
+        bw = base["writes"]["versions_per_s"]
+        print(f"| versions created/s ({args.connections} clients) | {w['versions_per_s']:,.0f} | | | {bw:,.0f} | | | "
+              f"{w['versions_per_s'] / bw:.2f} |")
     for label, res in results.items():
         errs = sum(v.get("errors", 0) for v in res.values()) + res["writes"]["failures"]
         if errs:

@@ -389,7 +389,13 @@ fn filters_build_or_fail_cleanly_and_accepted_sql_runs() {
         for token in [token.as_deref(), None] {
             let Ok(q) = build(target, &filter, &order_by, token) else { continue };
             let page = c.database().read(|tx| q.fetch_page(tx, "rm.name", 1, |r| r.get::<String>(0)));
-            prop_assert!(page.is_ok(), "{:?} fails in SQLite: {:?}\n{}", filter, page.err(), q.search_sql("rm.name"));
+            prop_assert!(
+                page.is_ok(),
+                "{:?} fails in SQLite: {:?}\n{}",
+                filter,
+                page.err(),
+                q.search_sql("rm.name", 2)
+            );
             if let Some(next) = page.unwrap().1 {
                 let q2 = build(target, &filter, &order_by, Some(&next));
                 prop_assert!(q2.is_ok(), "our own token is refused: {:?}", q2.err());

@@ -62,7 +62,7 @@ fn run(c: &Store, q: &Query, page_size: usize, what: &str) -> Option<String> {
     let (rows, next) = c
         .database()
         .read(|tx| q.fetch_page(tx, SELECT, page_size, |r| r.get::<String>(0)))
-        .unwrap_or_else(|e| panic!("{what}: accepted query fails in SQLite: {e}\nSQL: {}", q.search_sql(SELECT)));
+        .unwrap_or_else(|e| panic!("{what}: accepted query fails in SQLite: {e}\nSQL: {}", q.search_sql(SELECT, page_size as u64 + 1)));
     assert!(rows.len() <= page_size);
     next
 }

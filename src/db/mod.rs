@@ -164,7 +164,7 @@ pub struct Database {
 }
 
 enum Backend {
-    Sqlite(sqlite::SqliteDb),
+    Sqlite(Box<sqlite::SqliteDb>),
     Postgres(Box<postgres::PgDb>),
 }
 
@@ -176,8 +176,8 @@ impl Database {
     /// several processes starting together take turns.
     pub fn open(uri: &DatabaseUri, pool: &PoolOptions) -> Result<Database, Error> {
         let backend = match uri {
-            DatabaseUri::Sqlite(path) => Backend::Sqlite(sqlite::SqliteDb::open(path)?),
-            DatabaseUri::Memory => Backend::Sqlite(sqlite::SqliteDb::open_in_memory()?),
+            DatabaseUri::Sqlite(path) => Backend::Sqlite(Box::new(sqlite::SqliteDb::open(path)?)),
+            DatabaseUri::Memory => Backend::Sqlite(Box::new(sqlite::SqliteDb::open_in_memory()?)),
             DatabaseUri::Postgres(url) => Backend::Postgres(Box::new(postgres::PgDb::open(url, pool)?)),
         };
         Ok(Database { backend })

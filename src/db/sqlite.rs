@@ -1,10 +1,13 @@
 //! The SQLite backend: the embedded default. One file (WAL mode, `synchronous = FULL`), one
-//! connection per process behind a mutex, schema migrations from `migrations/sqlite/`
+//! writing connection per process behind a mutex, schema migrations from `migrations/sqlite/`
 //! recorded in `PRAGMA user_version`, every write one `BEGIN IMMEDIATE` transaction (so two
 //! processes writing at once serialize on SQLite's lock, waiting up to the busy timeout
-//! instead of failing).
+//! instead of failing). Read transactions run on a few connections of their own (two per
+//! core), so reads neither wait for each other nor for a write's commit: each sees the
+//! snapshot of the last commit before it began (WAL), never a write in progress.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -25,8 +28,19 @@ const MIGRATIONS: &[&str] = &[
 /// How many schema versions this build knows (the PostgreSQL list has as many).
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
+/// Read connections per database file: two per core, at least 4 and at most 8 (reads run on
+/// the blocking pool, several at once).
+const MIN_READERS: usize = 4;
+const MAX_READERS: usize = 8;
+
 pub(super) struct SqliteDb {
+    /// Writes, and reads too when there are no `readers` (an in-memory database, which a
+    /// second connection would not see).
     conn: Mutex<Connection>,
+    /// Read-only (`PRAGMA query_only`) connections to the same file, for read transactions.
+    readers: Vec<Mutex<Connection>>,
+    /// Where the next read starts looking for a free reader.
+    next_reader: AtomicUsize,
     path: Option<PathBuf>,
 }
 
@@ -49,9 +63,17 @@ impl SqliteDb {
             file.lock().map_err(|e| Error::Config(format!("cannot lock {}: {e}", lock_path.display())))?;
         }
         let conn = Connection::open(path)?;
-        let db = Self::init(conn, Some(path.to_path_buf()));
+        let mut db = Self::init(conn, Some(path.to_path_buf()))?;
         drop(lock);
-        db
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        for _ in 0..(2 * cores).clamp(MIN_READERS, MAX_READERS) {
+            let reader = Connection::open(path)?;
+            reader.busy_handler(Some(reader_busy))?;
+            reader.set_prepared_statement_cache_capacity(128);
+            reader.execute_batch("PRAGMA query_only = ON;")?;
+            db.readers.push(Mutex::new(reader));
+        }
+        Ok(db)
     }
 
     pub(super) fn open_in_memory() -> Result<SqliteDb, Error> {
@@ -84,7 +106,7 @@ impl SqliteDb {
             tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
         }
         tx.commit()?;
-        Ok(SqliteDb { conn: Mutex::new(conn), path })
+        Ok(SqliteDb { conn: Mutex::new(conn), readers: Vec::new(), next_reader: AtomicUsize::new(0), path })
     }
 
     pub(super) fn path(&self) -> Option<&Path> {
@@ -96,12 +118,30 @@ impl SqliteDb {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A connection for a read transaction: the first free reader, else the next one in turn
+    /// (waiting for it), else — without readers — the writing connection.
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        if self.readers.is_empty() {
+            return self.conn();
+        }
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        let n = self.readers.len();
+        for i in 0..n {
+            match self.readers[(start + i) % n].try_lock() {
+                Ok(guard) => return guard,
+                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
+        self.readers[start % n].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub(super) fn transaction<T, E: StoreError>(
         &self,
         writing: bool,
         f: &mut impl FnMut(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let mut conn = self.conn();
+        let mut conn = if writing { self.conn() } else { self.reader() };
         let behavior = if writing { TransactionBehavior::Immediate } else { TransactionBehavior::Deferred };
         let tx = conn.transaction_with_behavior(behavior).map_err(Error::from)?;
         let tx = Tx { inner: TxInner::Sqlite(tx), writing };
@@ -113,6 +153,12 @@ impl SqliteDb {
         }
         Ok(out)
     }
+}
+
+/// A reader's busy handler: as the writer's 10 s busy timeout.
+fn reader_busy(attempt: i32) -> bool {
+    std::thread::sleep(Duration::from_millis(if attempt < 10 { 1 } else { 10 }));
+    attempt < 1_000
 }
 
 impl rusqlite::ToSql for Value {
@@ -164,4 +210,61 @@ pub(super) fn column(row: &rusqlite::Row<'_>, idx: usize) -> Result<Value, Error
         ),
         ValueRef::Blob(b) => Value::Blob(b.to_vec()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Database, DatabaseUri, PoolOptions};
+    use super::*;
+    use crate::params;
+
+    fn file_db(dir: &tempfile::TempDir) -> Database {
+        let db = Database::open(&DatabaseUri::Sqlite(dir.path().join("r.db")), &PoolOptions::default()).unwrap();
+        db.write(|tx| {
+            tx.execute_batch("CREATE TABLE n (x INTEGER PRIMARY KEY); WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000) INSERT INTO n SELECT x FROM c;")
+        })
+        .unwrap();
+        db
+    }
+
+    fn count(db: &Database, below: i64) -> Result<i64, Error> {
+        db.read(|tx| tx.query_row("SELECT COUNT(*) FROM n WHERE x < ?1", params![below], |r| r.get(0)))
+    }
+
+    #[test]
+    fn readers_see_every_commit_and_never_a_write_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = file_db(&dir);
+        let SqliteBackend(sqlite) = backend(&db);
+        assert!(sqlite.readers.len() >= 2);
+        std::thread::scope(|s| {
+            let (started_tx, started) = std::sync::mpsc::channel();
+            let (go_on_tx, go_on) = std::sync::mpsc::channel::<()>();
+            let db = &db;
+            let writer = s.spawn(move || {
+                db.write(|tx| {
+                    tx.execute("INSERT INTO n VALUES (-1)", params![])?;
+                    started_tx.send(()).unwrap();
+                    go_on.recv().unwrap();
+                    tx.execute("INSERT INTO n VALUES (-2)", params![])
+                })
+                .unwrap();
+            });
+            started.recv().unwrap();
+            // Mid-write: the readers answer at once, from the last commit.
+            assert_eq!(count(db, 0).unwrap(), 0);
+            go_on_tx.send(()).unwrap();
+            writer.join().unwrap();
+        });
+        assert_eq!(count(&db, 0).unwrap(), 2);
+    }
+
+    struct SqliteBackend<'a>(&'a SqliteDb);
+
+    fn backend(db: &Database) -> SqliteBackend<'_> {
+        match &db.backend {
+            super::super::Backend::Sqlite(s) => SqliteBackend(s),
+            super::super::Backend::Postgres(_) => unreachable!("a file database is SQLite"),
+        }
+    }
 }

@@ -59,9 +59,17 @@ pub struct Page<T> {
     pub next_page_token: Option<String>,
 }
 
-const VERSION_COLUMNS: &str = "rm.name, mv.version, mv.creation_timestamp, mv.last_updated_timestamp, \
-     mv.user_id, mv.current_stage, mv.description, mv.source, mv.run_id, mv.status, mv.status_message, \
-     mv.run_link, mv.storage_location, mv.logged_model_id, mv.model_id";
+/// A version's columns, from `model_versions mv`; [`version_fields`] reads them.
+macro_rules! version_fields {
+    () => {
+        "mv.version, mv.creation_timestamp, mv.last_updated_timestamp, mv.user_id, mv.current_stage, \
+         mv.description, mv.source, mv.run_id, mv.status, mv.status_message, mv.run_link, mv.storage_location, \
+         mv.logged_model_id, mv.model_id"
+    };
+}
+
+/// A version with its model's name (from `registered_models rm`); [`version_from_row`] reads them.
+const VERSION_COLUMNS: &str = concat!("rm.name, ", version_fields!());
 
 const MODEL_COLUMNS: &str = "rm.id, rm.name, rm.creation_timestamp, rm.last_updated_timestamp, rm.description";
 
@@ -270,9 +278,9 @@ impl Store {
     ) -> Result<Page<RegisteredModel>> {
         let q = search::build_for(self.db.dialect(), Target::RegisteredModels, filter_str, order_by, page_token)?;
         self.read(|tx| {
-            let (ids, next_page_token) = q.fetch_page(tx, "rm.id", max_results, |r| r.get::<i64>(0))?;
-            let items = load_models(tx, &ids)?;
-            Ok(Page { items, next_page_token })
+            let (mut models, next_page_token) = q.fetch_page(tx, MODEL_COLUMNS, max_results, model_from_row)?;
+            complete_models(tx, &mut models)?;
+            Ok(Page { items: models.into_iter().map(|(_, m)| m).collect(), next_page_token })
         })
     }
 
@@ -483,7 +491,7 @@ impl Store {
     pub fn get_latest_versions(&self, name: &str, stages: &[Stage]) -> Result<Vec<ModelVersion>> {
         self.read(|tx| {
             let id = model_id(tx, name)?;
-            latest_versions(tx, id, stages)
+            latest_versions(tx, id, name, stages)
         })
     }
 
@@ -509,11 +517,12 @@ impl Store {
     ) -> Result<Page<ModelVersion>> {
         let q = search::build_for(self.db.dialect(), Target::ModelVersions, filter_str, order_by, page_token)?;
         self.read(|tx| {
-            let (keys, next_page_token) = q.fetch_page(tx, "mv.model_id, rm.name, mv.version", max_results, |r| {
-                Ok((r.get::<i64>(0)?, r.get::<i64>(2)? as u64))
+            let (mut versions, next_page_token) = q.fetch_page(tx, VERSION_COLUMNS, max_results, |r| {
+                let (mv, id) = version_from_row(r)?;
+                Ok(((id, mv.version), mv))
             })?;
-            let items = load_versions(tx, &keys)?;
-            Ok(Page { items, next_page_token })
+            complete_versions(tx, &mut versions)?;
+            Ok(Page { items: versions.into_iter().map(|(_, mv)| mv).collect(), next_page_token })
         })
     }
 
@@ -661,27 +670,33 @@ fn touch_model(tx: &Tx<'_>, id: i64) -> Result<()> {
 }
 
 fn version_from_row(r: &Row<'_>) -> Result<(ModelVersion, i64), db::Error> {
-    let stage: String = r.get(5)?;
-    let status: String = r.get(9)?;
+    version_fields(r, 1, r.get(0)?)
+}
+
+/// The version in the columns of `version_fields!()` from column `at` on, of model `name`;
+/// with its model's id.
+fn version_fields(r: &Row<'_>, at: usize, name: String) -> Result<(ModelVersion, i64), db::Error> {
+    let stage: String = r.get(at + 4)?;
+    let status: String = r.get(at + 8)?;
     let mv = ModelVersion {
-        name: r.get(0)?,
-        version: r.get::<i64>(1)? as u64,
-        creation_timestamp: r.get(2)?,
-        last_updated_timestamp: r.get(3)?,
-        user_id: r.get(4)?,
+        name,
+        version: r.get::<i64>(at)? as u64,
+        creation_timestamp: r.get(at + 1)?,
+        last_updated_timestamp: r.get(at + 2)?,
+        user_id: r.get(at + 3)?,
         current_stage: Stage::parse(&stage).map_err(|e| db::Error::Conversion(e.to_string()))?,
-        description: r.get(6)?,
-        source: r.get(7)?,
-        run_id: r.get(8)?,
+        description: r.get(at + 5)?,
+        source: r.get(at + 6)?,
+        run_id: r.get(at + 7)?,
         status: VersionStatus::parse(&status).unwrap_or(VersionStatus::FailedRegistration),
-        status_message: r.get(10)?,
-        run_link: r.get(11)?,
-        storage_location: r.get(12)?,
-        model_id: r.get(13)?,
+        status_message: r.get(at + 9)?,
+        run_link: r.get(at + 10)?,
+        storage_location: r.get(at + 11)?,
+        model_id: r.get(at + 12)?,
         tags: Vec::new(),
         aliases: Vec::new(),
     };
-    Ok((mv, r.get(14)?))
+    Ok((mv, r.get(at + 13)?))
 }
 
 /// Statements that load models or versions by key take at most this many keys at once (a
@@ -723,35 +738,47 @@ fn load_versions(tx: &Tx<'_>, keys: &[(i64, u64)]) -> Result<Vec<ModelVersion>> 
             Ok(((id, mv.version), mv))
         })?;
         let mut found: HashMap<(i64, u64), ModelVersion> = rows.into_iter().collect();
-        let (clause, _) = version_keys_clause("", chunk);
-        let tags = tx.query_map(
-            &format!("SELECT model_id, version, key, value FROM model_version_tags WHERE {clause} ORDER BY key"),
-            &params,
-            |r| Ok(((r.get::<i64>(0)?, r.get::<i64>(1)? as u64), Tag { key: r.get(2)?, value: r.get(3)? })),
-        )?;
-        for (key, tag) in tags {
-            if let Some(mv) = found.get_mut(&key) {
-                mv.tags.push(tag);
-            }
-        }
-        let aliases = tx.query_map(
-            &format!("SELECT model_id, version, alias FROM registered_model_aliases WHERE {clause} ORDER BY alias"),
-            &params,
-            |r| Ok(((r.get::<i64>(0)?, r.get::<i64>(1)? as u64), r.get::<String>(2)?)),
-        )?;
-        for (key, alias) in aliases {
-            if let Some(mv) = found.get_mut(&key) {
-                mv.aliases.push(alias);
-            }
-        }
         for key in chunk {
             let mv = found.remove(key).ok_or_else(|| {
                 RegistryError::NotFound(format!("Model version {} of model id {} not found", key.1, key.0))
             })?;
-            out.push(mv);
+            out.push((*key, mv));
         }
     }
-    Ok(out)
+    complete_versions(tx, &mut out)?;
+    Ok(out.into_iter().map(|(_, mv)| mv).collect())
+}
+
+/// Add their tags and aliases to `versions` (keyed by model id and version): two statements
+/// per [`KEYS_PER_STATEMENT`] versions.
+fn complete_versions(tx: &Tx<'_>, versions: &mut [((i64, u64), ModelVersion)]) -> Result<()> {
+    for chunk in versions.chunks_mut(KEYS_PER_STATEMENT) {
+        let keys: Vec<(i64, u64)> = chunk.iter().map(|(k, _)| *k).collect();
+        let at: HashMap<(i64, u64), usize> = keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+        let (clause, values) = version_keys_clause("", &keys);
+        let params = db::params_from(&values);
+        tx.for_each(
+            &format!("SELECT model_id, version, key, value FROM model_version_tags WHERE {clause} ORDER BY key"),
+            &params,
+            |r| {
+                if let Some(&i) = at.get(&(r.get::<i64>(0)?, r.get::<i64>(1)? as u64)) {
+                    chunk[i].1.tags.push(Tag { key: r.get(2)?, value: r.get(3)? });
+                }
+                Ok(true)
+            },
+        )?;
+        tx.for_each(
+            &format!("SELECT model_id, version, alias FROM registered_model_aliases WHERE {clause} ORDER BY alias"),
+            &params,
+            |r| {
+                if let Some(&i) = at.get(&(r.get::<i64>(0)?, r.get::<i64>(1)? as u64)) {
+                    chunk[i].1.aliases.push(r.get(2)?);
+                }
+                Ok(true)
+            },
+        )?;
+    }
+    Ok(())
 }
 
 fn load_version(tx: &Tx<'_>, id: i64, name: &str, version: u64) -> Result<ModelVersion> {
@@ -762,29 +789,84 @@ fn load_version(tx: &Tx<'_>, id: i64, name: &str, version: u64) -> Result<ModelV
     }
 }
 
-/// The latest version in each stage of the models `ids`, by model id, each list in stage order.
-fn latest_versions_of(tx: &Tx<'_>, ids: &[i64]) -> Result<HashMap<i64, Vec<ModelVersion>>> {
-    let values: Vec<db::Value> = ids.iter().map(|id| db::Value::Integer(*id)).collect();
-    let keys: Vec<(i64, u64)> = tx.query_map(
-        &format!(
-            "SELECT model_id, MAX(version) FROM model_versions WHERE model_id IN ({}) \
-                 GROUP BY model_id, current_stage ORDER BY model_id, current_stage",
-            placeholders(ids.len())
-        ),
-        &db::params_from(&values),
-        |r| Ok((r.get::<i64>(0)?, r.get::<i64>(1)? as u64)),
-    )?;
-    let mut out: HashMap<i64, Vec<ModelVersion>> = HashMap::new();
-    for (key, mv) in keys.iter().zip(load_versions(tx, &keys)?) {
-        out.entry(key.0).or_default().push(mv);
+/// The latest version in each stage of the models `models` (id and name), with its tags (not
+/// its aliases), by model id, each list in stage order: one statement per
+/// [`KEYS_PER_STATEMENT`] models. Each row is a version with one of its tags (or none); the
+/// tags are put in key order here, so the database needs no sort (the rows come in the order
+/// of the `(model_id, current_stage, version)` index).
+fn latest_versions_of(tx: &Tx<'_>, models: &[(i64, &str)]) -> Result<HashMap<i64, Vec<ModelVersion>>> {
+    let mut out: HashMap<i64, Vec<ModelVersion>> = HashMap::with_capacity(models.len());
+    for chunk in models.chunks(KEYS_PER_STATEMENT) {
+        let names: HashMap<i64, &str> = chunk.iter().copied().collect();
+        let values: Vec<db::Value> = chunk.iter().map(|(id, _)| db::Value::Integer(*id)).collect();
+        let sql = format!(
+            concat!(
+                "SELECT ",
+                version_fields!(),
+                ", t.key, t.value FROM model_versions mv \
+                 LEFT JOIN model_version_tags t ON t.model_id = mv.model_id AND t.version = mv.version \
+                 WHERE mv.model_id IN ({}) AND mv.version = (SELECT MAX(l.version) FROM model_versions l \
+                 WHERE l.model_id = mv.model_id AND l.current_stage = mv.current_stage) \
+                 ORDER BY mv.model_id, mv.current_stage"
+            ),
+            placeholders(chunk.len())
+        );
+        tx.for_each(&sql, &db::params_from(&values), |r| {
+            let id: i64 = r.get(13)?;
+            let version = r.get::<i64>(0)? as u64;
+            let list = out.entry(id).or_default();
+            if list.last().is_none_or(|mv| mv.version != version) {
+                let name = names.get(&id).copied().unwrap_or_default();
+                list.push(version_fields(r, 0, name.to_owned())?.0);
+            }
+            if let Some(key) = r.get::<Option<String>>(14)? {
+                let mv = list.last_mut().expect("a version was pushed above; this is a bug");
+                mv.tags.push(Tag { key, value: r.get(15)? });
+            }
+            Ok(true)
+        })?;
+    }
+    for mv in out.values_mut().flatten() {
+        mv.tags.sort_unstable_by(|a, b| a.key.cmp(&b.key));
     }
     Ok(out)
 }
 
-fn latest_versions(tx: &Tx<'_>, id: i64, stages: &[Stage]) -> Result<Vec<ModelVersion>> {
-    let mut all = latest_versions_of(tx, &[id])?.remove(&id).unwrap_or_default();
+/// The latest version per stage of model `id` in `stages` (all when empty), with tags and aliases.
+fn latest_versions(tx: &Tx<'_>, id: i64, name: &str, stages: &[Stage]) -> Result<Vec<ModelVersion>> {
+    let mut all = latest_versions_of(tx, &[(id, name)])?.remove(&id).unwrap_or_default();
     all.retain(|v| stages.is_empty() || stages.contains(&v.current_stage));
+    if !all.is_empty() {
+        let aliases = tx.query_map(
+            "SELECT alias, version FROM registered_model_aliases WHERE model_id = ?1 ORDER BY alias",
+            params![id],
+            |r| Ok(Alias { alias: r.get(0)?, version: r.get::<i64>(1)? as u64 }),
+        )?;
+        set_version_aliases(&mut all, &aliases);
+    }
     Ok(all)
+}
+
+/// Each version's aliases, from its model's (`aliases`, in alias order).
+fn set_version_aliases(versions: &mut [ModelVersion], aliases: &[Alias]) {
+    for mv in versions {
+        mv.aliases = aliases.iter().filter(|a| a.version == mv.version).map(|a| a.alias.clone()).collect();
+    }
+}
+
+fn model_from_row(r: &Row<'_>) -> Result<(i64, RegisteredModel), db::Error> {
+    Ok((
+        r.get(0)?,
+        RegisteredModel {
+            name: r.get(1)?,
+            creation_timestamp: r.get(2)?,
+            last_updated_timestamp: r.get(3)?,
+            description: r.get(4)?,
+            latest_versions: Vec::new(),
+            tags: Vec::new(),
+            aliases: Vec::new(),
+        },
+    ))
 }
 
 /// The models `ids`, in that order, each with its tags, aliases and latest version per stage:
@@ -793,63 +875,65 @@ fn load_models(tx: &Tx<'_>, ids: &[i64]) -> Result<Vec<RegisteredModel>> {
     let mut out = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(KEYS_PER_STATEMENT) {
         let values: Vec<db::Value> = chunk.iter().map(|id| db::Value::Integer(*id)).collect();
-        let params = db::params_from(&values);
-        let list = placeholders(chunk.len());
         let rows = tx.query_map(
-            &format!("SELECT {MODEL_COLUMNS} FROM registered_models rm WHERE rm.id IN ({list})"),
-            &params,
-            |r| {
-                Ok((
-                    r.get::<i64>(0)?,
-                    RegisteredModel {
-                        name: r.get(1)?,
-                        creation_timestamp: r.get(2)?,
-                        last_updated_timestamp: r.get(3)?,
-                        description: r.get(4)?,
-                        latest_versions: Vec::new(),
-                        tags: Vec::new(),
-                        aliases: Vec::new(),
-                    },
-                ))
-            },
+            &format!("SELECT {MODEL_COLUMNS} FROM registered_models rm WHERE rm.id IN ({})", placeholders(chunk.len())),
+            &db::params_from(&values),
+            model_from_row,
         )?;
         let mut found: HashMap<i64, RegisteredModel> = rows.into_iter().collect();
-        let tags = tx.query_map(
+        for id in chunk {
+            let m = found
+                .remove(id)
+                .ok_or_else(|| RegistryError::NotFound(format!("Registered model id {id} not found")))?;
+            out.push((*id, m));
+        }
+    }
+    complete_models(tx, &mut out)?;
+    Ok(out.into_iter().map(|(_, m)| m).collect())
+}
+
+/// Add their tags, aliases and latest version per stage (with the versions' tags and aliases)
+/// to `models` (keyed by id, each id once): three statements per [`KEYS_PER_STATEMENT`] models.
+fn complete_models(tx: &Tx<'_>, models: &mut [(i64, RegisteredModel)]) -> Result<()> {
+    for chunk in models.chunks_mut(KEYS_PER_STATEMENT) {
+        let ids: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
+        let at: HashMap<i64, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        let values: Vec<db::Value> = ids.iter().map(|id| db::Value::Integer(*id)).collect();
+        let params = db::params_from(&values);
+        let list = placeholders(ids.len());
+        tx.for_each(
             &format!("SELECT model_id, key, value FROM registered_model_tags WHERE model_id IN ({list}) ORDER BY key"),
             &params,
-            |r| Ok((r.get::<i64>(0)?, Tag { key: r.get(1)?, value: r.get(2)? })),
+            |r| {
+                if let Some(&i) = at.get(&r.get::<i64>(0)?) {
+                    chunk[i].1.tags.push(Tag { key: r.get(1)?, value: r.get(2)? });
+                }
+                Ok(true)
+            },
         )?;
-        for (id, tag) in tags {
-            if let Some(m) = found.get_mut(&id) {
-                m.tags.push(tag);
-            }
-        }
-        let aliases = tx.query_map(
+        tx.for_each(
             &format!(
                 "SELECT model_id, alias, version FROM registered_model_aliases WHERE model_id IN ({list}) ORDER BY alias"
             ),
             &params,
-            |r| Ok((r.get::<i64>(0)?, Alias { alias: r.get(1)?, version: r.get::<i64>(2)? as u64 })),
+            |r| {
+                if let Some(&i) = at.get(&r.get::<i64>(0)?) {
+                    chunk[i].1.aliases.push(Alias { alias: r.get(1)?, version: r.get::<i64>(2)? as u64 });
+                }
+                Ok(true)
+            },
         )?;
-        for (id, alias) in aliases {
-            if let Some(m) = found.get_mut(&id) {
-                m.aliases.push(alias);
-            }
-        }
-        for (id, latest) in latest_versions_of(tx, chunk)? {
-            if let Some(m) = found.get_mut(&id) {
+        let keys: Vec<(i64, &str)> = chunk.iter().map(|(id, m)| (*id, m.name.as_str())).collect();
+        let latest = latest_versions_of(tx, &keys)?;
+        for (id, mut latest) in latest {
+            if let Some(&i) = at.get(&id) {
+                let m = &mut chunk[i].1;
+                set_version_aliases(&mut latest, &m.aliases);
                 m.latest_versions = latest;
             }
         }
-        for id in chunk {
-            out.push(
-                found
-                    .remove(id)
-                    .ok_or_else(|| RegistryError::NotFound(format!("Registered model id {id} not found")))?,
-            );
-        }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn load_model(tx: &Tx<'_>, id: i64) -> Result<RegisteredModel> {

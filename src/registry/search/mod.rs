@@ -10,7 +10,7 @@
 //!   FROM registered_models rm
 //!  WHERE <Query::where_sql>
 //!  ORDER BY <Query::order_sql>
-//!  LIMIT ?            -- max_results + 1, bound after Query::params
+//!  LIMIT <n>          -- max_results + 1, written into the SQL
 //! ```
 //!
 //! Pagination is keyset based: a page token stores the sort-key values of the
@@ -381,12 +381,15 @@ impl Query {
     }
 
     /// The full search statement for `select_list`:
-    /// `SELECT <select_list>, <key_select_sql> FROM ... WHERE ... ORDER BY ... LIMIT ?`.
+    /// `SELECT <select_list>, <key_select_sql> FROM ... WHERE ... ORDER BY ... LIMIT <limit>`.
     ///
-    /// Bind [`Query::params`] followed by the limit (`max_results + 1`).
-    pub fn search_sql(&self, select_list: &str) -> String {
+    /// Bind [`Query::params`]. The limit is written into the SQL, not bound: SQLite plans with
+    /// a bound `LIMIT`'s value, so binding it again (every run of a cached statement) expires
+    /// the statement and re-parses it. A page size is one of a few numbers in practice, so the
+    /// statement caches keep one statement per size in use.
+    pub fn search_sql(&self, select_list: &str, limit: u64) -> String {
         format!(
-            "SELECT {select_list}, {} FROM {} WHERE {} ORDER BY {} LIMIT ?",
+            "SELECT {select_list}, {} FROM {} WHERE {} ORDER BY {} LIMIT {limit}",
             self.key_select_sql,
             self.target.from_sql(),
             self.where_sql,
@@ -425,13 +428,12 @@ impl Query {
     where
         F: FnMut(&Row<'_>) -> Result<T, db::Error>,
     {
-        let limit = Value::Integer(i64::try_from(max_results).unwrap_or(i64::MAX).saturating_add(1));
-        let mut params = db::params_from(&self.params);
-        params.push(&limit);
-        let mut out = Vec::new();
+        let limit = u64::try_from(max_results).unwrap_or(u64::MAX).min(i64::MAX as u64 - 1) + 1;
+        let params = db::params_from(&self.params);
+        let mut out = Vec::with_capacity(max_results.min(1024));
         let mut last_key: Option<Vec<Value>> = None;
         let mut next = None;
-        tx.for_each(&self.search_sql(select_list), &params, |row| {
+        tx.for_each(&self.search_sql(select_list, limit), &params, |row| {
             if out.len() >= max_results {
                 next = last_key.take().map(|k| self.encode_token(&k));
                 return Ok(false);

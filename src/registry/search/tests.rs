@@ -819,21 +819,16 @@ fn next_page_token_reads_trailing_key_columns() {
     let c = name_fixture();
     let q = build(Target::RegisteredModels, "name LIKE 'a%'", &[], None).unwrap();
     assert_eq!(q.key_count(), 2);
-    let sql = q.search_sql("rm.name, rm.description");
-    let (name, token): (String, String) = c
-        .query_row(&sql, &db::params_from(&[q.params.clone(), vec![Value::Integer(1)]].concat()), |r| {
-            Ok((r.get(0)?, q.next_page_token(r, 2)?))
-        })
-        .unwrap();
+    let sql = q.search_sql("rm.name, rm.description", 1);
+    let (name, token): (String, String) =
+        c.query_row(&sql, &db::params_from(&q.params), |r| Ok((r.get(0)?, q.next_page_token(r, 2)?))).unwrap();
     assert_eq!(name, "a*b");
     let q2 = build(Target::RegisteredModels, "name LIKE 'a%'", &[], Some(&token)).unwrap();
     let rest = q2.fetch_page_on(&c, "rm.name", 100, |r| r.get::<String>(0)).unwrap();
     assert_eq!(rest.0, strings(&["a1", "a?c", "a[1]", "a]", "abc", "alpha", "axb"]));
     assert_eq!(rest.1, None);
     // Wrong column index: a type error, not a bogus token.
-    let bad = c.query_row(&sql, &db::params_from(&[q.params.clone(), vec![Value::Integer(1)]].concat()), |r| {
-        q.next_page_token(r, 0)
-    });
+    let bad = c.query_row(&sql, &db::params_from(&q.params), |r| q.next_page_token(r, 0));
     assert!(bad.is_err());
 }
 
