@@ -196,11 +196,6 @@ impl LoadedModel {
     pub fn queue_depth(&self) -> usize {
         self.pool.queue_depth()
     }
-
-    /// Requests this version ran on the async worker that read them.
-    pub fn inline_runs(&self) -> u64 {
-        self.pool.inline_runs()
-    }
 }
 
 /// Why a warm-up did not succeed.

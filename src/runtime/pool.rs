@@ -286,8 +286,6 @@ pub struct SessionPool {
     batch_sizes: Option<Histogram>,
     queue_wait: Option<Histogram>,
     inline_runs: Option<Counter>,
-    /// Requests run inline so far.
-    inline_count: AtomicU64,
     pub inputs: Vec<TensorInfo>,
     pub outputs: Vec<TensorInfo>,
     pub sessions: usize,
@@ -379,7 +377,6 @@ impl SessionPool {
             batch_sizes: observers.batch_sizes,
             queue_wait: observers.queue_wait,
             inline_runs: observers.inline_runs,
-            inline_count: AtomicU64::new(0),
             inputs,
             outputs,
             sessions: n,
@@ -464,7 +461,6 @@ impl SessionPool {
             if let Some(c) = &self.inline_runs {
                 c.inc();
             }
-            self.inline_count.fetch_add(1, Ordering::Relaxed);
             let seat = inline.seat.as_mut().expect("an inline seat holds its seat until dropped; this is a bug");
             let started = Instant::now();
             let reply = guarded(seat, inputs, &self.outputs);
@@ -480,11 +476,6 @@ impl SessionPool {
         let rx = self.submit(inputs)?;
         rx.blocking_recv()
             .unwrap_or_else(|_| Err(ScoringError::internal("the session worker stopped before answering")))
-    }
-
-    /// Requests run inline so far (see the module's comment).
-    pub fn inline_runs(&self) -> u64 {
-        self.inline_count.load(Ordering::Relaxed)
     }
 
     /// Requests waiting for a session.
